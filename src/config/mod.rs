@@ -1,0 +1,389 @@
+//! Collector-shaped YAML configuration: loading, `${env:VAR}` substitution, merging several
+//! files in order, and the top-level structure (`receivers`, `processors`, `exporters`,
+//! `extensions`, `service`). Component options are read by each component's own factory
+//! through [`node::Map`], so every problem is reported with its full YAML path.
+
+pub mod node;
+
+use std::path::Path;
+use std::time::Duration;
+
+use yaml_rust2::yaml::Hash;
+use yaml_rust2::{Yaml, YamlLoader};
+
+pub use node::{Diagnostics, Map, Problem};
+
+use crate::pipeline::Signal;
+
+/// Reads, substitutes and merges the given files (later files override earlier ones, maps
+/// merge key by key, lists are replaced), as the collector does with several `--config`.
+pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Yaml, Vec<Problem>> {
+    let mut merged = Yaml::Hash(Hash::new());
+    let mut problems = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        match std::fs::read_to_string(p) {
+            Ok(text) => match load_str_named(&text, &p.display().to_string()) {
+                Ok(doc) => merge(&mut merged, doc),
+                Err(mut e) => problems.append(&mut e),
+            },
+            Err(e) => problems.push(Problem {
+                path: p.display().to_string(),
+                message: format!("cannot read config file: {e}"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(merged)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses one YAML document and applies `${env:...}` substitution.
+pub fn load_str(text: &str) -> Result<Yaml, Vec<Problem>> {
+    load_str_named(text, "<config>")
+}
+
+fn load_str_named(text: &str, name: &str) -> Result<Yaml, Vec<Problem>> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| {
+        vec![Problem {
+            path: name.to_string(),
+            message: format!("invalid YAML: {e}"),
+        }]
+    })?;
+    let mut doc = docs.into_iter().next().unwrap_or(Yaml::Hash(Hash::new()));
+    if matches!(doc, Yaml::Null) {
+        doc = Yaml::Hash(Hash::new());
+    }
+    let mut d = Diagnostics::default();
+    substitute(&mut doc, "", &mut d);
+    if d.is_empty() {
+        Ok(doc)
+    } else {
+        Err(d.into_problems())
+    }
+}
+
+fn merge(base: &mut Yaml, over: Yaml) {
+    match (base, over) {
+        (Yaml::Hash(b), Yaml::Hash(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Replaces `${env:NAME}`, `${env:NAME:-default}` and `${NAME}` in string scalars; `$$` is a
+/// literal `$`. A value that is exactly one reference takes the type of the substituted text
+/// (so `port: ${env:PORT}` is an integer), as in the collector.
+fn substitute(y: &mut Yaml, path: &str, d: &mut Diagnostics) {
+    match y {
+        Yaml::Hash(h) => {
+            for (k, v) in h.iter_mut() {
+                let key = node::scalar_string(k).unwrap_or_default();
+                substitute(v, &node::join(path, &key), d);
+            }
+        }
+        Yaml::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                substitute(v, &format!("{path}[{i}]"), d);
+            }
+        }
+        Yaml::String(s) if s.contains('$') => match expand(s) {
+            Ok((text, whole)) => {
+                *y = if whole {
+                    Yaml::from_str(&text)
+                } else {
+                    Yaml::String(text)
+                };
+            }
+            Err(e) => d.error(path.to_string(), e),
+        },
+        _ => {}
+    }
+}
+
+/// Expands references in `s`; returns the text and whether `s` was a single reference.
+fn expand(s: &str) -> Result<(String, bool), String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut refs = 0;
+    let mut literal = false;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        if !rest[..i].is_empty() {
+            literal = true;
+        }
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            literal = true;
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
+            let inner = &body[..end];
+            let inner = inner.strip_prefix("env:").unwrap_or(inner);
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, dflt)) => (n, Some(dflt)),
+                None => (inner, None),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("invalid environment variable name {name:?} in {s:?}"));
+            }
+            match std::env::var(name) {
+                Ok(v) => out.push_str(&v),
+                Err(_) => match default {
+                    Some(dflt) => out.push_str(dflt),
+                    None => {
+                        return Err(format!(
+                            "environment variable {name} is not set (use ${{env:{name}:-default}} to give a default)"
+                        ))
+                    }
+                },
+            }
+            refs += 1;
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            literal = true;
+            rest = after;
+        }
+    }
+    if !rest.is_empty() {
+        literal = true;
+    }
+    out.push_str(rest);
+    Ok((out, refs == 1 && !literal))
+}
+
+/// A component id: `type` or `type/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId(pub String);
+
+impl ComponentId {
+    pub fn kind(&self) -> &str {
+        self.0.split_once('/').map_or(self.0.as_str(), |(t, _)| t)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Checks the `type[/name]` shape.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_part = |p: &str| {
+            !p.is_empty()
+                && p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        let valid = match s.split_once('/') {
+            Some((t, n)) => ok_part(t) && ok_part(n),
+            None => ok_part(s),
+        };
+        if valid {
+            Ok(ComponentId(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid component id {s:?}: expected `type` or `type/name` using letters, digits, `_`, `-`, `.`"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `service.pipelines.<id>`.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub id: String,
+    pub signal: Signal,
+    pub receivers: Vec<ComponentId>,
+    pub processors: Vec<ComponentId>,
+    pub exporters: Vec<ComponentId>,
+}
+
+/// `service.telemetry`.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.telemetry.logs.level` (RUST_LOG, when set, wins).
+    pub log_level: String,
+    /// `service.telemetry.metrics.address`; `None` when `level: none`.
+    pub metrics_address: Option<String>,
+}
+
+/// `service`.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub extensions: Vec<ComponentId>,
+    pub telemetry: TelemetryConfig,
+    pub pipelines: Vec<PipelineConfig>,
+    /// How long shutdown may take to flush processors and exporters.
+    pub shutdown_timeout: Duration,
+}
+
+/// Parses `service:` (component existence is checked by the caller, which knows the
+/// components).
+pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
+    let mut cfg = ServiceConfig {
+        extensions: Vec::new(),
+        telemetry: TelemetryConfig {
+            log_level: "info".into(),
+            metrics_address: Some("127.0.0.1:8888".into()),
+        },
+        pipelines: Vec::new(),
+        shutdown_timeout: Duration::from_secs(10),
+    };
+    let Some(svc) = root.map("service", d) else {
+        d.error("service", "missing: a configuration needs `service.pipelines`");
+        return cfg;
+    };
+    if let Some(exts) = svc.str_list("extensions", d) {
+        for (i, e) in exts.iter().enumerate() {
+            match ComponentId::parse(e) {
+                Ok(id) => cfg.extensions.push(id),
+                Err(msg) => d.error(format!("service.extensions[{i}]"), msg),
+            }
+        }
+    }
+    if let Some(t) = svc.duration("shutdown_timeout", d) {
+        cfg.shutdown_timeout = t;
+    }
+    if let Some(tel) = svc.map("telemetry", d) {
+        if let Some(logs) = tel.map("logs", d) {
+            if let Some(level) = logs.str("level", d) {
+                let l = level.to_ascii_lowercase();
+                if ["trace", "debug", "info", "warn", "error", "off"].contains(&l.as_str()) {
+                    cfg.telemetry.log_level = l;
+                } else {
+                    d.error(
+                        logs.key_path("level"),
+                        format!("unknown level {level:?}: use trace, debug, info, warn, error or off"),
+                    );
+                }
+            }
+            logs.finish(d);
+        }
+        if let Some(m) = tel.map("metrics", d) {
+            if let Some(a) = m.str("address", d) {
+                cfg.telemetry.metrics_address = Some(a);
+            }
+            if let Some(level) = m.str("level", d) {
+                match level.as_str() {
+                    "none" => cfg.telemetry.metrics_address = None,
+                    "basic" | "normal" | "detailed" => {}
+                    other => d.error(
+                        m.key_path("level"),
+                        format!("unknown level {other:?}: use none, basic, normal or detailed"),
+                    ),
+                }
+            }
+            m.finish(d);
+        }
+        tel.finish(d);
+    }
+    match svc.map("pipelines", d) {
+        Some(p) => {
+            for (name, y) in p.entries(d) {
+                let path = node::join(p.path(), &name);
+                let kind = name.split_once('/').map_or(name.as_str(), |(k, _)| k);
+                let Some(signal) = Signal::from_name(kind) else {
+                    d.error(
+                        path,
+                        format!("unknown pipeline type {kind:?}: use traces, metrics or logs (optionally `traces/name`)"),
+                    );
+                    continue;
+                };
+                let Some(pm) = Map::new(path.clone(), y, d) else { continue };
+                let ids = |key: &'static str, d: &mut Diagnostics| -> Vec<ComponentId> {
+                    let mut out = Vec::new();
+                    for (i, s) in pm.str_list(key, d).unwrap_or_default().iter().enumerate() {
+                        match ComponentId::parse(s) {
+                            Ok(id) => out.push(id),
+                            Err(msg) => d.error(format!("{}[{i}]", pm.key_path(key)), msg),
+                        }
+                    }
+                    out
+                };
+                let receivers = ids("receivers", d);
+                let processors = ids("processors", d);
+                let exporters = ids("exporters", d);
+                if receivers.is_empty() {
+                    d.error(pm.key_path("receivers"), "a pipeline needs at least one receiver");
+                }
+                if exporters.is_empty() {
+                    d.error(pm.key_path("exporters"), "a pipeline needs at least one exporter");
+                }
+                pm.finish(d);
+                cfg.pipelines.push(PipelineConfig {
+                    id: name,
+                    signal,
+                    receivers,
+                    processors,
+                    exporters,
+                });
+            }
+            p.finish(d);
+            if cfg.pipelines.is_empty() {
+                d.error("service.pipelines", "no pipelines: define at least one of traces, metrics, logs");
+            }
+        }
+        None => d.error("service.pipelines", "missing: define at least one pipeline"),
+    }
+    svc.finish(d);
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_substitution_types_whole_references() {
+        std::env::set_var("TG_TEST_PORT", "4317");
+        let y = load_str("a: ${env:TG_TEST_PORT}\nb: host:${env:TG_TEST_PORT}\nc: ${env:TG_TEST_UNSET_X:-d}\ne: $$x\n").unwrap();
+        assert_eq!(y["a"], Yaml::Integer(4317));
+        assert_eq!(y["b"], Yaml::String("host:4317".into()));
+        assert_eq!(y["c"], Yaml::String("d".into()));
+        assert_eq!(y["e"], Yaml::String("$x".into()));
+    }
+
+    #[test]
+    fn unset_env_is_an_error_with_path() {
+        let e = load_str("exporters:\n  otlp:\n    endpoint: ${env:TG_TEST_SURELY_UNSET}\n").unwrap_err();
+        assert_eq!(e[0].path, "exporters.otlp.endpoint");
+        assert!(e[0].message.contains("TG_TEST_SURELY_UNSET is not set"));
+    }
+
+    #[test]
+    fn merge_overrides_in_order() {
+        let mut a = load_str("x: {a: 1, b: 2}\nl: [1, 2]\n").unwrap();
+        merge(&mut a, load_str("x: {b: 3}\nl: [9]\n").unwrap());
+        assert_eq!(a["x"]["a"], Yaml::Integer(1));
+        assert_eq!(a["x"]["b"], Yaml::Integer(3));
+        assert_eq!(a["l"], Yaml::Array(vec![Yaml::Integer(9)]));
+    }
+
+    #[test]
+    fn component_ids() {
+        assert_eq!(ComponentId::parse("otlp/internal").unwrap().kind(), "otlp");
+        assert!(ComponentId::parse("otlp/").is_err());
+        assert!(ComponentId::parse("a b").is_err());
+    }
+}

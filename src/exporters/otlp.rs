@@ -1,0 +1,295 @@
+//! The `otlp` exporter: OTLP/gRPC to any backend, with compression, headers and a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::ExporterBuilder;
+use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload};
+use crate::service::{ParseCtx, StartCtx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtlpExporterConfig {
+    pub id: ComponentId,
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    pub timeout: Duration,
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Box<dyn ExporterBuilder>> {
+    let raw_endpoint = m.str("endpoint", d);
+    let mut insecure = false;
+    if let Some(tls) = m.map("tls", d) {
+        insecure = tls.bool("insecure", d).unwrap_or(false);
+        tls.finish(d);
+    }
+    let endpoint = match raw_endpoint {
+        None => {
+            d.error(m.key_path("endpoint"), "missing: the backend's host:port or URL");
+            String::new()
+        }
+        Some(e) => {
+            let url = if e.contains("://") {
+                e
+            } else if insecure {
+                format!("http://{e}")
+            } else {
+                format!("https://{e}")
+            };
+            if url.starts_with("https://") {
+                d.error(
+                    m.key_path("tls"),
+                    "TLS to the backend is not supported by this build yet; set `tls.insecure: true` for a plaintext connection (or use an http:// endpoint)",
+                );
+            } else if Endpoint::from_shared(url.clone()).is_err() {
+                d.error(m.key_path("endpoint"), format!("not a valid endpoint: {url:?}"));
+            }
+            url
+        }
+    };
+    let mut headers = Vec::new();
+    if let Some(h) = m.map("headers", d) {
+        for (k, v) in h.entries(d) {
+            let path = h.key_path(&k);
+            let Some(v) = crate::config::node::scalar_string(v) else {
+                d.error(path, "header values must be strings");
+                continue;
+            };
+            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.to_ascii_lowercase().as_bytes()).is_err() {
+                d.error(path, "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)");
+                continue;
+            }
+            if MetadataValue::<tonic::metadata::Ascii>::try_from(v.as_str()).is_err() {
+                d.error(path, "header value must be printable ASCII");
+                continue;
+            }
+            headers.push((k.to_ascii_lowercase(), v));
+        }
+    }
+    let compression = match m.str("compression", d).as_deref() {
+        None | Some("gzip") => Compression::Gzip,
+        Some("zstd") => Compression::Zstd,
+        Some("none") | Some("") => Compression::None,
+        Some(other) => {
+            d.error(
+                m.key_path("compression"),
+                format!("unknown compression {other:?}: use gzip, zstd or none"),
+            );
+            Compression::Gzip
+        }
+    };
+    let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
+    Some(Box::new(OtlpExporterConfig {
+        id: id.clone(),
+        endpoint,
+        headers,
+        compression,
+        timeout,
+    }))
+}
+
+impl ExporterBuilder for OtlpExporterConfig {
+    fn start(self: Box<Self>, _ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+        let channel = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut metadata = MetadataMap::new();
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (
+                MetadataKey::from_bytes(k.as_bytes()),
+                MetadataValue::try_from(v.as_str()),
+            ) {
+                metadata.insert(k, v);
+            }
+        }
+        Ok(Arc::new(OtlpExporter {
+            channel,
+            metadata,
+            compression: match self.compression {
+                Compression::None => None,
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+            },
+            timeout: self.timeout,
+            id: self.id,
+        }))
+    }
+}
+
+pub struct OtlpExporter {
+    id: ComponentId,
+    channel: Channel,
+    metadata: MetadataMap,
+    compression: Option<CompressionEncoding>,
+    timeout: Duration,
+}
+
+/// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
+/// counts only when the server sent RetryInfo (its delay is returned).
+pub fn classify(status: &tonic::Status) -> (bool, Option<Duration>) {
+    let retry_info = crate::exporters::otlp::retry_info_delay(status);
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => (true, retry_info),
+        Code::ResourceExhausted => (retry_info.is_some(), retry_info),
+        _ => (false, None),
+    }
+}
+
+/// Reads `google.rpc.RetryInfo.retry_delay` from a status's details, if present.
+pub fn retry_info_delay(status: &tonic::Status) -> Option<Duration> {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<PDuration>,
+    }
+    let details = status.details();
+    if details.is_empty() {
+        return None;
+    }
+    let st = RpcStatus::decode(details).ok()?;
+    st.details
+        .iter()
+        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
+        .and_then(|a| RetryInfo::decode(a.value.as_slice()).ok())
+        .and_then(|ri| ri.retry_delay)
+        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+}
+
+impl OtlpExporter {
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        *req.metadata_mut() = self.metadata.clone();
+        req.set_timeout(self.timeout);
+        req
+    }
+
+    fn failure(&self, status: tonic::Status) -> ExportError {
+        let (retryable, retry_after) = classify(&status);
+        ExportError {
+            retryable,
+            retry_after,
+            message: format!(
+                "backend answered {:?}: {}",
+                status.code(),
+                status.message()
+            ),
+        }
+    }
+
+    fn partial(&self, signal: &str, rejected: i64, message: &str) {
+        if rejected > 0 || !message.is_empty() {
+            tracing::warn!(
+                exporter = %self.id,
+                signal,
+                rejected,
+                message,
+                "backend accepted the request in part (partial_success)"
+            );
+        }
+    }
+}
+
+macro_rules! send_with {
+    ($self:ident, $client:ident, $req:expr) => {{
+        let mut c = $client::new($self.channel.clone());
+        if let Some(enc) = $self.compression {
+            c = c.send_compressed(enc);
+        }
+        c = c
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        tokio::time::timeout($self.timeout, c.export($self.request($req))).await
+    }};
+}
+
+impl Exporter for OtlpExporter {
+    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
+        Box::pin(async move {
+            let timed_out = || ExportError {
+                retryable: true,
+                retry_after: None,
+                message: format!("no answer from the backend within {:?}", self.timeout),
+            };
+            match data {
+                Payload::Traces(r) => {
+                    let resp = send_with!(self, TraceServiceClient, r)
+                        .map_err(|_| timed_out())?
+                        .map_err(|s| self.failure(s))?;
+                    if let Some(p) = resp.into_inner().partial_success {
+                        self.partial("traces", p.rejected_spans, &p.error_message);
+                    }
+                }
+                Payload::Metrics(r) => {
+                    let resp = send_with!(self, MetricsServiceClient, r)
+                        .map_err(|_| timed_out())?
+                        .map_err(|s| self.failure(s))?;
+                    if let Some(p) = resp.into_inner().partial_success {
+                        self.partial("metrics", p.rejected_data_points, &p.error_message);
+                    }
+                }
+                Payload::Logs(r) => {
+                    let resp = send_with!(self, LogsServiceClient, r)
+                        .map_err(|_| timed_out())?
+                        .map_err(|s| self.failure(s))?;
+                    if let Some(p) = resp.into_inner().partial_success {
+                        self.partial("logs", p.rejected_log_records, &p.error_message);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! The `health_check` extension: `GET <path>` answers 200 once every pipeline runs and 503
+//! while the gateway starts or shuts down.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::extensions::{ExtensionBuilder, RunningExtension};
+use crate::pipeline::BoxFuture;
+use crate::receivers::otlp::check_endpoint;
+use crate::service::{Health, ParseCtx, StartCtx};
+
+pub struct HealthCheck {
+    id: ComponentId,
+    endpoint: String,
+    path: String,
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Box<dyn ExtensionBuilder>> {
+    let endpoint = m
+        .str("endpoint", d)
+        .unwrap_or_else(|| "127.0.0.1:13133".to_string());
+    check_endpoint(m, &endpoint, d);
+    let path = m.str("path", d).unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') {
+        d.error(m.key_path("path"), "must start with `/`");
+    }
+    Some(Box::new(HealthCheck {
+        id: id.clone(),
+        endpoint,
+        path,
+    }))
+}
+
+impl ExtensionBuilder for HealthCheck {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<RunningExtension, String>> {
+        let health = ctx.health.clone();
+        let shutdown = ctx.shutdown.clone();
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind(&self.endpoint)
+                .await
+                .map_err(|e| format!("extensions.{}.endpoint: cannot listen on {}: {e}", self.id, self.endpoint))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let h = health.clone();
+            let app = axum::Router::new().route(
+                &self.path,
+                get(move || {
+                    let h = Arc::clone(&h);
+                    async move {
+                        match Health::from_u8(h.load(Ordering::Acquire)) {
+                            Health::Ready => (StatusCode::OK, "{\"status\":\"Server available\"}"),
+                            Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"Server starting\"}"),
+                            Health::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"Server shutting down\"}"),
+                        }
+                    }
+                }),
+            );
+            let id = self.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(crate::telemetry::wait_true(shutdown))
+                    .await
+                {
+                    tracing::error!(extension = %id, error = %e, "health check server failed");
+                }
+            });
+            tracing::info!(extension = %self.id, endpoint = %addr, "health check listening");
+            Ok(RunningExtension { endpoint: Some(addr) })
+        })
+    }
+}

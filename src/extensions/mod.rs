@@ -1,0 +1,23 @@
+//! Extensions: components outside the data path (health check). One module plus one line in
+//! [`FACTORIES`] per type.
+
+pub mod health_check;
+
+use std::net::SocketAddr;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::pipeline::BoxFuture;
+use crate::service::{ParseCtx, StartCtx};
+
+pub struct RunningExtension {
+    pub endpoint: Option<SocketAddr>,
+}
+
+pub trait ExtensionBuilder: Send {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<RunningExtension, String>>;
+}
+
+type Factory =
+    fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<Box<dyn ExtensionBuilder>>;
+
+pub const FACTORIES: &[(&str, Factory)] = &[("health_check", health_check::factory)];

@@ -1,0 +1,13 @@
+//! tollgate: an OpenTelemetry gateway that makes GenAI spend attributable.
+//!
+//! Receivers take OTLP in, processors validate, verify and enrich in place, exporters send
+//! OTLP on; all wired from collector-shaped YAML (see `service`).
+
+pub mod config;
+pub mod exporters;
+pub mod extensions;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,130 @@
+//! The `tollgate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "OpenTelemetry gateway that makes GenAI spend attributable and defensible")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file(s) for the default `run` command; several merge in order.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    config: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Load and check the configuration without binding ports; print every problem.
+    Validate,
+}
+
+fn config_paths(cli: &Cli) -> Vec<PathBuf> {
+    if cli.config.is_empty() {
+        vec![PathBuf::from("config/tollgate.yaml")]
+    } else {
+        cli.config.clone()
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn print_problems(problems: &[tollgate::config::Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+    eprintln!(
+        "{} problem{} found",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = config_paths(&cli);
+    match cli.command.as_ref().unwrap_or(&Command::Run) {
+        Command::Validate => match tollgate::service::parse_files(&paths) {
+            Ok(_) => {
+                println!("configuration is valid: {}", display_paths(&paths));
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                print_problems(&problems);
+                ExitCode::from(1)
+            }
+        },
+        Command::Run => run(&paths),
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn run(paths: &[PathBuf]) -> ExitCode {
+    let parsed = match tollgate::service::parse_files(paths) {
+        Ok(p) => p,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&parsed.service.telemetry.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let running = match tollgate::service::start(parsed).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return ExitCode::from(1);
+            }
+        };
+        wait_for_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+                    _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,355 @@
+//! The `batch` processor: groups requests into batches of `send_batch_size` items (flushing
+//! after `timeout` at the latest), never more than `send_batch_max_size` per batch. It
+//! answers the client once the data is queued; on shutdown it flushes what it holds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use tokio::sync::mpsc;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::pipeline::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
+use crate::processors::{Built, ProcessorSpec, StageFactory};
+use crate::service::{ParseCtx, StartCtx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    pub send_batch_size: u64,
+    pub send_batch_max_size: u64,
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            send_batch_size: 8192,
+            send_batch_max_size: 0,
+            timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+pub fn factory(
+    _id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<ProcessorSpec> {
+    let mut c = BatchConfig::default();
+    if let Some(v) = m.u64("send_batch_size", d) {
+        c.send_batch_size = v;
+    }
+    if let Some(v) = m.u64("send_batch_max_size", d) {
+        c.send_batch_max_size = v;
+    }
+    if let Some(v) = m.duration("timeout", d) {
+        c.timeout = v;
+    }
+    if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
+        d.error(
+            m.key_path("send_batch_max_size"),
+            format!(
+                "must be 0 (no limit) or at least send_batch_size ({})",
+                c.send_batch_size
+            ),
+        );
+    }
+    if c.timeout.is_zero() && c.send_batch_size == 0 {
+        d.error(m.key_path("timeout"), "timeout and send_batch_size cannot both be 0");
+    }
+    Some(ProcessorSpec {
+        built: Built::Stage(Arc::new(c)),
+        signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
+        divert_targets: Vec::new(),
+    })
+}
+
+impl StageFactory for BatchConfig {
+    fn make(&self, pipeline: &str, next: Arc<dyn Consumer>, _ctx: &StartCtx) -> Arc<dyn Consumer> {
+        let (tx, rx) = mpsc::channel::<Payload>(64);
+        let cfg = *self;
+        let pipeline = pipeline.to_string();
+        let task = tokio::spawn(run(cfg, rx, next.clone(), pipeline));
+        Arc::new(BatchStage {
+            tx: Mutex::new(Some(tx)),
+            task: Mutex::new(Some(task)),
+            next,
+        })
+    }
+}
+
+struct BatchStage {
+    tx: Mutex<Option<mpsc::Sender<Payload>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    next: Arc<dyn Consumer>,
+}
+
+impl Consumer for BatchStage {
+    fn consume<'a>(
+        &'a self,
+        data: Payload,
+        _client: &'a Arc<ClientInfo>,
+    ) -> BoxFuture<'a, Result<Ack, Refused>> {
+        let tx = self.tx.lock().ok().and_then(|g| g.clone());
+        Box::pin(async move {
+            let Some(tx) = tx else {
+                return Err(Refused::retryable("batch processor is shutting down"));
+            };
+            tx.send(data)
+                .await
+                .map_err(|_| Refused::retryable("batch processor is shutting down"))?;
+            Ok(Ack::default())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        // Dropping the sender lets the task drain the channel, flush and exit.
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let task = self.task.lock().ok().and_then(|mut g| g.take());
+        Box::pin(async move {
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+            self.next.shutdown().await;
+        })
+    }
+}
+
+async fn run(cfg: BatchConfig, mut rx: mpsc::Receiver<Payload>, next: Arc<dyn Consumer>, pipeline: String) {
+    let client = Arc::new(ClientInfo::default());
+    let mut buf: Option<Payload> = None;
+    let mut count: u64 = 0;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(p) => {
+                    count += p.item_count();
+                    match &mut buf {
+                        Some(b) => append(b, p),
+                        None => buf = Some(p),
+                    }
+                    if deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + cfg.timeout);
+                    }
+                    while cfg.send_batch_size > 0 && count >= cfg.send_batch_size {
+                        let Some(mut b) = buf.take() else { break };
+                        if cfg.send_batch_max_size > 0 && count > cfg.send_batch_max_size {
+                            let head = split_front(&mut b, cfg.send_batch_max_size);
+                            count -= head.item_count();
+                            buf = Some(b);
+                            send(&next, head, &client, &pipeline).await;
+                        } else {
+                            count = 0;
+                            send(&next, b, &client, &pipeline).await;
+                        }
+                    }
+                    if buf.is_none() || count == 0 {
+                        buf = None;
+                        count = 0;
+                        deadline = None;
+                    }
+                }
+                None => break,
+            },
+            _ = timer => {
+                flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+                count = 0;
+                deadline = None;
+            }
+        }
+    }
+    flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+}
+
+async fn flush(
+    cfg: &BatchConfig,
+    buf: &mut Option<Payload>,
+    next: &Arc<dyn Consumer>,
+    client: &Arc<ClientInfo>,
+    pipeline: &str,
+) {
+    let Some(mut b) = buf.take() else { return };
+    if cfg.send_batch_max_size > 0 {
+        while b.item_count() > cfg.send_batch_max_size {
+            let head = split_front(&mut b, cfg.send_batch_max_size);
+            send(next, head, client, pipeline).await;
+        }
+    }
+    if !b.is_empty() {
+        send(next, b, client, pipeline).await;
+    }
+}
+
+async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, pipeline: &str) {
+    let n = p.item_count();
+    if let Err(e) = next.consume(p, client).await {
+        // The exporter stage has counted and logged the failure; say where it was held.
+        tracing::warn!(pipeline, items = n, error = %e, "batch could not be delivered");
+    }
+}
+
+/// Appends `other`'s resources to `into` (same signal: a pipeline carries one signal).
+fn append(into: &mut Payload, other: Payload) {
+    match (into, other) {
+        (Payload::Traces(a), Payload::Traces(b)) => a.resource_spans.extend(b.resource_spans),
+        (Payload::Metrics(a), Payload::Metrics(b)) => a.resource_metrics.extend(b.resource_metrics),
+        (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
+        (_, other) => tracing::error!(signal = other.signal().as_str(), "batch received a payload of another signal; dropped"),
+    }
+}
+
+/// Removes and returns the first `n` items (spans, log records; whole metrics for metrics),
+/// keeping resource and scope envelopes intact on both sides.
+pub fn split_front(p: &mut Payload, n: u64) -> Payload {
+    match p {
+        Payload::Traces(r) => Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: split_traces(&mut r.resource_spans, n),
+        }),
+        Payload::Logs(r) => Payload::Logs(ExportLogsServiceRequest {
+            resource_logs: split_logs(&mut r.resource_logs, n),
+        }),
+        Payload::Metrics(r) => {
+            // Metrics split at resource granularity: data points of one resource stay
+            // together.
+            let mut taken = 0u64;
+            let mut k = 0;
+            while k < r.resource_metrics.len() && (taken < n || k == 0) {
+                let one = ExportMetricsServiceRequest {
+                    resource_metrics: vec![r.resource_metrics[k].clone()],
+                };
+                let c = crate::pipeline::point_count(&one);
+                if k > 0 && taken + c > n {
+                    break;
+                }
+                taken += c;
+                k += 1;
+            }
+            let rest = r.resource_metrics.split_off(k);
+            let head = std::mem::replace(&mut r.resource_metrics, rest);
+            Payload::Metrics(ExportMetricsServiceRequest { resource_metrics: head })
+        }
+    }
+}
+
+fn split_traces(rs: &mut Vec<ResourceSpans>, mut n: u64) -> Vec<ResourceSpans> {
+    let mut out = Vec::new();
+    while n > 0 && !rs.is_empty() {
+        let total: u64 = rs[0].scope_spans.iter().map(|s| s.spans.len() as u64).sum();
+        if total <= n {
+            n -= total;
+            out.push(rs.remove(0));
+            continue;
+        }
+        let r = &mut rs[0];
+        let mut head = ResourceSpans {
+            resource: r.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: r.schema_url.clone(),
+        };
+        while n > 0 && !r.scope_spans.is_empty() {
+            let len = r.scope_spans[0].spans.len() as u64;
+            if len <= n {
+                n -= len;
+                head.scope_spans.push(r.scope_spans.remove(0));
+            } else {
+                let s = &mut r.scope_spans[0];
+                let rest = s.spans.split_off(n as usize);
+                let taken = std::mem::replace(&mut s.spans, rest);
+                head.scope_spans.push(ScopeSpans {
+                    scope: s.scope.clone(),
+                    spans: taken,
+                    schema_url: s.schema_url.clone(),
+                });
+                n = 0;
+            }
+        }
+        out.push(head);
+    }
+    out
+}
+
+fn split_logs(rl: &mut Vec<ResourceLogs>, mut n: u64) -> Vec<ResourceLogs> {
+    let mut out = Vec::new();
+    while n > 0 && !rl.is_empty() {
+        let total: u64 = rl[0].scope_logs.iter().map(|s| s.log_records.len() as u64).sum();
+        if total <= n {
+            n -= total;
+            out.push(rl.remove(0));
+            continue;
+        }
+        let r = &mut rl[0];
+        let mut head = ResourceLogs {
+            resource: r.resource.clone(),
+            scope_logs: Vec::new(),
+            schema_url: r.schema_url.clone(),
+        };
+        while n > 0 && !r.scope_logs.is_empty() {
+            let len = r.scope_logs[0].log_records.len() as u64;
+            if len <= n {
+                n -= len;
+                head.scope_logs.push(r.scope_logs.remove(0));
+            } else {
+                let s = &mut r.scope_logs[0];
+                let rest = s.log_records.split_off(n as usize);
+                let taken = std::mem::replace(&mut s.log_records, rest);
+                head.scope_logs.push(ScopeLogs {
+                    scope: s.scope.clone(),
+                    log_records: taken,
+                    schema_url: s.schema_url.clone(),
+                });
+                n = 0;
+            }
+        }
+        out.push(head);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn traces(resources: &[&[usize]]) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: resources
+                .iter()
+                .map(|scopes| ResourceSpans {
+                    scope_spans: scopes
+                        .iter()
+                        .map(|&n| ScopeSpans {
+                            spans: (0..n).map(|_| Span::default()).collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn split_front_takes_exactly_n_spans() {
+        let mut p = traces(&[&[3, 4], &[5]]);
+        let head = split_front(&mut p, 5);
+        assert_eq!(head.item_count(), 5);
+        assert_eq!(p.item_count(), 7);
+        let head2 = split_front(&mut p, 100);
+        assert_eq!(head2.item_count(), 7);
+        assert!(p.is_empty());
+    }
+}

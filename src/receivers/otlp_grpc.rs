@@ -1,0 +1,292 @@
+//! OTLP/gRPC server side: TraceService, MetricsService and LogsService.
+//!
+//! Requests are taken off the wire as raw bytes and decoded here, so that malformed protobuf
+//! is answered with INVALID_ARGUMENT naming the decode error (tonic's own codec would answer
+//! INTERNAL), and an over-size message with RESOURCE_EXHAUSTED (as the Go collector does;
+//! tonic answers OUT_OF_RANGE).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+
+use crate::pipeline::{Ack, ClientInfo, Payload, ReceiverFanout, Refused, Signal};
+
+/// Binds a signal to its gRPC service and message types.
+pub trait OtlpSignal: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    const SIGNAL: Signal;
+    type Request: Message + Default + 'static;
+    type Response: Message + Default + Send + 'static;
+    fn into_payload(req: Self::Request) -> Payload;
+    fn response(ack: &Ack) -> Self::Response;
+}
+
+pub struct Traces;
+pub struct Metrics;
+pub struct Logs;
+
+impl OtlpSignal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    fn into_payload(req: Self::Request) -> Payload {
+        Payload::Traces(req)
+    }
+    fn response(ack: &Ack) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (ack.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: ack.rejected as i64,
+                error_message: ack.message(Signal::Traces),
+            }),
+        }
+    }
+}
+
+impl OtlpSignal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    fn into_payload(req: Self::Request) -> Payload {
+        Payload::Metrics(req)
+    }
+    fn response(ack: &Ack) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (ack.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: ack.rejected as i64,
+                error_message: ack.message(Signal::Metrics),
+            }),
+        }
+    }
+}
+
+impl OtlpSignal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    fn into_payload(req: Self::Request) -> Payload {
+        Payload::Logs(req)
+    }
+    fn response(ack: &Ack) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (ack.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: ack.rejected as i64,
+                error_message: ack.message(Signal::Logs),
+            }),
+        }
+    }
+}
+
+/// Maps a pipeline refusal onto the gRPC status the OTLP spec prescribes: retryable
+/// conditions are UNAVAILABLE (the client keeps the data and retries), permanent ones
+/// INVALID_ARGUMENT.
+pub fn refused_to_status(r: &Refused) -> Status {
+    if r.retryable {
+        Status::unavailable(r.message.clone())
+    } else {
+        Status::invalid_argument(r.message.clone())
+    }
+}
+
+/// A codec that takes requests as raw bytes and writes prost responses.
+struct RawCodec<R>(PhantomData<fn() -> R>);
+
+impl<R: Message + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = RawCodec<R>;
+    type Decoder = RawCodec<R>;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec(PhantomData)
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec(PhantomData)
+    }
+}
+
+impl<R: Message + Send + 'static> Encoder for RawCodec<R> {
+    type Item = R;
+    type Error = Status;
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response failed: {e}")))
+    }
+}
+
+impl<R: Message + Send + 'static> Decoder for RawCodec<R> {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+/// One OTLP gRPC service for signal `S`, feeding the signal's pipelines.
+pub struct OtlpGrpcService<S: OtlpSignal> {
+    sink: Option<Arc<ReceiverFanout>>,
+    max_recv_bytes: usize,
+    _s: PhantomData<fn() -> S>,
+}
+
+impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
+    fn clone(&self) -> Self {
+        OtlpGrpcService {
+            sink: self.sink.clone(),
+            max_recv_bytes: self.max_recv_bytes,
+            _s: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpSignal> OtlpGrpcService<S> {
+    pub fn new(sink: Option<Arc<ReceiverFanout>>, max_recv_bytes: usize) -> Self {
+        OtlpGrpcService {
+            sink,
+            max_recv_bytes,
+            _s: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpSignal> NamedService for OtlpGrpcService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+/// Decodes one request and runs it through the pipelines.
+pub async fn handle<S: OtlpSignal>(
+    sink: Option<&ReceiverFanout>,
+    body: Bytes,
+    client: &Arc<ClientInfo>,
+) -> Result<S::Response, Status> {
+    let req = S::Request::decode(body).map_err(|e| {
+        Status::invalid_argument(format!(
+            "request body is not a valid {}: {e}",
+            std::any::type_name::<S::Request>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("OTLP request")
+        ))
+    })?;
+    let Some(sink) = sink else {
+        return Err(Status::unimplemented(format!(
+            "no {} pipeline is configured for this receiver",
+            S::SIGNAL.as_str()
+        )));
+    };
+    let payload = S::into_payload(req);
+    match sink.consume(payload, client).await {
+        Ok(ack) => Ok(S::response(&ack)),
+        Err(r) => Err(refused_to_status(&r)),
+    }
+}
+
+struct Export<S: OtlpSignal> {
+    sink: Option<Arc<ReceiverFanout>>,
+    _s: PhantomData<fn() -> S>,
+}
+
+fn default_client() -> Arc<ClientInfo> {
+    static DEFAULT: std::sync::OnceLock<Arc<ClientInfo>> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(|| Arc::new(ClientInfo::default())).clone()
+}
+
+impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
+    type Response = S::Response;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<S::Response>, Status>;
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let sink = self.sink.clone();
+        let client = request
+            .extensions()
+            .get::<Arc<ClientInfo>>()
+            .cloned()
+            .unwrap_or_else(default_client);
+        let body = request.into_inner();
+        Box::pin(async move {
+            handle::<S>(sink.as_deref(), body, &client)
+                .await
+                .map(tonic::Response::new)
+        })
+    }
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for OtlpGrpcService<S>
+where
+    S: OtlpSignal,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let sink = self.sink.clone();
+        let limit = self.max_recv_bytes;
+        let is_export = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(S::SERVICE))
+            == Some("/Export");
+        Box::pin(async move {
+            if !is_export {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(limit);
+            let svc = Export::<S> {
+                sink,
+                _s: PhantomData,
+            };
+            let mut resp = grpc.unary(svc, req).await;
+            oversize_to_resource_exhausted(&mut resp, limit);
+            Ok(resp)
+        })
+    }
+}
+
+/// tonic reports an over-limit message as OUT_OF_RANGE; OTLP clients and the collector
+/// expect RESOURCE_EXHAUSTED ("received message larger than max").
+fn oversize_to_resource_exhausted(resp: &mut http::Response<tonic::body::Body>, limit: usize) {
+    let h = resp.headers();
+    let is_oversize = h.get("grpc-status").and_then(|v| v.to_str().ok())
+        == Some(&(Code::OutOfRange as i32).to_string())
+        && h
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("too") && m.contains("large"));
+    if is_oversize {
+        let status = Status::resource_exhausted(format!(
+            "request message is larger than max_recv_msg_size_mib ({} MiB)",
+            limit / (1024 * 1024)
+        ));
+        let headers = resp.headers_mut();
+        headers.remove("grpc-status");
+        headers.remove("grpc-message");
+        if let Err(e) = status.add_header(headers) {
+            tracing::warn!(error = %e, "could not rewrite over-size status");
+        }
+    }
+}

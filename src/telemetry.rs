@@ -1,0 +1,163 @@
+//! Self-telemetry: the gateway's own Prometheus metrics and the `/metrics` endpoint.
+//!
+//! One [`SelfMetrics`] per running service (not a global), so several gateways in one test
+//! process keep separate counts. Components register their own families through
+//! [`SelfMetrics::register`]. Counters are exposed with the OpenMetrics `_total` suffix.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::pipeline::Signal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+    pub pipeline: String,
+}
+
+/// Counters indexed by signal.
+pub struct PerSignal<L: Clone + std::hash::Hash + Eq + Send + Sync + std::fmt::Debug + 'static>(
+    [Family<L, Counter>; 3],
+);
+
+impl<L> PerSignal<L>
+where
+    L: Clone + std::hash::Hash + Eq + Send + Sync + std::fmt::Debug + EncodeLabelSet + 'static,
+{
+    fn new(reg: &mut Registry, prefix: &str, help: &str) -> Self {
+        let fams: [Family<L, Counter>; 3] = Default::default();
+        for (s, f) in Signal::ALL.iter().zip(fams.iter()) {
+            reg.register(
+                format!("{prefix}_{}", s.item_name()),
+                format!("{help} ({})", s.item_name().replace('_', " ")),
+                f.clone(),
+            );
+        }
+        PerSignal(fams)
+    }
+    pub fn get(&self, s: Signal) -> &Family<L, Counter> {
+        &self.0[s as usize]
+    }
+}
+
+/// The gateway's metrics registry and the core counters every stage shares.
+pub struct SelfMetrics {
+    registry: Mutex<Registry>,
+    pub receiver_accepted: PerSignal<ReceiverLabels>,
+    pub receiver_refused: PerSignal<ReceiverLabels>,
+    pub exporter_sent: PerSignal<ExporterLabels>,
+    pub exporter_send_failed: PerSignal<ExporterLabels>,
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SelfMetrics {
+    pub fn new() -> Self {
+        let mut reg = Registry::default();
+        let receiver_accepted = PerSignal::new(
+            &mut reg,
+            "tollgate_receiver_accepted",
+            "Items accepted by a receiver and passed into a pipeline",
+        );
+        let receiver_refused = PerSignal::new(
+            &mut reg,
+            "tollgate_receiver_refused",
+            "Items refused (whole request or partial_success rejections)",
+        );
+        let exporter_sent = PerSignal::new(
+            &mut reg,
+            "tollgate_exporter_sent",
+            "Items an exporter delivered",
+        );
+        let exporter_send_failed = PerSignal::new(
+            &mut reg,
+            "tollgate_exporter_send_failed",
+            "Items an exporter failed to deliver",
+        );
+        SelfMetrics {
+            registry: Mutex::new(reg),
+            receiver_accepted,
+            receiver_refused,
+            exporter_sent,
+            exporter_send_failed,
+        }
+    }
+
+    /// Registers a component's own metric; returns it for the component to keep.
+    pub fn register<M: Metric + Clone>(&self, name: &str, help: &str, metric: M) -> M {
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.register(name, help, metric.clone());
+        }
+        metric
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(reg) = self.registry.lock() {
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+                tracing::warn!(error = %e, "encoding self-metrics failed");
+            }
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown` resolves; returns the bound address.
+pub async fn serve_metrics(
+    addr: &str,
+    metrics: Arc<SelfMetrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(wait_true(shutdown))
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// Resolves once the watch value becomes `true` (or its sender is gone).
+pub async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
