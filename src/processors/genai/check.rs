@@ -1,0 +1,952 @@
+//! Pure normalisation + validation of OTLP span attributes against the GenAI
+//! rule table in [`super::rules`] (semantic conventions
+//! [`SEMCONV_VERSION`](super::rules::SEMCONV_VERSION)).
+//!
+//! # What [`process_span`] does
+//!
+//! 1. **Detect.** A span is an LLM span when it carries `gen_ai.operation.name`
+//!    or `gen_ai.provider.name`, or any source name that maps onto one of those
+//!    two (a built-in [`MAPPINGS`] row or an [`Options::custom_mappings`] pair).
+//!    For value-restricted rows ([`Unmapped::Skip`], e.g.
+//!    `openinference.span.kind`) only values that have an equivalent count:
+//!    `openinference.span.kind = CHAIN` alone does not make an LLM span.
+//!    Non-LLM spans are never modified and get `is_llm_span = false`.
+//! 2. **Normalise** (when [`Options::normalize`]). Every deprecated / foreign
+//!    name is renamed to its current name, applying the row's value renames.
+//!    Precedence: the current name always wins, then mapping rows in table
+//!    order, then custom mappings in the order given. When a lower-precedence
+//!    source is present with a *different* value than the winner, nothing is
+//!    resolved silently: the winner's value is kept and `conflict:<target>` is
+//!    reported. With `keep_originals = false` the source attribute is removed
+//!    (renamed in place when it is the winner); with `keep_originals = true` it
+//!    is left as is and the current name is appended.
+//!    [`Report::renamed`] counts attributes written under a current name
+//!    (renamed or copied); dropping a redundant duplicate does not count.
+//! 3. **Validate** the (normalised) attributes and report violation ids.
+//!
+//! # Violation ids
+//!
+//! | id | when |
+//! | --- | --- |
+//! | `missing:<attr>` | a Required attribute of the span's definition is absent, or a Conditionally Required one whose condition is decidable and holds (see below) |
+//! | `type:<attr>:<actual>` | the value type differs from the registry type; `<actual>` is one of [`ACTUAL_TYPES`] |
+//! | `range:<attr>` | a count attribute ([`COUNT_ATTRIBUTES`]) is negative, or `server.port` is outside 0..=65535 |
+//! | `range:gen_ai.usage.cache_read.input_tokens>input_tokens` | cache reads exceed `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_creation.input_tokens>input_tokens` | cache writes exceed `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_read+cache_creation>input_tokens` | neither alone, but their sum exceeds `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.reasoning.output_tokens>output_tokens` | reasoning tokens exceed `gen_ai.usage.output_tokens` |
+//! | `conflict:<attr>` | two source names for `<attr>` carry different values |
+//! | `unknown_value:<attr>` | strict mode only: an enum attribute carries a value that is not a well-known member |
+//! | `span_kind:<kind>` | the span kind is not one the spec expects for the operation; `<kind>` is one of `unspecified`, `internal`, `server`, `client`, `producer`, `consumer`, `unknown` |
+//!
+//! The cache rules follow the v1.41.0 wording "The value SHOULD be included in
+//! `gen_ai.usage.input_tokens`" (reasoning: "... in `gen_ai.usage.output_tokens`").
+//! A violation usually means the producer reports provider-native disjoint
+//! buckets (Anthropic-style `input_tokens` that exclude cache tokens).
+//!
+//! Conditionally Required rules are enforced only where the condition is
+//! decidable from the span itself:
+//! * `error.type` — "if the operation ended in an error": enforced when
+//!   `span.status.code == STATUS_CODE_ERROR`.
+//! * `server.port` — "If `server.address` is set": enforced when
+//!   `server.address` is present.
+//!
+//! All other conditions ("If available", "when available", "if the request
+//! includes a seed", "If provided by the application", ...) are not decidable
+//! and never reported.
+//!
+//! # Types
+//!
+//! * `int` attributes arriving as `string` or `double` are `type:` violations.
+//!   With [`Options::coerce_numeric_strings`], a string that parses as a
+//!   non-negative integer (`u64` syntax, fitting in `i64`) is converted in
+//!   place to an int value and is **not** reported; other strings still are.
+//! * `double` attributes accept `int` values (lossless; SDKs such as
+//!   OpenTelemetry JS encode integral numbers as int).
+//! * Array attributes accept an empty array; `any` attributes are not checked.
+//!
+//! # Metric labels
+//!
+//! Violation ids can embed an observed type, so [`metric_label`] maps every id
+//! to its family (`type:gen_ai.usage.input_tokens:string` →
+//! `type:gen_ai.usage.input_tokens`). [`rule_ids`] is the closed set of
+//! families; ids outside the table (e.g. conflicts on a custom mapping target)
+//! map to `<kind>:other`, anything else to `other`.
+//!
+//! # Cost
+//!
+//! One pass over the attributes with a binary search per key in a table that
+//! is built once per process. Compliant spans cause no allocation; a second
+//! pass happens only when normalisation changed the attribute list.
+
+use std::sync::OnceLock;
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
+
+use super::rules::{
+    rule_index, AttrRule, AttrType, Condition, GenAiSpan, Mapping, Unmapped, ATTRIBUTES,
+    ATTRIBUTE_RULES, COUNT_ATTRIBUTES, GENERIC_EXPECTED_KINDS, MAPPINGS, SPAN_REQUIREMENTS,
+};
+
+/// Behaviour switches for [`process_span`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Rename deprecated / foreign names to the pinned names.
+    pub normalize: bool,
+    /// Keep the source attribute next to the normalised one.
+    pub keep_originals: bool,
+    /// Report `unknown_value:` for enum attributes with non-member values.
+    pub strict: bool,
+    /// Convert non-negative integer strings on `int` attributes to ints.
+    pub coerce_numeric_strings: bool,
+    /// Extra `(from, to)` renames, applied after the built-in [`MAPPINGS`]
+    /// (values copied unchanged). Check them with [`Options::validate`].
+    pub custom_mappings: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            normalize: true,
+            keep_originals: false,
+            strict: false,
+            coerce_numeric_strings: false,
+            custom_mappings: Vec::new(),
+        }
+    }
+}
+
+/// Invalid [`Options`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("custom mapping has an empty attribute name")]
+    EmptyName,
+    #[error("custom mapping maps `{0}` onto itself")]
+    SelfMapping(String),
+    #[error("custom mapping source `{0}` is a current semantic-convention attribute")]
+    SourceIsCurrent(String),
+    #[error("custom mapping source `{0}` is already a built-in mapping source")]
+    SourceIsBuiltin(String),
+    #[error("custom mapping source `{0}` is listed twice")]
+    DuplicateSource(String),
+}
+
+impl Options {
+    /// Rejects custom mappings that could never apply or would be ambiguous.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let idx = index();
+        for (n, (from, to)) in self.custom_mappings.iter().enumerate() {
+            if from.is_empty() || to.is_empty() {
+                return Err(OptionsError::EmptyName);
+            }
+            if from == to {
+                return Err(OptionsError::SelfMapping(from.clone()));
+            }
+            match idx.lookup(from) {
+                Some(Entry::Rule(_)) => return Err(OptionsError::SourceIsCurrent(from.clone())),
+                Some(Entry::Map(_)) => return Err(OptionsError::SourceIsBuiltin(from.clone())),
+                None => {}
+            }
+            if self.custom_mappings[..n].iter().any(|(f, _)| f == from) {
+                return Err(OptionsError::DuplicateSource(from.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Outcome of [`process_span`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub is_llm_span: bool,
+    /// Violation ids (see the module docs), in a deterministic order.
+    pub violations: Vec<String>,
+    /// Attributes written under a current name by normalisation.
+    pub renamed: u32,
+}
+
+/// Observed value types that can appear in `type:<attr>:<actual>`.
+pub const ACTUAL_TYPES: &[&str] = &[
+    "empty",
+    "string",
+    "bool",
+    "int",
+    "double",
+    "string_array",
+    "bool_array",
+    "int_array",
+    "double_array",
+    "mixed_array",
+    "empty_array",
+    "kvlist",
+    "bytes",
+    "strindex",
+];
+
+const SPAN_KIND_NAMES: &[&str] = &[
+    "unspecified",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+    "unknown",
+];
+
+/// Violation id: cache reads exceed input tokens.
+pub const RANGE_CACHE_READ_GT_INPUT: &str =
+    "range:gen_ai.usage.cache_read.input_tokens>input_tokens";
+/// Violation id: cache writes exceed input tokens.
+pub const RANGE_CACHE_CREATION_GT_INPUT: &str =
+    "range:gen_ai.usage.cache_creation.input_tokens>input_tokens";
+/// Violation id: cache reads + writes exceed input tokens.
+pub const RANGE_CACHE_SUM_GT_INPUT: &str =
+    "range:gen_ai.usage.cache_read+cache_creation>input_tokens";
+/// Violation id: reasoning tokens exceed output tokens.
+pub const RANGE_REASONING_GT_OUTPUT: &str =
+    "range:gen_ai.usage.reasoning.output_tokens>output_tokens";
+
+const VIOLATION_KINDS: &[&str] = &[
+    "missing",
+    "type",
+    "range",
+    "conflict",
+    "unknown_value",
+    "span_kind",
+];
+
+// ---------------------------------------------------------------------------------------
+// static lookup table (built once per process)
+// ---------------------------------------------------------------------------------------
+
+const N_RULES: usize = ATTRIBUTE_RULES.len();
+const NONE: u32 = u32::MAX;
+
+const OP: usize = rule_index("gen_ai.operation.name");
+const PROVIDER: usize = rule_index("gen_ai.provider.name");
+const INPUT: usize = rule_index("gen_ai.usage.input_tokens");
+const OUTPUT: usize = rule_index("gen_ai.usage.output_tokens");
+const CACHE_READ: usize = rule_index("gen_ai.usage.cache_read.input_tokens");
+const CACHE_CREATION: usize = rule_index("gen_ai.usage.cache_creation.input_tokens");
+const REASONING: usize = rule_index("gen_ai.usage.reasoning.output_tokens");
+const ERROR_TYPE: usize = rule_index("error.type");
+const SERVER_ADDRESS: usize = rule_index("server.address");
+const SERVER_PORT: usize = rule_index("server.port");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Rule(u16),
+    Map(u16),
+}
+
+struct Index {
+    /// Current names and built-in mapping sources, sorted by name.
+    keys: Vec<(&'static str, Entry)>,
+    /// For each `MAPPINGS` row: rule index of its target, if the target is a rule.
+    map_target: Vec<Option<u16>>,
+    /// For each `SPAN_REQUIREMENTS` row: rule index of its attribute.
+    req_rule: Vec<Option<u16>>,
+    /// Per rule: whether it is a count attribute.
+    is_count: [bool; N_RULES],
+}
+
+impl Index {
+    fn lookup(&self, key: &str) -> Option<Entry> {
+        self.keys
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| self.keys[i].1)
+    }
+
+    fn rule_of(&self, key: &str) -> Option<usize> {
+        match self.lookup(key) {
+            Some(Entry::Rule(r)) => Some(usize::from(r)),
+            _ => None,
+        }
+    }
+}
+
+fn to_u16(i: usize) -> u16 {
+    u16::try_from(i).unwrap_or(u16::MAX)
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut keys: Vec<(&'static str, Entry)> = ATTRIBUTES
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name, Entry::Rule(to_u16(i))))
+            .collect();
+        for (i, m) in MAPPINGS.iter().enumerate() {
+            // A source that is also a current name would be ambiguous; the rule wins
+            // (the rules tests assert this never happens).
+            if !keys.iter().any(|(k, _)| *k == m.from) {
+                keys.push((m.from, Entry::Map(to_u16(i))));
+            }
+        }
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let rule_pos = |name: &str| {
+            ATTRIBUTES
+                .iter()
+                .position(|r| r.name == name)
+                .map(to_u16)
+        };
+        let mut is_count = [false; N_RULES];
+        for name in COUNT_ATTRIBUTES {
+            if let Some(p) = rule_pos(name) {
+                is_count[usize::from(p)] = true;
+            }
+        }
+        Index {
+            map_target: MAPPINGS.iter().map(|m| rule_pos(m.to)).collect(),
+            req_rule: SPAN_REQUIREMENTS.iter().map(|r| rule_pos(r.attr)).collect(),
+            keys,
+            is_count,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// detection
+// ---------------------------------------------------------------------------------------
+
+fn str_value(v: Option<&AnyValue>) -> Option<&str> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Result of applying a mapping row to a source value.
+enum Mapped {
+    /// Copy the value unchanged.
+    Same,
+    /// Replace by this string.
+    Renamed(&'static str),
+}
+
+fn apply_value_map(
+    value_map: &'static [(&'static str, &'static str)],
+    unmapped: Unmapped,
+    value: Option<&AnyValue>,
+) -> Option<Mapped> {
+    if let Some(s) = str_value(value) {
+        if let Some((_, new)) = value_map.iter().find(|(old, _)| *old == s) {
+            return Some(Mapped::Renamed(new));
+        }
+    }
+    match unmapped {
+        Unmapped::PassThrough => Some(Mapped::Same),
+        Unmapped::Skip => None,
+    }
+}
+
+fn marks_llm(target: &str) -> bool {
+    target == ATTRIBUTES[OP].name || target == ATTRIBUTES[PROVIDER].name
+}
+
+fn builtin_marks_llm(m: usize, value: Option<&AnyValue>) -> bool {
+    let row = &MAPPINGS[m];
+    marks_llm(row.to) && apply_value_map(row.value_map, row.unmapped, value).is_some()
+}
+
+/// Whether the attributes describe an LLM (GenAI) span: `gen_ai.operation.name`
+/// or `gen_ai.provider.name`, or a built-in mapped equivalent of either.
+pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
+    let idx = index();
+    attrs.iter().any(|kv| match idx.lookup(&kv.key) {
+        Some(Entry::Rule(r)) => usize::from(r) == OP || usize::from(r) == PROVIDER,
+        Some(Entry::Map(m)) => builtin_marks_llm(usize::from(m), kv.value.as_ref()),
+        None => false,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Builtin(u16),
+    Custom(u16),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    attr: u32,
+    source: Source,
+}
+
+impl Found {
+    fn priority(&self) -> usize {
+        match self.source {
+            Source::Builtin(m) => usize::from(m),
+            Source::Custom(c) => MAPPINGS.len() + usize::from(c),
+        }
+    }
+}
+
+/// Pass 1: locate current names (first occurrence wins) and mapping sources.
+fn scan(
+    attrs: &[KeyValue],
+    opts: &Options,
+    cur: &mut [u32; N_RULES],
+    found: &mut Option<Vec<Found>>,
+) -> bool {
+    let idx = index();
+    let mut llm = false;
+    for (i, kv) in attrs.iter().enumerate() {
+        let pos = u32::try_from(i).unwrap_or(NONE);
+        match idx.lookup(&kv.key) {
+            Some(Entry::Rule(r)) => {
+                let r = usize::from(r);
+                if cur[r] == NONE {
+                    cur[r] = pos;
+                }
+                llm |= r == OP || r == PROVIDER;
+            }
+            Some(Entry::Map(m)) => {
+                llm |= builtin_marks_llm(usize::from(m), kv.value.as_ref());
+                found.get_or_insert_with(Vec::new).push(Found {
+                    attr: pos,
+                    source: Source::Builtin(m),
+                });
+            }
+            None => {
+                if let Some(c) = opts.custom_mappings.iter().position(|(f, _)| *f == kv.key) {
+                    llm |= marks_llm(&opts.custom_mappings[c].1);
+                    found.get_or_insert_with(Vec::new).push(Found {
+                        attr: pos,
+                        source: Source::Custom(to_u16(c)),
+                    });
+                }
+            }
+        }
+    }
+    llm
+}
+
+/// Pass 2 (only after normalisation changed the list): re-locate current names.
+fn rescan_rules(attrs: &[KeyValue], cur: &mut [u32; N_RULES]) {
+    let idx = index();
+    cur.fill(NONE);
+    for (i, kv) in attrs.iter().enumerate() {
+        if let Some(r) = idx.rule_of(&kv.key) {
+            if cur[r] == NONE {
+                cur[r] = u32::try_from(i).unwrap_or(NONE);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// normalisation
+// ---------------------------------------------------------------------------------------
+
+struct Target<'a> {
+    name: &'a str,
+    rule: Option<usize>,
+    value_map: &'static [(&'static str, &'static str)],
+    unmapped: Unmapped,
+}
+
+fn target_of<'a>(source: Source, opts: &'a Options) -> Option<Target<'a>> {
+    match source {
+        Source::Builtin(m) => {
+            let m = usize::from(m);
+            let row: &Mapping = MAPPINGS.get(m)?;
+            Some(Target {
+                name: row.to,
+                rule: index().map_target.get(m).copied().flatten().map(usize::from),
+                value_map: row.value_map,
+                unmapped: row.unmapped,
+            })
+        }
+        Source::Custom(c) => {
+            let (_, to) = opts.custom_mappings.get(usize::from(c))?;
+            Some(Target {
+                name: to.as_str(),
+                rule: index().rule_of(to),
+                value_map: &[],
+                unmapped: Unmapped::PassThrough,
+            })
+        }
+    }
+}
+
+fn mapped_value(mapped: &Mapped, original: Option<&AnyValue>) -> Option<AnyValue> {
+    match mapped {
+        Mapped::Same => original.cloned(),
+        Mapped::Renamed(s) => Some(string_value(s)),
+    }
+}
+
+fn string_value(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(Value::StringValue(s.to_string())),
+    }
+}
+
+/// Returns true when the attribute list changed.
+fn normalize(
+    attrs: &mut Vec<KeyValue>,
+    found: &mut [Found],
+    cur: &mut [u32; N_RULES],
+    opts: &Options,
+    report: &mut Report,
+) -> bool {
+    found.sort_unstable_by_key(Found::priority);
+    let mut remove: Vec<usize> = Vec::new();
+    let mut changed = false;
+    for f in found.iter() {
+        let i = f.attr as usize;
+        let Some(target) = target_of(f.source, opts) else {
+            continue;
+        };
+        if i >= attrs.len() {
+            continue;
+        }
+        let Some(mapped) =
+            apply_value_map(target.value_map, target.unmapped, attrs[i].value.as_ref())
+        else {
+            continue; // value without equivalent: leave the source alone
+        };
+        let existing = match target.rule {
+            Some(r) => (cur[r] != NONE).then_some(cur[r] as usize),
+            None => attrs.iter().position(|kv| kv.key == target.name),
+        };
+        if let Some(t) = existing {
+            let equivalent = match &mapped {
+                Mapped::Same => {
+                    values_equivalent(attrs[i].value.as_ref(), attrs[t].value.as_ref())
+                }
+                Mapped::Renamed(s) => {
+                    values_equivalent(Some(&string_value(s)), attrs[t].value.as_ref())
+                }
+            };
+            if !equivalent {
+                report.violations.push(format!("conflict:{}", target.name));
+            }
+            if !opts.keep_originals {
+                remove.push(i);
+                changed = true;
+            }
+            continue;
+        }
+        let new_pos = if opts.keep_originals {
+            let value = mapped_value(&mapped, attrs[i].value.as_ref());
+            attrs.push(KeyValue {
+                key: target.name.to_string(),
+                value,
+            });
+            attrs.len() - 1
+        } else {
+            let kv = &mut attrs[i];
+            kv.key = target.name.to_string();
+            if let Mapped::Renamed(s) = mapped {
+                kv.value = Some(string_value(s));
+            }
+            i
+        };
+        if let Some(r) = target.rule {
+            cur[r] = u32::try_from(new_pos).unwrap_or(NONE);
+        }
+        report.renamed += 1;
+        changed = true;
+    }
+    if !remove.is_empty() {
+        let mut pos = 0usize;
+        attrs.retain(|_| {
+            let keep = !remove.contains(&pos);
+            pos += 1;
+            keep
+        });
+    }
+    changed
+}
+
+// ---------------------------------------------------------------------------------------
+// value helpers
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actual {
+    Empty,
+    String,
+    Bool,
+    Int,
+    Double,
+    StringArray,
+    BoolArray,
+    IntArray,
+    DoubleArray,
+    MixedArray,
+    EmptyArray,
+    Kvlist,
+    Bytes,
+    StrIndex,
+}
+
+impl Actual {
+    fn as_str(self) -> &'static str {
+        match self {
+            Actual::Empty => "empty",
+            Actual::String => "string",
+            Actual::Bool => "bool",
+            Actual::Int => "int",
+            Actual::Double => "double",
+            Actual::StringArray => "string_array",
+            Actual::BoolArray => "bool_array",
+            Actual::IntArray => "int_array",
+            Actual::DoubleArray => "double_array",
+            Actual::MixedArray => "mixed_array",
+            Actual::EmptyArray => "empty_array",
+            Actual::Kvlist => "kvlist",
+            Actual::Bytes => "bytes",
+            Actual::StrIndex => "strindex",
+        }
+    }
+}
+
+fn actual_type(v: Option<&AnyValue>) -> Actual {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => Actual::Empty,
+        Some(Value::StringValue(_)) => Actual::String,
+        Some(Value::BoolValue(_)) => Actual::Bool,
+        Some(Value::IntValue(_)) => Actual::Int,
+        Some(Value::DoubleValue(_)) => Actual::Double,
+        Some(Value::KvlistValue(_)) => Actual::Kvlist,
+        Some(Value::BytesValue(_)) => Actual::Bytes,
+        Some(Value::StringValueStrindex(_)) => Actual::StrIndex,
+        Some(Value::ArrayValue(a)) => {
+            let (mut s, mut b, mut i, mut d, mut other) = (0usize, 0usize, 0usize, 0usize, 0usize);
+            for e in &a.values {
+                match e.value.as_ref() {
+                    Some(Value::StringValue(_)) => s += 1,
+                    Some(Value::BoolValue(_)) => b += 1,
+                    Some(Value::IntValue(_)) => i += 1,
+                    Some(Value::DoubleValue(_)) => d += 1,
+                    _ => other += 1,
+                }
+            }
+            let n = a.values.len();
+            if n == 0 {
+                Actual::EmptyArray
+            } else if s == n {
+                Actual::StringArray
+            } else if b == n {
+                Actual::BoolArray
+            } else if i == n {
+                Actual::IntArray
+            } else if i + d == n && other == 0 {
+                Actual::DoubleArray
+            } else {
+                Actual::MixedArray
+            }
+        }
+    }
+}
+
+fn type_matches(expected: AttrType, actual: Actual) -> bool {
+    match expected {
+        AttrType::Any => true,
+        AttrType::String => matches!(actual, Actual::String | Actual::StrIndex),
+        AttrType::Int => actual == Actual::Int,
+        AttrType::Double => matches!(actual, Actual::Double | Actual::Int),
+        AttrType::Bool => actual == Actual::Bool,
+        AttrType::StringArray => matches!(actual, Actual::StringArray | Actual::EmptyArray),
+        AttrType::IntArray => matches!(actual, Actual::IntArray | Actual::EmptyArray),
+        AttrType::DoubleArray => matches!(
+            actual,
+            Actual::DoubleArray | Actual::IntArray | Actual::EmptyArray
+        ),
+    }
+}
+
+fn int_of(v: Option<&AnyValue>) -> Option<i64> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::IntValue(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn number_of(v: Option<&AnyValue>) -> Option<f64> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::IntValue(n)) => Some(*n as f64),
+        Some(Value::DoubleValue(d)) => Some(*d),
+        Some(Value::StringValue(s)) => s.parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// Same value, allowing numeric equality across int / double / numeric string
+/// (`100`, `100.0` and `"100"` are equivalent).
+fn values_equivalent(a: Option<&AnyValue>, b: Option<&AnyValue>) -> bool {
+    let (va, vb) = (a.and_then(|v| v.value.as_ref()), b.and_then(|v| v.value.as_ref()));
+    if va == vb {
+        return true;
+    }
+    match (number_of(a), number_of(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn parse_non_negative(s: &str) -> Option<i64> {
+    s.parse::<u64>().ok().and_then(|n| i64::try_from(n).ok())
+}
+
+fn span_kind_name(kind: i32) -> &'static str {
+    match kind {
+        0 => "unspecified",
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unknown",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// validation
+// ---------------------------------------------------------------------------------------
+
+fn validate(span: &mut Span, cur: &[u32; N_RULES], opts: &Options, out: &mut Vec<String>) {
+    let idx = index();
+    let status_error = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32);
+    let attrs = &mut span.attributes;
+    let at = |r: usize| (cur[r] != NONE).then_some(cur[r] as usize);
+
+    // Span definition selected by the operation name.
+    let def = at(OP)
+        .and_then(|i| str_value(attrs[i].value.as_ref()))
+        .and_then(GenAiSpan::for_operation);
+
+    // 1. presence
+    if at(OP).is_none() {
+        out.push(format!("missing:{}", ATTRIBUTES[OP].name));
+    }
+    if let Some(def) = def {
+        for (row, rule) in SPAN_REQUIREMENTS.iter().zip(&idx.req_rule) {
+            let Some(r) = rule.map(usize::from) else {
+                continue;
+            };
+            if row.span != def || r == OP || at(r).is_some() {
+                continue;
+            }
+            let applies = match row.condition {
+                Condition::Always => true,
+                Condition::StatusError => status_error,
+                Condition::ServerAddressSet => at(SERVER_ADDRESS).is_some(),
+                Condition::NotDecidable(_) => false,
+            };
+            if applies {
+                out.push(format!("missing:{}", row.attr));
+            }
+        }
+    } else {
+        // No span definition (invoke_workflow, custom operation, or no operation):
+        // apply the two decidable conditions every GenAI client span shares.
+        if status_error && at(ERROR_TYPE).is_none() {
+            out.push(format!("missing:{}", ATTRIBUTES[ERROR_TYPE].name));
+        }
+        if at(SERVER_ADDRESS).is_some() && at(SERVER_PORT).is_none() {
+            out.push(format!("missing:{}", ATTRIBUTES[SERVER_PORT].name));
+        }
+    }
+
+    // 2. per attribute: type, coercion, range, well-known values
+    for (r, rule) in ATTRIBUTES.iter().enumerate() {
+        let Some(i) = at(r) else { continue };
+        check_attribute(rule, idx.is_count[r], &mut attrs[i], opts, out);
+    }
+
+    // 3. cross-attribute token accounting
+    let int_at = |r: usize| at(r).and_then(|i| int_of(attrs[i].value.as_ref()));
+    if let Some(input) = int_at(INPUT) {
+        let read = int_at(CACHE_READ);
+        let creation = int_at(CACHE_CREATION);
+        let read_gt = read.is_some_and(|c| c > input);
+        let creation_gt = creation.is_some_and(|c| c > input);
+        if read_gt {
+            out.push(RANGE_CACHE_READ_GT_INPUT.to_string());
+        }
+        if creation_gt {
+            out.push(RANGE_CACHE_CREATION_GT_INPUT.to_string());
+        }
+        if let (Some(a), Some(b), false, false) = (read, creation, read_gt, creation_gt) {
+            if i128::from(a) + i128::from(b) > i128::from(input) {
+                out.push(RANGE_CACHE_SUM_GT_INPUT.to_string());
+            }
+        }
+    }
+    if let (Some(output), Some(reasoning)) = (int_at(OUTPUT), int_at(REASONING)) {
+        if reasoning > output {
+            out.push(RANGE_REASONING_GT_OUTPUT.to_string());
+        }
+    }
+
+    // 4. span kind
+    let expected = def.map_or(GENERIC_EXPECTED_KINDS, GenAiSpan::expected_kinds);
+    if !expected.contains(&span.kind) {
+        out.push(format!("span_kind:{}", span_kind_name(span.kind)));
+    }
+}
+
+fn check_attribute(
+    rule: &AttrRule,
+    is_count: bool,
+    kv: &mut KeyValue,
+    opts: &Options,
+    out: &mut Vec<String>,
+) {
+    let actual = actual_type(kv.value.as_ref());
+    if !type_matches(rule.ty, actual) {
+        let coerced = if rule.ty == AttrType::Int && opts.coerce_numeric_strings {
+            str_value(kv.value.as_ref()).and_then(parse_non_negative)
+        } else {
+            None
+        };
+        match coerced {
+            Some(n) => {
+                kv.value = Some(AnyValue {
+                    value: Some(Value::IntValue(n)),
+                })
+            }
+            None => {
+                out.push(format!("type:{}:{}", rule.name, actual.as_str()));
+                return;
+            }
+        }
+    }
+    if let Some(n) = int_of(kv.value.as_ref()) {
+        let out_of_range = if is_count {
+            n < 0
+        } else if rule.name == ATTRIBUTES[SERVER_PORT].name {
+            !(0..=65535).contains(&n)
+        } else {
+            false
+        };
+        if out_of_range {
+            out.push(format!("range:{}", rule.name));
+        }
+    }
+    if opts.strict && !rule.well_known.is_empty() {
+        if let Some(s) = str_value(kv.value.as_ref()) {
+            if !rule.well_known.contains(&s) {
+                out.push(format!("unknown_value:{}", rule.name));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// entry point
+// ---------------------------------------------------------------------------------------
+
+/// Normalises `span.attributes` in place (when `opts.normalize`) and validates
+/// them. Non-LLM spans are left untouched.
+pub fn process_span(span: &mut Span, opts: &Options) -> Report {
+    let mut report = Report::default();
+    let mut cur = [NONE; N_RULES];
+    let mut found: Option<Vec<Found>> = None;
+    if !scan(&span.attributes, opts, &mut cur, &mut found) {
+        return report;
+    }
+    report.is_llm_span = true;
+    if opts.normalize {
+        if let Some(found) = found.as_mut() {
+            if normalize(&mut span.attributes, found, &mut cur, opts, &mut report) {
+                rescan_rules(&span.attributes, &mut cur);
+            }
+        }
+    }
+    let mut violations = std::mem::take(&mut report.violations);
+    validate(span, &cur, opts, &mut violations);
+    report.violations = violations;
+    report
+}
+
+// ---------------------------------------------------------------------------------------
+// metric labels
+// ---------------------------------------------------------------------------------------
+
+fn labels() -> &'static [String] {
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    LABELS.get_or_init(|| {
+        let mut v: Vec<String> = Vec::new();
+        v.push(format!("missing:{}", ATTRIBUTES[OP].name));
+        for row in SPAN_REQUIREMENTS {
+            if row.condition.is_decidable() {
+                v.push(format!("missing:{}", row.attr));
+            }
+        }
+        for rule in ATTRIBUTES {
+            if rule.ty != AttrType::Any {
+                v.push(format!("type:{}", rule.name));
+            }
+            if !rule.well_known.is_empty() {
+                v.push(format!("unknown_value:{}", rule.name));
+            }
+        }
+        for name in COUNT_ATTRIBUTES {
+            v.push(format!("range:{name}"));
+        }
+        v.push(format!("range:{}", ATTRIBUTES[SERVER_PORT].name));
+        for id in [
+            RANGE_CACHE_READ_GT_INPUT,
+            RANGE_CACHE_CREATION_GT_INPUT,
+            RANGE_CACHE_SUM_GT_INPUT,
+            RANGE_REASONING_GT_OUTPUT,
+        ] {
+            v.push(id.to_string());
+        }
+        for m in MAPPINGS {
+            v.push(format!("conflict:{}", m.to));
+        }
+        for k in SPAN_KIND_NAMES {
+            v.push(format!("span_kind:{k}"));
+        }
+        for kind in VIOLATION_KINDS {
+            v.push(format!("{kind}:other"));
+        }
+        v.push("other".to_string());
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
+/// The closed, finite set of violation families used as metric labels.
+/// Every value returned by [`metric_label`] is a member.
+pub fn rule_ids() -> Vec<String> {
+    labels().to_vec()
+}
+
+/// Maps a violation id to its bounded metric label (its family), e.g.
+/// `type:gen_ai.usage.input_tokens:string` → `type:gen_ai.usage.input_tokens`.
+pub fn metric_label(violation: &str) -> &'static str {
+    let family = match violation.find(':') {
+        Some(p1) => match violation[p1 + 1..].find(':') {
+            Some(p2) => &violation[..p1 + 1 + p2],
+            None => violation,
+        },
+        None => violation,
+    };
+    let labels = labels();
+    if let Ok(i) = labels.binary_search_by(|l| l.as_str().cmp(family)) {
+        return labels[i].as_str();
+    }
+    match violation.split(':').next() {
+        Some("missing") => "missing:other",
+        Some("type") => "type:other",
+        Some("range") => "range:other",
+        Some("conflict") => "conflict:other",
+        Some("unknown_value") => "unknown_value:other",
+        Some("span_kind") => "span_kind:other",
+        _ => "other",
+    }
+}
