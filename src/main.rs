@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "OpenTelemetry gateway that makes GenAI spend attributable and defensible")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "OpenTelemetry gateway that makes GenAI spend attributable and defensible"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -86,7 +90,10 @@ fn run(paths: &[PathBuf]) -> ExitCode {
         }
     };
     init_logging(&parsed.service.telemetry.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -111,7 +118,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),

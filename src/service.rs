@@ -13,7 +13,9 @@ use yaml_rust2::Yaml;
 use crate::config::{self, ComponentId, Diagnostics, Map, Problem, ServiceConfig};
 use crate::exporters::{self, ExporterBuilder};
 use crate::extensions::{self, ExtensionBuilder, RunningExtension};
-use crate::pipeline::{Consumer, Exporter, ExporterFanout, ExporterStage, InlineStage, ReceiverFanout, Signal};
+use crate::pipeline::{
+    Consumer, Exporter, ExporterFanout, ExporterStage, InlineStage, ReceiverFanout, Signal,
+};
 use crate::processors::{self, Built, ProcessorSpec};
 use crate::receivers::{self, ReceiverBuilder, RunningReceiver, Sinks};
 use crate::telemetry::SelfMetrics;
@@ -86,10 +88,38 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
             ctx.exporter_ids.insert(k);
         }
     }
-    let exporters = section(&root, "exporters", "exporter", exporters::FACTORIES, &ctx, &mut d);
-    let receivers = section(&root, "receivers", "receiver", receivers::FACTORIES, &ctx, &mut d);
-    let processors = section(&root, "processors", "processor", processors::FACTORIES, &ctx, &mut d);
-    let extensions = section(&root, "extensions", "extension", extensions::FACTORIES, &ctx, &mut d);
+    let exporters = section(
+        &root,
+        "exporters",
+        "exporter",
+        exporters::FACTORIES,
+        &ctx,
+        &mut d,
+    );
+    let receivers = section(
+        &root,
+        "receivers",
+        "receiver",
+        receivers::FACTORIES,
+        &ctx,
+        &mut d,
+    );
+    let processors = section(
+        &root,
+        "processors",
+        "processor",
+        processors::FACTORIES,
+        &ctx,
+        &mut d,
+    );
+    let extensions = section(
+        &root,
+        "extensions",
+        "extension",
+        extensions::FACTORIES,
+        &ctx,
+        &mut d,
+    );
     let _ = root.raw("connectors");
     if root.has("connectors") {
         d.error("connectors", "connectors are not supported by tollgate");
@@ -109,12 +139,18 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         let base = format!("service.pipelines.{}", p.id);
         for (i, r) in p.receivers.iter().enumerate() {
             if !receivers.contains_key(r) {
-                d.error(format!("{base}.receivers[{i}]"), missing("receiver", r, receivers.keys()));
+                d.error(
+                    format!("{base}.receivers[{i}]"),
+                    missing("receiver", r, receivers.keys()),
+                );
             }
         }
         for (i, e) in p.exporters.iter().enumerate() {
             if !exporters.contains_key(e) {
-                d.error(format!("{base}.exporters[{i}]"), missing("exporter", e, exporters.keys()));
+                d.error(
+                    format!("{base}.exporters[{i}]"),
+                    missing("exporter", e, exporters.keys()),
+                );
             }
         }
         let mut seen = BTreeSet::new();
@@ -126,11 +162,17 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
                     if !spec.signals.contains(&p.signal) {
                         d.error(
                             path.clone(),
-                            format!("processor `{id}` does not support {} pipelines", p.signal.as_str()),
+                            format!(
+                                "processor `{id}` does not support {} pipelines",
+                                p.signal.as_str()
+                            ),
                         );
                     }
                     if !seen.insert(id) {
-                        d.error(path, format!("processor `{id}` is listed twice in this pipeline"));
+                        d.error(
+                            path,
+                            format!("processor `{id}` is listed twice in this pipeline"),
+                        );
                     }
                 }
             }
@@ -150,7 +192,11 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
     }
 }
 
-fn missing<'a>(kind: &str, id: &ComponentId, defined: impl Iterator<Item = &'a ComponentId>) -> String {
+fn missing<'a>(
+    kind: &str,
+    id: &ComponentId,
+    defined: impl Iterator<Item = &'a ComponentId>,
+) -> String {
     let defined: Vec<&ComponentId> = defined.collect();
     let mut msg = format!("{kind} `{id}` is not defined under `{kind}s`");
     if let Some(best) = config::node::closest(id.as_str(), defined.iter().map(|c| c.as_str())) {
@@ -170,7 +216,9 @@ fn section<B>(
     d: &mut Diagnostics,
 ) -> BTreeMap<ComponentId, B> {
     let mut out = BTreeMap::new();
-    let Some(m) = root.map(key, d) else { return out };
+    let Some(m) = root.map(key, d) else {
+        return out;
+    };
     for (name, y) in m.entries(d) {
         let path = config::node::join(key, &name);
         let id = match ComponentId::parse(&name) {
@@ -190,7 +238,9 @@ fn section<B>(
             d.error(path, msg);
             continue;
         };
-        let Some(cm) = Map::new(path, y, d) else { continue };
+        let Some(cm) = Map::new(path, y, d) else {
+            continue;
+        };
         // The factory reads the keys it knows; whatever is left is reported here.
         let built = factory(&id, &cm, ctx, d);
         cm.finish(d);
@@ -201,10 +251,13 @@ fn section<B>(
     out
 }
 
+/// A pipeline's id and its first stage.
+type PipelineEntry = (String, Arc<dyn Consumer>);
+
 /// A running gateway.
 pub struct Running {
     receivers: Vec<(ComponentId, RunningReceiver)>,
-    pipelines: Vec<(String, Arc<dyn Consumer>)>,
+    pipelines: Vec<PipelineEntry>,
     exporters: Vec<(ComponentId, Arc<dyn Exporter>)>,
     extensions: Vec<(ComponentId, RunningExtension)>,
     metrics_addr: Option<SocketAddr>,
@@ -242,7 +295,9 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         Some(a) => Some(
             crate::telemetry::serve_metrics(a, metrics.clone(), shutdown_rx.clone())
                 .await
-                .map_err(|e| format!("service.telemetry.metrics.address: cannot listen on {a}: {e}"))?,
+                .map_err(|e| {
+                    format!("service.telemetry.metrics.address: cannot listen on {a}: {e}")
+                })?,
         ),
         None => None,
     };
@@ -265,7 +320,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
     }
 
     let mut pipelines = Vec::new();
-    let mut feeds: BTreeMap<ComponentId, BTreeMap<Signal, Vec<(String, Arc<dyn Consumer>)>>> = BTreeMap::new();
+    let mut feeds: BTreeMap<ComponentId, BTreeMap<Signal, Vec<PipelineEntry>>> = BTreeMap::new();
     for p in &service.pipelines {
         let stage = |id: &ComponentId| -> Option<Arc<ExporterStage>> {
             Some(Arc::new(ExporterStage {
@@ -279,7 +334,9 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
             exporters: p.exporters.iter().filter_map(&stage).collect(),
         });
         for pid in p.processors.iter().rev() {
-            let Some(spec) = processors.get(pid) else { continue };
+            let Some(spec) = processors.get(pid) else {
+                continue;
+            };
             next = match &spec.built {
                 Built::Inline(proc_) => {
                     let divert_targets: HashMap<String, Arc<ExporterStage>> = spec
@@ -310,7 +367,9 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
 
     let mut running_rx = Vec::new();
     for (rid, per_signal) in feeds {
-        let Some(b) = receivers.remove(&rid) else { continue };
+        let Some(b) = receivers.remove(&rid) else {
+            continue;
+        };
         let mut sinks = Sinks::default();
         for (signal, list) in per_signal {
             sinks.set(
@@ -354,7 +413,12 @@ impl Running {
         self.receivers
             .iter()
             .find(|(id, _)| id.as_str() == receiver)
-            .and_then(|(_, r)| r.endpoints.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a))
+            .and_then(|(_, r)| {
+                r.endpoints
+                    .iter()
+                    .find(|(p, _)| *p == protocol)
+                    .map(|(_, a)| *a)
+            })
     }
     pub fn extension_endpoint(&self, id: &str) -> Option<SocketAddr> {
         self.extensions
@@ -387,7 +451,10 @@ impl Running {
                 e.shutdown().await;
             }
         };
-        if tokio::time::timeout(self.service.shutdown_timeout, drain).await.is_err() {
+        if tokio::time::timeout(self.service.shutdown_timeout, drain)
+            .await
+            .is_err()
+        {
             tracing::error!(
                 timeout = ?self.service.shutdown_timeout,
                 "shutdown deadline passed before every pipeline flushed; remaining data was not delivered"

@@ -137,12 +137,10 @@ fn expand(s: &str) -> Result<(String, bool), String> {
                 Some((n, dflt)) => (n, Some(dflt)),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(format!("invalid environment variable name {name:?} in {s:?}"));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "invalid environment variable name {name:?} in {s:?}"
+                ));
             }
             match std::env::var(name) {
                 Ok(v) => out.push_str(&v),
@@ -185,8 +183,7 @@ impl ComponentId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok_part = |p: &str| {
             !p.is_empty()
-                && p
-                    .chars()
+                && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         };
         let valid = match s.split_once('/') {
@@ -251,7 +248,10 @@ pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
         shutdown_timeout: Duration::from_secs(10),
     };
     let Some(svc) = root.map("service", d) else {
-        d.error("service", "missing: a configuration needs `service.pipelines`");
+        d.error(
+            "service",
+            "missing: a configuration needs `service.pipelines`",
+        );
         return cfg;
     };
     if let Some(exts) = svc.str_list("extensions", d) {
@@ -274,7 +274,9 @@ pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
                 } else {
                     d.error(
                         logs.key_path("level"),
-                        format!("unknown level {level:?}: use trace, debug, info, warn, error or off"),
+                        format!(
+                            "unknown level {level:?}: use trace, debug, info, warn, error or off"
+                        ),
                     );
                 }
             }
@@ -310,7 +312,9 @@ pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
                     );
                     continue;
                 };
-                let Some(pm) = Map::new(path.clone(), y, d) else { continue };
+                let Some(pm) = Map::new(path.clone(), y, d) else {
+                    continue;
+                };
                 let ids = |key: &'static str, d: &mut Diagnostics| -> Vec<ComponentId> {
                     let mut out = Vec::new();
                     for (i, s) in pm.str_list(key, d).unwrap_or_default().iter().enumerate() {
@@ -325,10 +329,16 @@ pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
                 let processors = ids("processors", d);
                 let exporters = ids("exporters", d);
                 if receivers.is_empty() {
-                    d.error(pm.key_path("receivers"), "a pipeline needs at least one receiver");
+                    d.error(
+                        pm.key_path("receivers"),
+                        "a pipeline needs at least one receiver",
+                    );
                 }
                 if exporters.is_empty() {
-                    d.error(pm.key_path("exporters"), "a pipeline needs at least one exporter");
+                    d.error(
+                        pm.key_path("exporters"),
+                        "a pipeline needs at least one exporter",
+                    );
                 }
                 pm.finish(d);
                 cfg.pipelines.push(PipelineConfig {
@@ -341,7 +351,10 @@ pub fn parse_service(root: &Map<'_>, d: &mut Diagnostics) -> ServiceConfig {
             }
             p.finish(d);
             if cfg.pipelines.is_empty() {
-                d.error("service.pipelines", "no pipelines: define at least one of traces, metrics, logs");
+                d.error(
+                    "service.pipelines",
+                    "no pipelines: define at least one of traces, metrics, logs",
+                );
             }
         }
         None => d.error("service.pipelines", "missing: define at least one pipeline"),
@@ -366,7 +379,8 @@ mod tests {
 
     #[test]
     fn unset_env_is_an_error_with_path() {
-        let e = load_str("exporters:\n  otlp:\n    endpoint: ${env:TG_TEST_SURELY_UNSET}\n").unwrap_err();
+        let e = load_str("exporters:\n  otlp:\n    endpoint: ${env:TG_TEST_SURELY_UNSET}\n")
+            .unwrap_err();
         assert_eq!(e[0].path, "exporters.otlp.endpoint");
         assert!(e[0].message.contains("TG_TEST_SURELY_UNSET is not set"));
     }

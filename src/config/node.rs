@@ -100,7 +100,10 @@ impl<'a> Map<'a> {
                 open_keys: std::cell::Cell::new(false),
             }),
             other => {
-                d.error(path, format!("expected a mapping, found {}", kind_of(other)));
+                d.error(
+                    path,
+                    format!("expected a mapping, found {}", kind_of(other)),
+                );
                 None
             }
         }
@@ -112,7 +115,7 @@ impl<'a> Map<'a> {
             path: path.into(),
             hash: None,
             asked: RefCell::new(Vec::new()),
-                open_keys: std::cell::Cell::new(false),
+            open_keys: std::cell::Cell::new(false),
         }
     }
 
@@ -138,6 +141,13 @@ impl<'a> Map<'a> {
     /// Whether `key` is present (and not null); marks it known.
     pub fn has(&self, key: &'static str) -> bool {
         self.raw(key).is_some()
+    }
+
+    /// Whether `key` is present at all, even as an empty value (`grpc:`); marks it known.
+    pub fn present(&self, key: &'static str) -> bool {
+        self.asked.borrow_mut().push(key);
+        self.hash
+            .is_some_and(|h| h.contains_key(&Yaml::String(key.to_string())))
     }
 
     /// Entries in document order, for maps keyed by user-chosen names (component ids,
@@ -354,12 +364,16 @@ pub fn scalar_string(y: &Yaml) -> Option<String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
-        return Err("expected a duration such as \"200ms\" or \"5s\", found an empty string".into());
+        return Err(
+            "expected a duration such as \"200ms\" or \"5s\", found an empty string".into(),
+        );
     }
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let bad = || format!("invalid duration {text:?}: use a number with a unit (ns, us, ms, s, m, h), e.g. \"200ms\" or \"5s\"");
+    let bad = || {
+        format!("invalid duration {text:?}: use a number with a unit (ns, us, ms, s, m, h), e.g. \"200ms\" or \"5s\"")
+    };
     let mut total = 0f64;
     let mut rest = t;
     while !rest.is_empty() {

@@ -107,7 +107,12 @@ impl Exporter for DebugExporter {
             let detailed = self.verbosity == Verbosity::Detailed;
             match &data {
                 Payload::Traces(r) => {
-                    for span in r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+                    for span in r
+                        .resource_spans
+                        .iter()
+                        .flat_map(|rs| &rs.scope_spans)
+                        .flat_map(|ss| &ss.spans)
+                    {
                         if detailed {
                             tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %span.name, attributes = %render_attrs(&span.attributes), "span");
                         } else {
@@ -116,12 +121,22 @@ impl Exporter for DebugExporter {
                     }
                 }
                 Payload::Metrics(r) => {
-                    for m in r.resource_metrics.iter().flat_map(|rm| &rm.scope_metrics).flat_map(|sm| &sm.metrics) {
+                    for m in r
+                        .resource_metrics
+                        .iter()
+                        .flat_map(|rm| &rm.scope_metrics)
+                        .flat_map(|sm| &sm.metrics)
+                    {
                         tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %m.name, unit = %m.unit, "metric");
                     }
                 }
                 Payload::Logs(r) => {
-                    for l in r.resource_logs.iter().flat_map(|rl| &rl.scope_logs).flat_map(|sl| &sl.log_records) {
+                    for l in r
+                        .resource_logs
+                        .iter()
+                        .flat_map(|rl| &rl.scope_logs)
+                        .flat_map(|sl| &sl.log_records)
+                    {
                         if detailed {
                             tracing::info!(target: "tollgate::debug", exporter = %self.id, severity = %l.severity_text, body = %render_value(l.body.as_ref()), attributes = %render_attrs(&l.attributes), "log");
                         } else {

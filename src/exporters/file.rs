@@ -24,7 +24,10 @@ pub fn factory(
 ) -> Option<Box<dyn ExporterBuilder>> {
     let path = m.str("path", d);
     if path.as_deref().is_none_or(str::is_empty) {
-        d.error(m.key_path("path"), "missing: the file to append OTLP/JSON lines to");
+        d.error(
+            m.key_path("path"),
+            "missing: the file to append OTLP/JSON lines to",
+        );
     }
     Some(Box::new(FileExporterConfig {
         id: id.clone(),
@@ -37,14 +40,25 @@ type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
 impl ExporterBuilder for FileExporterConfig {
     fn start(self: Box<Self>, _ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
         if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("exporters.{}.path: cannot create {}: {e}", self.id, dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "exporters.{}.path: cannot create {}: {e}",
+                    self.id,
+                    dir.display()
+                )
+            })?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| format!("exporters.{}.path: cannot open {}: {e}", self.id, self.path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "exporters.{}.path: cannot open {}: {e}",
+                    self.id,
+                    self.path.display()
+                )
+            })?;
         let (tx, mut rx) = mpsc::channel::<Job>(64);
         let task = tokio::spawn(async move {
             let mut f = tokio::fs::File::from_std(file);

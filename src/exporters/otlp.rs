@@ -46,7 +46,10 @@ pub fn factory(
     }
     let endpoint = match raw_endpoint {
         None => {
-            d.error(m.key_path("endpoint"), "missing: the backend's host:port or URL");
+            d.error(
+                m.key_path("endpoint"),
+                "missing: the backend's host:port or URL",
+            );
             String::new()
         }
         Some(e) => {
@@ -63,7 +66,10 @@ pub fn factory(
                     "TLS to the backend is not supported by this build yet; set `tls.insecure: true` for a plaintext connection (or use an http:// endpoint)",
                 );
             } else if Endpoint::from_shared(url.clone()).is_err() {
-                d.error(m.key_path("endpoint"), format!("not a valid endpoint: {url:?}"));
+                d.error(
+                    m.key_path("endpoint"),
+                    format!("not a valid endpoint: {url:?}"),
+                );
             }
             url
         }
@@ -76,8 +82,13 @@ pub fn factory(
                 d.error(path, "header values must be strings");
                 continue;
             };
-            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.to_ascii_lowercase().as_bytes()).is_err() {
-                d.error(path, "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)");
+            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .is_err()
+            {
+                d.error(
+                    path,
+                    "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)",
+                );
                 continue;
             }
             if MetadataValue::<tonic::metadata::Ascii>::try_from(v.as_str()).is_err() {
@@ -221,11 +232,7 @@ impl OtlpExporter {
         ExportError {
             retryable,
             retry_after,
-            message: format!(
-                "backend answered {:?}: {}",
-                status.code(),
-                status.message()
-            ),
+            message: format!("backend answered {:?}: {}", status.code(), status.message()),
         }
     }
 

@@ -41,13 +41,21 @@ pub fn factory(
 }
 
 impl ExtensionBuilder for HealthCheck {
-    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<RunningExtension, String>> {
+    fn start(
+        self: Box<Self>,
+        ctx: &StartCtx,
+    ) -> BoxFuture<'static, Result<RunningExtension, String>> {
         let health = ctx.health.clone();
         let shutdown = ctx.shutdown.clone();
         Box::pin(async move {
             let listener = tokio::net::TcpListener::bind(&self.endpoint)
                 .await
-                .map_err(|e| format!("extensions.{}.endpoint: cannot listen on {}: {e}", self.id, self.endpoint))?;
+                .map_err(|e| {
+                    format!(
+                        "extensions.{}.endpoint: cannot listen on {}: {e}",
+                        self.id, self.endpoint
+                    )
+                })?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let h = health.clone();
             let app = axum::Router::new().route(
@@ -57,8 +65,14 @@ impl ExtensionBuilder for HealthCheck {
                     async move {
                         match Health::from_u8(h.load(Ordering::Acquire)) {
                             Health::Ready => (StatusCode::OK, "{\"status\":\"Server available\"}"),
-                            Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"Server starting\"}"),
-                            Health::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"Server shutting down\"}"),
+                            Health::Starting => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "{\"status\":\"Server starting\"}",
+                            ),
+                            Health::Stopping => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "{\"status\":\"Server shutting down\"}",
+                            ),
                         }
                     }
                 }),
@@ -73,7 +87,9 @@ impl ExtensionBuilder for HealthCheck {
                 }
             });
             tracing::info!(extension = %self.id, endpoint = %addr, "health check listening");
-            Ok(RunningExtension { endpoint: Some(addr) })
+            Ok(RunningExtension {
+                endpoint: Some(addr),
+            })
         })
     }
 }

@@ -14,7 +14,10 @@ pub struct RunningExtension {
 }
 
 pub trait ExtensionBuilder: Send {
-    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<RunningExtension, String>>;
+    fn start(
+        self: Box<Self>,
+        ctx: &StartCtx,
+    ) -> BoxFuture<'static, Result<RunningExtension, String>>;
 }
 
 type Factory =

@@ -94,7 +94,11 @@ impl ExporterStage {
         };
         match self.exporter.export(data).await {
             Ok(()) => {
-                self.metrics.exporter_sent.get(signal).get_or_create(&labels).inc_by(n);
+                self.metrics
+                    .exporter_sent
+                    .get(signal)
+                    .get_or_create(&labels)
+                    .inc_by(n);
                 Ok(())
             }
             Err(e) => {
@@ -134,11 +138,7 @@ impl Consumer for ExporterFanout {
             let last = self.exporters.len().saturating_sub(1);
             let mut data = Some(data);
             for (i, exp) in self.exporters.iter().enumerate() {
-                let payload = if i == last {
-                    data.take()
-                } else {
-                    data.clone()
-                };
+                let payload = if i == last { data.take() } else { data.clone() };
                 let Some(payload) = payload else { break };
                 if let Err(e) = exp.send(payload).await {
                     first_err.get_or_insert(e);
@@ -173,11 +173,7 @@ impl ReceiverFanout {
         let mut ack = Ack::default();
         let mut err: Option<Refused> = None;
         for (i, (pipeline, consumer)) in self.pipelines.iter().enumerate() {
-            let payload = if i == last {
-                data.take()
-            } else {
-                data.clone()
-            };
+            let payload = if i == last { data.take() } else { data.clone() };
             let Some(payload) = payload else { break };
             let labels = ReceiverLabels {
                 receiver: self.receiver_id.clone(),

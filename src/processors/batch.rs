@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use tokio::sync::mpsc;
@@ -60,7 +60,10 @@ pub fn factory(
         );
     }
     if c.timeout.is_zero() && c.send_batch_size == 0 {
-        d.error(m.key_path("timeout"), "timeout and send_batch_size cannot both be 0");
+        d.error(
+            m.key_path("timeout"),
+            "timeout and send_batch_size cannot both be 0",
+        );
     }
     Some(ProcessorSpec {
         built: Built::Stage(Arc::new(c)),
@@ -122,7 +125,12 @@ impl Consumer for BatchStage {
     }
 }
 
-async fn run(cfg: BatchConfig, mut rx: mpsc::Receiver<Payload>, next: Arc<dyn Consumer>, pipeline: String) {
+async fn run(
+    cfg: BatchConfig,
+    mut rx: mpsc::Receiver<Payload>,
+    next: Arc<dyn Consumer>,
+    pipeline: String,
+) {
     let client = Arc::new(ClientInfo::default());
     let mut buf: Option<Payload> = None;
     let mut count: u64 = 0;
@@ -208,7 +216,10 @@ fn append(into: &mut Payload, other: Payload) {
         (Payload::Traces(a), Payload::Traces(b)) => a.resource_spans.extend(b.resource_spans),
         (Payload::Metrics(a), Payload::Metrics(b)) => a.resource_metrics.extend(b.resource_metrics),
         (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
-        (_, other) => tracing::error!(signal = other.signal().as_str(), "batch received a payload of another signal; dropped"),
+        (_, other) => tracing::error!(
+            signal = other.signal().as_str(),
+            "batch received a payload of another signal; dropped"
+        ),
     }
 }
 
@@ -240,7 +251,9 @@ pub fn split_front(p: &mut Payload, n: u64) -> Payload {
             }
             let rest = r.resource_metrics.split_off(k);
             let head = std::mem::replace(&mut r.resource_metrics, rest);
-            Payload::Metrics(ExportMetricsServiceRequest { resource_metrics: head })
+            Payload::Metrics(ExportMetricsServiceRequest {
+                resource_metrics: head,
+            })
         }
     }
 }
@@ -285,7 +298,11 @@ fn split_traces(rs: &mut Vec<ResourceSpans>, mut n: u64) -> Vec<ResourceSpans> {
 fn split_logs(rl: &mut Vec<ResourceLogs>, mut n: u64) -> Vec<ResourceLogs> {
     let mut out = Vec::new();
     while n > 0 && !rl.is_empty() {
-        let total: u64 = rl[0].scope_logs.iter().map(|s| s.log_records.len() as u64).sum();
+        let total: u64 = rl[0]
+            .scope_logs
+            .iter()
+            .map(|s| s.log_records.len() as u64)
+            .sum();
         if total <= n {
             n -= total;
             out.push(rl.remove(0));

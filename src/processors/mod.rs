@@ -41,8 +41,7 @@ impl ProcessorSpec {
     }
 }
 
-type Factory =
-    fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<ProcessorSpec>;
+type Factory = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<ProcessorSpec>;
 
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[("batch", batch::factory)];

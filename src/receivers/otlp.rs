@@ -31,7 +31,7 @@ pub fn factory(
         grpc: None,
     };
     if let Some(protocols) = cfg.map("protocols", d) {
-        if protocols.has("grpc") {
+        if protocols.present("grpc") {
             if let Some(g) = protocols.map_or_empty("grpc", d) {
                 let endpoint = g
                     .str("endpoint", d)
@@ -100,9 +100,18 @@ impl ReceiverBuilder for OtlpReceiver {
                     .map_err(|e| format!("receiver {}: {e}", self.id))?;
                 endpoints.push(("grpc", addr));
                 let router = tonic::transport::Server::builder()
-                    .add_service(OtlpGrpcService::<Traces>::new(sinks.traces.clone(), g.max_recv_bytes))
-                    .add_service(OtlpGrpcService::<Metrics>::new(sinks.metrics.clone(), g.max_recv_bytes))
-                    .add_service(OtlpGrpcService::<Logs>::new(sinks.logs.clone(), g.max_recv_bytes));
+                    .add_service(OtlpGrpcService::<Traces>::new(
+                        sinks.traces.clone(),
+                        g.max_recv_bytes,
+                    ))
+                    .add_service(OtlpGrpcService::<Metrics>::new(
+                        sinks.metrics.clone(),
+                        g.max_recv_bytes,
+                    ))
+                    .add_service(OtlpGrpcService::<Logs>::new(
+                        sinks.logs.clone(),
+                        g.max_recv_bytes,
+                    ));
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
                 let rx = stop_rx.clone();
                 let id = self.id.clone();

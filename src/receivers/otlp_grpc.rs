@@ -205,7 +205,9 @@ struct Export<S: OtlpSignal> {
 
 fn default_client() -> Arc<ClientInfo> {
     static DEFAULT: std::sync::OnceLock<Arc<ClientInfo>> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(|| Arc::new(ClientInfo::default())).clone()
+    DEFAULT
+        .get_or_init(|| Arc::new(ClientInfo::default()))
+        .clone()
 }
 
 impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
@@ -244,7 +246,11 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let sink = self.sink.clone();
         let limit = self.max_recv_bytes;
-        let is_export = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(S::SERVICE))
+        let is_export = req
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(S::SERVICE))
             == Some("/Export");
         Box::pin(async move {
             if !is_export {
@@ -273,8 +279,7 @@ fn oversize_to_resource_exhausted(resp: &mut http::Response<tonic::body::Body>, 
     let h = resp.headers();
     let is_oversize = h.get("grpc-status").and_then(|v| v.to_str().ok())
         == Some(&(Code::OutOfRange as i32).to_string())
-        && h
-            .get("grpc-message")
+        && h.get("grpc-message")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|m| m.contains("too") && m.contains("large"));
     if is_oversize {
