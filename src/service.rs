@@ -319,6 +319,17 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         }
     }
 
+    let mut inline_started: BTreeSet<&ComponentId> = BTreeSet::new();
+    for p in &service.pipelines {
+        for pid in &p.processors {
+            if let Some(Built::Inline(proc_)) = processors.get(pid).map(|s| &s.built) {
+                if inline_started.insert(pid) {
+                    proc_.clone().start(&ctx);
+                }
+            }
+        }
+    }
+
     let mut pipelines = Vec::new();
     let mut feeds: BTreeMap<ComponentId, BTreeMap<Signal, Vec<PipelineEntry>>> = BTreeMap::new();
     for p in &service.pipelines {

@@ -313,6 +313,9 @@ pub trait Processor: Send + Sync + 'static {
     ) -> Result<(), Refused> {
         Ok(())
     }
+    /// Called once when the service starts (inside the runtime), for background work such
+    /// as reloading a key ring or rate table.
+    fn start(self: Arc<Self>, _ctx: &crate::service::StartCtx) {}
 }
 
 /// Why an exporter could not deliver.

@@ -588,7 +588,9 @@ impl GenAiSpan {
     /// * invoke_agent: "SHOULD be `CLIENT` and MAY be set to `INTERNAL`"
     pub fn expected_kinds(self) -> &'static [i32] {
         match self {
-            GenAiSpan::Inference | GenAiSpan::InvokeAgent => &[SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL],
+            GenAiSpan::Inference | GenAiSpan::InvokeAgent => {
+                &[SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL]
+            }
             GenAiSpan::Embeddings | GenAiSpan::Retrieval | GenAiSpan::CreateAgent => {
                 &[SPAN_KIND_CLIENT]
             }
@@ -663,10 +665,22 @@ pub static SPAN_REQUIREMENTS: &[SpanRequirement] = &[
     req(S::Inference, "gen_ai.provider.name"),
     cond(S::Inference, "error.type", OnError),
     cond(S::Inference, "gen_ai.conversation.id", Nd("when available")),
-    cond(S::Inference, "gen_ai.output.type", Nd("when applicable and if the request includes an output format")),
-    cond(S::Inference, "gen_ai.request.choice.count", Nd("if available, in the request, and !=1")),
+    cond(
+        S::Inference,
+        "gen_ai.output.type",
+        Nd("when applicable and if the request includes an output format"),
+    ),
+    cond(
+        S::Inference,
+        "gen_ai.request.choice.count",
+        Nd("if available, in the request, and !=1"),
+    ),
     cond(S::Inference, "gen_ai.request.model", Nd("If available.")),
-    cond(S::Inference, "gen_ai.request.seed", Nd("if applicable and if the request includes a seed")),
+    cond(
+        S::Inference,
+        "gen_ai.request.seed",
+        Nd("if applicable and if the request includes a seed"),
+    ),
     cond(S::Inference, "server.port", AddrSet),
     // embeddings
     req(S::Embeddings, "gen_ai.operation.name"),
@@ -688,24 +702,56 @@ pub static SPAN_REQUIREMENTS: &[SpanRequirement] = &[
     req(S::CreateAgent, "gen_ai.operation.name"),
     req(S::CreateAgent, "gen_ai.provider.name"),
     cond(S::CreateAgent, "error.type", OnError),
-    cond(S::CreateAgent, "gen_ai.agent.description", Nd("If provided by the application.")),
+    cond(
+        S::CreateAgent,
+        "gen_ai.agent.description",
+        Nd("If provided by the application."),
+    ),
     cond(S::CreateAgent, "gen_ai.agent.id", Nd("if applicable.")),
-    cond(S::CreateAgent, "gen_ai.agent.name", Nd("If provided by the application.")),
+    cond(
+        S::CreateAgent,
+        "gen_ai.agent.name",
+        Nd("If provided by the application."),
+    ),
     cond(S::CreateAgent, "gen_ai.request.model", Nd("If available.")),
     cond(S::CreateAgent, "server.port", AddrSet),
     // invoke_agent
     req(S::InvokeAgent, "gen_ai.operation.name"),
     req(S::InvokeAgent, "gen_ai.provider.name"),
     cond(S::InvokeAgent, "error.type", OnError),
-    cond(S::InvokeAgent, "gen_ai.agent.description", Nd("when available")),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.agent.description",
+        Nd("when available"),
+    ),
     cond(S::InvokeAgent, "gen_ai.agent.id", Nd("if applicable.")),
     cond(S::InvokeAgent, "gen_ai.agent.name", Nd("when available")),
-    cond(S::InvokeAgent, "gen_ai.conversation.id", Nd("when available")),
-    cond(S::InvokeAgent, "gen_ai.data_source.id", Nd("if applicable.")),
-    cond(S::InvokeAgent, "gen_ai.output.type", Nd("when applicable and if the request includes an output format")),
-    cond(S::InvokeAgent, "gen_ai.request.choice.count", Nd("if available, in the request, and !=1")),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.conversation.id",
+        Nd("when available"),
+    ),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.data_source.id",
+        Nd("if applicable."),
+    ),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.output.type",
+        Nd("when applicable and if the request includes an output format"),
+    ),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.request.choice.count",
+        Nd("if available, in the request, and !=1"),
+    ),
     cond(S::InvokeAgent, "gen_ai.request.model", Nd("If available.")),
-    cond(S::InvokeAgent, "gen_ai.request.seed", Nd("if applicable and if the request includes a seed")),
+    cond(
+        S::InvokeAgent,
+        "gen_ai.request.seed",
+        Nd("if applicable and if the request includes a seed"),
+    ),
     cond(S::InvokeAgent, "server.port", AddrSet),
 ];
 
@@ -864,13 +910,21 @@ pub const MAPPING_RULES: &[Mapping] = &[
         GEN_AI_SYSTEM_VALUES,
         Unmapped::PassThrough,
     ),
-    map("gen_ai.usage.prompt_tokens", "gen_ai.usage.input_tokens", SOURCE_SEMCONV_DEPRECATED),
+    map(
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.input_tokens",
+        SOURCE_SEMCONV_DEPRECATED,
+    ),
     map(
         "gen_ai.usage.completion_tokens",
         "gen_ai.usage.output_tokens",
         SOURCE_SEMCONV_DEPRECATED,
     ),
-    map("gen_ai.openai.request.seed", "gen_ai.request.seed", SOURCE_SEMCONV_DEPRECATED),
+    map(
+        "gen_ai.openai.request.seed",
+        "gen_ai.request.seed",
+        SOURCE_SEMCONV_DEPRECATED,
+    ),
     map_values(
         "gen_ai.openai.request.response_format",
         "gen_ai.output.type",
@@ -923,14 +977,38 @@ pub const MAPPING_RULES: &[Mapping] = &[
         TRACELOOP_SPAN_KIND_VALUES,
         Unmapped::Skip,
     ),
-    map("llm.is_streaming", "gen_ai.request.stream", SOURCE_OPENLLMETRY),
+    map(
+        "llm.is_streaming",
+        "gen_ai.request.stream",
+        SOURCE_OPENLLMETRY,
+    ),
     map("llm.top_k", "gen_ai.request.top_k", SOURCE_OPENLLMETRY),
-    map("llm.frequency_penalty", "gen_ai.request.frequency_penalty", SOURCE_OPENLLMETRY),
-    map("llm.presence_penalty", "gen_ai.request.presence_penalty", SOURCE_OPENLLMETRY),
-    map("llm.chat.stop_sequences", "gen_ai.request.stop_sequences", SOURCE_OPENLLMETRY),
+    map(
+        "llm.frequency_penalty",
+        "gen_ai.request.frequency_penalty",
+        SOURCE_OPENLLMETRY,
+    ),
+    map(
+        "llm.presence_penalty",
+        "gen_ai.request.presence_penalty",
+        SOURCE_OPENLLMETRY,
+    ),
+    map(
+        "llm.chat.stop_sequences",
+        "gen_ai.request.stop_sequences",
+        SOURCE_OPENLLMETRY,
+    ),
     // --- OpenInference ---------------------------------------------------------------
-    map("llm.token_count.prompt", "gen_ai.usage.input_tokens", SOURCE_OPENINFERENCE),
-    map("llm.token_count.completion", "gen_ai.usage.output_tokens", SOURCE_OPENINFERENCE),
+    map(
+        "llm.token_count.prompt",
+        "gen_ai.usage.input_tokens",
+        SOURCE_OPENINFERENCE,
+    ),
+    map(
+        "llm.token_count.completion",
+        "gen_ai.usage.output_tokens",
+        SOURCE_OPENINFERENCE,
+    ),
     map(
         "llm.token_count.prompt_details.cache_read",
         "gen_ai.usage.cache_read.input_tokens",
@@ -946,9 +1024,21 @@ pub const MAPPING_RULES: &[Mapping] = &[
         "gen_ai.usage.reasoning.output_tokens",
         SOURCE_OPENINFERENCE,
     ),
-    map("llm.request.model_name", "gen_ai.request.model", SOURCE_OPENINFERENCE),
-    map("llm.model_name", "gen_ai.request.model", SOURCE_OPENINFERENCE),
-    map("llm.response.model_name", "gen_ai.response.model", SOURCE_OPENINFERENCE),
+    map(
+        "llm.request.model_name",
+        "gen_ai.request.model",
+        SOURCE_OPENINFERENCE,
+    ),
+    map(
+        "llm.model_name",
+        "gen_ai.request.model",
+        SOURCE_OPENINFERENCE,
+    ),
+    map(
+        "llm.response.model_name",
+        "gen_ai.response.model",
+        SOURCE_OPENINFERENCE,
+    ),
     map_values(
         "llm.provider",
         "gen_ai.provider.name",
@@ -1017,8 +1107,8 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// Index of `name` in [`ATTRIBUTE_RULES`], usable in `const` context
-/// (compilation fails if the name is absent).
+/// Index of `name` in [`ATTRIBUTE_RULES`], usable in `const` context; returns
+/// `ATTRIBUTE_RULES.len()` when the name is absent (callers assert at compile time).
 pub const fn rule_index(name: &str) -> usize {
     let mut i = 0;
     while i < ATTRIBUTE_RULES.len() {
@@ -1027,7 +1117,7 @@ pub const fn rule_index(name: &str) -> usize {
         }
         i += 1;
     }
-    panic!("attribute not in ATTRIBUTE_RULES")
+    ATTRIBUTE_RULES.len()
 }
 
 /// Looks up a rule by attribute name.

@@ -1,0 +1,704 @@
+//! The `envelope` processor: verifies the signed `tg1` identity envelope on every span,
+//! writes the outcome and, when valid, the tenant/workflow dimensions (spec section 7), and
+//! applies the configured policy per status: pass (annotate), route to a quarantine
+//! exporter, or drop (reported to the client as `partial_success`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::{ComponentId, Diagnostics, Map, Problem};
+use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
+use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
+use crate::pipeline::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
+use crate::processors::{Built, ProcessorSpec};
+use crate::service::{ParseCtx, StartCtx};
+
+/// The attribute carrying the token, on the span or its resource.
+pub const ENVELOPE_ATTR: &str = "tollgate.envelope";
+pub const STATUS_ATTR: &str = "tollgate.envelope.status";
+pub const SHADOW_STATUS_ATTR: &str = "tollgate.envelope.shadow_status";
+pub const DETAIL_ATTR: &str = "tollgate.envelope.detail";
+pub const OVERRIDE_ATTR: &str = "tollgate.envelope.override";
+pub const TENANT_ATTR: &str = "tollgate.tenant.id";
+/// Attributes only the gateway may write: removed from spans whose envelope is not valid, so
+/// a client cannot pre-set them.
+const ENRICHMENT: [&str; 8] = [
+    "tollgate.tenant.id",
+    "tollgate.originator.id",
+    "tollgate.workflow.id",
+    "tollgate.operation.id",
+    "tollgate.issuance.id",
+    "tollgate.envelope.key_id",
+    "tollgate.lineage.depth",
+    "tollgate.lineage.kinds",
+];
+
+/// What happens to a span with a given status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    Pass,
+    Route(String),
+    Drop,
+}
+
+/// A break-glass entry: failing envelopes of this tenant or key pass as attributed until
+/// `expires_at`.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+    pub expires_at: i64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanLabels {
+    processor: String,
+    status: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverrideLabels {
+    processor: String,
+    status: String,
+    reason: String,
+}
+
+pub struct EnvelopeProcessor {
+    id: String,
+    ring: RwLock<Arc<KeyRing>>,
+    specs: Vec<KeySpec>,
+    reload_interval: Option<Duration>,
+    identity: Vec<(String, IdentityField)>,
+    skew: i64,
+    unattributed: String,
+    policies: [Policy; 9],
+    shadow: bool,
+    overrides: Vec<Override>,
+    cache: VerifyCache,
+    spans: Family<SpanLabels, Counter>,
+    override_uses: Family<OverrideLabels, Counter>,
+    reload_failures: Counter,
+    cache_entries: Gauge,
+}
+
+fn status_index(s: Status) -> usize {
+    Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<ProcessorSpec> {
+    let specs = parse_key_specs(m, d);
+    if specs.is_empty() && !m.has("keys") {
+        d.error(
+            m.key_path("keys"),
+            "missing: at least one key (id and secret_file or secret_env)",
+        );
+    }
+    let ring = match load_ring(&specs) {
+        Ok(r) => r,
+        Err(problems) => {
+            for p in problems {
+                d.error(p.path, p.message);
+            }
+            KeyRing::new()
+        }
+    };
+    let reload = m.bool("reload", d).unwrap_or(true);
+    let reload_interval = m
+        .duration("reload_interval", d)
+        .unwrap_or(Duration::from_secs(5));
+    let mut identity = Vec::new();
+    if let Some(ia) = m.map("identity_attributes", d) {
+        for (attr, y) in ia.entries(d) {
+            let path = ia.key_path(&attr);
+            match crate::config::node::scalar_string(y).map(|f| f.parse::<IdentityField>()) {
+                Some(Ok(f)) => identity.push((attr, f)),
+                _ => d.error(
+                    path,
+                    "expected a claim name: tenant_id, originator_id, workflow_id, operation_id or issuance_id",
+                ),
+            }
+        }
+    }
+    let skew = m
+        .duration("clock_skew", d)
+        .unwrap_or(Duration::from_secs(300))
+        .as_secs() as i64;
+    let unattributed = m
+        .str("unattributed_tenant", d)
+        .unwrap_or_else(|| "__unattributed__".into());
+    let mut policies: [Policy; 9] = std::array::from_fn(|_| Policy::Pass);
+    let mut divert_targets = Vec::new();
+    if let Some(on) = m.map("on", d) {
+        for (name, y) in on.entries(d) {
+            let path = on.key_path(&name);
+            let Ok(status) = name.parse::<Status>() else {
+                let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                let hint = crate::config::node::closest(&name, names.iter().copied())
+                    .map(|b| format!("; did you mean `{b}`?"))
+                    .unwrap_or_default();
+                d.error(
+                    path,
+                    format!("unknown status{hint} (statuses: {})", names.join(", ")),
+                );
+                continue;
+            };
+            if let Some(p) = parse_policy(&path, y, ctx, d) {
+                if let Policy::Route(t) = &p {
+                    if !divert_targets.contains(t) {
+                        divert_targets.push(t.clone());
+                    }
+                }
+                policies[status_index(status)] = p;
+            }
+        }
+    }
+    let shadow = m.bool("shadow", d).unwrap_or(false);
+    let mut overrides = Vec::new();
+    if let Some(items) = m.seq("overrides", d) {
+        for (i, y) in items.iter().enumerate() {
+            let Some(o) = Map::new(format!("{}[{i}]", m.key_path("overrides")), y, d) else {
+                continue;
+            };
+            let tenant = o.str("tenant", d);
+            let key_id = o.str("key_id", d);
+            if tenant.is_none() && key_id.is_none() {
+                d.error(
+                    o.path().to_string(),
+                    "an override names a tenant or a key_id",
+                );
+            }
+            let expires_at = time_at(&o, "expires", d);
+            if expires_at.is_none() && !o.has("expires") {
+                d.error(
+                    o.key_path("expires"),
+                    "missing: break-glass overrides must expire (RFC 3339 time)",
+                );
+            }
+            let reason = o.str("reason", d).unwrap_or_default();
+            if reason.is_empty() {
+                d.error(
+                    o.key_path("reason"),
+                    "missing: say why (an incident or ticket id), it is logged with every use",
+                );
+            }
+            o.finish(d);
+            overrides.push(Override {
+                tenant,
+                key_id,
+                expires_at: expires_at.unwrap_or(0),
+                reason,
+            });
+        }
+    }
+    let cache_max = m.u64("cache_max_entries", d).unwrap_or(10_000) as usize;
+
+    let metrics = &ctx.metrics;
+    let spans = metrics.register(
+        "tollgate_envelope_spans",
+        "Spans checked by an envelope processor, by outcome status and the policy applied",
+        Family::<SpanLabels, Counter>::default(),
+    );
+    let override_uses = metrics.register(
+        "tollgate_envelope_overrides",
+        "Spans whose failing envelope passed as attributed through a break-glass override",
+        Family::<OverrideLabels, Counter>::default(),
+    );
+    let reload_failures = metrics.register(
+        "tollgate_envelope_key_reload_failures",
+        "Key ring reloads rejected (the previous ring stays in use)",
+        Counter::default(),
+    );
+    let cache_entries = metrics.register(
+        "tollgate_envelope_cache_entries",
+        "Verified tokens held in the envelope cache",
+        Gauge::default(),
+    );
+    for k in ring.iter() {
+        tracing::info!(processor = %id, kid = %k.id, fingerprint = %k.fingerprint(), status = %k.status, "envelope key loaded");
+    }
+    let p = EnvelopeProcessor {
+        id: id.to_string(),
+        ring: RwLock::new(Arc::new(ring)),
+        specs,
+        reload_interval: reload.then_some(reload_interval),
+        identity,
+        skew,
+        unattributed,
+        policies,
+        shadow,
+        overrides,
+        cache: VerifyCache::new(cache_max),
+        spans,
+        override_uses,
+        reload_failures,
+        cache_entries,
+    };
+    Some(ProcessorSpec {
+        built: Built::Inline(Arc::new(p)),
+        signals: &[Signal::Traces],
+        divert_targets,
+    })
+}
+
+fn parse_policy(
+    path: &str,
+    y: &yaml_rust2::Yaml,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Policy> {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) if s == "pass" => Some(Policy::Pass),
+        Yaml::String(s) if s == "drop" => Some(Policy::Drop),
+        Yaml::Hash(_) => {
+            let m = Map::new(path.to_string(), y, d)?;
+            let target = m.str("route", d);
+            m.finish(d);
+            let Some(t) = target else {
+                d.error(
+                    path.to_string(),
+                    "expected pass, drop or { route: <exporter id> }",
+                );
+                return None;
+            };
+            if !ctx.exporter_ids.contains(&t) {
+                let hint =
+                    crate::config::node::closest(&t, ctx.exporter_ids.iter().map(String::as_str))
+                        .map(|b| format!("; did you mean `{b}`?"))
+                        .unwrap_or_default();
+                d.error(
+                    format!("{path}.route"),
+                    format!("exporter `{t}` is not defined under `exporters`{hint}"),
+                );
+                return None;
+            }
+            Some(Policy::Route(t))
+        }
+        _ => {
+            d.error(
+                path.to_string(),
+                "expected pass, drop or { route: <exporter id> }",
+            );
+            None
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn set_attr(attrs: &mut Vec<KeyValue>, key: &str, v: Value) {
+    let value = Some(AnyValue { value: Some(v) });
+    match attrs.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = value,
+        None => attrs.push(KeyValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        }),
+    }
+}
+
+fn set_str(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
+    set_attr(attrs, key, Value::StringValue(v.to_string()));
+}
+
+/// Writes the spec's section-7 attributes for an attributed span.
+fn enrich(attrs: &mut Vec<KeyValue>, v: &Verified) {
+    set_str(attrs, "tollgate.tenant.id", &v.claims.tenant_id);
+    set_str(attrs, "tollgate.originator.id", &v.claims.originator_id);
+    set_str(attrs, "tollgate.workflow.id", &v.claims.workflow_id);
+    set_str(attrs, "tollgate.operation.id", &v.claims.operation_id);
+    set_str(attrs, "tollgate.issuance.id", &v.claims.issuance_id);
+    set_str(attrs, "tollgate.envelope.key_id", &v.kid);
+    set_attr(
+        attrs,
+        "tollgate.lineage.depth",
+        Value::IntValue(v.lineage_depth() as i64),
+    );
+    set_attr(
+        attrs,
+        "tollgate.lineage.kinds",
+        Value::ArrayValue(ArrayValue {
+            values: v
+                .hops
+                .iter()
+                .map(|h| AnyValue {
+                    value: Some(Value::StringValue(h.kind.clone())),
+                })
+                .collect(),
+        }),
+    );
+}
+
+/// What to do with one span.
+enum Action {
+    Keep,
+    Route(usize),
+    Drop,
+}
+
+/// Per-request tallies, flushed to metrics once per request.
+struct Tally {
+    by: [[u64; 5]; 9],
+    dropped: [u64; 9],
+    overrides: Vec<(usize, Status, u64)>,
+}
+
+const POLICY_LABELS: [&str; 5] = ["pass", "route", "drop", "override", "shadow"];
+
+impl EnvelopeProcessor {
+    fn current_ring(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Verifies one span's envelope and its identity cross-checks.
+    fn check(
+        &self,
+        span: &Span,
+        res_attrs: &[KeyValue],
+        client: &ClientInfo,
+        ring: &KeyRing,
+    ) -> Result<Arc<Verified>, token::Failure> {
+        let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
+            .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR));
+        let tok = match tok {
+            Some(t) if !token::is_blank(t) => t,
+            _ => {
+                return Err(token::Failure {
+                    status: Status::Missing,
+                    stage: "parse",
+                    detail: "no tollgate.envelope on the span or its resource".into(),
+                })
+            }
+        };
+        let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
+        let start = if start == 0 { unix_now() } else { start };
+        let v = self.cache.verify(tok, ring, start, self.skew)?;
+        let mut observed: Vec<(IdentityField, &str)> = Vec::new();
+        for (attr, field) in &self.identity {
+            if let Some(val) =
+                str_attr(&span.attributes, attr).or_else(|| str_attr(res_attrs, attr))
+            {
+                observed.push((*field, val));
+            }
+        }
+        if let Some(t) = client.tenant.as_deref() {
+            observed.push((IdentityField::TenantId, t));
+        }
+        if !observed.is_empty() {
+            token::cross_check(&v.claims, &observed)?;
+        }
+        Ok(v)
+    }
+
+    /// The override that covers a failing envelope, with the (possibly untrusted) claims.
+    fn find_override(
+        &self,
+        span: &Span,
+        res_attrs: &[KeyValue],
+        now: i64,
+    ) -> Option<(usize, Verified)> {
+        if self.overrides.is_empty() {
+            return None;
+        }
+        let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
+            .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR))?;
+        let p = token::parse(tok).ok()?;
+        let i = self.overrides.iter().position(|o| {
+            o.expires_at > now
+                && (o.tenant.as_deref() == Some(p.claims.tenant_id.as_str())
+                    || o.key_id.as_deref() == Some(p.kid))
+        })?;
+        Some((
+            i,
+            Verified {
+                claims: p.claims.clone(),
+                kid: p.kid.to_string(),
+                hops: p.hops.clone(),
+            },
+        ))
+    }
+
+    fn decide(
+        &self,
+        span: &mut Span,
+        res_attrs: &[KeyValue],
+        client: &ClientInfo,
+        ring: &KeyRing,
+        now: i64,
+        tally: &mut Tally,
+    ) -> Action {
+        let outcome = self.check(span, res_attrs, client, ring);
+        let status = match &outcome {
+            Ok(_) => Status::Valid,
+            Err(f) => f.status,
+        };
+        let si = status_index(status);
+        if self.shadow {
+            set_str(&mut span.attributes, SHADOW_STATUS_ATTR, status.as_str());
+            tally.by[si][4] += 1;
+            return Action::Keep;
+        }
+        set_str(&mut span.attributes, STATUS_ATTR, status.as_str());
+        match outcome {
+            Ok(v) => {
+                enrich(&mut span.attributes, &v);
+                span.attributes
+                    .retain(|kv| kv.key != DETAIL_ATTR && kv.key != OVERRIDE_ATTR);
+            }
+            Err(f) => {
+                if let Some((oi, claims)) = self.find_override(span, res_attrs, now) {
+                    enrich(&mut span.attributes, &claims);
+                    set_str(&mut span.attributes, DETAIL_ATTR, &f.detail);
+                    set_str(
+                        &mut span.attributes,
+                        OVERRIDE_ATTR,
+                        &self.overrides[oi].reason,
+                    );
+                    tally.by[si][3] += 1;
+                    match tally
+                        .overrides
+                        .iter_mut()
+                        .find(|(i, s, _)| *i == oi && *s == status)
+                    {
+                        Some(e) => e.2 += 1,
+                        None => tally.overrides.push((oi, status, 1)),
+                    }
+                    return Action::Keep;
+                }
+                span.attributes
+                    .retain(|kv| !ENRICHMENT.contains(&kv.key.as_str()) && kv.key != OVERRIDE_ATTR);
+                set_str(&mut span.attributes, TENANT_ATTR, &self.unattributed);
+                if status != Status::Missing {
+                    set_str(&mut span.attributes, DETAIL_ATTR, &f.detail);
+                }
+            }
+        }
+        match &self.policies[si] {
+            Policy::Pass => {
+                tally.by[si][0] += 1;
+                Action::Keep
+            }
+            Policy::Route(_) => {
+                tally.by[si][1] += 1;
+                Action::Route(si)
+            }
+            Policy::Drop => {
+                tally.by[si][2] += 1;
+                tally.dropped[si] += 1;
+                Action::Drop
+            }
+        }
+    }
+
+    fn flush_tally(&self, tally: Tally, ctx: &mut ProcessCtx<'_>) {
+        for (si, row) in tally.by.iter().enumerate() {
+            for (pi, n) in row.iter().enumerate() {
+                if *n > 0 {
+                    self.spans
+                        .get_or_create(&SpanLabels {
+                            processor: self.id.clone(),
+                            status: Status::ALL[si].as_str().to_string(),
+                            policy: POLICY_LABELS[pi].to_string(),
+                        })
+                        .inc_by(*n);
+                }
+            }
+            if tally.dropped[si] > 0 {
+                ctx.reject(
+                    tally.dropped[si],
+                    &format!("envelope {}", Status::ALL[si].as_str()),
+                );
+            }
+        }
+        for (oi, status, n) in tally.overrides {
+            let o = &self.overrides[oi];
+            tracing::warn!(
+                processor = %self.id,
+                tenant = o.tenant.as_deref().unwrap_or("-"),
+                key_id = o.key_id.as_deref().unwrap_or("-"),
+                status = status.as_str(),
+                spans = n,
+                reason = %o.reason,
+                "break-glass override let failing envelopes pass as attributed"
+            );
+            self.override_uses
+                .get_or_create(&OverrideLabels {
+                    processor: self.id.clone(),
+                    status: status.as_str().to_string(),
+                    reason: o.reason.clone(),
+                })
+                .inc_by(n);
+        }
+        self.cache_entries.set(self.cache.len() as i64);
+    }
+
+    /// Re-reads the key ring; keeps the old ring on any error.
+    pub fn reload(&self) -> Result<bool, Vec<Problem>> {
+        match load_ring(&self.specs) {
+            Ok(ring) => {
+                let changed = ring.generation() != self.current_ring().generation();
+                if changed {
+                    for k in ring.iter() {
+                        tracing::info!(processor = %self.id, kid = %k.id, fingerprint = %k.fingerprint(), status = %k.status, "envelope key ring reloaded");
+                    }
+                    if let Ok(mut g) = self.ring.write() {
+                        *g = Arc::new(ring);
+                    }
+                }
+                Ok(changed)
+            }
+            Err(problems) => {
+                self.reload_failures.inc();
+                for p in &problems {
+                    tracing::error!(processor = %self.id, path = %p.path, error = %p.message, "key ring reload rejected; keeping the previous ring");
+                }
+                Err(problems)
+            }
+        }
+    }
+
+    fn file_stamps(&self) -> Vec<Option<SystemTime>> {
+        self.specs
+            .iter()
+            .map(|s| match &s.source {
+                SecretSource::File(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                SecretSource::Env(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl Processor for EnvelopeProcessor {
+    fn process_traces(
+        &self,
+        req: &mut ExportTraceServiceRequest,
+        ctx: &mut ProcessCtx<'_>,
+    ) -> Result<(), Refused> {
+        let ring = self.current_ring();
+        let now = unix_now();
+        let mut tally = Tally {
+            by: [[0; 5]; 9],
+            dropped: [0; 9],
+            overrides: Vec::new(),
+        };
+        let mut routed: HashMap<usize, Vec<ResourceSpans>> = HashMap::new();
+        let client = ctx.client;
+        for rs in &mut req.resource_spans {
+            let res_attrs: &[KeyValue] = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            for ss in &mut rs.scope_spans {
+                let spans = std::mem::take(&mut ss.spans);
+                let mut kept = Vec::with_capacity(spans.len());
+                let mut out: HashMap<usize, Vec<Span>> = HashMap::new();
+                for mut span in spans {
+                    match self.decide(&mut span, res_attrs, client, &ring, now, &mut tally) {
+                        Action::Keep => kept.push(span),
+                        Action::Route(si) => out.entry(si).or_default().push(span),
+                        Action::Drop => {}
+                    }
+                }
+                ss.spans = kept;
+                for (si, spans) in out {
+                    routed.entry(si).or_default().push(ResourceSpans {
+                        resource: rs.resource.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: ss.scope.clone(),
+                            spans,
+                            schema_url: ss.schema_url.clone(),
+                        }],
+                        schema_url: rs.schema_url.clone(),
+                    });
+                }
+            }
+            if tally.dropped.iter().any(|n| *n > 0) || !routed.is_empty() {
+                rs.scope_spans.retain(|s| !s.spans.is_empty());
+            }
+        }
+        if tally.dropped.iter().any(|n| *n > 0) || !routed.is_empty() {
+            req.resource_spans.retain(|r| !r.scope_spans.is_empty());
+        }
+        for (si, resource_spans) in routed {
+            if let Policy::Route(target) = &self.policies[si] {
+                ctx.divert(
+                    target,
+                    crate::pipeline::Payload::Traces(ExportTraceServiceRequest { resource_spans }),
+                );
+            }
+        }
+        self.flush_tally(tally, ctx);
+        Ok(())
+    }
+
+    fn start(self: Arc<Self>, ctx: &StartCtx) {
+        let Some(interval) = self.reload_interval else {
+            return;
+        };
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut stamps = self.file_stamps();
+            loop {
+                #[cfg(unix)]
+                let hup_fut = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hup_fut = std::future::pending::<()>();
+                let forced = tokio::select! {
+                    _ = hup_fut => true,
+                    _ = tokio::time::sleep(interval) => false,
+                    _ = shutdown.changed() => return,
+                };
+                let now = self.file_stamps();
+                if forced || now != stamps {
+                    stamps = now;
+                    let _ = self.reload();
+                }
+            }
+        });
+    }
+}
