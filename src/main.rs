@@ -25,6 +25,60 @@ enum Command {
     Run,
     /// Load and check the configuration without binding ports; print every problem.
     Validate,
+    /// Sign, extend and verify `tg1` identity envelopes.
+    #[command(subcommand)]
+    Envelope(EnvelopeCmd),
+}
+
+#[derive(Subcommand)]
+enum EnvelopeCmd {
+    /// Stamp a new envelope (prints the token).
+    Sign {
+        /// File holding the master secret for --kid (never passed on the command line).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// How the key file is encoded: hex, base64 or raw.
+        #[arg(long, default_value = "hex")]
+        key_encoding: String,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        originator: String,
+        #[arg(long)]
+        workflow: String,
+        #[arg(long)]
+        operation: String,
+        /// Unique per envelope; random when omitted.
+        #[arg(long)]
+        issuance: Option<String>,
+        /// Lifetime, e.g. 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// RFC 3339 or Unix seconds; now when omitted.
+        #[arg(long)]
+        issued_at: Option<String>,
+    },
+    /// Append a lineage hop (needs no key; prints the new token).
+    Append {
+        token: String,
+        /// The hop record as JSON, e.g. '{"kind":"retry","attempt":2}'.
+        #[arg(long)]
+        record: String,
+    },
+    /// Verify a token against a key ring file and explain the outcome stage by stage.
+    Verify {
+        /// YAML file with a `keys:` list (same schema as the envelope processor's).
+        #[arg(long)]
+        keys: PathBuf,
+        token: String,
+        /// The span start to check times against (RFC 3339 or Unix seconds); now by default.
+        #[arg(long)]
+        span_start: Option<String>,
+        #[arg(long, default_value = "300s")]
+        skew: String,
+    },
 }
 
 fn config_paths(cli: &Cli) -> Vec<PathBuf> {
@@ -70,6 +124,43 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&paths),
+        Command::Envelope(cmd) => envelope(cmd),
+    }
+}
+
+fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
+    use tollgate::envelope::cli;
+    match cmd {
+        EnvelopeCmd::Sign {
+            key_file,
+            key_encoding,
+            kid,
+            tenant,
+            originator,
+            workflow,
+            operation,
+            issuance,
+            ttl,
+            issued_at,
+        } => cli::sign(&cli::SignArgs {
+            key_file,
+            key_encoding,
+            kid,
+            tenant,
+            originator,
+            workflow,
+            operation,
+            issuance: issuance.as_deref(),
+            ttl,
+            issued_at: issued_at.as_deref(),
+        }),
+        EnvelopeCmd::Append { token, record } => cli::append(token, record),
+        EnvelopeCmd::Verify {
+            keys,
+            token,
+            span_start,
+            skew,
+        } => cli::verify(keys, token, span_start.as_deref(), skew),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Identity envelopes (`tg1`): the pure token library ([`token`]), key-ring configuration,
 //! and a bounded cache of verification results.
 
+pub mod cli;
 pub mod token;
 
 use std::path::PathBuf;
@@ -262,7 +263,7 @@ pub fn load_ring(specs: &[KeySpec]) -> Result<KeyRing, Vec<crate::config::Proble
     }
 }
 
-fn decode_secret(raw: Vec<u8>, enc: SecretEncoding) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_secret(raw: Vec<u8>, enc: SecretEncoding) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     match enc {
         SecretEncoding::Raw => Ok(raw),
