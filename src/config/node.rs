@@ -423,18 +423,29 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate to `word`, if close enough to be a plausible typo.
+/// The closest candidate to `word`, if close enough to be a plausible typo: a small edit
+/// distance, or an abbreviation (`bad_sig` for `bad_signature`).
 pub fn closest<'b>(word: &str, candidates: impl Iterator<Item = &'b str>) -> Option<&'b str> {
+    let w = word.to_ascii_lowercase();
     let mut best: Option<(&str, usize)> = None;
+    let mut prefix: Option<&str> = None;
     for c in candidates {
-        let dist = distance(&word.to_ascii_lowercase(), &c.to_ascii_lowercase());
+        let lc = c.to_ascii_lowercase();
+        let dist = distance(&w, &lc);
         if best.is_none_or(|(_, bd)| dist < bd) {
             best = Some((c, dist));
+        }
+        if w.len() >= 3 && lc.starts_with(&w) && prefix.is_none() {
+            prefix = Some(c);
         }
     }
     let (c, dist) = best?;
     let limit = (word.len().max(c.len()) / 3).max(2);
-    (dist <= limit).then_some(c)
+    if dist <= limit {
+        Some(c)
+    } else {
+        prefix
+    }
 }
 
 #[cfg(test)]

@@ -901,17 +901,22 @@ fn parse_inner(token: &str) -> Result<Parsed<'_>, String> {
     }
     tag.copy_from_slice(&buf);
 
+    // Count before collecting so a flood of '~' cannot make us allocate.
+    let hop_count = if hops_part.is_empty() {
+        0
+    } else {
+        hops_part.bytes().filter(|b| *b == b'~').count() + 1
+    };
+    if hop_count > MAX_HOPS {
+        return Err(format!(
+            "hops: {hop_count} records, at most {MAX_HOPS} allowed"
+        ));
+    }
     let hops_b64: Vec<&str> = if hops_part.is_empty() {
         Vec::new()
     } else {
         hops_part.split('~').collect()
     };
-    if hops_b64.len() > MAX_HOPS {
-        return Err(format!(
-            "hops: {} records, at most {MAX_HOPS} allowed",
-            hops_b64.len()
-        ));
-    }
 
     decode_part("claims", claims_b64, &mut buf)?;
     let claims = parse_claims_json(&buf)?;
@@ -1237,32 +1242,12 @@ pub fn verify(
     span_start_unix_secs: i64,
     skew_secs: i64,
 ) -> Result<Verified, Failure> {
-    run(token, ring, span_start_unix_secs, skew_secs, &mut NoTrace)
-}
-
-/// The time stage: `expired` when the span starts after `expires_at + skew`,
-/// `not_yet_valid` when it starts before `issued_at - skew` (edges inclusive). Call only on
-/// verified claims; a verification cache re-runs just this per span.
-pub fn check_times(claims: &Claims, span_start: i64, skew: i64) -> Result<(), Failure> {
-    let skew = skew.max(0);
-    let (issued_at, expires_at) = (claims.issued_at, claims.expires_at);
-    if span_start > expires_at.saturating_add(skew) {
-        return Err(Failure::new(
-            Status::Expired,
-            "times",
-            format!(
-                "span start {span_start} is after claims.expires_at {expires_at} + skew {skew}"
-            ),
-        ));
-    }
-    if span_start < issued_at.saturating_sub(skew) {
-        return Err(Failure::new(
-            Status::NotYetValid,
-            "times",
-            format!("span start {span_start} is before claims.issued_at {issued_at} - skew {skew}"),
-        ));
-    }
-    Ok(())
+    run(
+        token,
+        ring,
+        Some((span_start_unix_secs, skew_secs)),
+        &mut NoTrace,
+    )
 }
 
 /// What happened at one stage.
@@ -1316,7 +1301,12 @@ pub fn verify_explain(
     skew_secs: i64,
 ) -> Explanation {
     let mut trace = Collect(Vec::with_capacity(STAGES.len()));
-    let outcome = run(token, ring, span_start_unix_secs, skew_secs, &mut trace);
+    let outcome = run(
+        token,
+        ring,
+        Some((span_start_unix_secs, skew_secs)),
+        &mut trace,
+    );
     let mut stages = trace.0;
     if let Err(f) = &outcome {
         stages.push(StageReport {
@@ -1356,6 +1346,38 @@ pub fn cross_check(claims: &Claims, observed: &[(IdentityField, &str)]) -> Resul
     Ok(())
 }
 
+/// The time stage: `expired` when the span starts after `expires_at + skew`,
+/// `not_yet_valid` when it starts before `issued_at - skew` (edges inclusive; a negative skew
+/// counts as 0; arithmetic saturates). Call only on verified claims; a verification cache
+/// runs [`verify_untimed`] once per token and just this per span.
+pub fn check_times(claims: &Claims, span_start: i64, skew: i64) -> Result<(), Failure> {
+    let skew = skew.max(0);
+    let (issued_at, expires_at) = (claims.issued_at, claims.expires_at);
+    if span_start > expires_at.saturating_add(skew) {
+        return Err(Failure::new(
+            Status::Expired,
+            "times",
+            format!(
+                "span start {span_start} is after claims.expires_at {expires_at} + skew {skew}"
+            ),
+        ));
+    }
+    if span_start < issued_at.saturating_sub(skew) {
+        return Err(Failure::new(
+            Status::NotYetValid,
+            "times",
+            format!("span start {span_start} is before claims.issued_at {issued_at} - skew {skew}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every stage of [`verify`] except times (the result does not depend on the span), for
+/// caches keyed by token and [`KeyRing::generation`]; follow it with [`check_times`].
+pub fn verify_untimed(token: &str, ring: &KeyRing) -> Result<Verified, Failure> {
+    run(token, ring, None, &mut NoTrace)
+}
+
 /// Receives a note for every stage that passes; `verify` uses a no-op so details are never
 /// formatted on the hot path.
 trait Trace {
@@ -1381,13 +1403,13 @@ impl Trace for Collect {
     }
 }
 
-/// The single implementation behind [`verify`] and [`verify_explain`]. Stage order is the
-/// spec's; each stage either calls `trace.pass` or returns its failure.
+/// The single implementation behind [`verify`], [`verify_untimed`] and [`verify_explain`].
+/// Stage order is the spec's; each stage either calls `trace.pass` or returns its failure.
+/// `times` is `(span_start, skew)`, or `None` to leave the time stage to the caller.
 fn run<T: Trace>(
     token: &str,
     ring: &KeyRing,
-    span_start: i64,
-    skew: i64,
+    times: Option<(i64, i64)>,
     trace: &mut T,
 ) -> Result<Verified, Failure> {
     // presence
@@ -1488,11 +1510,15 @@ fn run<T: Trace>(
     });
 
     // times against the span start (edges inclusive)
-    check_times(&p.claims, span_start, skew)?;
-    let (skew, expires_at) = (skew.max(0), p.claims.expires_at);
-    trace.pass("times", || {
-        format!("span start {span_start} is within [{issued_at} - {skew}, {expires_at} + {skew}]")
-    });
+    if let Some((span_start, skew)) = times {
+        check_times(&p.claims, span_start, skew)?;
+        let (skew, expires_at) = (skew.max(0), p.claims.expires_at);
+        trace.pass("times", || {
+            format!(
+                "span start {span_start} is within [{issued_at} - {skew}, {expires_at} + {skew}]"
+            )
+        });
+    }
 
     Ok(Verified {
         claims: p.claims,
@@ -2076,6 +2102,19 @@ mod tests {
             verify(&forged, &ring(), T0 + 100, 0).unwrap_err().status,
             Status::BadSignature
         );
+    }
+
+    #[test]
+    fn untimed_then_check_times_equals_verify() {
+        let good = sign(M, "k1", &claims()).unwrap();
+        let forged = sign(&[1; 32], "k1", &claims()).unwrap();
+        for t in [&good, &forged] {
+            for span in [T0 - 301, T0, T0 + 3600 + 301] {
+                let split = verify_untimed(t, &ring())
+                    .and_then(|v| check_times(&v.claims, span, 300).map(|()| v));
+                assert_eq!(split, verify(t, &ring(), span, 300));
+            }
+        }
     }
 
     #[test]
