@@ -317,6 +317,8 @@ impl Processor for GenAiProcessor {
         }
         let enforce = self.mode == Mode::Enforce;
         let mut dropped = 0u64;
+        // Reused for every rejected span's reason.
+        let mut reason = String::new();
         for rs in &mut req.resource_spans {
             let mut emptied = false;
             for ss in &mut rs.scope_spans {
@@ -329,7 +331,7 @@ impl Processor for GenAiProcessor {
                     tally.count(&report);
                     let violations = std::mem::take(&mut report.violations);
                     if enforce && !violations.is_empty() {
-                        let mut reason = String::with_capacity(REASON_PREFIX.len() + 48);
+                        reason.clear();
                         reason.push_str(REASON_PREFIX);
                         reason.push_str(&violations[0]);
                         ctx.reject(1, &reason);
