@@ -175,15 +175,15 @@ pub fn factory(
         };
         d.error(m.key_path(&format!("mappings.{name}")), e.to_string());
     }
-    let spans = ctx.metrics.register(
+    let spans = ctx.metrics.register_shared(
         "tollgate_genai_spans",
         "LLM spans checked by a genai_semconv processor, by validation status (counted in shadow mode too)",
-        Family::<SpanLabels, Counter>::default(),
+        Family::<SpanLabels, Counter>::default,
     );
-    let violations = ctx.metrics.register(
+    let violations = ctx.metrics.register_shared(
         "tollgate_genai_violations",
         "GenAI semantic-convention violations found by a genai_semconv processor, by rule family",
-        Family::<ViolationLabels, Counter>::default(),
+        Family::<ViolationLabels, Counter>::default,
     );
     Some(ProcessorSpec::inline(
         GenAiProcessor {
@@ -360,7 +360,30 @@ impl Processor for GenAiProcessor {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::Problem;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    fn request_with_one_llm_span() -> ExportTraceServiceRequest {
+        let attributes = vec![KeyValue {
+            key: "gen_ai.provider.name".into(),
+            value: string_value("openai".into()),
+            ..Default::default()
+        }];
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        kind: 3,
+                        attributes,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
 
     const BASE: &str = r#"
 receivers:
@@ -460,6 +483,41 @@ processors:
             problems("strict: yes please"),
             vec!["processors.genai_semconv.strict: expected true or false, found a string"]
         );
+    }
+
+    #[test]
+    fn genai_two_instances_share_one_metric_family() {
+        let yaml = format!("{BASE}    mode: annotate\n  genai_semconv/strict:\n    strict: true\n");
+        let doc = match crate::config::load_str(&yaml) {
+            Ok(doc) => doc,
+            Err(p) => panic!("yaml: {p:?}"),
+        };
+        let parsed = match crate::service::parse(&doc) {
+            Ok(p) => p,
+            Err(p) => panic!("config problems: {p:?}"),
+        };
+        assert_eq!(parsed.processors.len(), 2);
+        for spec in parsed.processors.values() {
+            let crate::processors::Built::Inline(p) = &spec.built else {
+                panic!("genai_semconv is an inline processor");
+            };
+            let mut req = request_with_one_llm_span();
+            let client = crate::pipeline::ClientInfo::default();
+            let mut ctx = ProcessCtx::new(&client);
+            assert!(p.process_traces(&mut req, &mut ctx).is_ok());
+        }
+        let text = parsed.metrics.encode();
+        assert!(
+            text.contains("tollgate_genai_spans_total{processor=\"genai_semconv/strict\",status=\"invalid\"} 1"),
+            "{text}"
+        );
+        for family in ["tollgate_genai_spans", "tollgate_genai_violations"] {
+            assert_eq!(
+                text.matches(&format!("# HELP {family} ")).count(),
+                1,
+                "{family} registered once: {text}"
+            );
+        }
     }
 
     #[test]
