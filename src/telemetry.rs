@@ -4,6 +4,8 @@
 //! process keep separate counts. Components register their own families through
 //! [`SelfMetrics::register`]. Counters are exposed with the OpenMetrics `_total` suffix.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +56,8 @@ where
 /// The gateway's metrics registry and the core counters every stage shares.
 pub struct SelfMetrics {
     registry: Mutex<Registry>,
+    /// Metrics registered through [`SelfMetrics::register_shared`], by name.
+    shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     pub receiver_accepted: PerSignal<ReceiverLabels>,
     pub receiver_refused: PerSignal<ReceiverLabels>,
     pub exporter_sent: PerSignal<ExporterLabels>,
@@ -91,6 +95,7 @@ impl SelfMetrics {
         );
         SelfMetrics {
             registry: Mutex::new(reg),
+            shared: Mutex::new(HashMap::new()),
             receiver_accepted,
             receiver_refused,
             exporter_sent,
@@ -104,6 +109,27 @@ impl SelfMetrics {
             reg.register(name, help, metric.clone());
         }
         metric
+    }
+
+    /// Registers `name` once per service and hands every caller the same metric, for
+    /// component types that may have several instances (each labels its own series with
+    /// its id). Registering a name twice with [`SelfMetrics::register`] would expose the
+    /// family twice, which scrapers reject.
+    pub fn register_shared<M: Metric + Clone + Send + Sync + 'static>(
+        &self,
+        name: &str,
+        help: &str,
+        make: impl FnOnce() -> M,
+    ) -> M {
+        let Ok(mut shared) = self.shared.lock() else {
+            return self.register(name, help, make());
+        };
+        if let Some(m) = shared.get(name).and_then(|b| b.downcast_ref::<M>()) {
+            return m.clone();
+        }
+        let m = self.register(name, help, make());
+        shared.insert(name.to_string(), Box::new(m.clone()));
+        m
     }
 
     /// The OpenMetrics text exposition.

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod envelope;
+pub mod genai;
 
 use std::sync::Arc;
 
@@ -45,5 +46,8 @@ impl ProcessorSpec {
 type Factory = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<ProcessorSpec>;
 
 /// Every processor type: name and factory.
-pub const FACTORIES: &[(&str, Factory)] =
-    &[("batch", batch::factory), ("envelope", envelope::factory)];
+pub const FACTORIES: &[(&str, Factory)] = &[
+    ("batch", batch::factory),
+    ("envelope", envelope::factory),
+    ("genai_semconv", genai::factory),
+];
