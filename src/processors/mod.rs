@@ -2,6 +2,7 @@
 //! one module plus one line in [`FACTORIES`].
 
 pub mod batch;
+pub mod cost;
 pub mod envelope;
 
 use std::sync::Arc;
@@ -45,5 +46,8 @@ impl ProcessorSpec {
 type Factory = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<ProcessorSpec>;
 
 /// Every processor type: name and factory.
-pub const FACTORIES: &[(&str, Factory)] =
-    &[("batch", batch::factory), ("envelope", envelope::factory)];
+pub const FACTORIES: &[(&str, Factory)] = &[
+    ("batch", batch::factory),
+    ("cost", cost::factory),
+    ("envelope", envelope::factory),
+];
