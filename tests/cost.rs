@@ -311,7 +311,8 @@ fn litellm_full_price_list_imports_and_matches_the_json() {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
     };
     use tollgate::cost::TokenClass as C;
-    let checks: [(&str, Option<&str>, &[(&str, C)], Option<u64>); 5] = [
+    type Check<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, C)], Option<u64>);
+    let checks: [Check; 5] = [
         (
             "gpt-4o",
             Some("openai"),

@@ -88,7 +88,7 @@ pub fn rates_price(
         fmt_time(r.effective_to),
         m.kind.as_str()
     );
-    println!("version:   {} ({})", t.version, t.currency);
+    println!("version:    {} ({})", t.version, t.currency);
     let usage = Usage {
         input: Some(input),
         output: Some(output),
@@ -105,11 +105,11 @@ pub fn rates_price(
     };
     match b.tier {
         Some(a) => println!(
-            "tier:      above {a} input tokens (request has {})",
+            "tier:       above {a} input tokens (request has {})",
             b.request_input
         ),
         None => println!(
-            "tier:      base (request has {} input tokens)",
+            "tier:       base (request has {} input tokens)",
             b.request_input
         ),
     }
@@ -120,13 +120,13 @@ pub fn rates_price(
             _ => String::new(),
         };
         println!(
-            "{:<11}{how}{} tokens x {} / 1M = {}",
+            "{:<12}{how}{} tokens x {} / 1M = {}",
             c.as_str(),
             b.tokens_of(c),
             b.prices.get(c).normalize(),
             b.cost_of(c)
         );
     }
-    println!("total:     {} {}", b.total, t.currency);
+    println!("total:      {} {}", b.total, t.currency);
     ExitCode::SUCCESS
 }

@@ -197,6 +197,16 @@ impl prometheus_client::collector::Collector for AggregatesCollector {
     }
 }
 
+/// What [`Dedup::seen`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time within the window (now recorded).
+    New,
+    Duplicate,
+    /// The table is full of live entries: the span is not tracked.
+    Untracked,
+}
+
 /// Remembers (trace id, span id) pairs for `window`, at most `max` of them.
 pub struct Dedup {
     window: Duration,
@@ -232,10 +242,9 @@ impl Dedup {
     }
 
     /// Whether this span was already seen within the window (and records it if not).
-    /// `Err(())` when the table is full of live entries: the span is not tracked.
-    pub fn seen(&self, trace_id: &[u8], span_id: &[u8], now: Instant) -> Result<bool, ()> {
+    pub fn seen(&self, trace_id: &[u8], span_id: &[u8], now: Instant) -> Seen {
         if self.window.is_zero() || (trace_id.is_empty() && span_id.is_empty()) {
-            return Ok(false);
+            return Seen::New;
         }
         let mut key = [0u8; 24];
         for (k, b) in key[..16].iter_mut().zip(trace_id) {
@@ -246,7 +255,7 @@ impl Dedup {
         }
         if let Some(t) = self.map.get(&key) {
             if now.duration_since(*t) < self.window {
-                return Ok(true);
+                return Seen::Duplicate;
             }
         }
         if self.map.len() >= self.max && !self.map.contains_key(&key) {
@@ -259,22 +268,22 @@ impl Dedup {
                 self.sweep(now);
             }
             if self.map.len() >= self.max {
-                return Err(());
+                return Seen::Untracked;
             }
         }
         use dashmap::mapref::entry::Entry;
         match self.map.entry(key) {
             Entry::Occupied(mut e) => {
                 if now.duration_since(*e.get()) < self.window {
-                    Ok(true)
+                    Seen::Duplicate
                 } else {
                     e.insert(now);
-                    Ok(false)
+                    Seen::New
                 }
             }
             Entry::Vacant(v) => {
                 v.insert(now);
-                Ok(false)
+                Seen::New
             }
         }
     }
@@ -586,9 +595,9 @@ impl CostProcessor {
             return status(attrs, Status::NoUsage, None);
         }
         match self.dedup.seen(&span.trace_id, &span.span_id, now) {
-            Ok(true) => return status(attrs, Status::Duplicate, None),
-            Ok(false) => {}
-            Err(()) => {
+            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::New => {}
+            Seen::Untracked => {
                 self.dedup_full.inc();
             }
         }
@@ -937,11 +946,11 @@ mod tests {
     fn dedup_window_and_bound() {
         let d = Dedup::new(Duration::from_secs(10), 2);
         let t0 = Instant::now();
-        assert_eq!(d.seen(&[1], &[1], t0), Ok(false));
-        assert_eq!(d.seen(&[1], &[1], t0), Ok(true));
-        assert_eq!(d.seen(&[1], &[1], t0 + Duration::from_secs(11)), Ok(false));
-        assert_eq!(d.seen(&[2], &[2], t0), Ok(false));
-        assert_eq!(d.seen(&[3], &[3], t0), Err(()));
+        assert_eq!(d.seen(&[1], &[1], t0), Seen::New);
+        assert_eq!(d.seen(&[1], &[1], t0), Seen::Duplicate);
+        assert_eq!(d.seen(&[1], &[1], t0 + Duration::from_secs(11)), Seen::New);
+        assert_eq!(d.seen(&[2], &[2], t0), Seen::New);
+        assert_eq!(d.seen(&[3], &[3], t0), Seen::Untracked);
         assert!(d.len() <= 2);
     }
 }
