@@ -4,6 +4,7 @@
 //! OTLP on; all wired from collector-shaped YAML (see `service`).
 
 pub mod config;
+pub mod cost;
 pub mod envelope;
 pub mod exporters;
 pub mod extensions;

@@ -28,6 +28,11 @@ enum Command {
     /// Sign, extend and verify `tg1` identity envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCmd),
+    /// Check a rate table or price one request with it.
+    Rates {
+        #[command(subcommand)]
+        command: RatesCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +86,78 @@ enum EnvelopeCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum RatesCommand {
+    /// Load and check a rate table; print every problem with its YAML path.
+    Check {
+        /// The rate table (YAML).
+        file: PathBuf,
+    },
+    /// Price one request and print the matched row and the arithmetic.
+    Price {
+        /// The rate table (YAML).
+        #[arg(long, default_value = "config/rates.yaml")]
+        rates: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        provider: Option<String>,
+        /// All input tokens, cached included (gen_ai.usage.input_tokens).
+        #[arg(long)]
+        input: i64,
+        /// All output tokens, reasoning included (gen_ai.usage.output_tokens).
+        #[arg(long)]
+        output: i64,
+        #[arg(long, default_value_t = 0)]
+        cache_read: i64,
+        #[arg(long, default_value_t = 0)]
+        cache_write: i64,
+        #[arg(long, default_value_t = 0)]
+        reasoning: i64,
+        /// When the request started (RFC 3339, a date or Unix seconds); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+fn rates(cmd: &RatesCommand) -> ExitCode {
+    use tollgate::cost::cli;
+    match cmd {
+        RatesCommand::Check { file } => cli::rates_check(file),
+        RatesCommand::Price {
+            rates,
+            model,
+            provider,
+            input,
+            output,
+            cache_read,
+            cache_write,
+            reasoning,
+            at,
+        } => {
+            let at = match at.as_deref().map(tollgate::envelope::parse_time) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("--at: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            cli::rates_price(
+                rates,
+                model,
+                provider.as_deref(),
+                *input,
+                *output,
+                *cache_read,
+                *cache_write,
+                *reasoning,
+                at,
+            )
+        }
+    }
+}
+
 fn config_paths(cli: &Cli) -> Vec<PathBuf> {
     if cli.config.is_empty() {
         vec![PathBuf::from("config/tollgate.yaml")]
@@ -124,6 +201,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&paths),
+        Command::Rates { command } => rates(command),
         Command::Envelope(cmd) => envelope(cmd),
     }
 }

@@ -132,6 +132,14 @@ impl SelfMetrics {
         m
     }
 
+    /// Registers a collector that writes its own samples on every scrape (for values that
+    /// are not plain atomics, such as exact decimal sums).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.register_collector(collector);
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

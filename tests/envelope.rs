@@ -543,7 +543,7 @@ async fn key_ring_reloads_on_file_change_and_a_bad_ring_keeps_the_old_one() {
     assert_eq!(st("span-3"), "valid", "new ring in use, cache not stale");
     let (_, m) = http_get(gw.metrics_endpoint().unwrap(), "/metrics").await;
     assert!(
-        m.contains("tollgate_envelope_key_reload_failures_total 1"),
+        m.contains("tollgate_envelope_key_reload_failures_total{processor=\"envelope\"} 1"),
         "{m}"
     );
     gw.shutdown().await;

@@ -68,6 +68,11 @@ struct SpanLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcLabels {
+    processor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OverrideLabels {
     processor: String,
     status: String,
@@ -209,26 +214,35 @@ pub fn factory(
     let cache_max = m.u64("cache_max_entries", d).unwrap_or(10_000) as usize;
 
     let metrics = &ctx.metrics;
-    let spans = metrics.register(
+    let spans = metrics.register_shared(
         "tollgate_envelope_spans",
         "Spans checked by an envelope processor, by outcome status and the policy applied",
-        Family::<SpanLabels, Counter>::default(),
+        Family::<SpanLabels, Counter>::default,
     );
-    let override_uses = metrics.register(
+    let override_uses = metrics.register_shared(
         "tollgate_envelope_overrides",
         "Spans whose failing envelope passed as attributed through a break-glass override",
-        Family::<OverrideLabels, Counter>::default(),
+        Family::<OverrideLabels, Counter>::default,
     );
-    let reload_failures = metrics.register(
-        "tollgate_envelope_key_reload_failures",
-        "Key ring reloads rejected (the previous ring stays in use)",
-        Counter::default(),
-    );
-    let cache_entries = metrics.register(
-        "tollgate_envelope_cache_entries",
-        "Verified tokens held in the envelope cache",
-        Gauge::default(),
-    );
+    let me = ProcLabels {
+        processor: id.to_string(),
+    };
+    let reload_failures = metrics
+        .register_shared(
+            "tollgate_envelope_key_reload_failures",
+            "Key ring reloads rejected (the previous ring stays in use)",
+            Family::<ProcLabels, Counter>::default,
+        )
+        .get_or_create(&me)
+        .clone();
+    let cache_entries = metrics
+        .register_shared(
+            "tollgate_envelope_cache_entries",
+            "Verified tokens held in the envelope cache",
+            Family::<ProcLabels, Gauge>::default,
+        )
+        .get_or_create(&me)
+        .clone();
     for k in ring.iter() {
         tracing::info!(processor = %id, kid = %k.id, fingerprint = %k.fingerprint(), status = %k.status, "envelope key loaded");
     }

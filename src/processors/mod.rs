@@ -2,6 +2,7 @@
 //! one module plus one line in [`FACTORIES`].
 
 pub mod batch;
+pub mod cost;
 pub mod envelope;
 pub mod genai;
 
@@ -48,6 +49,7 @@ type Factory = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("batch", batch::factory),
+    ("cost", cost::factory),
     ("envelope", envelope::factory),
     ("genai_semconv", genai::factory),
 ];

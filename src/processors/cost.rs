@@ -1,0 +1,956 @@
+//! The `cost` processor: prices every LLM span from the rate table (exact decimals, see
+//! [`crate::cost`]), writes the cost attributes, counts each (trace id, span id) once within
+//! a window, and keeps exact per-tenant totals exposed on the Prometheus endpoint.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use rust_decimal::Decimal;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::cost::{price, Breakdown, RateTable, TableError, TokenClass, Usage};
+use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
+use crate::processors::{Built, ProcessorSpec};
+use crate::service::{ParseCtx, StartCtx};
+
+pub const COST_ATTR: &str = "gen_ai.usage.cost";
+pub const STATUS_ATTR: &str = "tollgate.cost.status";
+pub const REASON_ATTR: &str = "tollgate.cost.reason";
+pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
+pub const UNATTRIBUTED: &str = "__unattributed__";
+pub const OVERFLOW_TENANT: &str = "__other__";
+
+/// What happened to one LLM span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Priced,
+    UnpricedModel,
+    NoUsage,
+    InvalidUsage,
+    Duplicate,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Priced,
+        Status::UnpricedModel,
+        Status::NoUsage,
+        Status::InvalidUsage,
+        Status::Duplicate,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Priced => "priced",
+            Status::UnpricedModel => "unpriced_model",
+            Status::NoUsage => "no_usage",
+            Status::InvalidUsage => "invalid_usage",
+            Status::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The dimensions of one aggregate series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct SeriesKey {
+    pub tenant: String,
+    pub workflow: String,
+    pub provider: String,
+    pub model: String,
+    pub rates_version: String,
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    tenant: String,
+    workflow: String,
+    provider: String,
+    model: String,
+    rates_version: String,
+    currency: String,
+    token_type: String,
+}
+
+/// Exact totals of one series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesTotals {
+    pub cost: Decimal,
+    /// Tokens per class, in [`TokenClass::ALL`] order.
+    pub tokens: [u64; 5],
+}
+
+/// Exact decimal aggregates, bounded to `max_series` series (beyond that, new series fold
+/// into `tenant="__other__", workflow="__other__"`).
+#[derive(Debug)]
+pub struct Aggregates {
+    max_series: usize,
+    series: Mutex<BTreeMap<SeriesKey, SeriesTotals>>,
+}
+
+impl Aggregates {
+    pub fn new(max_series: usize) -> Self {
+        Aggregates {
+            max_series,
+            series: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds one priced span; returns whether it overflowed into the `__other__` series.
+    pub fn add(&self, mut key: SeriesKey, b: &Breakdown) -> bool {
+        let mut g = match self.series.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut overflow = false;
+        if !g.contains_key(&key) && g.len() >= self.max_series {
+            key.tenant = OVERFLOW_TENANT.to_string();
+            key.workflow = OVERFLOW_TENANT.to_string();
+            overflow = true;
+        }
+        let e = g.entry(key).or_default();
+        e.cost += b.total;
+        for (i, c) in TokenClass::ALL.iter().enumerate() {
+            e.tokens[i] = e.tokens[i].saturating_add(b.tokens_of(*c));
+        }
+        overflow
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<SeriesKey, SeriesTotals> {
+        match self.series.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Exact cost per tenant.
+    pub fn by_tenant(&self) -> BTreeMap<String, Decimal> {
+        let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (k, v) in self.snapshot() {
+            *out.entry(k.tenant).or_default() += v.cost;
+        }
+        out
+    }
+
+    /// Exact grand total.
+    pub fn total(&self) -> Decimal {
+        self.snapshot().values().map(|v| v.cost).sum()
+    }
+}
+
+/// Exposes [`Aggregates`] as `tollgate_cost_total` and `tollgate_tokens_total`: each value
+/// is the exact decimal sum, rounded to f64 once at scrape time.
+#[derive(Debug)]
+struct AggregatesCollector(Arc<Aggregates>);
+
+pub fn decimal_to_f64(d: Decimal) -> f64 {
+    d.to_string().parse::<f64>().unwrap_or(0.0)
+}
+
+impl prometheus_client::collector::Collector for AggregatesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.0.snapshot();
+        {
+            let mut me = encoder.encode_descriptor(
+                "tollgate_cost",
+                "Exact cost of priced LLM spans (each span counted once), in the rate table's currency",
+                None,
+                MetricType::Counter,
+            )?;
+            for (k, v) in &snap {
+                let fe = me.encode_family(k)?;
+                ConstCounter::new(decimal_to_f64(v.cost)).encode(fe)?;
+            }
+        }
+        let mut me = encoder.encode_descriptor(
+            "tollgate_tokens",
+            "Tokens of priced LLM spans by priced class (input = uncached input, output = non-reasoning output)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, v) in &snap {
+            for (i, c) in TokenClass::ALL.iter().enumerate() {
+                let labels = TokenLabels {
+                    tenant: k.tenant.clone(),
+                    workflow: k.workflow.clone(),
+                    provider: k.provider.clone(),
+                    model: k.model.clone(),
+                    rates_version: k.rates_version.clone(),
+                    currency: k.currency.clone(),
+                    token_type: c.as_str().to_string(),
+                };
+                let fe = me.encode_family(&labels)?;
+                ConstCounter::new(v.tokens[i]).encode(fe)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Dedup::seen`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time within the window (now recorded).
+    New,
+    Duplicate,
+    /// The table is full of live entries: the span is not tracked.
+    Untracked,
+}
+
+/// Remembers (trace id, span id) pairs for `window`, at most `max` of them.
+pub struct Dedup {
+    window: Duration,
+    max: usize,
+    map: DashMap<[u8; 24], Instant>,
+    last_sweep: Mutex<Instant>,
+}
+
+impl Dedup {
+    pub fn new(window: Duration, max: usize) -> Self {
+        Dedup {
+            window,
+            max,
+            map: DashMap::new(),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops expired entries.
+    pub fn sweep(&self, now: Instant) {
+        let w = self.window;
+        self.map.retain(|_, t| now.duration_since(*t) < w);
+        if let Ok(mut g) = self.last_sweep.lock() {
+            *g = now;
+        }
+    }
+
+    /// Whether this span was already seen within the window (and records it if not).
+    pub fn seen(&self, trace_id: &[u8], span_id: &[u8], now: Instant) -> Seen {
+        if self.window.is_zero() || (trace_id.is_empty() && span_id.is_empty()) {
+            return Seen::New;
+        }
+        let mut key = [0u8; 24];
+        for (k, b) in key[..16].iter_mut().zip(trace_id) {
+            *k = *b;
+        }
+        for (k, b) in key[16..].iter_mut().zip(span_id) {
+            *k = *b;
+        }
+        if let Some(t) = self.map.get(&key) {
+            if now.duration_since(*t) < self.window {
+                return Seen::Duplicate;
+            }
+        }
+        if self.map.len() >= self.max && !self.map.contains_key(&key) {
+            let recently = self
+                .last_sweep
+                .lock()
+                .map(|g| now.duration_since(*g) < Duration::from_secs(1))
+                .unwrap_or(false);
+            if !recently {
+                self.sweep(now);
+            }
+            if self.map.len() >= self.max {
+                return Seen::Untracked;
+            }
+        }
+        use dashmap::mapref::entry::Entry;
+        match self.map.entry(key) {
+            Entry::Occupied(mut e) => {
+                if now.duration_since(*e.get()) < self.window {
+                    Seen::Duplicate
+                } else {
+                    e.insert(now);
+                    Seen::New
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(now);
+                Seen::New
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanLabels {
+    processor: String,
+    status: String,
+}
+
+pub struct CostProcessor {
+    id: String,
+    path: PathBuf,
+    table: RwLock<Arc<RateTable>>,
+    reload_interval: Option<Duration>,
+    sweep_interval: Duration,
+    dedup: Dedup,
+    aggregates: Arc<Aggregates>,
+    spans: Family<SpanLabels, Counter>,
+    reloads: Counter,
+    reload_failures: Counter,
+    dedup_entries: Gauge,
+    dedup_full: Counter,
+    series_overflow: Counter,
+}
+
+/// Options of the `cost` processor.
+#[derive(Debug, Clone)]
+pub struct CostOptions {
+    pub rates: PathBuf,
+    pub reload: bool,
+    pub reload_interval: Duration,
+    pub dedup_window: Duration,
+    pub dedup_max_entries: usize,
+    pub max_series: usize,
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<ProcessorSpec> {
+    let rates = m.str("rates", d);
+    if rates.is_none() && !m.has("rates") {
+        d.error(m.key_path("rates"), "missing: the rate table file (YAML)");
+    }
+    let opts = CostOptions {
+        rates: PathBuf::from(rates.clone().unwrap_or_default()),
+        reload: m.bool("reload", d).unwrap_or(true),
+        reload_interval: m
+            .duration("reload_interval", d)
+            .unwrap_or(Duration::from_secs(5)),
+        dedup_window: m
+            .duration("dedup_window", d)
+            .unwrap_or(Duration::from_secs(600)),
+        dedup_max_entries: m.u64("dedup_max_entries", d).unwrap_or(100_000) as usize,
+        max_series: m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize,
+    };
+    if opts.reload && opts.reload_interval.is_zero() {
+        d.error(m.key_path("reload_interval"), "must be more than 0");
+    }
+    let rates = rates?;
+    let table = match RateTable::load(&opts.rates) {
+        Ok(t) => t,
+        Err(e) => {
+            for p in e.problems {
+                d.error(m.key_path("rates"), format!("{rates}: {p}"));
+            }
+            return None;
+        }
+    };
+    let p = CostProcessor::new(id.as_str(), opts, table, &ctx.metrics);
+    Some(ProcessorSpec {
+        built: Built::Inline(Arc::new(p)),
+        signals: &[Signal::Traces],
+        divert_targets: Vec::new(),
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attrs, key)? {
+        Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// A token count: an int, an integral double or a decimal string.
+fn count_attr(attrs: &[KeyValue], key: &'static str) -> Result<Option<i64>, String> {
+    let Some(v) = find(attrs, key) else {
+        return Ok(None);
+    };
+    let bad = || format!("{key} is not a whole number");
+    match v {
+        Value::IntValue(i) => Ok(Some(*i)),
+        Value::DoubleValue(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+            Ok(Some(*f as i64))
+        }
+        Value::StringValue(s) => s.trim().parse::<i64>().map(Some).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+fn set(attrs: &mut Vec<KeyValue>, key: &str, v: Value) {
+    let value = Some(AnyValue { value: Some(v) });
+    match attrs.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = value,
+        None => attrs.push(KeyValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        }),
+    }
+}
+
+fn set_str(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
+    set(attrs, key, Value::StringValue(v.to_string()));
+}
+
+fn set_f64(attrs: &mut Vec<KeyValue>, key: &str, d: Decimal) {
+    set(attrs, key, Value::DoubleValue(decimal_to_f64(d)));
+}
+
+pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
+    attrs.iter().any(|kv| {
+        kv.key == "gen_ai.operation.name"
+            || kv.key == "gen_ai.provider.name"
+            || (kv.key.starts_with("gen_ai.usage.") && kv.key.ends_with("tokens"))
+    })
+}
+
+fn read_usage(attrs: &[KeyValue]) -> Result<Usage, String> {
+    Ok(Usage {
+        input: count_attr(attrs, "gen_ai.usage.input_tokens")?,
+        output: count_attr(attrs, "gen_ai.usage.output_tokens")?,
+        cache_read: count_attr(attrs, "gen_ai.usage.cache_read.input_tokens")?,
+        cache_write: count_attr(attrs, "gen_ai.usage.cache_creation.input_tokens")?,
+        reasoning: count_attr(attrs, "gen_ai.usage.reasoning.output_tokens")?,
+    })
+}
+
+/// The result for one span: its status and, when priced, what to aggregate.
+pub struct Outcome {
+    pub status: Status,
+    pub priced: Option<(SeriesKey, Breakdown)>,
+}
+
+impl CostProcessor {
+    pub fn new(
+        id: &str,
+        opts: CostOptions,
+        table: RateTable,
+        metrics: &crate::telemetry::SelfMetrics,
+    ) -> Self {
+        let aggregates = Arc::new(Aggregates::new(opts.max_series));
+        metrics.register_collector(Box::new(AggregatesCollector(aggregates.clone())));
+        let spans = metrics.register(
+            "tollgate_cost_spans",
+            "LLM spans seen by a cost processor, by status",
+            Family::<SpanLabels, Counter>::default(),
+        );
+        let reloads = metrics.register(
+            "tollgate_cost_rates_reloads",
+            "Rate table reloads applied",
+            Counter::default(),
+        );
+        let reload_failures = metrics.register(
+            "tollgate_cost_rates_reload_failures",
+            "Rate table reloads rejected (the previous table stays in use)",
+            Counter::default(),
+        );
+        let dedup_entries = metrics.register(
+            "tollgate_cost_dedup_entries",
+            "(trace id, span id) pairs remembered for duplicate detection",
+            Gauge::default(),
+        );
+        let dedup_full = metrics.register(
+            "tollgate_cost_dedup_full",
+            "Spans priced without duplicate tracking because the dedup table was full",
+            Counter::default(),
+        );
+        let series_overflow = metrics.register(
+            "tollgate_cost_series_overflow",
+            "Priced spans aggregated under tenant=\"__other__\" because max_series was reached",
+            Counter::default(),
+        );
+        tracing::info!(processor = %id, version = %table.version, explicit = table.explicit_rows().len(), imported = table.imported_rows().len(), "rate table loaded");
+        CostProcessor {
+            id: id.to_string(),
+            path: opts.rates,
+            table: RwLock::new(Arc::new(table)),
+            reload_interval: opts.reload.then_some(opts.reload_interval),
+            sweep_interval: opts
+                .reload_interval
+                .min(opts.dedup_window.max(Duration::from_millis(100))),
+            dedup: Dedup::new(opts.dedup_window, opts.dedup_max_entries),
+            aggregates,
+            spans,
+            reloads,
+            reload_failures,
+            dedup_entries,
+            dedup_full,
+            series_overflow,
+        }
+    }
+
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
+    }
+
+    pub fn current_table(&self) -> Arc<RateTable> {
+        match self.table.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the rate table; keeps the old one on any error.
+    pub fn reload(&self) -> Result<(), TableError> {
+        match RateTable::load(&self.path) {
+            Ok(t) => {
+                tracing::info!(processor = %self.id, version = %t.version, explicit = t.explicit_rows().len(), imported = t.imported_rows().len(), "rate table reloaded");
+                let mut g = match self.table.write() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                *g = Arc::new(t);
+                self.reloads.inc();
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_failures.inc();
+                for p in &e.problems {
+                    tracing::error!(processor = %self.id, file = %self.path.display(), path = %p.path, error = %p.message, "rate table reload rejected; keeping the previous table");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn file_stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let t = self.current_table();
+        let mut files = vec![self.path.clone()];
+        files.extend(t.files.iter().skip(1).cloned());
+        files
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect()
+    }
+
+    /// Prices one span in place.
+    pub fn process_span(
+        &self,
+        span: &mut Span,
+        res_attrs: &[KeyValue],
+        table: &RateTable,
+        now: Instant,
+    ) -> Option<Outcome> {
+        if !is_llm_span(&span.attributes) {
+            return None;
+        }
+        // Only the gateway writes tollgate.cost.*; the caller's own cost is kept aside.
+        let caller = span
+            .attributes
+            .iter()
+            .position(|kv| kv.key == COST_ATTR)
+            .map(|i| span.attributes.remove(i));
+        span.attributes
+            .retain(|kv| !kv.key.starts_with("tollgate.cost."));
+        if let Some(mut kv) = caller {
+            kv.key = CALLER_REPORTED_ATTR.to_string();
+            span.attributes.push(kv);
+        }
+        let attrs = &mut span.attributes;
+        let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
+            set_str(attrs, STATUS_ATTR, s.as_str());
+            if let Some(r) = reason {
+                set_str(attrs, REASON_ATTR, r);
+            }
+            Some(Outcome {
+                status: s,
+                priced: None,
+            })
+        };
+        let usage = match read_usage(attrs) {
+            Ok(u) => u,
+            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e)),
+        };
+        if usage.is_empty() {
+            return status(attrs, Status::NoUsage, None);
+        }
+        match self.dedup.seen(&span.trace_id, &span.span_id, now) {
+            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::New => {}
+            Seen::Untracked => {
+                self.dedup_full.inc();
+            }
+        }
+        let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
+        let at = if start == 0 { unix_now() } else { start };
+        let provider = str_attr(attrs, "gen_ai.provider.name");
+        let response_model = str_attr(attrs, "gen_ai.response.model");
+        let request_model = str_attr(attrs, "gen_ai.request.model");
+        let Some(m) = table.find_for(response_model, request_model, provider, at) else {
+            let names: Vec<&str> = response_model.into_iter().chain(request_model).collect();
+            let reason = if names.is_empty() {
+                "no gen_ai.response.model or gen_ai.request.model".to_string()
+            } else {
+                format!(
+                    "no rate for model {}{} in rate table {}",
+                    names.join(" / "),
+                    provider
+                        .map(|p| format!(" (provider {p})"))
+                        .unwrap_or_default(),
+                    table.version
+                )
+            };
+            let r = status(attrs, Status::UnpricedModel, Some(&reason));
+            set_str(attrs, "tollgate.cost.rates_version", &table.version);
+            return r;
+        };
+        let b = match price(m.rate, &usage) {
+            Ok(b) => b,
+            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
+        };
+        let key = SeriesKey {
+            tenant: str_attr(attrs, "tollgate.tenant.id")
+                .or_else(|| str_attr(res_attrs, "tollgate.tenant.id"))
+                .unwrap_or(UNATTRIBUTED)
+                .to_string(),
+            workflow: str_attr(attrs, "tollgate.workflow.id")
+                .or_else(|| str_attr(res_attrs, "tollgate.workflow.id"))
+                .unwrap_or(UNATTRIBUTED)
+                .to_string(),
+            provider: provider
+                .or(m.rate.provider.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+            model: m.rate.model.clone(),
+            rates_version: table.version.clone(),
+            currency: table.currency.clone(),
+        };
+        let rate_id = m.rate.id.clone();
+        set_f64(attrs, COST_ATTR, b.total);
+        for c in TokenClass::ALL {
+            set_f64(
+                attrs,
+                &format!("tollgate.cost.{}", c.as_str()),
+                b.cost_of(c),
+            );
+        }
+        set_str(attrs, "tollgate.cost.exact", &b.total.to_string());
+        set_str(attrs, "tollgate.cost.currency", &table.currency);
+        set_str(attrs, "tollgate.cost.rates_version", &table.version);
+        set_str(attrs, "tollgate.cost.rate_id", &rate_id);
+        set_str(attrs, STATUS_ATTR, Status::Priced.as_str());
+        Some(Outcome {
+            status: Status::Priced,
+            priced: Some((key, b)),
+        })
+    }
+}
+
+impl Processor for CostProcessor {
+    fn process_traces(
+        &self,
+        req: &mut ExportTraceServiceRequest,
+        _ctx: &mut ProcessCtx<'_>,
+    ) -> Result<(), Refused> {
+        let table = self.current_table();
+        let now = Instant::now();
+        let mut counts = [0u64; 5];
+        for rs in &mut req.resource_spans {
+            let res_attrs: &[KeyValue] = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    let Some(o) = self.process_span(span, res_attrs, &table, now) else {
+                        continue;
+                    };
+                    if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
+                        counts[i] += 1;
+                    }
+                    if let Some((key, b)) = o.priced {
+                        if self.aggregates.add(key, &b) {
+                            self.series_overflow.inc();
+                        }
+                    }
+                }
+            }
+        }
+        for (i, n) in counts.iter().enumerate() {
+            if *n > 0 {
+                self.spans
+                    .get_or_create(&SpanLabels {
+                        processor: self.id.clone(),
+                        status: Status::ALL[i].as_str().to_string(),
+                    })
+                    .inc_by(*n);
+            }
+        }
+        self.dedup_entries.set(self.dedup.len() as i64);
+        Ok(())
+    }
+
+    fn start(self: Arc<Self>, ctx: &StartCtx) {
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hup = match self.reload_interval {
+                Some(_) => {
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+                }
+                None => None,
+            };
+            let mut stamps = self.file_stamps();
+            let tick = self
+                .reload_interval
+                .unwrap_or(self.sweep_interval)
+                .min(self.sweep_interval);
+            loop {
+                #[cfg(unix)]
+                let hup_fut = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hup_fut = std::future::pending::<()>();
+                let forced = tokio::select! {
+                    _ = hup_fut => true,
+                    _ = tokio::time::sleep(tick) => false,
+                    _ = shutdown.changed() => return,
+                };
+                self.dedup.sweep(Instant::now());
+                self.dedup_entries.set(self.dedup.len() as i64);
+                if self.reload_interval.is_none() {
+                    continue;
+                }
+                let now = self.file_stamps();
+                if forced || now != stamps {
+                    // Stamps taken before the read: a write racing the reload is seen on
+                    // the next tick (a changed import list just causes one more reload).
+                    stamps = now;
+                    let _ = self.reload();
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const RATES: &str = "version: v1\ncurrency: USD\nrates:\n  - model: m\n    per_million_tokens: { input: \"0.1\", output: \"0.2\", cache_read: \"0.03\" }\n";
+
+    fn processor(max_series: usize) -> CostProcessor {
+        let table = RateTable::parse(RATES, std::path::Path::new(".")).unwrap();
+        let opts = CostOptions {
+            rates: PathBuf::from("unused.yaml"),
+            reload: false,
+            reload_interval: Duration::from_secs(5),
+            dedup_window: Duration::from_secs(600),
+            dedup_max_entries: 1000,
+            max_series,
+        };
+        CostProcessor::new("cost", opts, table, &crate::telemetry::SelfMetrics::new())
+    }
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn span(i: u32, tenant: &str, input: i64, output: i64) -> Span {
+        let mut id = [0u8; 8];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        Span {
+            trace_id: vec![7; 16],
+            span_id: id.to_vec(),
+            start_time_unix_nano: 1_763_900_000_000_000_000,
+            attributes: vec![
+                kv("gen_ai.provider.name", Value::StringValue("p".into())),
+                kv("gen_ai.request.model", Value::StringValue("m".into())),
+                kv("gen_ai.usage.input_tokens", Value::IntValue(input)),
+                kv("gen_ai.usage.output_tokens", Value::IntValue(output)),
+                kv("tollgate.tenant.id", Value::StringValue(tenant.into())),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn get<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
+        find(&s.attributes, k)
+    }
+
+    #[test]
+    fn per_span_costs_sum_exactly_to_tenant_and_grand_totals() {
+        let p = processor(1000);
+        let table = p.current_table();
+        let now = Instant::now();
+        let mut per_tenant: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut grand = Decimal::ZERO;
+        for i in 0..300u32 {
+            let tenant = format!("t{}", i % 7);
+            let mut s = span(
+                i,
+                &tenant,
+                1 + (i as i64 * 7919) % 5000,
+                (i as i64 * 104729) % 3000,
+            );
+            p.process_span(&mut s, &[], &table, now)
+                .and_then(|o| o.priced)
+                .map(|(k, b)| p.aggregates.add(k, &b));
+            let Some(Value::StringValue(exact)) = get(&s, "tollgate.cost.exact") else {
+                panic!("not priced");
+            };
+            let c = Decimal::from_str(exact).unwrap();
+            *per_tenant.entry(tenant).or_default() += c;
+            grand += c;
+        }
+        assert_eq!(p.aggregates.by_tenant(), per_tenant);
+        assert_eq!(p.aggregates.total(), grand);
+        // 0.1 and 0.2 per million never drift as binary floats would.
+        assert_eq!(grand, per_tenant.values().copied().sum::<Decimal>());
+    }
+
+    #[test]
+    fn statuses_and_attributes() {
+        let p = processor(1000);
+        let table = p.current_table();
+        let now = Instant::now();
+        let mut s = span(1, "acme", 1000, 100);
+        s.attributes.push(kv(COST_ATTR, Value::DoubleValue(9.99)));
+        s.attributes.push(kv(
+            "tollgate.cost.rate_id",
+            Value::StringValue("spoofed".into()),
+        ));
+        let o = p.process_span(&mut s, &[], &table, now).unwrap();
+        assert_eq!(o.status, Status::Priced);
+        // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
+        assert_eq!(get(&s, COST_ATTR), Some(&Value::DoubleValue(0.00012)));
+        assert_eq!(
+            get(&s, "tollgate.cost.exact"),
+            Some(&Value::StringValue("0.00012".into()))
+        );
+        assert_eq!(
+            get(&s, CALLER_REPORTED_ATTR),
+            Some(&Value::DoubleValue(9.99))
+        );
+        assert_eq!(
+            get(&s, "tollgate.cost.rate_id"),
+            Some(&Value::StringValue("rates[0]".into()))
+        );
+        assert_eq!(
+            get(&s, "tollgate.cost.rates_version"),
+            Some(&Value::StringValue("v1".into()))
+        );
+        // The same span again: duplicate, no cost.
+        let mut again = span(1, "acme", 1000, 100);
+        let o = p.process_span(&mut again, &[], &table, now).unwrap();
+        assert_eq!(o.status, Status::Duplicate);
+        assert!(o.priced.is_none());
+        assert_eq!(get(&again, COST_ATTR), None);
+        // A retry (new span id, same operation) is priced.
+        let mut retry = span(2, "acme", 1000, 100);
+        assert_eq!(
+            p.process_span(&mut retry, &[], &table, now).unwrap().status,
+            Status::Priced
+        );
+        let mut unknown = span(3, "acme", 1, 1);
+        unknown.attributes[1] = kv("gen_ai.request.model", Value::StringValue("zz".into()));
+        assert_eq!(
+            p.process_span(&mut unknown, &[], &table, now)
+                .unwrap()
+                .status,
+            Status::UnpricedModel
+        );
+        let mut bad = span(4, "acme", 10, 1);
+        bad.attributes.push(kv(
+            "gen_ai.usage.cache_read.input_tokens",
+            Value::IntValue(11),
+        ));
+        assert_eq!(
+            p.process_span(&mut bad, &[], &table, now).unwrap().status,
+            Status::InvalidUsage
+        );
+        assert!(
+            matches!(get(&bad, REASON_ATTR), Some(Value::StringValue(r)) if r.contains("exceed input_tokens"))
+        );
+        let mut none = Span {
+            attributes: vec![kv(
+                "gen_ai.operation.name",
+                Value::StringValue("execute_tool".into()),
+            )],
+            ..Default::default()
+        };
+        assert_eq!(
+            p.process_span(&mut none, &[], &table, now).unwrap().status,
+            Status::NoUsage
+        );
+        let mut plain = Span::default();
+        assert!(p.process_span(&mut plain, &[], &table, now).is_none());
+    }
+
+    #[test]
+    fn series_are_bounded() {
+        let p = processor(2);
+        let table = p.current_table();
+        let now = Instant::now();
+        let mut overflowed = 0;
+        for i in 0..5u32 {
+            let mut s = span(i, &format!("t{i}"), 10, 10);
+            let (k, b) = p
+                .process_span(&mut s, &[], &table, now)
+                .unwrap()
+                .priced
+                .unwrap();
+            if p.aggregates.add(k, &b) {
+                overflowed += 1;
+            }
+        }
+        assert_eq!(overflowed, 3);
+        let snap = p.aggregates.snapshot();
+        assert_eq!(snap.len(), 3);
+        assert!(snap.keys().any(|k| k.tenant == OVERFLOW_TENANT));
+    }
+
+    #[test]
+    fn dedup_window_and_bound() {
+        let d = Dedup::new(Duration::from_secs(10), 2);
+        let t0 = Instant::now();
+        assert_eq!(d.seen(&[1], &[1], t0), Seen::New);
+        assert_eq!(d.seen(&[1], &[1], t0), Seen::Duplicate);
+        assert_eq!(d.seen(&[1], &[1], t0 + Duration::from_secs(11)), Seen::New);
+        assert_eq!(d.seen(&[2], &[2], t0), Seen::New);
+        assert_eq!(d.seen(&[3], &[3], t0), Seen::Untracked);
+        assert!(d.len() <= 2);
+    }
+}
