@@ -21,6 +21,7 @@ use rust_decimal::Decimal;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::{price, Breakdown, RateTable, TableError, TokenClass, Usage};
 use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
+use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
 use crate::service::{ParseCtx, StartCtx};
 
@@ -712,37 +713,15 @@ impl Processor for CostProcessor {
     }
 
     fn start(self: Arc<Self>, ctx: &StartCtx) {
-        let mut shutdown = ctx.shutdown.clone();
+        let mut trigger = ReloadTrigger::new(self.reload_interval.is_some(), ctx.shutdown.clone());
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut hup = match self.reload_interval {
-                Some(_) => {
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-                }
-                None => None,
-            };
             let mut stamps = self.file_stamps();
             let tick = self
                 .reload_interval
                 .unwrap_or(self.sweep_interval)
                 .min(self.sweep_interval);
-            loop {
-                #[cfg(unix)]
-                let hup_fut = async {
-                    match hup.as_mut() {
-                        Some(h) => {
-                            h.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let hup_fut = std::future::pending::<()>();
-                let forced = tokio::select! {
-                    _ = hup_fut => true,
-                    _ = tokio::time::sleep(tick) => false,
-                    _ = shutdown.changed() => return,
-                };
+            while let Some(wake) = trigger.wait(tick).await {
+                let forced = wake == Wake::Hangup;
                 self.dedup.sweep(Instant::now());
                 self.dedup_entries.set(self.dedup.len() as i64);
                 if self.reload_interval.is_none() {

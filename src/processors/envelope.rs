@@ -19,6 +19,7 @@ use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
 use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
 use crate::pipeline::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
+use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
 use crate::service::{ParseCtx, StartCtx};
 
@@ -684,29 +685,11 @@ impl Processor for EnvelopeProcessor {
         let Some(interval) = self.reload_interval else {
             return;
         };
-        let mut shutdown = ctx.shutdown.clone();
+        let mut trigger = ReloadTrigger::new(true, ctx.shutdown.clone());
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             let mut stamps = self.file_stamps();
-            loop {
-                #[cfg(unix)]
-                let hup_fut = async {
-                    match hup.as_mut() {
-                        Some(h) => {
-                            h.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let hup_fut = std::future::pending::<()>();
-                let forced = tokio::select! {
-                    _ = hup_fut => true,
-                    _ = tokio::time::sleep(interval) => false,
-                    _ = shutdown.changed() => return,
-                };
+            while let Some(wake) = trigger.wait(interval).await {
+                let forced = wake == Wake::Hangup;
                 let now = self.file_stamps();
                 if forced || now != stamps {
                     stamps = now;

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod cost;
 pub mod envelope;
 pub mod genai;
+pub mod reload;
 
 use std::sync::Arc;
 
