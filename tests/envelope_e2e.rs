@@ -281,6 +281,15 @@ async fn key_material_never_appears_in_any_output_at_trace_level() {
         stderr.contains("key ring reload rejected"),
         "reload error is reported"
     );
+    // The debug exporter (verbosity: detailed) prints a summary and each span with attributes.
+    assert!(
+        stderr.contains("tollgate::debug") && stderr.contains("items=3"),
+        "debug summary line"
+    );
+    assert!(
+        stderr.contains("tollgate.envelope.status=\"valid\""),
+        "debug detailed attributes"
+    );
     for o in &outputs {
         assert!(!o.to_lowercase().contains(SECRET_HEX), "secret hex leaked");
         assert!(!o.contains("ZZZZZZZZZZZZZZZZ"), "secret bytes leaked");
