@@ -53,6 +53,9 @@ pub struct StartCtx {
     pub health: Arc<AtomicU8>,
     /// Becomes `true` when the service has finished draining (servers stop then).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Every metrics pipeline, for processors that emit metrics of their own (e.g. `cost`).
+    /// Set when processors start; `None` before, or when there is no metrics pipeline.
+    pub metrics_pipelines: Option<Arc<ReceiverFanout>>,
 }
 
 /// A fully parsed and checked configuration; nothing is bound or started yet.
@@ -283,6 +286,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         metrics: metrics.clone(),
         health: health.clone(),
         shutdown: shutdown_rx.clone(),
+        metrics_pipelines: None,
     };
 
     let mut running_ext = Vec::new();
@@ -316,17 +320,6 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
     for id in wanted {
         if let Some(b) = exporters.remove(&id) {
             started.insert(id, b.start(&ctx)?);
-        }
-    }
-
-    let mut inline_started: BTreeSet<&ComponentId> = BTreeSet::new();
-    for p in &service.pipelines {
-        for pid in &p.processors {
-            if let Some(Built::Inline(proc_)) = processors.get(pid).map(|s| &s.built) {
-                if inline_started.insert(pid) {
-                    proc_.clone().start(&ctx);
-                }
-            }
         }
     }
 
@@ -374,6 +367,35 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                 .push((p.id.clone(), next.clone()));
         }
         pipelines.push((p.id.clone(), next));
+    }
+
+    // Processors start once the pipelines exist, so they can feed the metrics pipelines.
+    let metrics_entries: Vec<PipelineEntry> = service
+        .pipelines
+        .iter()
+        .zip(&pipelines)
+        .filter(|(cfg, _)| cfg.signal == Signal::Metrics)
+        .map(|(_, entry)| entry.clone())
+        .collect();
+    let proc_ctx = StartCtx {
+        metrics_pipelines: (!metrics_entries.is_empty()).then(|| {
+            Arc::new(ReceiverFanout {
+                receiver_id: "tollgate".to_string(),
+                pipelines: metrics_entries,
+                metrics: metrics.clone(),
+            })
+        }),
+        ..ctx.clone()
+    };
+    let mut inline_started: BTreeSet<&ComponentId> = BTreeSet::new();
+    for p in &service.pipelines {
+        for pid in &p.processors {
+            if let Some(Built::Inline(proc_)) = processors.get(pid).map(|s| &s.built) {
+                if inline_started.insert(pid) {
+                    proc_.clone().start(&proc_ctx);
+                }
+            }
+        }
     }
 
     let mut running_rx = Vec::new();

@@ -382,3 +382,65 @@ fn litellm_full_price_list_imports_and_matches_the_json() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_and_tokens_flow_into_the_metrics_pipelines_as_otlp_sums() {
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    let dir = tempfile::tempdir().unwrap();
+    let rates_path = dir.path().join("rates.yaml");
+    std::fs::write(&rates_path, rates("2026-11-01", "2.50", "10.00")).unwrap();
+    let (backend, baddr) = start_backend().await;
+    let yaml = config(baddr, &rates_path).replace(
+        "    reload_interval: 50ms\n",
+        "    reload_interval: 50ms\n    metrics_interval: 100ms\n",
+    );
+    let gw = start_gateway(&yaml).await;
+    let addr = gw.endpoint("otlp", "grpc").unwrap();
+    opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .export(request(vec![llm_span(1), llm_span(2)]))
+        .await
+        .unwrap();
+    let find = |b: &Backend, name: &str| {
+        b.metrics()
+            .iter()
+            .flat_map(|r| r.resource_metrics.clone())
+            .flat_map(|rm| rm.scope_metrics)
+            .flat_map(|sm| sm.metrics)
+            .rfind(|m| m.name == name)
+    };
+    backend
+        .wait_for(10, "tollgate.cost in the metrics pipeline", |b| {
+            find(b, "tollgate.cost").is_some()
+        })
+        .await;
+    let cost = find(&backend, "tollgate.cost").unwrap();
+    assert_eq!(cost.unit, "{USD}");
+    let Some(metric::Data::Sum(sum)) = cost.data else {
+        panic!("tollgate.cost is a Sum")
+    };
+    assert!(sum.is_monotonic);
+    let p = &sum.data_points[0];
+    // 2 spans x (1200 x 2.50 + 300 x 10.00) / 1e6 = 0.012
+    assert_eq!(p.value, Some(number_data_point::Value::AsDouble(0.012)));
+    assert_eq!(
+        attr_str(&p.attributes, "tollgate.tenant.id").as_deref(),
+        Some("__unattributed__")
+    );
+    assert_eq!(
+        attr_str(&p.attributes, "tollgate.cost.rates_version").as_deref(),
+        Some("2026-11-01")
+    );
+    let tokens = find(&backend, "tollgate.tokens").unwrap();
+    let Some(metric::Data::Sum(sum)) = tokens.data else {
+        panic!("tollgate.tokens is a Sum")
+    };
+    let input = sum
+        .data_points
+        .iter()
+        .find(|p| attr_str(&p.attributes, "gen_ai.token.type").as_deref() == Some("input"))
+        .unwrap();
+    assert_eq!(input.value, Some(number_data_point::Value::AsInt(2400)));
+    gw.shutdown().await;
+}

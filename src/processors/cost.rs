@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -304,6 +305,9 @@ pub struct CostProcessor {
     sweep_interval: Duration,
     dedup: Dedup,
     aggregates: Arc<Aggregates>,
+    metrics_interval: Duration,
+    /// Start of the cumulative aggregation (ns since the epoch).
+    started_ns: u64,
     spans: Family<SpanLabels, Counter>,
     reloads: Counter,
     reload_failures: Counter,
@@ -321,6 +325,8 @@ pub struct CostOptions {
     pub dedup_window: Duration,
     pub dedup_max_entries: usize,
     pub max_series: usize,
+    /// How often `tollgate.cost` / `tollgate.tokens` go into the metrics pipelines (0: never).
+    pub metrics_interval: Duration,
 }
 
 pub fn factory(
@@ -344,6 +350,9 @@ pub fn factory(
             .unwrap_or(Duration::from_secs(600)),
         dedup_max_entries: m.u64("dedup_max_entries", d).unwrap_or(100_000) as usize,
         max_series: m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize,
+        metrics_interval: m
+            .duration("metrics_interval", d)
+            .unwrap_or(Duration::from_secs(10)),
     };
     if opts.reload && opts.reload_interval.is_zero() {
         d.error(m.key_path("reload_interval"), "must be more than 0");
@@ -364,6 +373,116 @@ pub fn factory(
         signals: &[Signal::Traces],
         divert_targets: Vec::new(),
     })
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn kv(key: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The aggregates as OTLP metrics: `tollgate.cost` (monotonic cumulative Sum, one metric per
+/// currency with unit `{<currency>}`, the exact sum rounded once to a double) and
+/// `tollgate.tokens` (monotonic cumulative Sum, unit `{token}`, by `gen_ai.token.type`).
+pub fn aggregates_to_otlp(
+    snapshot: &BTreeMap<SeriesKey, SeriesTotals>,
+    start_ns: u64,
+    now_ns: u64,
+) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum,
+    };
+    let attrs = |k: &SeriesKey| {
+        vec![
+            kv("tollgate.tenant.id", &k.tenant),
+            kv("tollgate.workflow.id", &k.workflow),
+            kv("gen_ai.provider.name", &k.provider),
+            kv("gen_ai.response.model", &k.model),
+            kv("tollgate.cost.rates_version", &k.rates_version),
+        ]
+    };
+    let point = |attributes, v| NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        value: Some(v),
+        ..Default::default()
+    };
+    let sum = |points| {
+        Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        }))
+    };
+    let mut by_currency: BTreeMap<&str, Vec<NumberDataPoint>> = BTreeMap::new();
+    let mut tokens = Vec::new();
+    for (k, t) in snapshot {
+        let cost = t.cost.to_string().parse::<f64>().unwrap_or(0.0);
+        by_currency
+            .entry(k.currency.as_str())
+            .or_default()
+            .push(point(attrs(k), number_data_point::Value::AsDouble(cost)));
+        for (i, class) in TokenClass::ALL.iter().enumerate() {
+            let mut a = attrs(k);
+            a.push(kv("gen_ai.token.type", class.as_str()));
+            tokens.push(point(
+                a,
+                number_data_point::Value::AsInt(t.tokens[i] as i64),
+            ));
+        }
+    }
+    let mut metrics: Vec<Metric> = by_currency
+        .into_iter()
+        .map(|(cur, points)| Metric {
+            name: "tollgate.cost".into(),
+            description: "Exact cost of priced LLM spans".into(),
+            unit: format!("{{{cur}}}"),
+            data: sum(points),
+            ..Default::default()
+        })
+        .collect();
+    if !tokens.is_empty() {
+        metrics.push(Metric {
+            name: "tollgate.tokens".into(),
+            description: "Tokens of priced LLM spans by token type".into(),
+            unit: "{token}".into(),
+            data: sum(tokens),
+            ..Default::default()
+        });
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", "tollgate")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(
+                    opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                        name: "tollgate.cost".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    },
+                ),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
 }
 
 fn unix_now() -> i64 {
@@ -497,6 +616,8 @@ impl CostProcessor {
                 .min(opts.dedup_window.max(Duration::from_millis(100))),
             dedup: Dedup::new(opts.dedup_window, opts.dedup_max_entries),
             aggregates,
+            metrics_interval: opts.metrics_interval,
+            started_ns: unix_nanos(),
             spans,
             reloads,
             reload_failures,
@@ -713,6 +834,33 @@ impl Processor for CostProcessor {
     }
 
     fn start(self: Arc<Self>, ctx: &StartCtx) {
+        if let (Some(sink), false) = (
+            ctx.metrics_pipelines.clone(),
+            self.metrics_interval.is_zero(),
+        ) {
+            let me = self.clone();
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::spawn(async move {
+                let client = Arc::new(crate::pipeline::ClientInfo::default());
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(me.metrics_interval) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    let snap = me.aggregates.snapshot();
+                    if snap.is_empty() {
+                        continue;
+                    }
+                    let req = aggregates_to_otlp(&snap, me.started_ns, unix_nanos());
+                    if let Err(e) = sink
+                        .consume(crate::pipeline::Payload::Metrics(req), &client)
+                        .await
+                    {
+                        tracing::warn!(processor = %me.id, error = %e, "cost metrics could not enter the metrics pipelines");
+                    }
+                }
+            });
+        }
         let mut trigger = ReloadTrigger::new(self.reload_interval.is_some(), ctx.shutdown.clone());
         tokio::spawn(async move {
             let mut stamps = self.file_stamps();
@@ -755,6 +903,7 @@ mod tests {
             dedup_window: Duration::from_secs(600),
             dedup_max_entries: 1000,
             max_series,
+            metrics_interval: Duration::ZERO,
         };
         CostProcessor::new("cost", opts, table, &crate::telemetry::SelfMetrics::new())
     }
