@@ -444,3 +444,119 @@ async fn cost_and_tokens_flow_into_the_metrics_pipelines_as_otlp_sums() {
     assert_eq!(input.value, Some(number_data_point::Value::AsInt(2400)));
     gw.shutdown().await;
 }
+
+fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
+        return p.into();
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with the OpenTelemetry SDK: run the README test command (creates .venv) or set TOLLGATE_PYTHON");
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_resending_the_same_batch_is_priced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rates_path = dir.path().join("rates.yaml");
+    std::fs::write(&rates_path, rates("2026-11-01", "2.50", "10.00")).unwrap();
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&config(baddr, &rates_path)).await;
+    let endpoint = gw.endpoint("otlp", "grpc").unwrap().to_string();
+    let script = repo().join("tests/python/resend_batch.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .arg(endpoint)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    backend
+        .wait_for(10, "4 spans", |b| b.spans().len() == 4)
+        .await;
+    let statuses: Vec<String> = backend
+        .spans()
+        .iter()
+        .map(|s| attr_str(&s.attributes, "tollgate.cost.status").unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "priced").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "duplicate").count(),
+        2,
+        "{statuses:?}"
+    );
+    for s in backend
+        .spans()
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "tollgate.cost.status").as_deref() == Some("duplicate"))
+    {
+        assert_eq!(
+            attr_f64(s, "gen_ai.usage.cost"),
+            None,
+            "a duplicate carries no cost"
+        );
+    }
+    let (_, body) = http_get(gw.metrics_endpoint().unwrap(), "/metrics").await;
+    // 2 spans x 0.006, once.
+    assert_eq!(
+        metric_value(&body, "tollgate_cost_total{", &[]),
+        Some(0.012),
+        "{body}"
+    );
+    gw.shutdown().await;
+}
+
+#[test]
+fn rates_cli_checks_tables_and_explains_a_price() {
+    let out = std::process::Command::new(bin())
+        .args(["rates", "price", "--rates"])
+        .arg(repo().join("config/rates.yaml"))
+        .args(["--model", "gpt-4o", "--input", "1200", "--output", "300"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("matched by exact model"), "{text}");
+    assert!(text.contains("1200 tokens x 2.5 / 1M = 0.003"), "{text}");
+    assert!(text.contains("total:      0.006 USD"), "{text}");
+
+    let out = std::process::Command::new(bin())
+        .args(["rates", "check"])
+        .arg(repo().join("config/rates.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: v1\ncurrency: USD\nrates:\n  - model: m\n    per_million_tokens: { input: \"-1\", output: \"1\" }\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["rates", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rates[0].per_million_tokens.input"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
