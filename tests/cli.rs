@@ -161,19 +161,6 @@ async fn sigterm_flushes_the_batch_to_the_backend_and_exits_0() {
     assert_eq!(backend.spans().len(), 5);
 }
 
-/// The Python interpreter with opentelemetry-sdk installed (`.ci/run` creates `.venv`).
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
-        return p.into();
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the OpenTelemetry SDK: run .ci/run (creates .venv) or set TOLLGATE_PYTHON"
-    );
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_otel_sdk_sends_through_the_running_binary() {
     let (backend, baddr) = start_backend().await;

@@ -445,15 +445,6 @@ async fn cost_and_tokens_flow_into_the_metrics_pipelines_as_otlp_sums() {
     gw.shutdown().await;
 }
 
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
-        return p.into();
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with the OpenTelemetry SDK: run the README test command (creates .venv) or set TOLLGATE_PYTHON");
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_resending_the_same_batch_is_priced_once() {
     let dir = tempfile::tempdir().unwrap();

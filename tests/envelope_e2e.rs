@@ -11,15 +11,6 @@ use common::*;
 
 const SECRET_HEX: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
-        return p.into();
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with the OpenTelemetry SDK: run the README test command (creates .venv) or set TOLLGATE_PYTHON");
-    venv
-}
-
 fn run_py(args: Vec<String>) {
     let out = Command::new(python())
         .args(&args)

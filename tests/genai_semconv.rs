@@ -16,19 +16,6 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 
-/// The Python interpreter with opentelemetry-sdk installed (`.ci/run` creates `.venv`).
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
-        return p.into();
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the OpenTelemetry SDK: run .ci/run (creates .venv) or set TOLLGATE_PYTHON"
-    );
-    venv
-}
-
 fn s(v: &str) -> Value {
     Value::StringValue(v.into())
 }

@@ -275,3 +275,17 @@ pub fn free_port() -> u16 {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The Python interpreter with the OpenTelemetry SDK installed: `TOLLGATE_PYTHON`, else the
+/// `.venv` the README test command creates.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
+        return p.into();
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the OpenTelemetry SDK: run the README test command (creates .venv) or set TOLLGATE_PYTHON"
+    );
+    venv
+}
