@@ -6,6 +6,7 @@
 //! ([`ProcessCtx::divert`]). Stages that need their own task (the batch processor) implement
 //! [`Consumer`] directly.
 
+pub mod attrs;
 mod stages;
 
 use std::collections::BTreeMap;

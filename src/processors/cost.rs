@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -21,6 +21,9 @@ use rust_decimal::Decimal;
 
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::{price, Breakdown, RateTable, TableError, TokenClass, Usage};
+use crate::pipeline::attrs::{
+    self, get as find, now_nanos as unix_nanos, now_secs as unix_now, set, set_str, string_kv as kv,
+};
 use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
 use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
@@ -375,23 +378,6 @@ pub fn factory(
     })
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-fn kv(key: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// The aggregates as OTLP metrics: `tollgate.cost` (monotonic cumulative Sum, one metric per
 /// currency with unit `{<currency>}`, the exact sum rounded once to a double) and
 /// `tollgate.tokens` (monotonic cumulative Sum, unit `{token}`, by `gen_ai.token.type`).
@@ -485,25 +471,9 @@ pub fn aggregates_to_otlp(
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-}
-
+/// A non-empty string attribute.
 fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match find(attrs, key)? {
-        Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
-        _ => None,
-    }
+    attrs::get_str(attrs, key).filter(|s| !s.is_empty())
 }
 
 /// A token count: an int, an integral double or a decimal string.
@@ -520,22 +490,6 @@ fn count_attr(attrs: &[KeyValue], key: &'static str) -> Result<Option<i64>, Stri
         Value::StringValue(s) => s.trim().parse::<i64>().map(Some).map_err(|_| bad()),
         _ => Err(bad()),
     }
-}
-
-fn set(attrs: &mut Vec<KeyValue>, key: &str, v: Value) {
-    let value = Some(AnyValue { value: Some(v) });
-    match attrs.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
-    }
-}
-
-fn set_str(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
-    set(attrs, key, Value::StringValue(v.to_string()));
 }
 
 fn set_f64(attrs: &mut Vec<KeyValue>, key: &str, d: Decimal) {
@@ -890,6 +844,7 @@ impl Processor for CostProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use std::str::FromStr;
 
     const RATES: &str = "version: v1\ncurrency: USD\nrates:\n  - model: m\n    per_million_tokens: { input: \"0.1\", output: \"0.2\", cache_read: \"0.03\" }\n";

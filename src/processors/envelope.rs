@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue};
@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
 use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
+use crate::pipeline::attrs::{get_str as str_attr, now_secs as unix_now, set as set_attr, set_str};
 use crate::pipeline::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
 use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
@@ -313,38 +314,6 @@ fn parse_policy(
             None
         }
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
-fn set_attr(attrs: &mut Vec<KeyValue>, key: &str, v: Value) {
-    let value = Some(AnyValue { value: Some(v) });
-    match attrs.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
-    }
-}
-
-fn set_str(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
-    set_attr(attrs, key, Value::StringValue(v.to_string()));
 }
 
 /// Writes the spec's section-7 attributes for an attributed span.

@@ -27,6 +27,7 @@ use yaml_rust2::Yaml;
 
 use crate::config::node::{closest, kind_of, scalar_string};
 use crate::config::{ComponentId, Diagnostics, Map};
+use crate::pipeline::attrs::set_any;
 use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
 use crate::processors::ProcessorSpec;
 use crate::service::ParseCtx;
@@ -204,17 +205,6 @@ fn string_value(s: String) -> Option<AnyValue> {
     })
 }
 
-fn set_attr(attrs: &mut Vec<KeyValue>, key: &str, value: Option<AnyValue>) {
-    match attrs.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
-    }
-}
-
 /// Writes the status and the violation ids (moved, not copied) on an LLM span.
 fn annotate(span: &mut Span, violations: Vec<String>) {
     let status = if violations.is_empty() {
@@ -222,7 +212,7 @@ fn annotate(span: &mut Span, violations: Vec<String>) {
     } else {
         "invalid"
     };
-    set_attr(
+    set_any(
         &mut span.attributes,
         STATUS_ATTR,
         string_value(status.to_string()),
@@ -233,7 +223,7 @@ fn annotate(span: &mut Span, violations: Vec<String>) {
             value: Some(Value::StringValue(v)),
         })
         .collect();
-    set_attr(
+    set_any(
         &mut span.attributes,
         VIOLATIONS_ATTR,
         Some(AnyValue {
