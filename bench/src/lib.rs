@@ -5,3 +5,4 @@
 pub mod ids;
 pub mod wire;
 pub mod workload;
+pub mod stages;
