@@ -21,6 +21,10 @@ use tollgate::processors::genai::check;
 use tollgate_bench::stages::processor;
 use tollgate_bench::workload::{build_templates, sign_envelopes, Workload, BENCH_KID, BENCH_SECRET};
 
+/// The allocator tollgate's binary uses, so figures match the gateway.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW_S: u64 = 1_795_392_000;
 const SPANS: usize = 100;
 

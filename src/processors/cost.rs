@@ -112,13 +112,39 @@ impl Aggregates {
     }
 
     /// Adds one priced span; returns whether it overflowed into the `__other__` series.
-    pub fn add(&self, mut key: SeriesKey, b: &Breakdown) -> bool {
+    pub fn add(&self, key: SeriesKey, b: &Breakdown) -> bool {
         let mut g = match self.series.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        Self::add_locked(&mut g, self.max_series, key, b)
+    }
+
+    /// Adds a request's priced spans under one lock; returns how many overflowed into the
+    /// `__other__` series.
+    pub fn add_all(&self, items: Vec<(SeriesKey, Breakdown)>) -> u64 {
+        if items.is_empty() {
+            return 0;
+        }
+        let mut g = match self.series.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut overflows = 0;
+        for (key, b) in items {
+            overflows += u64::from(Self::add_locked(&mut g, self.max_series, key, &b));
+        }
+        overflows
+    }
+
+    fn add_locked(
+        g: &mut BTreeMap<SeriesKey, SeriesTotals>,
+        max_series: usize,
+        mut key: SeriesKey,
+        b: &Breakdown,
+    ) -> bool {
         let mut overflow = false;
-        if !g.contains_key(&key) && g.len() >= self.max_series {
+        if g.len() >= max_series && !g.contains_key(&key) {
             key.tenant = OVERFLOW_TENANT.to_string();
             key.workflow = OVERFLOW_TENANT.to_string();
             overflow = true;
@@ -158,8 +184,19 @@ impl Aggregates {
 #[derive(Debug)]
 struct AggregatesCollector(Arc<Aggregates>);
 
+/// The nearest double to `d` (rounded once). Fast path: a mantissa below 2^53 and a scale up
+/// to 22 are both exact doubles, so one IEEE division rounds correctly (as parsing the decimal
+/// text does); anything else goes through the text.
 pub fn decimal_to_f64(d: Decimal) -> f64 {
-    d.to_string().parse::<f64>().unwrap_or(0.0)
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let m = d.mantissa();
+    match POW10.get(d.scale() as usize) {
+        Some(p) if m.unsigned_abs() < 1 << 53 => m as f64 / p,
+        _ => d.to_string().parse::<f64>().unwrap_or(0.0),
+    }
 }
 
 impl prometheus_client::collector::Collector for AggregatesCollector {
@@ -217,6 +254,8 @@ pub struct Dedup {
     window: Duration,
     max: usize,
     map: DashMap<[u8; 24], Instant>,
+    /// Entries in `map` (kept here: `DashMap::len` locks every shard).
+    count: std::sync::atomic::AtomicUsize,
     last_sweep: Mutex<Instant>,
 }
 
@@ -226,6 +265,7 @@ impl Dedup {
             window,
             max,
             map: DashMap::new(),
+            count: std::sync::atomic::AtomicUsize::new(0),
             last_sweep: Mutex::new(Instant::now()),
         }
     }
@@ -241,6 +281,8 @@ impl Dedup {
     pub fn sweep(&self, now: Instant) {
         let w = self.window;
         self.map.retain(|_, t| now.duration_since(*t) < w);
+        self.count
+            .store(self.map.len(), std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut g) = self.last_sweep.lock() {
             *g = now;
         }
@@ -258,12 +300,9 @@ impl Dedup {
         for (k, b) in key[16..].iter_mut().zip(span_id) {
             *k = *b;
         }
-        if let Some(t) = self.map.get(&key) {
-            if now.duration_since(*t) < self.window {
-                return Seen::Duplicate;
-            }
-        }
-        if self.map.len() >= self.max && !self.map.contains_key(&key) {
+        if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max
+            && !self.map.contains_key(&key)
+        {
             let recently = self
                 .last_sweep
                 .lock()
@@ -272,7 +311,7 @@ impl Dedup {
             if !recently {
                 self.sweep(now);
             }
-            if self.map.len() >= self.max {
+            if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max {
                 return Seen::Untracked;
             }
         }
@@ -288,6 +327,8 @@ impl Dedup {
             }
             Entry::Vacant(v) => {
                 v.insert(now);
+                self.count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Seen::New
             }
         }
@@ -494,6 +535,27 @@ fn count_attr(attrs: &[KeyValue], key: &'static str) -> Result<Option<i64>, Stri
 
 fn set_f64(attrs: &mut Vec<KeyValue>, key: &str, d: Decimal) {
     set(attrs, key, Value::DoubleValue(decimal_to_f64(d)));
+}
+
+fn f64_kv(key: &str, d: Decimal) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+            value: Some(Value::DoubleValue(decimal_to_f64(d))),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `tollgate.cost.<class>`.
+fn class_attr(c: TokenClass) -> &'static str {
+    match c {
+        TokenClass::Input => "tollgate.cost.input",
+        TokenClass::Output => "tollgate.cost.output",
+        TokenClass::CacheRead => "tollgate.cost.cache_read",
+        TokenClass::CacheWrite => "tollgate.cost.cache_write",
+        TokenClass::Reasoning => "tollgate.cost.reasoning",
+    }
 }
 
 pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
@@ -721,20 +783,18 @@ impl CostProcessor {
             rates_version: table.version.clone(),
             currency: table.currency.clone(),
         };
-        let rate_id = m.rate.id.clone();
         set_f64(attrs, COST_ATTR, b.total);
+        // Every tollgate.cost.* attribute except caller_reported was removed above, so these
+        // are appended without searching.
+        attrs.reserve(10);
         for c in TokenClass::ALL {
-            set_f64(
-                attrs,
-                &format!("tollgate.cost.{}", c.as_str()),
-                b.cost_of(c),
-            );
+            attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
         }
-        set_str(attrs, "tollgate.cost.exact", &b.total.to_string());
-        set_str(attrs, "tollgate.cost.currency", &table.currency);
-        set_str(attrs, "tollgate.cost.rates_version", &table.version);
-        set_str(attrs, "tollgate.cost.rate_id", &rate_id);
-        set_str(attrs, STATUS_ATTR, Status::Priced.as_str());
+        attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
+        attrs.push(kv("tollgate.cost.currency", &table.currency));
+        attrs.push(kv("tollgate.cost.rates_version", &table.version));
+        attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
+        attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
         Some(Outcome {
             status: Status::Priced,
             priced: Some((key, b)),
@@ -751,6 +811,7 @@ impl Processor for CostProcessor {
         let table = self.current_table();
         let now = Instant::now();
         let mut counts = [0u64; 5];
+        let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
             let res_attrs: &[KeyValue] = rs
                 .resource
@@ -765,13 +826,15 @@ impl Processor for CostProcessor {
                     if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
                         counts[i] += 1;
                     }
-                    if let Some((key, b)) = o.priced {
-                        if self.aggregates.add(key, &b) {
-                            self.series_overflow.inc();
-                        }
+                    if let Some(p) = o.priced {
+                        priced.push(p);
                     }
                 }
             }
+        }
+        let overflows = self.aggregates.add_all(priced);
+        if overflows > 0 {
+            self.series_overflow.inc_by(overflows);
         }
         for (i, n) in counts.iter().enumerate() {
             if *n > 0 {
@@ -846,6 +909,24 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::AnyValue;
     use std::str::FromStr;
+
+    #[test]
+    fn decimal_to_f64_rounds_like_parsing_the_text() {
+        for t in [
+            "0", "0.1", "0.3", "-2.5", "0.000075", "1234567.891011", "0.0000000000000000000001",
+            "9007199254740993", "12345678901234567890.123", "0.00012345678901234567890123",
+            "79228162514264337593543950335",
+        ] {
+            let d = Decimal::from_str(t).unwrap();
+            assert_eq!(decimal_to_f64(d), t.parse::<f64>().unwrap(), "{t}");
+        }
+        let mut x: u64 = 7;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let d = Decimal::new((x >> 12) as i64, (x % 19) as u32);
+            assert_eq!(decimal_to_f64(d), d.to_string().parse::<f64>().unwrap(), "{d}");
+        }
+    }
 
     const RATES: &str = "version: v1\ncurrency: USD\nrates:\n  - model: m\n    per_million_tokens: { input: \"0.1\", output: \"0.2\", cache_read: \"0.03\" }\n";
 

@@ -18,7 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
 use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
-use crate::pipeline::attrs::{get_str as str_attr, now_secs as unix_now, set as set_attr, set_str};
+use crate::pipeline::attrs::{
+    get_str as str_attr, now_secs as unix_now, set as set_attr, set_str, string_kv,
+};
 use crate::pipeline::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
 use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
@@ -344,6 +346,44 @@ fn enrich(attrs: &mut Vec<KeyValue>, v: &Verified) {
     );
 }
 
+/// [`enrich`] for attributes known to hold none of the [`ENRICHMENT`] keys: appends.
+fn enrich_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
+    attrs.reserve(ENRICHMENT.len());
+    let c = &v.claims;
+    for (key, val) in [
+        ("tollgate.tenant.id", &c.tenant_id),
+        ("tollgate.originator.id", &c.originator_id),
+        ("tollgate.workflow.id", &c.workflow_id),
+        ("tollgate.operation.id", &c.operation_id),
+        ("tollgate.issuance.id", &c.issuance_id),
+        ("tollgate.envelope.key_id", &v.kid),
+    ] {
+        attrs.push(string_kv(key, val));
+    }
+    attrs.push(KeyValue {
+        key: "tollgate.lineage.depth".to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(v.lineage_depth() as i64)),
+        }),
+        ..Default::default()
+    });
+    attrs.push(KeyValue {
+        key: "tollgate.lineage.kinds".to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: v
+                    .hops
+                    .iter()
+                    .map(|h| AnyValue {
+                        value: Some(Value::StringValue(h.kind.clone())),
+                    })
+                    .collect(),
+            })),
+        }),
+        ..Default::default()
+    });
+}
+
 /// What to do with one span.
 enum Action {
     Keep,
@@ -459,9 +499,15 @@ impl EnvelopeProcessor {
         set_str(&mut span.attributes, STATUS_ATTR, status.as_str());
         match outcome {
             Ok(v) => {
-                enrich(&mut span.attributes, &v);
-                span.attributes
-                    .retain(|kv| kv.key != DETAIL_ATTR && kv.key != OVERRIDE_ATTR);
+                // One pass drops whatever the client sent under the gateway's names; the
+                // enrichment is then appended without searching.
+                span.attributes.retain(|kv| {
+                    !kv.key.starts_with("tollgate.")
+                        || !(ENRICHMENT.contains(&kv.key.as_str())
+                            || kv.key == DETAIL_ATTR
+                            || kv.key == OVERRIDE_ATTR)
+                });
+                enrich_fresh(&mut span.attributes, &v);
             }
             Err(f) => {
                 if let Some((oi, claims)) = self.find_override(span, res_attrs, now) {
