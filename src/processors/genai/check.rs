@@ -79,6 +79,8 @@
 //! is built once per process. Compliant spans cause no allocation; a second
 //! pass happens only when normalisation changed the attribute list.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
@@ -261,8 +263,9 @@ enum Entry {
 }
 
 struct Index {
-    /// Current names and built-in mapping sources, sorted by name.
-    keys: Vec<(&'static str, Entry)>,
+    /// Current names and built-in mapping sources (every attribute of every span is looked
+    /// up here, so a hash of the name replaces a binary search of string compares).
+    keys: HashMap<&'static str, Entry, BuildHasherDefault<Fnv1a>>,
     /// For each `MAPPINGS` row: rule index of its target, if the target is a rule.
     map_target: Vec<Option<u16>>,
     /// For each `SPAN_REQUIREMENTS` row: rule index of its attribute.
@@ -273,10 +276,7 @@ struct Index {
 
 impl Index {
     fn lookup(&self, key: &str) -> Option<Entry> {
-        self.keys
-            .binary_search_by(|(k, _)| (*k).cmp(key))
-            .ok()
-            .map(|i| self.keys[i].1)
+        self.keys.get(key).copied()
     }
 
     fn rule_of(&self, key: &str) -> Option<usize> {
@@ -284,6 +284,24 @@ impl Index {
             Some(Entry::Rule(r)) => Some(usize::from(r)),
             _ => None,
         }
+    }
+}
+
+/// FNV-1a: attribute names are short and not attacker-chosen keys of a growing table (the
+/// table is fixed), so a simple fast hash is enough.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 
@@ -308,6 +326,7 @@ fn index() -> &'static Index {
         }
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         keys.dedup_by(|a, b| a.0 == b.0);
+        let keys = keys.into_iter().collect();
         let rule_pos = |name: &str| ATTRIBUTES.iter().position(|r| r.name == name).map(to_u16);
         let mut is_count = [false; N_RULES];
         for name in COUNT_ATTRIBUTES {
