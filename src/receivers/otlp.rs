@@ -112,7 +112,10 @@ impl ReceiverBuilder for OtlpReceiver {
                         sinks.logs.clone(),
                         g.max_recv_bytes,
                     ));
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                // TCP_NODELAY: without it, small gRPC answers wait for the client's delayed ACK (Nagle),
+                // adding up to tens of milliseconds per request (bench/RESULTS.md).
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let rx = stop_rx.clone();
                 let id = self.id.clone();
                 tracing::info!(receiver = %id, endpoint = %addr, "OTLP/gRPC receiver listening");
