@@ -289,3 +289,48 @@ pub fn python() -> PathBuf {
     );
     venv
 }
+
+/// One traces request: a resource named `service` (`service.name`), one scope, these spans.
+pub fn traces_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Runs `python <args...>` with the test interpreter (the Python SDK on `PYTHONPATH`) off the
+/// async runtime; fails the test with the script's stderr when it exits non-zero. Returns
+/// stdout.
+pub async fn run_python<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(python())
+            .args(&args)
+            .env("PYTHONPATH", repo().join("sdk/python"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
