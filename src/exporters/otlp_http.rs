@@ -80,7 +80,9 @@ pub fn factory(
     _ctx: &ParseCtx,
     d: &mut Diagnostics,
 ) -> Option<Box<dyn ExporterBuilder>> {
-    let base = m.str("endpoint", d);
+    let base = m
+        .str("endpoint", d)
+        .filter(|b| check_url(m, "endpoint", b, d).is_some());
     let mut urls: [Option<Uri>; 3] = [None, None, None];
     for (s, key) in [
         (Signal::Traces, "traces_endpoint"),
@@ -95,7 +97,7 @@ pub fn factory(
             urls[s as usize] = check_url(m, "endpoint", &full, d);
         }
     }
-    if base.is_none() && urls.iter().all(Option::is_none) {
+    if !m.has("endpoint") && urls.iter().all(Option::is_none) {
         d.error(
             m.key_path("endpoint"),
             "missing: the backend's base URL (e.g. https://otlp.example.com:4318), or traces_endpoint / metrics_endpoint / logs_endpoint",

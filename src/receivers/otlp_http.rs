@@ -317,15 +317,13 @@ pub struct Shared {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let origin = req.headers().get(header::ORIGIN).cloned();
+    // Preflights are answered (and granted or not) by `Cors::preflight` alone.
+    let origin = (req.method() != Method::OPTIONS)
+        .then(|| req.headers().get(header::ORIGIN).cloned())
+        .flatten();
     let mut resp = route(&shared, req).await;
     if let (Some(cors), Some(o)) = (&shared.cors, origin) {
-        if !resp
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-        {
-            cors.decorate(&o, resp.headers_mut());
-        }
+        cors.decorate(&o, resp.headers_mut());
     }
     resp
 }
