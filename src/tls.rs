@@ -149,12 +149,13 @@ impl ServerTls {
             }
             None => (builder.with_no_client_auth(), None),
         };
-        let mut config = builder
-            .with_single_cert(chain, private)
-            .map_err(|e| TlsError::BadKey {
-                path: key_file.to_string(),
-                detail: format!("does not match {cert_file}: {e}"),
-            })?;
+        let mut config =
+            builder
+                .with_single_cert(chain, private)
+                .map_err(|e| TlsError::BadKey {
+                    path: key_file.to_string(),
+                    detail: format!("does not match {cert_file}: {e}"),
+                })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
             identity: PemIdentity {
@@ -280,7 +281,10 @@ impl ClientTls {
             .with_custom_certificate_verifier(self.verifier()?);
         let mut config = match &self.identity {
             Some(id) => builder
-                .with_client_auth_cert(certs("tls.cert_file", &id.cert)?, key("tls.key_file", &id.key)?)
+                .with_client_auth_cert(
+                    certs("tls.cert_file", &id.cert)?,
+                    key("tls.key_file", &id.key)?,
+                )
                 .map_err(|e| TlsError::Rustls(e.to_string()))?,
             None => builder.with_no_client_auth(),
         };
@@ -344,4 +348,3 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
-

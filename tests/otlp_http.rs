@@ -228,7 +228,10 @@ async fn python_sdk_http_exporter_delivers_exactly_what_it_sent() {
         })
         .collect();
     assert!(!sent.is_empty());
-    assert_eq!(sent.iter().map(tollgate::pipeline::span_count).sum::<u64>(), 5);
+    assert_eq!(
+        sent.iter().map(tollgate::pipeline::span_count).sum::<u64>(),
+        5
+    );
     backend
         .wait_for(10, "5 spans", |b| b.spans().len() == 5)
         .await;
@@ -344,7 +347,13 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
     assert!(r.status_message().contains("OTLP/JSON"), "{}", r.text());
 
     // Wrong content type: 415 naming what is accepted.
-    let r = http_post(http, "/otlp/spans", &[("Content-Type", "text/plain")], b"hi").await;
+    let r = http_post(
+        http,
+        "/otlp/spans",
+        &[("Content-Type", "text/plain")],
+        b"hi",
+    )
+    .await;
     assert_eq!(r.status, 415);
     assert_eq!(
         r.text(),
@@ -358,7 +367,10 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
     let r = http_post(
         http,
         "/otlp/spans",
-        &[("Content-Type", "application/json"), ("Content-Encoding", "br")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "br"),
+        ],
         b"{}",
     )
     .await;
@@ -380,7 +392,10 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
     let r = http_post(
         http,
         "/otlp/spans",
-        &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
         &gzip(&vec![b' '; 100_000]),
     )
     .await;
@@ -399,7 +414,8 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
     .await;
     assert_eq!(r.status, 400);
     assert!(
-        r.status_message().starts_with("request body is not valid gzip: "),
+        r.status_message()
+            .starts_with("request body is not valid gzip: "),
         "{}",
         r.status_message()
     );
@@ -466,7 +482,11 @@ service:
     assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let ps = &v["partialSuccess"];
-    assert_eq!(ps["rejectedSpans"].to_string().trim_matches('"'), "1", "{v}");
+    assert_eq!(
+        ps["rejectedSpans"].to_string().trim_matches('"'),
+        "1",
+        "{v}"
+    );
     assert!(
         ps["errorMessage"]
             .as_str()
@@ -605,7 +625,8 @@ service:
         .export(sample_logs())
         .await
         .unwrap();
-    pb.wait_for(10, "3 protobuf requests", |h| h.len() == 3).await;
+    pb.wait_for(10, "3 protobuf requests", |h| h.len() == 3)
+        .await;
     js.wait_for(10, "3 JSON requests", |h| h.len() == 3).await;
     let pb_hits = pb.hits();
     let paths: Vec<&str> = pb_hits.iter().map(|h| h.path.as_str()).collect();
@@ -684,7 +705,9 @@ service:
     let r = send().await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("7"));
-    assert!(r.status_message().contains("backend answered 429 Too Many Requests"));
+    assert!(r
+        .status_message()
+        .contains("backend answered 429 Too Many Requests"));
     // 429 with an HTTP-date Retry-After.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(90);
     *be.answer.lock().unwrap() = Some((

@@ -196,10 +196,7 @@ impl ExporterBuilder for OtlpHttpConfig {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build::<_, Full<Bytes>>(connector);
-        Ok(Arc::new(OtlpHttpExporter {
-            client,
-            cfg: *self,
-        }))
+        Ok(Arc::new(OtlpHttpExporter { client, cfg: *self }))
     }
 }
 
@@ -502,18 +499,17 @@ impl tower::Service<Uri> for Connector {
                 if !https {
                     return Ok(Conn::Plain(TokioIo::new(tcp)));
                 }
-                let tls = tls.ok_or_else(|| {
-                    std::io::Error::other("https URL but TLS is not configured")
-                })?;
+                let tls = tls
+                    .ok_or_else(|| std::io::Error::other("https URL but TLS is not configured"))?;
                 let name = ServerName::try_from(host.clone()).map_err(|e| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
                 })?;
                 let stream = tls.connect(name, tcp).await?;
                 Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
             };
-            tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+            tokio::time::timeout(timeout, connect).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })?
         })
     }
 }
@@ -581,9 +577,14 @@ mod tests {
         let later = SystemTime::now() + Duration::from_secs(120);
         let v = HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
         let d = retry_after(Some(&v)).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(
-            retry_after(Some(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            retry_after(Some(&HeaderValue::from_static(
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            ))),
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), None);

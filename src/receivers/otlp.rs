@@ -99,7 +99,11 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
         (Signal::Logs, "logs_url_path"),
     ] {
         if let Some(p) = h.str(key, d) {
-            let p = if p.starts_with('/') { p } else { format!("/{p}") };
+            let p = if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            };
             if p.contains(['?', '#', ' ']) {
                 d.error(h.key_path(key), format!("not a URL path: {p:?}"));
             }

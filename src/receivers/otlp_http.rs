@@ -625,8 +625,8 @@ mod tests {
         assert_eq!(
             span.trace_id,
             vec![
-                0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81,
-                0x3f, 0xc6, 0x0c
+                0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
+                0xc6, 0x0c
             ]
         );
         assert_eq!(
@@ -673,7 +673,10 @@ mod tests {
     #[test]
     fn cors_origin_patterns() {
         let c = Cors {
-            allowed_origins: vec!["https://*.example.com".into(), "http://localhost:3000".into()],
+            allowed_origins: vec![
+                "https://*.example.com".into(),
+                "http://localhost:3000".into(),
+            ],
             ..Default::default()
         };
         assert!(c.origin_allowed("https://app.example.com"));

@@ -119,12 +119,23 @@ impl LogsService for Backend {
 
 /// Starts a recording OTLP/gRPC backend on an ephemeral loopback port.
 pub async fn start_backend() -> (Backend, SocketAddr) {
+    start_backend_with(None).await
+}
+
+/// Starts a recording OTLP/gRPC backend, over TLS when `tls` is given.
+pub async fn start_backend_with(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> (Backend, SocketAddr) {
     let backend = Backend::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let b = backend.clone();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        server = server.tls_config(t).unwrap();
+    }
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_service(
                 TraceServiceServer::new(b.clone())
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -502,58 +513,63 @@ pub async fn start_http_backend(
             let b = b.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let b = b.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let raw = body.collect().await.unwrap().to_bytes().to_vec();
-                        let body = match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
-                            Some(b"gzip") => {
-                                use std::io::Read;
-                                let mut out = Vec::new();
-                                flate2::read::GzDecoder::new(raw.as_slice())
-                                    .read_to_end(&mut out)
-                                    .unwrap();
-                                out
-                            }
-                            Some(b"zstd") => zstd::stream::decode_all(raw.as_slice()).unwrap(),
-                            _ => raw,
-                        };
-                        b.hits.lock().unwrap().push(HttpHit {
-                            path: parts.uri.path().to_string(),
-                            headers: parts.headers.clone(),
-                            body,
-                        });
-                        let canned = b.answer.lock().unwrap().clone();
-                        let mut resp = http::Response::builder();
-                        let out = match canned {
-                            Some((status, headers, ctype, body)) => {
-                                resp = resp.status(status).header("content-type", ctype);
-                                for (k, v) in headers {
-                                    resp = resp.header(k, v);
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let b = b.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let raw = body.collect().await.unwrap().to_bytes().to_vec();
+                            let body =
+                                match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
+                                    Some(b"gzip") => {
+                                        use std::io::Read;
+                                        let mut out = Vec::new();
+                                        flate2::read::GzDecoder::new(raw.as_slice())
+                                            .read_to_end(&mut out)
+                                            .unwrap();
+                                        out
+                                    }
+                                    Some(b"zstd") => {
+                                        zstd::stream::decode_all(raw.as_slice()).unwrap()
+                                    }
+                                    _ => raw,
+                                };
+                            b.hits.lock().unwrap().push(HttpHit {
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers.clone(),
+                                body,
+                            });
+                            let canned = b.answer.lock().unwrap().clone();
+                            let mut resp = http::Response::builder();
+                            let out = match canned {
+                                Some((status, headers, ctype, body)) => {
+                                    resp = resp.status(status).header("content-type", ctype);
+                                    for (k, v) in headers {
+                                        resp = resp.header(k, v);
+                                    }
+                                    body
                                 }
-                                body
-                            }
-                            None => {
-                                let ctype = parts
-                                    .headers
-                                    .get("content-type")
-                                    .cloned()
-                                    .unwrap_or(http::HeaderValue::from_static("application/x-protobuf"));
-                                resp = resp.status(200).header("content-type", ctype.clone());
-                                if ctype.as_bytes() == b"application/json" {
-                                    b"{}".to_vec()
-                                } else {
-                                    Vec::new()
+                                None => {
+                                    let ctype =
+                                        parts.headers.get("content-type").cloned().unwrap_or(
+                                            http::HeaderValue::from_static(
+                                                "application/x-protobuf",
+                                            ),
+                                        );
+                                    resp = resp.status(200).header("content-type", ctype.clone());
+                                    if ctype.as_bytes() == b"application/json" {
+                                        b"{}".to_vec()
+                                    } else {
+                                        Vec::new()
+                                    }
                                 }
-                            }
-                        };
-                        Ok::<_, std::convert::Infallible>(
-                            resp.body(http_body_util::Full::new(bytes::Bytes::from(out)))
-                                .unwrap(),
-                        )
-                    }
-                });
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(http_body_util::Full::new(bytes::Bytes::from(out)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
                 let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
@@ -594,7 +610,10 @@ impl Pki {
     }
     /// A rustls server configuration with this PKI's server certificate (mTLS with
     /// `require_client_cert`).
-    pub fn server_config(&self, require_client_cert: bool) -> Arc<tokio_rustls::rustls::ServerConfig> {
+    pub fn server_config(
+        &self,
+        require_client_cert: bool,
+    ) -> Arc<tokio_rustls::rustls::ServerConfig> {
         tollgate::tls::ServerTls::load(
             self.server_cert.to_str().unwrap(),
             self.server_key.to_str().unwrap(),
