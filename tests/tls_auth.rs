@@ -623,3 +623,37 @@ service:
         }
     }
 }
+
+#[test]
+fn bearer_tokens_env_holds_the_same_yaml_and_errors_never_show_tokens() {
+    let cfg = |var: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols: {{ http: }}\n    auth: {{ bearer_tokens_env: {var} }}\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [debug] }}\n"
+        )
+    };
+    let parse = |text: &str| tollgate::service::parse(&tollgate::config::load_str(text).unwrap());
+    std::env::set_var(
+        "TOLLGATE_TEST_TOKENS_OK",
+        format!("tokens:\n  - token: {TOKEN_ACME}\n    tenant: acme\n"),
+    );
+    assert!(parse(&cfg("TOLLGATE_TEST_TOKENS_OK")).is_ok());
+    std::env::set_var(
+        "TOLLGATE_TEST_TOKENS_BAD",
+        format!("tokens:\n  - token: {TOKEN_ACME}\n    tennant: acme\n"),
+    );
+    let problems = parse(&cfg("TOLLGATE_TEST_TOKENS_BAD"))
+        .err()
+        .expect("problems");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        text,
+        ["receivers.otlp.auth.bearer_tokens_env: tokens[0].tennant: unknown key; did you mean `tenant`?"]
+    );
+    let problems = parse(&cfg("TOLLGATE_TEST_TOKENS_UNSET"))
+        .err()
+        .expect("problems");
+    assert_eq!(
+        problems[0].to_string(),
+        "receivers.otlp.auth.bearer_tokens_env: environment variable TOLLGATE_TEST_TOKENS_UNSET is not set"
+    );
+}

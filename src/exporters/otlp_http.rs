@@ -232,6 +232,48 @@ pub fn retry_after(v: Option<&HeaderValue>) -> Option<Duration> {
     )
 }
 
+/// `partial_success` (rejected count, message) of a 2xx answer, protobuf or OTLP/JSON (where
+/// the count may be a number or a string).
+fn partial_success(signal: Signal, ctype: &str, body: &[u8]) -> Option<(i64, String)> {
+    if body.is_empty() {
+        return None;
+    }
+    if ctype.starts_with("application/json") {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let p = v.get("partialSuccess")?;
+        let field = match signal {
+            Signal::Traces => "rejectedSpans",
+            Signal::Metrics => "rejectedDataPoints",
+            Signal::Logs => "rejectedLogRecords",
+        };
+        let rejected = match p.get(field) {
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
+            Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        };
+        let message = p
+            .get("errorMessage")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
+        return Some((rejected, message));
+    }
+    match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+}
+
 /// The backend's explanation: a `google.rpc.Status` message when the body is one, else the
 /// (truncated) text.
 fn status_message(ctype: &str, body: &[u8]) -> String {
@@ -305,41 +347,8 @@ impl OtlpHttpExporter {
 
     /// Logs a backend's partial_success (accepted in part).
     fn partial(&self, signal: Signal, ctype: &str, body: &[u8]) {
-        let json = ctype.starts_with("application/json");
-        let (rejected, message) = match signal {
-            Signal::Traces => {
-                let r: Option<ExportTraceServiceResponse> = if json {
-                    serde_json::from_slice(body).ok()
-                } else {
-                    ExportTraceServiceResponse::decode(body).ok()
-                };
-                match r.and_then(|r| r.partial_success) {
-                    Some(p) => (p.rejected_spans, p.error_message),
-                    None => return,
-                }
-            }
-            Signal::Metrics => {
-                let r: Option<ExportMetricsServiceResponse> = if json {
-                    serde_json::from_slice(body).ok()
-                } else {
-                    ExportMetricsServiceResponse::decode(body).ok()
-                };
-                match r.and_then(|r| r.partial_success) {
-                    Some(p) => (p.rejected_data_points, p.error_message),
-                    None => return,
-                }
-            }
-            Signal::Logs => {
-                let r: Option<ExportLogsServiceResponse> = if json {
-                    serde_json::from_slice(body).ok()
-                } else {
-                    ExportLogsServiceResponse::decode(body).ok()
-                };
-                match r.and_then(|r| r.partial_success) {
-                    Some(p) => (p.rejected_log_records, p.error_message),
-                    None => return,
-                }
-            }
+        let Some((rejected, message)) = partial_success(signal, ctype, body) else {
+            return;
         };
         if rejected > 0 || !message.is_empty() {
             tracing::warn!(
@@ -589,6 +598,74 @@ mod tests {
         );
         assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), None);
         assert_eq!(retry_after(None), None);
+    }
+
+    #[test]
+    fn partial_success_is_read_from_protobuf_and_json() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+        let pb = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 2,
+                error_message: "two bad".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            partial_success(Signal::Logs, "application/x-protobuf", &pb),
+            Some((2, "two bad".into()))
+        );
+        for body in [
+            r#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"m"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":3,"errorMessage":"m"}}"#,
+        ] {
+            assert_eq!(
+                partial_success(Signal::Traces, "application/json", body.as_bytes()),
+                Some((3, "m".into()))
+            );
+        }
+        assert_eq!(
+            partial_success(Signal::Traces, "application/json", b"{}"),
+            None
+        );
+        assert_eq!(
+            partial_success(Signal::Metrics, "application/x-protobuf", b""),
+            None
+        );
+    }
+
+    #[test]
+    fn json_bodies_follow_the_otlp_json_mapping() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
+            ScopeMetrics,
+        };
+        let r = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: 5,
+                                value: Some(number_data_point::Value::AsInt(7)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        let dp =
+            &v["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"][0];
+        // The oneof is flattened (`asInt`, not `value.asInt`) and 64-bit integers are strings.
+        assert_eq!(dp["timeUnixNano"], "5");
+        assert!(dp["asInt"] == "7" || dp["asInt"] == 7, "{dp}");
+        assert!(dp.get("value").is_none(), "{dp}");
     }
 
     #[test]

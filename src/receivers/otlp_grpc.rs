@@ -254,9 +254,7 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let sink = self.sink.clone();
         let limit = self.max_recv_bytes;
-        // Authentication (bearer token in the `authorization` metadata) and the client's
-        // identity for processors, handed to the unary handler as a request extension.
-        let admitted = self.policy.admit(req.headers(), "grpc");
+        let policy = self.policy.clone();
         let is_export = req
             .uri()
             .path()
@@ -267,7 +265,9 @@ where
             if !is_export {
                 return Ok(Status::unimplemented("unknown method").into_http());
             }
-            match admitted {
+            // Authentication (bearer token in the `authorization` metadata) and the client's
+            // identity for processors, handed to the unary handler as a request extension.
+            match policy.admit(req.headers(), "grpc") {
                 Ok(client) => {
                     req.extensions_mut().insert(client);
                 }

@@ -25,7 +25,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::pipeline::{ClientInfo, Refused, Signal};
 use crate::receivers::auth::ClientPolicy;
@@ -462,7 +461,6 @@ async fn export<S>(
 where
     S: OtlpSignal,
     S::Request: DeserializeOwned,
-    S::Response: Serialize,
 {
     let req = match enc {
         Encoding::Proto => S::Request::decode(body).map_err(|e| {
@@ -496,23 +494,33 @@ where
     };
     match sink.consume(S::into_payload(req), client).await {
         Ok(ack) => {
-            let resp = S::response(&ack);
             let body = match enc {
-                Encoding::Proto => resp.encode_to_vec(),
-                // An empty response is `{}` (serde would write `"partialSuccess":null`).
-                Encoding::Json if ack.rejected == 0 => b"{}".to_vec(),
-                Encoding::Json => match serde_json::to_vec(&resp) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(receiver = %shared.receiver, error = %e, "encoding the JSON response failed");
-                        b"{}".to_vec()
-                    }
-                },
+                Encoding::Proto => S::response(&ack).encode_to_vec(),
+                Encoding::Json => json_response(S::SIGNAL, &ack),
             };
             with_body(StatusCode::OK, enc.content_type(), body)
         }
         Err(r) => refused_response(&r, enc),
     }
+}
+
+/// The OTLP/JSON `Export*ServiceResponse`: `{}` when nothing was rejected, else
+/// `partialSuccess` with the count as a string (proto3 JSON maps int64 to a string).
+fn json_response(signal: Signal, ack: &crate::pipeline::Ack) -> Vec<u8> {
+    if ack.rejected == 0 {
+        return b"{}".to_vec();
+    }
+    let field = match signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Metrics => "rejectedDataPoints",
+        Signal::Logs => "rejectedLogRecords",
+    };
+    let mut partial = serde_json::Map::new();
+    partial.insert(field.into(), ack.rejected.to_string().into());
+    partial.insert("errorMessage".into(), ack.message(signal).into());
+    serde_json::json!({ "partialSuccess": partial })
+        .to_string()
+        .into_bytes()
 }
 
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
