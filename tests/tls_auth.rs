@@ -657,3 +657,150 @@ fn bearer_tokens_env_holds_the_same_yaml_and_errors_never_show_tokens() {
         "receivers.otlp.auth.bearer_tokens_env: environment variable TOLLGATE_TEST_TOKENS_UNSET is not set"
     );
 }
+
+/// A pipeline stand-in that records the client info each request arrived with.
+#[derive(Default)]
+struct SeenClients(std::sync::Mutex<Vec<(String, Option<String>, Vec<(String, String)>)>>);
+
+impl tollgate::pipeline::Consumer for SeenClients {
+    fn consume<'a>(
+        &'a self,
+        data: tollgate::pipeline::Payload,
+        client: &'a std::sync::Arc<tollgate::pipeline::ClientInfo>,
+    ) -> tollgate::pipeline::BoxFuture<
+        'a,
+        Result<tollgate::pipeline::Ack, tollgate::pipeline::Refused>,
+    > {
+        let name = match &data {
+            tollgate::pipeline::Payload::Traces(r) => {
+                r.resource_spans[0].scope_spans[0].spans[0].name.clone()
+            }
+            _ => String::new(),
+        };
+        self.0.lock().unwrap().push((
+            name,
+            client.tenant.clone(),
+            client
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+        Box::pin(async { Ok(tollgate::pipeline::Ack::default()) })
+    }
+}
+
+/// `include_metadata` and the token's tenant reach processors, over HTTP and gRPC: the real
+/// receiver on real sockets feeding a recording pipeline stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!("tokens:\n  - token: {TOKEN_ACME}\n    tenant: acme\n  - token: {TOKEN_OPEN}\n"),
+    )
+    .unwrap();
+    let yaml = tollgate::config::load_str(&format!(
+        "protocols:\n  grpc: {{ endpoint: \"127.0.0.1:0\" }}\n  http: {{ endpoint: \"127.0.0.1:0\" }}\nauth: {{ bearer_tokens_file: {} }}\ninclude_metadata: [x-team, X-Request-Id]\n",
+        tokens.display()
+    ))
+    .unwrap();
+    let metrics = Arc::new(tollgate::telemetry::SelfMetrics::new());
+    let mut d = tollgate::config::Diagnostics::default();
+    let map = tollgate::config::Map::new("receivers.otlp", &yaml, &mut d).unwrap();
+    let ctx = tollgate::service::ParseCtx {
+        metrics: metrics.clone(),
+        exporter_ids: Default::default(),
+    };
+    let builder = tollgate::receivers::otlp::factory(
+        &tollgate::config::ComponentId("otlp".into()),
+        &map,
+        &ctx,
+        &mut d,
+    )
+    .unwrap();
+    map.finish(&mut d);
+    assert!(d.is_empty(), "{:?}", d.problems());
+    let seen = Arc::new(SeenClients::default());
+    let mut sinks = tollgate::receivers::Sinks::default();
+    sinks.set(
+        tollgate::pipeline::Signal::Traces,
+        Arc::new(tollgate::pipeline::ReceiverFanout {
+            receiver_id: "otlp".into(),
+            pipelines: vec![(
+                "traces".into(),
+                seen.clone() as Arc<dyn tollgate::pipeline::Consumer>,
+            )],
+            metrics: metrics.clone(),
+        }),
+    );
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let start = tollgate::service::StartCtx {
+        metrics,
+        health: Arc::new(std::sync::atomic::AtomicU8::new(1)),
+        shutdown: stop_rx,
+        metrics_pipelines: None,
+    };
+    let running = builder.start(sinks, &start).await.unwrap();
+    let addr = |p: &str| running.endpoints.iter().find(|(q, _)| *q == p).unwrap().1;
+
+    let auth_acme = format!("Bearer {TOKEN_ACME}");
+    let auth_open = format!("Bearer {TOKEN_OPEN}");
+    let r = http_post(
+        addr("http"),
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Authorization", &auth_acme),
+            ("X-Team", "blue"),
+            ("X-Request-Id", "r-1"),
+            ("X-Other", "not kept"),
+        ],
+        &traces("http-acme", vec![]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = http_post(
+        addr("http"),
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Authorization", &auth_open),
+        ],
+        &traces("http-open", vec![]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", addr("grpc")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(traces("grpc-acme", vec![]));
+    req.metadata_mut()
+        .insert("authorization", auth_acme.parse().unwrap());
+    req.metadata_mut()
+        .insert("x-team", "green".parse().unwrap());
+    TraceServiceClient::new(ch).export(req).await.unwrap();
+
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![
+            (
+                "http-acme".to_string(),
+                Some("acme".to_string()),
+                vec![kv("x-request-id", "r-1"), kv("x-team", "blue")]
+            ),
+            ("http-open".to_string(), None, vec![]),
+            (
+                "grpc-acme".to_string(),
+                Some("acme".to_string()),
+                vec![kv("x-team", "green")]
+            ),
+        ]
+    );
+    (running.stop)().await;
+}

@@ -569,11 +569,11 @@ pub async fn serve(
                             watcher.watch(conn.into_owned()).await
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(receiver = %receiver, peer = %peer, error = %e, "TLS handshake failed");
+                            tracing::debug!(receiver = %receiver, peer = %peer, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
-                            tracing::info!(receiver = %receiver, peer = %peer, "TLS handshake timed out");
+                            tracing::debug!(receiver = %receiver, peer = %peer, "TLS handshake timed out");
                             return;
                         }
                     }

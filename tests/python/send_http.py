@@ -2,7 +2,7 @@
 (`opentelemetry-exporter-otlp-proto-http`, binary protobuf, gzip), and writes every request
 it sent (the SDK's own encoding, hex, one per line) to OUTFILE for an exact comparison.
 
-usage: send_http.py URL COUNT OUTFILE [BEARER_TOKEN]
+usage: send_http.py URL COUNT OUTFILE
 """
 import sys
 
@@ -37,10 +37,9 @@ class Recording(SpanExporter):
 
 def main() -> int:
     url, count, outfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    headers = {"authorization": f"Bearer {sys.argv[4]}"} if len(sys.argv) > 4 else None
     provider = TracerProvider(resource=Resource.create({"service.name": "py-http-app"}))
     with open(outfile, "w") as out:
-        exporter = OTLPSpanExporter(endpoint=url, compression=Compression.Gzip, headers=headers)
+        exporter = OTLPSpanExporter(endpoint=url, compression=Compression.Gzip)
         provider.add_span_processor(BatchSpanProcessor(Recording(exporter, out)))
         tracer = provider.get_tracer("py-http")
         for i in range(count):
