@@ -659,8 +659,11 @@ fn bearer_tokens_env_holds_the_same_yaml_and_errors_never_show_tokens() {
 }
 
 /// A pipeline stand-in that records the client info each request arrived with.
+/// (first span name, client tenant, client metadata) per request.
+type Seen = (String, Option<String>, Vec<(String, String)>);
+
 #[derive(Default)]
-struct SeenClients(std::sync::Mutex<Vec<(String, Option<String>, Vec<(String, String)>)>>);
+struct SeenClients(std::sync::Mutex<Vec<Seen>>);
 
 impl tollgate::pipeline::Consumer for SeenClients {
     fn consume<'a>(
