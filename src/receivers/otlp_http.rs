@@ -32,6 +32,10 @@ use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
 use crate::receivers::Sinks;
 use crate::tls::ServerTls;
 
+/// How long a client may take to send its request headers, and then its body.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `Retry-After` sent with a 503 when the pipeline named no delay.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 
@@ -419,7 +423,19 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
     if declared.is_some_and(|n| n > shared.limit as u64) {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), shared.limit).collect().await {
+    let read = Limited::new(req.into_body(), shared.limit).collect();
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+        return status(
+            StatusCode::REQUEST_TIMEOUT,
+            enc,
+            code::INVALID_ARGUMENT,
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        );
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
@@ -532,7 +548,12 @@ pub async fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (tcp, peer) = tokio::select! {
