@@ -679,6 +679,83 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    /// The forms the specification's metrics and logs examples use: 64-bit integers as bare
+    /// numbers, integral doubles, upper-case hex ids, array and map attribute values.
+    #[test]
+    fn spec_json_number_and_value_forms_decode() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+        let m: ExportMetricsServiceRequest = serde_json::from_str(
+            r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+              {"name":"c","sum":{"aggregationTemporality":1,"isMonotonic":true,
+                "dataPoints":[{"asDouble":5,"startTimeUnixNano":1000,"timeUnixNano":2000}]}},
+              {"name":"h","histogram":{"aggregationTemporality":2,
+                "dataPoints":[{"timeUnixNano":"3000","count":3,"sum":3,"bucketCounts":[1,"1",1],
+                  "explicitBounds":[1,2],"min":1,"max":1}]}}]}]}]}"#,
+        )
+        .unwrap();
+        let metrics = &m.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(Data::Sum(sum)) = &metrics[0].data else {
+            panic!("sum")
+        };
+        assert!(sum.is_monotonic);
+        assert_eq!(sum.aggregation_temporality, 1);
+        assert_eq!(sum.data_points[0].time_unix_nano, 2000);
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(5.0))
+        );
+        let Some(Data::Histogram(h)) = &metrics[1].data else {
+            panic!("histogram")
+        };
+        let dp = &h.data_points[0];
+        assert_eq!(
+            (dp.time_unix_nano, dp.count, dp.sum, dp.min, dp.max),
+            (3000, 3, Some(3.0), Some(1.0), Some(1.0))
+        );
+        assert_eq!(dp.bucket_counts, vec![1, 1, 1]);
+        assert_eq!(dp.explicit_bounds, vec![1.0, 2.0]);
+
+        let l: ExportLogsServiceRequest = serde_json::from_str(
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":10,
+              "observedTimeUnixNano":11,"severityNumber":9,"traceId":"0102030405060708090A0B0C0D0E0F10",
+              "spanId":"A1A2A3A4A5A6A7A8","body":{"stringValue":"hello"},"attributes":[
+              {"key":"i","value":{"intValue":10}},
+              {"key":"a","value":{"arrayValue":{"values":[{"stringValue":"x"},{"intValue":"2"}]}}},
+              {"key":"m","value":{"kvlistValue":{"values":[{"key":"k","value":{"boolValue":false}}]}}}]}]}]}]}"#,
+        )
+        .unwrap();
+        let rec = &l.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!((rec.time_unix_nano, rec.observed_time_unix_nano), (10, 11));
+        assert_eq!(rec.severity_number, 9);
+        assert_eq!(rec.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(
+            rec.span_id,
+            vec![0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8]
+        );
+        let val = |i: usize| {
+            rec.attributes[i]
+                .value
+                .as_ref()
+                .and_then(|v| v.value.clone())
+        };
+        assert_eq!(val(0), Some(Value::IntValue(10)));
+        let Some(Value::ArrayValue(a)) = val(1) else {
+            panic!("array")
+        };
+        assert_eq!(a.values[1].value, Some(Value::IntValue(2)));
+        let Some(Value::KvlistValue(kv)) = val(2) else {
+            panic!("kvlist")
+        };
+        assert_eq!(kv.values[0].key, "k");
+        assert_eq!(
+            kv.values[0].value.as_ref().and_then(|v| v.value.clone()),
+            Some(Value::BoolValue(false))
+        );
+    }
+
     #[test]
     fn refusals_map_to_statuses() {
         let r = refused_response(
