@@ -659,6 +659,10 @@ service:
     assert_eq!(s["kind"], 2);
     assert_eq!(s["startTimeUnixNano"], "1544712660000000000");
     assert_eq!(s["attributes"][1]["value"]["intValue"], "42");
+    for h in &js_hits {
+        let text = String::from_utf8_lossy(&h.body);
+        assert!(!text.contains("null"), "no null members: {text}");
+    }
     assert_eq!(js_hits[0].traces(), sample_traces());
     assert_eq!(js_hits[1].metrics(), sample_metrics());
     assert_eq!(js_hits[2].logs(), sample_logs());

@@ -215,12 +215,14 @@ async fn exporters_speak_tls_mtls_and_skip_verify() {
     let (mtls_be, mtls_addr) = start_http_backend(Some(pki.server_config(true))).await;
     // HTTPS backend whose CA the exporter is not told about (insecure_skip_verify).
     let (skip_be, skip_addr) = start_http_backend(Some(pki.server_config(false))).await;
-    // gRPC backend over TLS.
+    // gRPC backend over TLS that requires a client certificate too.
     let (grpc_be, grpc_addr) = start_backend_with(Some(
-        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            pki.read(&pki.server_cert),
-            pki.read(&pki.server_key),
-        )),
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                pki.read(&pki.server_cert),
+                pki.read(&pki.server_key),
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(pki.read(&pki.ca))),
     ))
     .await;
     let ca = pki.ca.display();
@@ -237,7 +239,7 @@ exporters:
     tls: {{ ca_file: {ca}, cert_file: {cert}, key_file: {key} }}
   otlp/tls:
     endpoint: "https://localhost:{gp}"
-    tls: {{ ca_file: {ca} }}
+    tls: {{ ca_file: {ca}, cert_file: {cert}, key_file: {key} }}
   otlp_http/skip:
     endpoint: "https://localhost:{sp}"
     encoding: json
@@ -304,13 +306,18 @@ exporters:
   otlp_http/noca:
     endpoint: "https://localhost:{sp}"
     tls: {{ ca_file: {other} }}
+  otlp/nocert:
+    endpoint: "https://localhost:{gp}"
+    tls: {{ ca_file: {ca} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
     traces: {{ receivers: [otlp], exporters: [otlp_http/nocert] }}
+    metrics: {{ receivers: [otlp], exporters: [otlp/nocert] }}
     logs: {{ receivers: [otlp], exporters: [otlp_http/noca] }}
 "#,
         mp = mtls_addr.port(),
+        gp = grpc_addr.port(),
         sp = skip_addr.port(),
         other = make_pki_ca_only().display(),
     ))
@@ -337,6 +344,15 @@ service:
         "{}",
         r.status_message()
     );
+    let r = http_post(
+        http,
+        "/v1/metrics",
+        &[("Content-Type", "application/x-protobuf")],
+        &metrics().encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(grpc_be.metrics().len(), 1, "nothing more arrived");
     assert_eq!(mtls_be.hits().len(), 1, "nothing more arrived");
     assert_eq!(skip_be.hits().len(), 1, "nothing more arrived");
     gw.shutdown().await;

@@ -232,6 +232,24 @@ pub fn retry_after(v: Option<&HeaderValue>) -> Option<Duration> {
     )
 }
 
+/// OTLP/JSON without `null` members: absent messages (`"status": null`) are left out, as
+/// protobuf JSON printers do, so strict parsers on the backend side accept the body.
+fn to_json<T: serde::Serialize>(r: &T) -> Result<Vec<u8>, String> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(r).map_err(|e| e.to_string())?;
+    strip(&mut v);
+    serde_json::to_vec(&v).map_err(|e| e.to_string())
+}
+
 /// `partial_success` (rejected count, message) of a 2xx answer, protobuf or OTLP/JSON (where
 /// the count may be a number or a string).
 fn partial_success(signal: Signal, ctype: &str, body: &[u8]) -> Option<(i64, String)> {
@@ -313,15 +331,9 @@ impl OtlpHttpExporter {
             (BodyEncoding::Proto, Payload::Traces(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Metrics(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Logs(r)) => Ok(r.encode_to_vec()),
-            (BodyEncoding::Json, Payload::Traces(r)) => {
-                serde_json::to_vec(r).map_err(|e| permanent(e.to_string()))
-            }
-            (BodyEncoding::Json, Payload::Metrics(r)) => {
-                serde_json::to_vec(r).map_err(|e| permanent(e.to_string()))
-            }
-            (BodyEncoding::Json, Payload::Logs(r)) => {
-                serde_json::to_vec(r).map_err(|e| permanent(e.to_string()))
-            }
+            (BodyEncoding::Json, Payload::Traces(r)) => to_json(r).map_err(permanent),
+            (BodyEncoding::Json, Payload::Metrics(r)) => to_json(r).map_err(permanent),
+            (BodyEncoding::Json, Payload::Logs(r)) => to_json(r).map_err(permanent),
         }
     }
 
