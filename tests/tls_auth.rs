@@ -424,10 +424,12 @@ processors:
     on: {{ claims_mismatch: drop }}
 exporters:
   otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
+  otlp_http/unverified: {{ endpoint: "https://127.0.0.1:9", tls: {{ insecure_skip_verify: true }} }}
 service:
   telemetry: {{ logs: {{ level: trace }}, metrics: {{ address: "127.0.0.1:{mp}" }} }}
   pipelines:
     traces: {{ receivers: [otlp], processors: [envelope], exporters: [otlp] }}
+    logs: {{ receivers: [otlp], exporters: [otlp_http/unverified] }}
 "#,
             tokens = tokens.display(),
             key = key.display()
@@ -629,6 +631,11 @@ service:
         std::fs::read_to_string(&err_log).unwrap(),
     ];
     assert!(outputs[1].contains("TRACE"), "ran at trace level");
+    assert!(
+        outputs[1].contains("tls.insecure_skip_verify is set")
+            && outputs[1].contains("exporter=\"otlp_http/unverified\""),
+        "insecure_skip_verify is warned about"
+    );
     assert!(
         outputs[1].contains("authentication failed"),
         "auth failures are logged"
