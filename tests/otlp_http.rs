@@ -780,6 +780,50 @@ service:
     assert_eq!(r.status, 503);
     assert!(r.status_message().contains("cannot reach"), "{}", r.text());
     gw.shutdown().await;
+
+    // A backend that accepts but never answers: the exporter's timeout makes it retryable.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let gw = start_gateway(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  otlp_http: {{ endpoint: "http://{silent_addr}", timeout: 500ms }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_http] }}
+"#
+    ))
+    .await;
+    let http = gw.endpoint("otlp", "http").unwrap();
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        SAMPLE_TRACES_JSON.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(
+        r.status_message().contains(&format!(
+            "no answer from http://{silent_addr}/v1/traces within 500ms"
+        )),
+        "{}",
+        r.text()
+    );
+    gw.shutdown().await;
+    held.abort();
 }
 
 #[test]
