@@ -4,6 +4,7 @@
 pub mod debug;
 pub mod file;
 pub mod otlp;
+pub mod otlp_http;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ type Factory =
 /// Every exporter type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("otlp", otlp::factory),
+    ("otlp_http", otlp_http::factory),
     ("file", file::factory),
     ("debug", debug::factory),
 ];
