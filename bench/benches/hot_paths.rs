@@ -114,6 +114,14 @@ fn encode_request_after_full_pipeline(b: Bencher) {
         .bench(|| divan::black_box(&req).encode_to_vec());
 }
 
+/// What the otlp exporter does: one length pass per span, exact buffer (same bytes).
+#[divan::bench]
+fn encode_request_after_full_pipeline_exporter(b: Bencher) {
+    let req = processed_request();
+    b.counter(ItemsCount::new(SPANS))
+        .bench(|| tollgate::exporters::encode::encode_traces(divan::black_box(&req)));
+}
+
 #[divan::bench]
 fn drop_request(b: Bencher) {
     let req = processed_request();

@@ -2,6 +2,7 @@
 //! [`FACTORIES`].
 
 pub mod debug;
+pub mod encode;
 pub mod file;
 pub mod otlp;
 pub mod otlp_http;

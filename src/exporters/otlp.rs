@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::Bytes;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -296,8 +296,20 @@ impl Exporter for OtlpExporter {
             };
             match data {
                 Payload::Traces(r) => {
-                    let resp = send_with!(self, TraceServiceClient, r)
-                        .map_err(|_| timed_out())?
+                    // Encoded here, once, into an exactly sized buffer (see encode.rs); the
+                    // decoded request is freed before waiting for the backend.
+                    let body = Bytes::from(super::encode::encode_traces(&r));
+                    drop(r);
+                    let resp = tokio::time::timeout(
+                        self.timeout,
+                        super::encode::export_traces(
+                            self.channel.clone(),
+                            self.compression,
+                            self.request(body),
+                        ),
+                    )
+                    .await
+                    .map_err(|_| timed_out())?
                         .map_err(|s| self.failure(s))?;
                     if let Some(p) = resp.into_inner().partial_success {
                         self.partial("traces", p.rejected_spans, &p.error_message);
