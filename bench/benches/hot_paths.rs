@@ -19,7 +19,9 @@ use tollgate::envelope::VerifyCache;
 use tollgate::pipeline::{ClientInfo, ProcessCtx, Processor};
 use tollgate::processors::genai::check;
 use tollgate_bench::stages::processor;
-use tollgate_bench::workload::{build_templates, sign_envelopes, Workload, BENCH_KID, BENCH_SECRET};
+use tollgate_bench::workload::{
+    build_templates, sign_envelopes, Workload, BENCH_KID, BENCH_SECRET,
+};
 
 /// The allocator tollgate's binary uses, so figures match the gateway.
 #[global_allocator]
@@ -135,7 +137,14 @@ fn drop_request(b: Bencher) {
 fn ring() -> KeyRing {
     let mut ring = KeyRing::new();
     ring.insert(
-        Key::new(BENCH_KID, BENCH_SECRET.to_vec(), None, None, KeyStatus::Active).expect("key"),
+        Key::new(
+            BENCH_KID,
+            BENCH_SECRET.to_vec(),
+            None,
+            None,
+            KeyStatus::Active,
+        )
+        .expect("key"),
     );
     ring
 }
@@ -174,6 +183,9 @@ fn envelope_verify_cached(b: Bencher, hops: usize) {
 
 // ---- cost ------------------------------------------------------------------------------
 
+/// Model names (response, request), provider and usage of one span.
+type PricingInput = (Option<String>, Option<String>, Option<String>, Usage);
+
 fn int_attr(span: &Span, key: &str) -> Option<i64> {
     match tollgate::pipeline::attrs::get(&span.attributes, key) {
         Some(Value::IntValue(v)) => Some(*v),
@@ -188,7 +200,7 @@ fn cost_lookup_and_price(b: Bencher) {
     use tollgate::pipeline::attrs::get_str;
     let path = format!("{}/configs/rates.yaml", dir());
     let table = RateTable::load(std::path::Path::new(&path)).expect("rates");
-    let inputs: Vec<(Option<String>, Option<String>, Option<String>, Usage)> = spans(&request())
+    let inputs: Vec<PricingInput> = spans(&request())
         .iter()
         .map(|s| {
             let a = &s.attributes;
@@ -210,7 +222,12 @@ fn cost_lookup_and_price(b: Bencher) {
     b.bench_local(|| {
         i = (i + 1) % inputs.len();
         let (resp, req, prov, usage) = &inputs[i];
-        let m = table.find_for(resp.as_deref(), req.as_deref(), prov.as_deref(), NOW_S as i64)?;
+        let m = table.find_for(
+            resp.as_deref(),
+            req.as_deref(),
+            prov.as_deref(),
+            NOW_S as i64,
+        )?;
         price(m.rate, usage).ok()
     });
 }

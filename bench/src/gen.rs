@@ -9,9 +9,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
-use tollgate_bench::workload::{build_templates, Rng, Template, Workload};
 use crate::{now_ns, percentile, Fail};
 use tollgate_bench::wire::{RawCodec, TRACE_EXPORT_PATH};
+use tollgate_bench::workload::{build_templates, Rng, Template, Workload};
 
 #[derive(Debug, clap::Args)]
 pub struct GenArgs {
@@ -172,7 +172,16 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
         let (nonce, rate, timeout) = (a.nonce, a.rate, Duration::from_secs(a.timeout_secs));
         tasks.push(tokio::spawn(async move {
             worker(
-                ch, &templates, &order, &counters, &next, &first_error, nonce, spr, rate, start,
+                ch,
+                &templates,
+                &order,
+                &counters,
+                &next,
+                &first_error,
+                nonce,
+                spr,
+                rate,
+                start,
                 timeout,
             )
             .await

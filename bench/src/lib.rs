@@ -3,6 +3,6 @@
 //! and the sink agree on, and the gRPC codecs that move pre-encoded bytes.
 
 pub mod ids;
+pub mod stages;
 pub mod wire;
 pub mod workload;
-pub mod stages;

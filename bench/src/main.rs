@@ -9,14 +9,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-
-
 /// The allocator tollgate's binary uses, so figures match the gateway.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "tollgate-bench", about = "Load generator and counting sink for tollgate")]
+#[command(
+    name = "tollgate-bench",
+    about = "Load generator and counting sink for tollgate"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

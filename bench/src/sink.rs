@@ -178,8 +178,7 @@ pub async fn run(a: SinkArgs) -> Result<(), Fail> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Fail(format!("cannot listen on {}: {e}", a.listen)))?;
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tonic::transport::Server::builder()
         .add_service(SinkService(shared.clone()))
@@ -187,7 +186,10 @@ pub async fn run(a: SinkArgs) -> Result<(), Fail> {
             let _ = stop_rx.wait_for(|v| *v).await;
         });
     let server = tokio::spawn(server);
-    eprintln!("sink: listening on {}, expecting {} spans", a.listen, a.expect);
+    eprintln!(
+        "sink: listening on {}, expecting {} spans",
+        a.listen, a.expect
+    );
     let idle = Duration::from_secs_f64(a.idle_exit_secs.max(0.1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Fail(format!("cannot install SIGTERM handler: {e}")))?;

@@ -22,7 +22,8 @@ pub fn processor(kind: &str, options: &str) -> Result<Arc<dyn Processor>, String
         metrics: Arc::new(SelfMetrics::new()),
         exporter_ids: BTreeSet::new(),
     };
-    let m = Map::new(format!("processors.{kind}"), &yaml, &mut d).ok_or("options are not a mapping")?;
+    let m =
+        Map::new(format!("processors.{kind}"), &yaml, &mut d).ok_or("options are not a mapping")?;
     let spec = factory(&ComponentId(kind.to_string()), &m, &ctx, &mut d);
     m.finish(&mut d);
     if !d.is_empty() {

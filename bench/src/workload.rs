@@ -70,13 +70,23 @@ const MODELS: &[(&str, &str, &str, bool)] = &[
     ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", false),
     ("openai", "gpt-5", "gpt-5", true),
     ("openai", "o4-mini", "o4-mini-2025-04-16", true),
-    ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", true),
+    (
+        "anthropic",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        true,
+    ),
     ("anthropic", "claude-haiku-4-5", "claude-haiku-4-5", false),
     ("gcp.gemini", "gemini-2.5-pro", "gemini-2.5-pro", true),
     ("gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", false),
     ("openai", "gpt-4o", "gpt-4o", false),
     ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5", false),
-    ("openai", "ft:gpt-4o:acme:unlisted", "ft:gpt-4o:acme:unlisted", false),
+    (
+        "openai",
+        "ft:gpt-4o:acme:unlisted",
+        "ft:gpt-4o:acme:unlisted",
+        false,
+    ),
 ];
 
 const HOP_KINDS: &[&str] = &["delegate", "tool_call", "queue"];
@@ -167,8 +177,14 @@ fn s(v: &str) -> Value {
 }
 
 /// The attributes of one LLM span, most important first, `n` of them.
-fn span_attributes(rng: &mut Rng, env: &Envelopes, w: &Workload, n: usize) -> (Vec<KeyValue>, &'static str) {
-    let (provider, req_model, resp_model, reasoning) = MODELS[rng.below(MODELS.len() as u64) as usize];
+fn span_attributes(
+    rng: &mut Rng,
+    env: &Envelopes,
+    w: &Workload,
+    n: usize,
+) -> (Vec<KeyValue>, &'static str) {
+    let (provider, req_model, resp_model, reasoning) =
+        MODELS[rng.below(MODELS.len() as u64) as usize];
     let identity = rng.below(env.tokens.len() as u64) as usize;
     let envelope = if rng.unit() < w.retry_share {
         env.retries[identity].clone()
@@ -205,8 +221,14 @@ fn span_attributes(rng: &mut Rng, env: &Envelopes, w: &Workload, n: usize) -> (V
         vec![kv("gen_ai.response.model", s(resp_model))],
         vec![kv("gen_ai.usage.input_tokens", Value::IntValue(input))],
         vec![kv("gen_ai.usage.output_tokens", Value::IntValue(output))],
-        vec![kv("gen_ai.usage.cache_read.input_tokens", Value::IntValue(cache_read))],
-        vec![kv("gen_ai.usage.reasoning.output_tokens", Value::IntValue(reasoning_tokens))],
+        vec![kv(
+            "gen_ai.usage.cache_read.input_tokens",
+            Value::IntValue(cache_read),
+        )],
+        vec![kv(
+            "gen_ai.usage.reasoning.output_tokens",
+            Value::IntValue(reasoning_tokens),
+        )],
         vec![kv(
             "gen_ai.response.id",
             Value::StringValue(format!("resp-{:016x}", rng.next_u64())),
@@ -277,8 +299,14 @@ impl Template {
     }
 
     /// The request as a message (for micro-benchmarks).
-    pub fn decode(&self, nonce: u64, first_seq: u64, end_ns: u64) -> Result<ExportTraceServiceRequest, String> {
-        ExportTraceServiceRequest::decode(self.stamp(nonce, first_seq, end_ns)).map_err(|e| e.to_string())
+    pub fn decode(
+        &self,
+        nonce: u64,
+        first_seq: u64,
+        end_ns: u64,
+    ) -> Result<ExportTraceServiceRequest, String> {
+        ExportTraceServiceRequest::decode(self.stamp(nonce, first_seq, end_ns))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -322,7 +350,10 @@ pub fn build_templates(w: &Workload, now_ns: u64) -> Result<Vec<Template>, Strin
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
-                        kv("service.name", Value::StringValue(format!("agent-{}", t % 8))),
+                        kv(
+                            "service.name",
+                            Value::StringValue(format!("agent-{}", t % 8)),
+                        ),
                         kv("service.version", s("1.4.2")),
                         kv("deployment.environment.name", s("bench")),
                     ],
@@ -350,8 +381,12 @@ pub fn build_templates(w: &Workload, now_ns: u64) -> Result<Vec<Template>, Strin
             let sp = find(&bytes, tr, &[[0x12, 8].as_slice(), m_span].concat())
                 .ok_or("span id marker not found")?
                 + 2;
-            let en = find(&bytes, sp, &[[0x41].as_slice(), &m_end.to_le_bytes()].concat())
-                .ok_or("end time marker not found")?
+            let en = find(
+                &bytes,
+                sp,
+                &[[0x41].as_slice(), &m_end.to_le_bytes()].concat(),
+            )
+            .ok_or("end time marker not found")?
                 + 1;
             slots.push(Slots {
                 trace_id: tr,
@@ -403,8 +438,14 @@ mod tests {
         let env = sign_envelopes(&w, 1_795_392_000).unwrap();
         let mut ring = token::KeyRing::new();
         ring.insert(
-            token::Key::new(BENCH_KID, BENCH_SECRET.to_vec(), None, None, token::KeyStatus::Active)
-                .unwrap(),
+            token::Key::new(
+                BENCH_KID,
+                BENCH_SECRET.to_vec(),
+                None,
+                None,
+                token::KeyStatus::Active,
+            )
+            .unwrap(),
         );
         for (i, chain) in env.tokens.iter().enumerate() {
             for (depth, tok) in chain.iter().enumerate() {

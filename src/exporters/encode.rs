@@ -12,8 +12,8 @@ use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, message, string};
 use prost::encoding::WireType;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, message, string};
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
@@ -43,7 +43,10 @@ pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
             .as_ref()
             .map_or(0, |r| field_len(1, r.encoded_len()));
         for ss in &rs.scope_spans {
-            let mut ss_len = ss.scope.as_ref().map_or(0, |s| field_len(1, s.encoded_len()));
+            let mut ss_len = ss
+                .scope
+                .as_ref()
+                .map_or(0, |s| field_len(1, s.encoded_len()));
             for sp in &ss.spans {
                 let l = sp.encoded_len();
                 span_lens.push(l);

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use bytes::Bytes;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -310,7 +310,7 @@ impl Exporter for OtlpExporter {
                     )
                     .await
                     .map_err(|_| timed_out())?
-                        .map_err(|s| self.failure(s))?;
+                    .map_err(|s| self.failure(s))?;
                     if let Some(p) = resp.into_inner().partial_success {
                         self.partial("traces", p.rejected_spans, &p.error_message);
                     }

@@ -189,8 +189,8 @@ struct AggregatesCollector(Arc<Aggregates>);
 /// text does); anything else goes through the text.
 pub fn decimal_to_f64(d: Decimal) -> f64 {
     const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
     let m = d.mantissa();
     match POW10.get(d.scale() as usize) {
@@ -913,8 +913,16 @@ mod tests {
     #[test]
     fn decimal_to_f64_rounds_like_parsing_the_text() {
         for t in [
-            "0", "0.1", "0.3", "-2.5", "0.000075", "1234567.891011", "0.0000000000000000000001",
-            "9007199254740993", "12345678901234567890.123", "0.00012345678901234567890123",
+            "0",
+            "0.1",
+            "0.3",
+            "-2.5",
+            "0.000075",
+            "1234567.891011",
+            "0.0000000000000000000001",
+            "9007199254740993",
+            "12345678901234567890.123",
+            "0.00012345678901234567890123",
             "79228162514264337593543950335",
         ] {
             let d = Decimal::from_str(t).unwrap();
@@ -922,9 +930,15 @@ mod tests {
         }
         let mut x: u64 = 7;
         for _ in 0..10_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let d = Decimal::new((x >> 12) as i64, (x % 19) as u32);
-            assert_eq!(decimal_to_f64(d), d.to_string().parse::<f64>().unwrap(), "{d}");
+            assert_eq!(
+                decimal_to_f64(d),
+                d.to_string().parse::<f64>().unwrap(),
+                "{d}"
+            );
         }
     }
 
