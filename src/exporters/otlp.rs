@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use tonic::codec::CompressionEncoding;
@@ -296,16 +295,13 @@ impl Exporter for OtlpExporter {
             };
             match data {
                 Payload::Traces(r) => {
-                    // Encoded here, once, into an exactly sized buffer (see encode.rs); the
-                    // decoded request is freed before waiting for the backend.
-                    let body = Bytes::from(super::encode::encode_traces(&r));
-                    drop(r);
+                    // Encoded once into an exactly sized buffer (see encode.rs).
                     let resp = tokio::time::timeout(
                         self.timeout,
                         super::encode::export_traces(
                             self.channel.clone(),
                             self.compression,
-                            self.request(body),
+                            self.request(r),
                         ),
                     )
                     .await
