@@ -3,11 +3,12 @@
 //! prost's `Message::encode` recomputes the length of every nested message at each level
 //! (request, resource, scope, span, attribute), so an attribute's length is computed about
 //! five times; after the processors a span carries ~30 attributes and that was a tenth of the
-//! full pipeline's CPU (bench/RESULTS.md). Here each span is measured once, the outer levels
-//! are written by hand into a buffer reserved once at the final size (tonic's buffer otherwise
-//! grows by doubling), and the bytes are the same as prost's.
+//! full pipeline's CPU (bench/RESULTS.md). [`encode_traces`] measures each span once, writes
+//! the outer levels itself into a buffer of the exact final size, and produces the same bytes.
 
-use bytes::BufMut;
+use std::marker::PhantomData;
+
+use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -25,26 +26,17 @@ fn field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_header(tag: u32, len: usize, buf: &mut impl BufMut) {
+fn put_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
-/// The encoded lengths of every span, scope and resource of a request, in order.
-struct Lengths {
-    spans: Vec<usize>,
-    scopes: Vec<usize>,
-    resources: Vec<usize>,
-    total: usize,
-}
-
-fn lengths(req: &ExportTraceServiceRequest) -> Lengths {
-    let mut l = Lengths {
-        spans: Vec::new(),
-        scopes: Vec::new(),
-        resources: Vec::with_capacity(req.resource_spans.len()),
-        total: 0,
-    };
+/// The protobuf encoding of `req`, byte for byte what `req.encode_to_vec()` gives.
+pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
+    let mut span_lens = Vec::new();
+    let mut scope_lens = Vec::new();
+    let mut resource_lens = Vec::with_capacity(req.resource_spans.len());
+    let mut total = 0;
     for rs in &req.resource_spans {
         let mut rs_len = rs
             .resource
@@ -56,113 +48,98 @@ fn lengths(req: &ExportTraceServiceRequest) -> Lengths {
                 .as_ref()
                 .map_or(0, |s| field_len(1, s.encoded_len()));
             for sp in &ss.spans {
-                let n = sp.encoded_len();
-                l.spans.push(n);
-                ss_len += field_len(2, n);
+                let l = sp.encoded_len();
+                span_lens.push(l);
+                ss_len += field_len(2, l);
             }
             if !ss.schema_url.is_empty() {
                 ss_len += string::encoded_len(3, &ss.schema_url);
             }
-            l.scopes.push(ss_len);
+            scope_lens.push(ss_len);
             rs_len += field_len(2, ss_len);
         }
         if !rs.schema_url.is_empty() {
             rs_len += string::encoded_len(3, &rs.schema_url);
         }
-        l.resources.push(rs_len);
-        l.total += field_len(1, rs_len);
+        resource_lens.push(rs_len);
+        total += field_len(1, rs_len);
     }
-    l
-}
-
-/// Writes `req` with the lengths measured by [`lengths`] (fields in prost's order).
-fn write(req: &ExportTraceServiceRequest, l: &Lengths, buf: &mut impl BufMut) {
+    let mut buf = Vec::with_capacity(total);
     let (mut si, mut ssi) = (0, 0);
-    for (rs, rs_len) in req.resource_spans.iter().zip(&l.resources) {
-        put_header(1, *rs_len, buf);
+    for (rs, rs_len) in req.resource_spans.iter().zip(resource_lens) {
+        put_header(1, rs_len, &mut buf);
         if let Some(r) = &rs.resource {
-            message::encode(1, r, buf);
+            message::encode(1, r, &mut buf);
         }
         for ss in &rs.scope_spans {
-            put_header(2, l.scopes[ssi], buf);
+            put_header(2, scope_lens[ssi], &mut buf);
             ssi += 1;
             if let Some(s) = &ss.scope {
-                message::encode(1, s, buf);
+                message::encode(1, s, &mut buf);
             }
             for sp in &ss.spans {
-                put_header(2, l.spans[si], buf);
+                put_header(2, span_lens[si], &mut buf);
                 si += 1;
-                sp.encode_raw(buf);
+                sp.encode_raw(&mut buf);
             }
             if !ss.schema_url.is_empty() {
-                string::encode(3, &ss.schema_url, buf);
+                string::encode(3, &ss.schema_url, &mut buf);
             }
         }
         if !rs.schema_url.is_empty() {
-            string::encode(3, &rs.schema_url, buf);
+            string::encode(3, &rs.schema_url, &mut buf);
         }
     }
-}
-
-/// The protobuf encoding of `req`, byte for byte what `req.encode_to_vec()` gives.
-pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
-    let l = lengths(req);
-    let mut buf = Vec::with_capacity(l.total);
-    write(req, &l, &mut buf);
     buf
 }
 
-/// The trace client codec: encodes with [`lengths`] + [`write`] straight into tonic's buffer
-/// (reserved once at the final size) and decodes the response with prost.
-#[derive(Default)]
-pub struct TraceCodec;
+/// A client codec sending an already encoded request and decoding the response as `R`.
+pub struct PreEncoded<R>(PhantomData<fn() -> R>);
 
-impl Codec for TraceCodec {
-    type Encode = ExportTraceServiceRequest;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = TraceCodec;
-    type Decoder = TraceCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        TraceCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        TraceCodec
+impl<R> Default for PreEncoded<R> {
+    fn default() -> Self {
+        PreEncoded(PhantomData)
     }
 }
 
-impl Encoder for TraceCodec {
-    type Item = ExportTraceServiceRequest;
+impl<R: Message + Default + Send + 'static> Codec for PreEncoded<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = PreEncoded<R>;
+    type Decoder = PreEncoded<R>;
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded(PhantomData)
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        PreEncoded(PhantomData)
+    }
+}
+
+impl<R: Message + Default + Send + 'static> Encoder for PreEncoded<R> {
+    type Item = Bytes;
     type Error = Status;
-    fn encode(
-        &mut self,
-        item: ExportTraceServiceRequest,
-        dst: &mut EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        let l = lengths(&item);
-        dst.reserve(l.total);
-        write(&item, &l, dst);
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
         Ok(())
     }
 }
 
-impl Decoder for TraceCodec {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message + Default + Send + 'static> Decoder for PreEncoded<R> {
+    type Item = R;
     type Error = Status;
-    fn decode(
-        &mut self,
-        src: &mut DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceResponse>, Status> {
-        ExportTraceServiceResponse::decode(src)
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, Status> {
+        R::decode(src)
             .map(Some)
             .map_err(|e| Status::internal(format!("cannot decode the backend's answer: {e}")))
     }
 }
 
-/// `TraceService/Export` as the generated client does it, with [`TraceCodec`].
+/// `TraceService/Export` with a body encoded by [`encode_traces`] (what the generated client
+/// does, minus its encoding).
 pub async fn export_traces(
     channel: Channel,
     compression: Option<CompressionEncoding>,
-    req: tonic::Request<ExportTraceServiceRequest>,
+    req: tonic::Request<Bytes>,
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -176,7 +153,7 @@ pub async fn export_traces(
     grpc.unary(
         req,
         http::uri::PathAndQuery::from_static(TRACE_EXPORT),
-        TraceCodec,
+        PreEncoded::<ExportTraceServiceResponse>::default(),
     )
     .await
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use tonic::codec::CompressionEncoding;
@@ -295,13 +296,16 @@ impl Exporter for OtlpExporter {
             };
             match data {
                 Payload::Traces(r) => {
-                    // Encoded once into an exactly sized buffer (see encode.rs).
+                    // Encoded here, once, into an exactly sized buffer (see encode.rs); the
+                    // decoded request is freed before waiting for the backend.
+                    let body = Bytes::from(super::encode::encode_traces(&r));
+                    drop(r);
                     let resp = tokio::time::timeout(
                         self.timeout,
                         super::encode::export_traces(
                             self.channel.clone(),
                             self.compression,
-                            self.request(r),
+                            self.request(body),
                         ),
                     )
                     .await
