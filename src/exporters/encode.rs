@@ -5,6 +5,8 @@
 //! five times; after the processors a span carries ~30 attributes and that was a tenth of the
 //! full pipeline's CPU (bench/RESULTS.md). [`encode_traces`] measures each span once, writes
 //! the outer levels itself into a buffer of the exact final size, and produces the same bytes.
+//! The bytes are then copied once into tonic's buffer: writing straight into its `EncodeBuf`
+//! was measured slower than that copy.
 
 use std::marker::PhantomData;
 
