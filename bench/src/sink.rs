@@ -178,6 +178,9 @@ pub async fn run(a: SinkArgs) -> Result<(), Fail> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Fail(format!("cannot listen on {}: {e}", a.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Fail(format!("cannot read the bound address: {e}")))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tonic::transport::Server::builder()
@@ -186,10 +189,8 @@ pub async fn run(a: SinkArgs) -> Result<(), Fail> {
             let _ = stop_rx.wait_for(|v| *v).await;
         });
     let server = tokio::spawn(server);
-    eprintln!(
-        "sink: listening on {}, expecting {} spans",
-        a.listen, a.expect
-    );
+    // Tests read this line to learn the port when --listen ends in :0.
+    eprintln!("sink: listening on {local}, expecting {} spans", a.expect);
     let idle = Duration::from_secs_f64(a.idle_exit_secs.max(0.1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Fail(format!("cannot install SIGTERM handler: {e}")))?;
