@@ -91,13 +91,13 @@ run_one() { # scenario mode
     --idle-exit-secs 10 --report "$work/$name.sink.json" >/dev/null 2>"$work/$name.sink.log" &
   local sink=$!
   pids+=("$sink")
-  wait_port "$SINK_PORT" sink
+  wait_port "$SINK_PORT" sink || { cat "$work/$name.sink.log" >&2; return 1; }
   local target=$BENCH_SINK_ENDPOINT
   if [ "$scenario" != direct ]; then
     "$TG" --config "bench/configs/$scenario.yaml" >"$work/$name.tollgate.log" 2>&1 &
     gw=$!
     pids+=("$gw")
-    wait_port "$GW_PORT" tollgate
+    wait_port "$GW_PORT" tollgate || { cat "$work/$name.tollgate.log" >&2; return 1; }
     target=$BENCH_GW_ENDPOINT
     cpu0=$(cpu_ticks "$gw")
   fi
