@@ -143,17 +143,24 @@ impl Aggregates {
         mut key: SeriesKey,
         b: &Breakdown,
     ) -> bool {
+        let add = |e: &mut SeriesTotals| {
+            e.cost += b.total;
+            for (i, c) in TokenClass::ALL.iter().enumerate() {
+                e.tokens[i] = e.tokens[i].saturating_add(b.tokens_of(*c));
+            }
+        };
+        // One lookup for a known series (the common case), two for a new one.
+        if let Some(e) = g.get_mut(&key) {
+            add(e);
+            return false;
+        }
         let mut overflow = false;
-        if g.len() >= max_series && !g.contains_key(&key) {
+        if g.len() >= max_series {
             key.tenant = OVERFLOW_TENANT.to_string();
             key.workflow = OVERFLOW_TENANT.to_string();
             overflow = true;
         }
-        let e = g.entry(key).or_default();
-        e.cost += b.total;
-        for (i, c) in TokenClass::ALL.iter().enumerate() {
-            e.tokens[i] = e.tokens[i].saturating_add(b.tokens_of(*c));
-        }
+        add(g.entry(key).or_default());
         overflow
     }
 
