@@ -76,9 +76,14 @@ impl StageFactory for BatchConfig {
     fn make(&self, pipeline: &str, next: Arc<dyn Consumer>, _ctx: &StartCtx) -> Arc<dyn Consumer> {
         let (tx, rx) = mpsc::channel::<Payload>(64);
         let cfg = *self;
-        let pipeline = pipeline.to_string();
-        let task = tokio::spawn(run(cfg, rx, next.clone(), pipeline));
+        let out = Out {
+            pipeline: pipeline.to_string(),
+            held: Arc::new(Mutex::new(None)),
+        };
+        let held = out.held.clone();
+        let task = tokio::spawn(run(cfg, rx, next.clone(), out));
         Arc::new(BatchStage {
+            held,
             tx: Mutex::new(Some(tx)),
             task: Mutex::new(Some(task)),
             next,
@@ -86,7 +91,16 @@ impl StageFactory for BatchConfig {
     }
 }
 
+/// Where a batch goes, and whether the last send was refused (retryably) downstream.
+struct Out {
+    pipeline: String,
+    /// While a batch is held because the exporters refused it (queue full, backend down
+    /// without a queue), new data is refused with the same retryable status.
+    held: Arc<Mutex<Option<Refused>>>,
+}
+
 struct BatchStage {
+    held: Arc<Mutex<Option<Refused>>>,
     tx: Mutex<Option<mpsc::Sender<Payload>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next: Arc<dyn Consumer>,
@@ -99,7 +113,11 @@ impl Consumer for BatchStage {
         _client: &'a Arc<ClientInfo>,
     ) -> BoxFuture<'a, Result<Ack, Refused>> {
         let tx = self.tx.lock().ok().and_then(|g| g.clone());
+        let held = self.held.lock().ok().and_then(|g| g.clone());
         Box::pin(async move {
+            if let Some(r) = held {
+                return Err(r);
+            }
             let Some(tx) = tx else {
                 return Err(Refused::retryable("batch processor is shutting down"));
             };
@@ -125,12 +143,8 @@ impl Consumer for BatchStage {
     }
 }
 
-async fn run(
-    cfg: BatchConfig,
-    mut rx: mpsc::Receiver<Payload>,
-    next: Arc<dyn Consumer>,
-    pipeline: String,
-) {
+async fn run(cfg: BatchConfig, mut rx: mpsc::Receiver<Payload>, next: Arc<dyn Consumer>, out: Out) {
+    let pipeline = &out;
     let client = Arc::new(ClientInfo::default());
     let mut buf: Option<Payload> = None;
     let mut count: u64 = 0;
@@ -159,10 +173,10 @@ async fn run(
                             let head = split_front(&mut b, cfg.send_batch_max_size);
                             count -= head.item_count();
                             buf = Some(b);
-                            send(&next, head, &client, &pipeline).await;
+                            send(&next, head, &client, pipeline).await;
                         } else {
                             count = 0;
-                            send(&next, b, &client, &pipeline).await;
+                            send(&next, b, &client, pipeline).await;
                         }
                     }
                     if buf.is_none() || count == 0 {
@@ -174,13 +188,13 @@ async fn run(
                 None => break,
             },
             _ = timer => {
-                flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+                flush(&cfg, &mut buf, &next, &client, pipeline).await;
                 count = 0;
                 deadline = None;
             }
         }
     }
-    flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+    flush(&cfg, &mut buf, &next, &client, pipeline).await;
 }
 
 async fn flush(
@@ -188,7 +202,7 @@ async fn flush(
     buf: &mut Option<Payload>,
     next: &Arc<dyn Consumer>,
     client: &Arc<ClientInfo>,
-    pipeline: &str,
+    pipeline: &Out,
 ) {
     let Some(mut b) = buf.take() else { return };
     if cfg.send_batch_max_size > 0 {
@@ -202,11 +216,37 @@ async fn flush(
     }
 }
 
-async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, pipeline: &str) {
+/// Sends one batch. A retryable refusal (exporter queue full, backend down without a queue)
+/// holds the batch and retries it, refusing new data meanwhile, so data this stage already
+/// acknowledged is not dropped; a permanent failure is logged (the exporter counted it).
+async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, out: &Out) {
     let n = p.item_count();
-    if let Err(e) = next.consume(p, client).await {
-        // The exporter stage has counted and logged the failure; say where it was held.
-        tracing::warn!(pipeline, items = n, error = %e, "batch could not be delivered");
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match next.consume(p.clone(), client).await {
+            Ok(_) => break,
+            Err(e) if e.retryable => {
+                let delay = e.retry_after.unwrap_or(wait).max(wait);
+                tracing::debug!(pipeline = %out.pipeline, items = n, error = %e, ?delay, "batch refused downstream; holding it and retrying");
+                if let Ok(mut g) = out.held.lock() {
+                    *g = Some(Refused {
+                        retryable: true,
+                        message: format!("pipeline {} is backed up: {e}", out.pipeline),
+                        retry_after: e.retry_after,
+                    });
+                }
+                tokio::time::sleep(delay).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                // The exporter stage has counted and logged the failure; say where it was held.
+                tracing::warn!(pipeline = %out.pipeline, items = n, error = %e, "batch could not be delivered");
+                break;
+            }
+        }
+    }
+    if let Ok(mut g) = out.held.lock() {
+        g.take();
     }
 }
 

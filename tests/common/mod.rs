@@ -175,6 +175,8 @@ exporters:
     endpoint: {backend}
     tls: {{ insecure: true }}
     timeout: 5s
+    # Synchronous delivery: the client's OK means the backend has the data.
+    sending_queue: {{ enabled: false }}
 service:
   telemetry:
     metrics:
