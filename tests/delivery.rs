@@ -1,0 +1,280 @@
+//! Delivery without loss, over real processes and sockets: the sending queue and retries
+//! across a backend outage, `kill -9` with the persistent queue, damaged segment files, a slow
+//! backend behind `memory_limiter`, permanent backend errors, and draining on shutdown.
+//!
+//! The client is a raw tonic OTLP client that behaves like an SDK (retries the retryable
+//! statuses, honours RetryInfo) and records which span ids were answered OK; the backend is
+//! the recording server from `tests/common`. Intervals are shrunk by configuration.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tonic::transport::Channel;
+
+async fn client(addr: std::net::SocketAddr) -> TraceServiceClient<Channel> {
+    TraceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// What the client side saw.
+#[derive(Default)]
+struct Sent {
+    ok_ids: BTreeSet<u64>,
+    /// Statuses seen (retryable ones included), by code.
+    codes: HashMap<tonic::Code, u64>,
+    /// Delays carried by RetryInfo.
+    retry_info: Vec<Duration>,
+    /// Requests that ended in an error the client could not retry.
+    fatal: Vec<tonic::Status>,
+}
+
+/// Sends `requests` requests of `per` spans (ids from `first`) one after another like an SDK.
+async fn stream(
+    addr: std::net::SocketAddr,
+    first: u64,
+    requests: u64,
+    per: u64,
+    pad: usize,
+    sent: Arc<Mutex<Sent>>,
+    give_up_after: Duration,
+) {
+    let mut c = client(addr).await;
+    for r in 0..requests {
+        let start = first + r * per;
+        let (res, seen) =
+            export_like_an_sdk(&mut c, numbered_spans(start, per, pad), give_up_after).await;
+        let mut s = sent.lock().unwrap();
+        for st in &seen {
+            *s.codes.entry(st.code()).or_default() += 1;
+            if let Some(d) = tollgate::exporters::otlp::retry_info_delay(st) {
+                s.retry_info.push(d);
+            }
+        }
+        match res {
+            Ok(()) => s.ok_ids.extend(start..start + per),
+            Err(st) => s.fatal.push(st),
+        }
+    }
+}
+
+fn unique(ids: &[u64]) -> BTreeSet<u64> {
+    ids.iter().copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_down_mid_stream_loses_nothing() {
+    const N: u64 = 50_000;
+    const PER: u64 = 250;
+    let backend = Backend::default();
+    let mut server = serve_backend(backend.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let baddr = server.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    // A small queue behind a batch processor: the outage fills both, and clients must then
+    // be refused with a retryable status rather than have data dropped.
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+processors:
+  batch: {{ send_batch_size: 1000, timeout: 50ms }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    timeout: 2s
+    sending_queue: {{ num_consumers: 4, queue_size: 10 }}
+    retry_on_failure: {{ initial_interval: 50ms, max_interval: 500ms, max_elapsed_time: 0 }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let sender = tokio::spawn(stream(
+        grpc,
+        1,
+        N / PER,
+        PER,
+        0,
+        sent.clone(),
+        Duration::from_secs(120),
+    ));
+    backend
+        .wait_for(60, "the stream to start arriving", |b| {
+            b.spans().len() >= 5_000
+        })
+        .await;
+    server.stop().await;
+    let down_at = backend.spans().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let server = serve_backend(backend.clone(), baddr).await;
+    sender.await.unwrap();
+    let s = sent.lock().unwrap();
+    assert!(
+        s.fatal.is_empty(),
+        "client saw non-retryable errors: {:?}",
+        s.fatal
+    );
+    assert_eq!(
+        s.ok_ids.len() as u64,
+        N,
+        "every request eventually answered OK"
+    );
+    drop(s);
+    backend
+        .wait_for(120, "all N spans", |b| {
+            unique(&b.span_ids()).len() as u64 == N
+        })
+        .await;
+    assert!(down_at < N as usize, "the outage happened mid-stream");
+    let ids = unique(&backend.span_ids());
+    assert_eq!(
+        ids,
+        sent.lock().unwrap().ok_ids,
+        "exactly the sent spans arrived"
+    );
+    let m = gw.metrics_text().await;
+    let retries = metric_value(
+        &m,
+        r#"tollgate_exporter_retries_total{exporter="otlp",pipeline="traces"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(retries > 0.0, "the outage was retried:\n{m}");
+    let refused = metric_value(
+        &m,
+        r#"tollgate_exporter_enqueue_failed_spans_total{exporter="otlp",pipeline="traces"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(refused > 0.0, "the full queue refused batches:\n{m}");
+    let s = sent.lock().unwrap();
+    assert!(
+        s.codes
+            .get(&tonic::Code::ResourceExhausted)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "clients were pushed back with RESOURCE_EXHAUSTED: {:?}",
+        s.codes
+    );
+    assert!(
+        !s.retry_info.is_empty() && s.retry_info.iter().all(|d| *d > Duration::ZERO),
+        "RESOURCE_EXHAUSTED carries RetryInfo"
+    );
+    assert_eq!(
+        metric_value(&m, r#"tollgate_exporter_queue_capacity{exporter="otlp"}"#),
+        Some(10.0)
+    );
+    assert!(m.contains(r#"tollgate_exporter_queue_size{exporter="otlp"}"#));
+    drop(s);
+    drop(server);
+    assert!(gw.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_argument_is_not_retried_counted_and_logged_once() {
+    let (backend, baddr) = start_backend().await;
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::InvalidArgument);
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 20ms, max_interval: 50ms }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    let mut c = client(grpc).await;
+    c.export(numbered_spans(1, 3, 0)).await.unwrap();
+    let series = r#"tollgate_exporter_send_failed_spans_total{exporter="otlp",pipeline="traces"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric_value(&gw.metrics_text().await, series) != Some(3.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Retries would have happened within 20-50 ms; give them ample time to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        backend.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a permanent error is not retried"
+    );
+    let m = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"tollgate_exporter_retries_total{exporter="otlp",pipeline="traces"}"#
+        ),
+        None,
+        "{m}"
+    );
+    let log = gw.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("backend told to fail"))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once with the reason:\n{log}");
+    assert!(lines[0].contains("InvalidArgument"), "{}", lines[0]);
+    assert!(gw.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_options_are_checked_with_their_paths() {
+    let yaml = r#"
+receivers:
+  otlp: { protocols: { grpc: { endpoint: "127.0.0.1:0" } } }
+exporters:
+  debug:
+    sending_queue: { queue_sise: 10, sizer: bytes, ack: durable }
+    retry_on_failure: { multiplier: 0.5, initial_interval: 10s, max_interval: 1s }
+  file:
+    path: /tmp/x.jsonl
+    sending_queue: { enabled: false, storage: { fsync: true } }
+service:
+  pipelines:
+    traces: { receivers: [otlp], exporters: [debug, file] }
+"#;
+    let doc = tollgate::config::load_str(yaml).unwrap();
+    let problems: Vec<String> = match tollgate::service::parse(&doc) {
+        Ok(_) => panic!("accepted"),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    };
+    let expect = [
+        "exporters.debug.sending_queue.queue_sise: unknown key; did you mean `queue_size`?",
+        "exporters.debug.sending_queue.sizer: unknown sizer \"bytes\": use requests or items",
+        "exporters.debug.sending_queue.ack: only applies to a persistent queue",
+        "exporters.debug.retry_on_failure.multiplier: must be at least 1, found 0.5",
+        "exporters.debug.retry_on_failure.max_interval: must not be shorter than initial_interval",
+        "exporters.file.sending_queue.storage.directory: missing",
+        "exporters.file.sending_queue.storage: a persistent queue needs the queue",
+    ];
+    for e in expect {
+        assert!(
+            problems.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+}
