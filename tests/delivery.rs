@@ -359,7 +359,10 @@ async fn kill_9_with_the_persistent_queue_loses_no_acknowledged_span() {
         if metric_value(&m, r#"tollgate_exporter_queue_size{exporter="otlp"}"#) == Some(0.0) {
             break;
         }
-        assert!(tokio::time::Instant::now() < settle, "queue never drained:\n{m}");
+        assert!(
+            tokio::time::Instant::now() < settle,
+            "queue never drained:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all = backend.span_ids();
@@ -428,7 +431,11 @@ async fn a_damaged_segment_never_blocks_start_and_intact_records_are_delivered()
             damaged = true;
         }
     }
-    assert!(damaged, "found the record to damage in {}", seg_dir.display());
+    assert!(
+        damaged,
+        "found the record to damage in {}",
+        seg_dir.display()
+    );
 
     *backend.fail_with.lock().unwrap() = None;
     let gw = GatewayProcess::start(&yaml, dir.path(), "second", grpc, metrics).await;
@@ -497,4 +504,100 @@ service:
         (1..=200).collect::<BTreeSet<u64>>(),
         "everything queued was delivered before the process exited"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_behind_memory_limiter_pushes_back_and_drops_nothing() {
+    const LIMIT_MIB: u64 = 160;
+    let (backend, baddr) = start_backend().await;
+    *backend.delay.lock().unwrap() = Some(Duration::from_secs(1));
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    // The queue is sized far beyond what memory allows: the limiter must be what stops it.
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+processors:
+  memory_limiter: {{ check_interval: 20ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 60 }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    timeout: 10s
+    sending_queue: {{ num_consumers: 16, sizer: items, queue_size: 100000000 }}
+service:
+  shutdown_timeout: 60s
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [memory_limiter], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    let baseline = gw.rss_bytes().unwrap();
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    // Four fast clients, 2,000 spans of ~500 bytes per request.
+    let senders: Vec<_> = (0..4u64)
+        .map(|k| {
+            tokio::spawn(stream(
+                grpc,
+                1 + k * 10_000_000,
+                60,
+                2_000,
+                500,
+                sent.clone(),
+                Duration::from_secs(600),
+            ))
+        })
+        .collect();
+    let mut max_rss = 0;
+    let mut watching = true;
+    while watching {
+        if let Some(r) = gw.rss_bytes() {
+            max_rss = max_rss.max(r);
+        }
+        watching = senders.iter().any(|s| !s.is_finished());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let s = sent.lock().unwrap();
+    eprintln!(
+        "baseline {} MiB, max {} MiB, codes {:?}",
+        baseline >> 20,
+        max_rss >> 20,
+        s.codes
+    );
+    assert!(s.fatal.is_empty(), "{:?}", s.fatal);
+    assert!(
+        s.codes
+            .get(&tonic::Code::ResourceExhausted)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "clients were pushed back: {:?}",
+        s.codes
+    );
+    assert!(
+        max_rss < LIMIT_MIB << 20,
+        "RSS {} MiB passed limit_mib {LIMIT_MIB}",
+        max_rss >> 20
+    );
+    let ok = s.ok_ids.clone();
+    drop(s);
+    backend
+        .wait_for(300, "every accepted span", |b| {
+            unique(&b.span_ids()).is_superset(&ok)
+        })
+        .await;
+    let m = gw.metrics_text().await;
+    let refused = metric_value(
+        &m,
+        r#"tollgate_processor_refused_spans_total{processor="memory_limiter"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(refused > 0.0, "{m}");
+    assert!(gw.terminate().await.success());
 }

@@ -88,6 +88,28 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * page_size())
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" {
+    /// glibc: returns free heap pages (also in the middle of the heap) to the system.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// Hands memory the allocator holds but does not use back to the system, so resident
+/// memory falls once queued data is gone (glibc keeps freed small blocks otherwise, and the
+/// limiter would keep refusing). Returns whether anything was released.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only inspects and trims glibc's own heap; it takes no pointers
+        // from us and is thread-safe (it locks each arena).
+        unsafe { malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// The page size: from the auxiliary vector when readable, else the common 4 KiB.
 fn page_size() -> u64 {
     static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -215,9 +237,13 @@ impl Processor for MemoryLimiter {
                     _ = &mut stop => return,
                 }
                 let Some(me) = weak.upgrade() else { return };
-                if let Some(rss) = resident_bytes() {
-                    me.check(rss);
+                let Some(mut rss) = resident_bytes() else {
+                    continue;
+                };
+                if rss >= me.soft_limit() && release_free_memory() {
+                    rss = resident_bytes().unwrap_or(rss);
                 }
+                me.check(rss);
             }
         });
     }
