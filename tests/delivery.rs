@@ -119,7 +119,7 @@ service:
     tokio::time::sleep(Duration::from_secs(6)).await;
     let server = serve_backend(backend.clone(), baddr).await;
     sender.await.unwrap();
-    let s = sent.lock().unwrap();
+    let s = std::mem::take(&mut *sent.lock().unwrap());
     assert!(
         s.fatal.is_empty(),
         "client saw non-retryable errors: {:?}",
@@ -130,7 +130,6 @@ service:
         N,
         "every request eventually answered OK"
     );
-    drop(s);
     backend
         .wait_for(120, "all N spans", |b| {
             unique(&b.span_ids()).len() as u64 == N
@@ -138,11 +137,7 @@ service:
         .await;
     assert!(down_at < N as usize, "the outage happened mid-stream");
     let ids = unique(&backend.span_ids());
-    assert_eq!(
-        ids,
-        sent.lock().unwrap().ok_ids,
-        "exactly the sent spans arrived"
-    );
+    assert_eq!(ids, s.ok_ids, "exactly the sent spans arrived");
     let m = gw.metrics_text().await;
     let retries = metric_value(
         &m,
@@ -156,7 +151,6 @@ service:
     )
     .unwrap_or(0.0);
     assert!(refused > 0.0, "the full queue refused batches:\n{m}");
-    let s = sent.lock().unwrap();
     assert!(
         s.codes
             .get(&tonic::Code::ResourceExhausted)
@@ -175,7 +169,6 @@ service:
         Some(10.0)
     );
     assert!(m.contains(r#"tollgate_exporter_queue_size{exporter="otlp"}"#));
-    drop(s);
     drop(server);
     assert!(gw.terminate().await.success());
 }
@@ -563,7 +556,7 @@ service:
     for s in senders {
         s.await.unwrap();
     }
-    let s = sent.lock().unwrap();
+    let s = std::mem::take(&mut *sent.lock().unwrap());
     eprintln!(
         "baseline {} MiB, max {} MiB, codes {:?}",
         baseline >> 20,
@@ -585,8 +578,7 @@ service:
         "RSS {} MiB passed limit_mib {LIMIT_MIB}",
         max_rss >> 20
     );
-    let ok = s.ok_ids.clone();
-    drop(s);
+    let ok = s.ok_ids;
     backend
         .wait_for(300, "every accepted span", |b| {
             unique(&b.span_ids()).is_superset(&ok)
