@@ -460,20 +460,45 @@ impl Delivery {
         let mut record = None;
         if let Some(store) = &self.store {
             let wait = self.ack == AckMode::Durable;
-            let written = match store.append(pipeline, &data, wait) {
-                Ok((id, None)) => Ok(id),
-                Ok((id, Some(rx))) => match rx.await {
-                    Ok(Ok(())) => Ok(id),
-                    Ok(Err(e)) => Err(StoreError::Io(e)),
-                    Err(_) => Err(StoreError::Closed),
-                },
-                Err(e) => Err(e),
-            };
-            match written {
-                Ok(id) => record = Some(id),
+            match store.append(pipeline, &data, wait) {
                 Err(e) => {
                     queue.release(size);
                     return Err(self.refuse(pipeline, &data, &e.to_string()));
+                }
+                Ok((id, None)) => record = Some(id),
+                Ok((id, Some(written))) => {
+                    // Finished in its own task, so a client that goes away mid-write cannot
+                    // leave the record unqueued or the reservation held.
+                    let q = queue.clone();
+                    let item = Item {
+                        pipeline: Arc::from(pipeline),
+                        payload: data,
+                        size,
+                        record: Some(id),
+                    };
+                    let done = tokio::spawn(async move {
+                        let err = match written.await {
+                            Ok(Ok(())) => {
+                                q.push(item);
+                                return Ok(());
+                            }
+                            Ok(Err(e)) => StoreError::Io(e),
+                            Err(_) => StoreError::Closed,
+                        };
+                        q.release(item.size);
+                        Err((err, item.payload))
+                    });
+                    return match done.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err((e, payload))) => {
+                            Err(self.refuse(pipeline, &payload, &e.to_string()))
+                        }
+                        Err(e) => Err(ExportError {
+                            retryable: true,
+                            message: format!("exporter {}: queue write interrupted: {e}", self.id),
+                            retry_after: None,
+                        }),
+                    };
                 }
             }
         }
