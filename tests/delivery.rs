@@ -593,3 +593,72 @@ service:
     assert!(refused > 0.0, "{m}");
     assert!(gw.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_info_from_the_backend_is_honoured_and_resource_exhausted_without_it_is_final() {
+    let (backend, baddr) = start_backend().await;
+    backend.fail_next.lock().unwrap().extend([
+        status_with_retry_info(tonic::Code::ResourceExhausted, Duration::from_millis(1500)),
+        status_with_retry_info(tonic::Code::Unavailable, Duration::from_millis(1500)),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    sending_queue: {{ num_consumers: 1 }}
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    let mut c = client(grpc).await;
+    c.export(numbered_spans(1, 2, 0)).await.unwrap();
+    backend
+        .wait_for(30, "delivery after two throttled attempts", |b| {
+            b.spans().len() == 2
+        })
+        .await;
+    let times = backend.attempt_times.lock().unwrap().clone();
+    assert_eq!(times.len(), 3);
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(1500),
+            "waited {:?}, the backend asked for 1.5 s",
+            w[1] - w[0]
+        );
+    }
+
+    // RESOURCE_EXHAUSTED without RetryInfo is not retryable per the OTLP spec.
+    backend
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(tonic::Status::resource_exhausted("quota exceeded for good"));
+    c.export(numbered_spans(10, 3, 0)).await.unwrap();
+    let series = r#"tollgate_exporter_send_failed_spans_total{exporter="otlp",pipeline="traces"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric_value(&gw.metrics_text().await, series) != Some(3.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        backend.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        4
+    );
+    assert_eq!(backend.spans().len(), 2);
+    assert!(gw.terminate().await.success());
+}

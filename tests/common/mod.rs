@@ -46,6 +46,10 @@ pub struct Backend {
     pub delay: Arc<Mutex<Option<Duration>>>,
     /// Export calls received, failed ones included.
     pub attempts: Arc<std::sync::atomic::AtomicU64>,
+    /// When each export call arrived.
+    pub attempt_times: Arc<Mutex<Vec<std::time::Instant>>>,
+    /// Answers for the next export calls, one each (before `fail_with`).
+    pub fail_next: Arc<Mutex<std::collections::VecDeque<Status>>>,
 }
 
 impl Backend {
@@ -85,6 +89,13 @@ impl Backend {
     fn check(&self) -> Result<(), Status> {
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.attempt_times
+            .lock()
+            .unwrap()
+            .push(std::time::Instant::now());
+        if let Some(st) = self.fail_next.lock().unwrap().pop_front() {
+            return Err(st);
+        }
         match *self.fail_with.lock().unwrap() {
             Some(code) => Err(Status::new(code, "backend told to fail")),
             None => Ok(()),
@@ -547,4 +558,52 @@ pub fn numbered_spans(first: u64, n: u64, pad: usize) -> ExportTraceServiceReque
             ..Default::default()
         }],
     }
+}
+
+/// A status carrying `google.rpc.RetryInfo` with `delay` (what a throttling backend sends).
+pub fn status_with_retry_info(code: tonic::Code, delay: Duration) -> Status {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<PDuration>,
+    }
+    let info = RetryInfo {
+        retry_delay: Some(PDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
+    };
+    let st = RpcStatus {
+        code: code as i32,
+        message: "slow down".into(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, "slow down", st.encode_to_vec().into())
 }
