@@ -662,3 +662,72 @@ service:
     assert_eq!(backend.spans().len(), 2);
     assert!(gw.terminate().await.success());
 }
+
+fn batch_yaml(backend: std::net::SocketAddr, wait: bool) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "127.0.0.1:0" }} }}
+processors:
+  batch: {{ timeout: 20ms, wait_for_export: {wait} }}
+exporters:
+  otlp:
+    endpoint: {backend}
+    tls: {{ insecure: true }}
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
+service:
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_wait_for_export_answers_with_the_exporters_outcome() {
+    let (backend, baddr) = start_backend().await;
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    let gw = start_gateway(&batch_yaml(baddr, true)).await;
+    let mut c = client(gw.endpoint("otlp", "grpc").unwrap()).await;
+    let err = c.export(numbered_spans(1, 5, 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    *backend.fail_with.lock().unwrap() = None;
+    c.export(numbered_spans(6, 5, 0)).await.unwrap();
+    // The OK came after the exporter had the data.
+    assert_eq!(unique(&backend.span_ids()), (6..=10).collect());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_keeps_a_refused_batch_and_pushes_back_until_it_is_delivered() {
+    let (backend, baddr) = start_backend().await;
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    let gw = start_gateway(&batch_yaml(baddr, false)).await;
+    let mut c = client(gw.endpoint("otlp", "grpc").unwrap()).await;
+    // Accepted into the batch, then refused downstream: held, not dropped.
+    c.export(numbered_spans(1, 5, 0)).await.unwrap();
+    backend
+        .wait_for(10, "a delivery attempt", |b| {
+            b.attempts.load(std::sync::atomic::Ordering::SeqCst) > 0
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pushed_back = loop {
+        match c.export(numbered_spans(100, 1, 0)).await {
+            Err(st) => break st,
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "never pushed back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(pushed_back.code(), tonic::Code::Unavailable);
+    *backend.fail_with.lock().unwrap() = None;
+    backend
+        .wait_for(30, "the held batch", |b| unique(&b.span_ids()).contains(&1))
+        .await;
+    assert!(unique(&backend.span_ids()).is_superset(&(1..=5).collect()));
+    gw.shutdown().await;
+}
