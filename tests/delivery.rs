@@ -731,3 +731,60 @@ async fn batch_keeps_a_refused_batch_and_pushes_back_until_it_is_delivered() {
     assert!(unique(&backend.span_ids()).is_superset(&(1..=5).collect()));
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_partial_success_is_logged_counted_and_not_retried() {
+    let (backend, baddr) = start_backend().await;
+    *backend.partial.lock().unwrap() = Some((2, "2 spans over the attribute limit".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    client(grpc)
+        .await
+        .export(numbered_spans(1, 5, 0))
+        .await
+        .unwrap();
+    let series = r#"tollgate_exporter_partial_rejected_spans_total{exporter="otlp"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric_value(&gw.metrics_text().await, series) != Some(2.0) {
+        assert!(tokio::time::Instant::now() < deadline, "never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let m = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"tollgate_exporter_sent_spans_total{exporter="otlp",pipeline="traces"}"#
+        ),
+        Some(5.0),
+        "{m}"
+    );
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("partial_success") && l.contains("over the attribute limit")),
+        "{log}"
+    );
+    assert!(gw.terminate().await.success());
+}

@@ -50,6 +50,8 @@ pub struct Backend {
     pub attempt_times: Arc<Mutex<Vec<std::time::Instant>>>,
     /// Answers for the next export calls, one each (before `fail_with`).
     pub fail_next: Arc<Mutex<std::collections::VecDeque<Status>>>,
+    /// When set, trace exports are accepted with this `partial_success` (rejected, message).
+    pub partial: Arc<Mutex<Option<(i64, String)>>>,
 }
 
 impl Backend {
@@ -122,7 +124,15 @@ impl TraceService for Backend {
         self.check()?;
         self.rec.lock().unwrap().traces.push(r.into_inner());
         self.hold().await;
-        Ok(Response::new(ExportTraceServiceResponse::default()))
+        let partial = self.partial.lock().unwrap().clone();
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: partial.map(|(rejected_spans, error_message)| {
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
+            }),
+        }))
     }
 }
 #[tonic::async_trait]
