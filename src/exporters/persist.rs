@@ -68,14 +68,44 @@ pub enum StoreError {
     Closed,
 }
 
+/// Where a record's frame is on disk (payloads found at start are read back only when sent,
+/// so a large backlog does not have to fit in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// One unsent request found on disk at start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub id: u64,
     pub pipeline: String,
-    pub payload: Payload,
+    pub signal: Signal,
+    /// Spans, data points or log records in it.
+    pub items: u64,
+    pub location: Location,
     /// A consumer had started sending it: the backend may already have it.
     pub was_sending: bool,
+}
+
+/// Reads a recovered record's payload back from its segment (checksum verified again).
+pub fn read_payload(loc: &Location) -> Result<Payload, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(&loc.segment).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(loc.offset))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; loc.len as usize];
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    match frame_at(&buf, 0) {
+        Some((Body::Data { payload, .. }, _)) => Ok(payload),
+        _ => Err(format!(
+            "record at {}:{} no longer reads back intact",
+            loc.segment.display(),
+            loc.offset
+        )),
+    }
 }
 
 /// A damaged region found at start and moved aside.
@@ -318,7 +348,8 @@ impl Store {
 
         let mut recovery = Recovery::default();
         let mut segments: VecDeque<Segment> = VecDeque::new();
-        let mut data: Vec<(u64, u64, String, Payload)> = Vec::new(); // (segment, id, pipeline, payload)
+        // (segment, id, pipeline, signal, items, location)
+        let mut data: Vec<(u64, u64, String, Signal, u64, Location)> = Vec::new();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut acked: HashSet<u64> = HashSet::new();
         let mut sending: HashSet<u64> = HashSet::new();
@@ -327,6 +358,8 @@ impl Store {
             let bytes = fs::read(path)?;
             let (good, bad) = scan(&bytes);
             let mut size = bytes.len() as u64;
+            // Where each intact frame ends up (moved up when damaged bytes are cut out).
+            let mut offsets: Vec<usize> = good.iter().map(|(_, r)| r.start).collect();
             if !bad.is_empty() {
                 let cdir = dir.join("corrupt");
                 fs::create_dir_all(&cdir)?;
@@ -342,7 +375,8 @@ impl Store {
                 }
                 // Rewrite the segment with the intact frames only.
                 let mut clean = Vec::with_capacity(bytes.len());
-                for (_, r) in &good {
+                for ((_, r), off) in good.iter().zip(offsets.iter_mut()) {
+                    *off = clean.len();
                     clean.extend_from_slice(&bytes[r.clone()]);
                 }
                 let tmp = path.with_extension("tmp");
@@ -355,7 +389,8 @@ impl Store {
                 sync_dir(&dir);
                 size = clean.len() as u64;
             }
-            for (body, _) in good {
+            drop(bytes);
+            for ((body, r), off) in good.into_iter().zip(offsets) {
                 match body {
                     Body::Data {
                         id,
@@ -364,7 +399,13 @@ impl Store {
                     } => {
                         max_id = max_id.max(id);
                         if seen.insert(id) {
-                            data.push((*n, id, pipeline, payload));
+                            let location = Location {
+                                segment: path.clone(),
+                                offset: off as u64,
+                                len: r.len() as u64,
+                            };
+                            let (signal, items) = (payload.signal(), payload.item_count());
+                            data.push((*n, id, pipeline, signal, items, location));
                         }
                     }
                     Body::Mark { kind, id } => {
@@ -384,7 +425,7 @@ impl Store {
             });
         }
         let mut owner = HashMap::new();
-        for (seg, id, pipeline, payload) in data {
+        for (seg, id, pipeline, signal, items, location) in data {
             if acked.contains(&id) {
                 continue;
             }
@@ -395,7 +436,9 @@ impl Store {
             recovery.records.push(Record {
                 id,
                 pipeline,
-                payload,
+                signal,
+                items,
+                location,
                 was_sending: sending.contains(&id),
             });
         }
@@ -735,20 +778,13 @@ mod tests {
         let got: Vec<(u64, &str, bool, u64)> = rec
             .records
             .iter()
-            .map(|r| {
-                (
-                    r.id,
-                    r.pipeline.as_str(),
-                    r.was_sending,
-                    r.payload.item_count(),
-                )
-            })
+            .map(|r| (r.id, r.pipeline.as_str(), r.was_sending, r.items))
             .collect();
         assert_eq!(
             got,
             vec![(b, "traces/2", true, 3), (c3, "traces", false, 1)]
         );
-        assert_eq!(rec.records[0].payload, traces(2, 3));
+        assert_eq!(read_payload(&rec.records[0].location), Ok(traces(2, 3)));
         // New ids never reuse old ones.
         let d = append_wait(&s2, "traces", &traces(4, 1));
         assert!(d > c3);
@@ -803,7 +839,8 @@ mod tests {
         let (_s, rec) = Store::open(&c).unwrap();
         let ids: Vec<u64> = rec.records.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 3, 4, 5]);
-        assert_eq!(rec.records[1].payload, traces(3, 4));
+        assert_eq!(read_payload(&rec.records[1].location), Ok(traces(3, 4)));
+        assert_eq!(read_payload(&rec.records[3].location), Ok(traces(5, 4)));
         assert_eq!(rec.damage.len(), 1);
     }
 

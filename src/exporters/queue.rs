@@ -21,9 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::exporters::persist::{StorageConfig, Store, StoreError};
+use crate::exporters::persist::{read_payload, Location, StorageConfig, Store, StoreError};
 use crate::exporters::retry::{Backoff, RetryConfig};
-use crate::pipeline::{ExportError, Exporter, Payload};
+use crate::pipeline::{ExportError, Exporter, Payload, Signal};
 use crate::telemetry::{ExporterIdLabels, ExporterLabels, SelfMetrics};
 
 /// The delay suggested to clients refused because a queue is full.
@@ -154,10 +154,20 @@ pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> Queue
 /// One queued request.
 struct Item {
     pipeline: Arc<str>,
-    payload: Payload,
+    payload: Queued,
     size: u64,
     /// Its record in the persistent queue.
     record: Option<u64>,
+}
+
+/// A queued request's data: in memory, or (replayed at start) still only on disk.
+enum Queued {
+    Loaded(Payload),
+    OnDisk {
+        location: Location,
+        signal: Signal,
+        items: u64,
+    },
 }
 
 struct State {
@@ -185,9 +195,13 @@ enum Reserve {
 
 impl Queue {
     fn size_of(&self, p: &Payload) -> u64 {
+        self.size_for(p.item_count())
+    }
+
+    fn size_for(&self, items: u64) -> u64 {
         match self.sizer {
             Sizer::Requests => 1,
-            Sizer::Items => p.item_count().max(1),
+            Sizer::Items => items.max(1),
         }
     }
 
@@ -371,13 +385,13 @@ impl Delivery {
             let (mut items, mut maybe_sent) = (0u64, 0u64);
             let replayed = recovery.records.len();
             for r in recovery.records {
-                let n = r.payload.item_count();
+                let n = r.items;
                 items += n;
                 if r.was_sending {
                     maybe_sent += n;
                     metrics
                         .exporter_replayed
-                        .get(r.payload.signal())
+                        .get(r.signal)
                         .get_or_create(&ExporterLabels {
                             exporter: id.to_string(),
                             pipeline: r.pipeline.clone(),
@@ -385,9 +399,13 @@ impl Delivery {
                         .inc_by(n);
                 }
                 queue.push_replayed(Item {
-                    size: queue.size_of(&r.payload),
+                    size: queue.size_for(r.items),
                     pipeline: Arc::from(r.pipeline.as_str()),
-                    payload: r.payload,
+                    payload: Queued::OnDisk {
+                        location: r.location,
+                        signal: r.signal,
+                        items: r.items,
+                    },
                     record: Some(r.id),
                 });
             }
@@ -472,7 +490,7 @@ impl Delivery {
                     let q = queue.clone();
                     let item = Item {
                         pipeline: Arc::from(pipeline),
-                        payload: data,
+                        payload: Queued::Loaded(data),
                         size,
                         record: Some(id),
                     };
@@ -486,7 +504,10 @@ impl Delivery {
                             Err(_) => StoreError::Closed,
                         };
                         q.release(item.size);
-                        Err((err, item.payload))
+                        match item.payload {
+                            Queued::Loaded(p) => Err((err, p)),
+                            Queued::OnDisk { .. } => Ok(()),
+                        }
                     });
                     return match done.await {
                         Ok(Ok(())) => Ok(()),
@@ -504,7 +525,7 @@ impl Delivery {
         }
         queue.push(Item {
             pipeline: Arc::from(pipeline),
-            payload: data,
+            payload: Queued::Loaded(data),
             size,
             record,
         });
@@ -628,8 +649,35 @@ impl Delivery {
                 size,
                 record,
             } = item;
-            let signal = payload.signal();
-            let n = payload.item_count();
+            let (payload, signal, n) = match payload {
+                Queued::Loaded(p) => {
+                    let (s, n) = (p.signal(), p.item_count());
+                    (p, s, n)
+                }
+                Queued::OnDisk {
+                    location,
+                    signal,
+                    items,
+                } => {
+                    let read = tokio::task::spawn_blocking(move || read_payload(&location))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                    match read {
+                        Ok(p) => (p, signal, items),
+                        Err(e) => {
+                            let e = ExportError {
+                                retryable: false,
+                                message: format!("cannot read the queued record back: {e}"),
+                                retry_after: None,
+                            };
+                            self.count_failed(&pipeline, signal, items, &e);
+                            self.ack(record);
+                            queue.release(size);
+                            continue;
+                        }
+                    }
+                }
+            };
             if let (Some(store), Some(id)) = (&self.store, record) {
                 store.mark_sending(id);
             }
