@@ -987,4 +987,45 @@ mod tests {
             assert!(rec.records.iter().all(|r| r.pipeline == "traces"));
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_bound_refuses_with_a_retryable_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let exp = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let q = QueueConfig {
+            storage: Some(StorageConfig {
+                directory: dir.path().to_path_buf(),
+                fsync: false,
+                max_size: 4096,
+                segment_size: 1024,
+            }),
+            ..QueueConfig::default()
+        };
+        let (d, m) = start(exp.clone(), q, fast_retry());
+        let mut accepted = 0;
+        let err = loop {
+            match d.submit("traces", spans(20)).await {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 100, "the disk bound never applied");
+        };
+        assert!(accepted > 0);
+        assert!(err.retryable && err.retry_after.is_some(), "{err:?}");
+        assert!(
+            err.message.contains("persistent queue is full"),
+            "{}",
+            err.message
+        );
+        assert!(m.encode().contains(
+            r#"tollgate_exporter_enqueue_failed_spans_total{exporter="otlp",pipeline="traces"} 20"#
+        ));
+        gate.add_permits(1000);
+        eventually("sent", || *exp.calls.lock().unwrap() == accepted).await;
+        d.shutdown().await;
+    }
 }
