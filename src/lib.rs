@@ -13,3 +13,4 @@ pub mod processors;
 pub mod receivers;
 pub mod service;
 pub mod telemetry;
+pub mod tls;

@@ -172,22 +172,12 @@ async fn python_otel_sdk_sends_through_the_running_binary() {
     let _gw = spawn_gateway(&yaml, dir.path());
     drop(connect_when_up(port).await);
     let script = repo().join("tests/python/send_spans.py");
-    let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("20")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python([
+        script.display().to_string(),
+        format!("127.0.0.1:{port}"),
+        "20".to_string(),
+    ])
+    .await;
     backend
         .wait_for(10, "20 spans from Python", |b| b.spans().len() == 20)
         .await;

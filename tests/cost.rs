@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tollgate::cost::RateTable;
 
 fn rates(version: &str, input: &str, output: &str) -> String {
@@ -38,22 +36,6 @@ fn llm_span(n: u64) -> Span {
             kv_int("gen_ai.usage.output_tokens", 300),
         ],
         ..Default::default()
-    }
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", "llm-app")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
     }
 }
 
@@ -92,7 +74,7 @@ async fn spans_are_priced_and_duplicates_counted_once() {
     let mut client = TraceServiceClient::connect(format!("http://{ep}"))
         .await
         .unwrap();
-    let batch = request((0..3).map(llm_span).collect());
+    let batch = traces_request("llm-app", (0..3).map(llm_span).collect());
     for _ in 0..2 {
         let r = client.export(batch.clone()).await.unwrap().into_inner();
         assert!(r.partial_success.is_none(), "{r:?}");
@@ -188,7 +170,10 @@ async fn hot_reload_under_load_swaps_atomically_and_keeps_the_old_table_on_error
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let r = client
-                    .export(request(vec![llm_span(n), llm_span(n + 1)]))
+                    .export(traces_request(
+                        "llm-app",
+                        vec![llm_span(n), llm_span(n + 1)],
+                    ))
                     .await
                     .expect("no request fails during reloads")
                     .into_inner();
@@ -399,7 +384,7 @@ async fn cost_and_tokens_flow_into_the_metrics_pipelines_as_otlp_sums() {
     opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
-        .export(request(vec![llm_span(1), llm_span(2)]))
+        .export(traces_request("llm-app", vec![llm_span(1), llm_span(2)]))
         .await
         .unwrap();
     let find = |b: &Backend, name: &str| {
@@ -454,20 +439,7 @@ async fn python_sdk_resending_the_same_batch_is_priced_once() {
     let gw = start_gateway(&config(baddr, &rates_path)).await;
     let endpoint = gw.endpoint("otlp", "grpc").unwrap().to_string();
     let script = repo().join("tests/python/resend_batch.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
-            .arg(script)
-            .arg(endpoint)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python([script.display().to_string(), endpoint.to_string()]).await;
     backend
         .wait_for(10, "4 spans", |b| b.spans().len() == 4)
         .await;

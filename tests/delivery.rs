@@ -788,3 +788,52 @@ service:
     );
     assert!(gw.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_http_exporter_gets_the_queue_and_retries_too() {
+    let (be, be_addr) = start_http_backend(None).await;
+    *be.answer.lock().unwrap() = Some((
+        503,
+        vec![("retry-after", "1".to_string())],
+        "text/plain",
+        b"busy".to_vec(),
+    ));
+    let gw = start_gateway(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "127.0.0.1:0" }} }}
+exporters:
+  otlp_http:
+    endpoint: "http://{be_addr}"
+    compression: none
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_http] }}
+"#
+    ))
+    .await;
+    let req = numbered_spans(1, 4, 0);
+    // Answered once queued, although the backend is busy.
+    client(gw.endpoint("otlp", "grpc").unwrap())
+        .await
+        .export(req.clone())
+        .await
+        .unwrap();
+    be.wait_for(10, "a first attempt", |h| !h.is_empty()).await;
+    *be.answer.lock().unwrap() = None;
+    be.wait_for(10, "the retry", |h| h.len() >= 2).await;
+    assert_eq!(be.hits()[1].traces(), req);
+    let (_, m) = http_get(gw.metrics_endpoint().unwrap(), "/metrics").await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"tollgate_exporter_retries_total{exporter="otlp_http",pipeline="traces"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    gw.shutdown().await;
+}

@@ -9,8 +9,7 @@ use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tollgate::envelope::token::{self, Claims, Hop};
 
 const SECRET: [u8; 32] = [0x42; 32];
@@ -47,22 +46,6 @@ fn span(id: u8, envelope: Option<&str>, extra: Vec<KeyValue>) -> Span {
         start_time_unix_nano: (T0 as u64 + 60) * 1_000_000_000,
         attributes,
         ..Default::default()
-    }
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", "app")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
     }
 }
 
@@ -196,15 +179,18 @@ async fn valid_envelopes_are_attributed_and_failures_go_to_the_unattributed_buck
     let tampered = format!("tg1.k1.{forged_b64}.{}.{}", parts[3], parts[4]);
     let unknown_kid = token::sign(&SECRET, "k9", &claims("acme")).unwrap();
 
-    let req = request(vec![
-        span(1, Some(&good), vec![kv_str("tenant.id", "acme")]),
-        span(2, Some(&retried), vec![]),
-        span(3, Some(&tampered), vec![]),
-        span(4, None, vec![kv_str("tollgate.tenant.id", "acme")]),
-        span(5, Some(&good), vec![kv_str("tenant.id", "globex")]),
-        span(6, Some("tg1.k1.bad"), vec![]),
-        span(7, Some(&unknown_kid), vec![]),
-    ]);
+    let req = traces_request(
+        "app",
+        vec![
+            span(1, Some(&good), vec![kv_str("tenant.id", "acme")]),
+            span(2, Some(&retried), vec![]),
+            span(3, Some(&tampered), vec![]),
+            span(4, None, vec![kv_str("tollgate.tenant.id", "acme")]),
+            span(5, Some(&good), vec![kv_str("tenant.id", "globex")]),
+            span(6, Some("tg1.k1.bad"), vec![]),
+            span(7, Some(&unknown_kid), vec![]),
+        ],
+    );
     let resp = send(&gw, req).await.unwrap();
     assert_eq!(resp.partial_success, None, "pass policy rejects nothing");
     let spans = backend.spans();
@@ -304,12 +290,15 @@ async fn drop_policy_reports_partial_success_and_keeps_the_rest() {
     .await;
     let resp = send(
         &gw,
-        request(vec![
-            span(1, Some(&signed("acme")), vec![]),
-            span(2, None, vec![]),
-            span(3, None, vec![]),
-            span(4, Some("tg1.x"), vec![]),
-        ]),
+        traces_request(
+            "app",
+            vec![
+                span(1, Some(&signed("acme")), vec![]),
+                span(2, None, vec![]),
+                span(3, None, vec![]),
+                span(4, Some("tg1.x"), vec![]),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -344,11 +333,14 @@ async fn route_policy_quarantines_to_the_named_exporter() {
     let wrong_key = token::sign(&[7u8; 32], "k1", &claims("acme")).unwrap();
     let resp = send(
         &gw,
-        request(vec![
-            span(1, Some(&signed("acme")), vec![]),
-            span(2, Some(&wrong_key), vec![]),
-            span(3, Some(&expired), vec![]),
-        ]),
+        traces_request(
+            "app",
+            vec![
+                span(1, Some(&signed("acme")), vec![]),
+                span(2, Some(&wrong_key), vec![]),
+                span(3, Some(&expired), vec![]),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -405,10 +397,13 @@ async fn shadow_mode_annotates_a_shadow_status_only_and_never_drops() {
     .await;
     let resp = send(
         &gw,
-        request(vec![
-            span(1, Some(&signed("acme")), vec![]),
-            span(2, None, vec![]),
-        ]),
+        traces_request(
+            "app",
+            vec![
+                span(1, Some(&signed("acme")), vec![]),
+                span(2, None, vec![]),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -450,10 +445,13 @@ async fn break_glass_override_passes_named_failures_as_attributed_and_counts_eac
     };
     let resp = send(
         &gw,
-        request(vec![
-            span(1, Some(&mk("acme")), vec![]),
-            span(2, Some(&mk("globex")), vec![]),
-        ]),
+        traces_request(
+            "app",
+            vec![
+                span(1, Some(&mk("acme")), vec![]),
+                span(2, Some(&mk("globex")), vec![]),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -489,10 +487,13 @@ async fn resource_envelope_applies_and_span_envelope_wins() {
     let (backend, baddr) = start_backend().await;
     let (_q, qaddr) = start_backend().await;
     let gw = start_gateway(&yaml(&env, baddr, qaddr, "")).await;
-    let mut req = request(vec![
-        span(1, None, vec![]),
-        span(2, Some(&signed("globex")), vec![]),
-    ]);
+    let mut req = traces_request(
+        "app",
+        vec![
+            span(1, None, vec![]),
+            span(2, Some(&signed("globex")), vec![]),
+        ],
+    );
     req.resource_spans[0]
         .resource
         .as_mut()
@@ -520,21 +521,30 @@ async fn key_ring_reloads_on_file_change_and_a_bad_ring_keeps_the_old_one() {
     let gw = start_gateway(&yaml(&env, baddr, qaddr, "")).await;
     let new_secret = [0x43u8; 32];
     let tok_new = token::sign(&new_secret, "k1", &claims("acme")).unwrap();
-    send(&gw, request(vec![span(1, Some(&tok_new), vec![])]))
-        .await
-        .unwrap();
+    send(
+        &gw,
+        traces_request("app", vec![span(1, Some(&tok_new), vec![])]),
+    )
+    .await
+    .unwrap();
     // A bad ring (too short) is rejected: the old key stays in use.
     std::fs::write(&env.key_path, "abcd").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    send(&gw, request(vec![span(2, Some(&signed("acme")), vec![])]))
-        .await
-        .unwrap();
+    send(
+        &gw,
+        traces_request("app", vec![span(2, Some(&signed("acme")), vec![])]),
+    )
+    .await
+    .unwrap();
     // Rotate to the new secret: the cached bad_signature for tok_new must not survive.
     std::fs::write(&env.key_path, "43".repeat(32)).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    send(&gw, request(vec![span(3, Some(&tok_new), vec![])]))
-        .await
-        .unwrap();
+    send(
+        &gw,
+        traces_request("app", vec![span(3, Some(&tok_new), vec![])]),
+    )
+    .await
+    .unwrap();
     let spans = backend.spans();
     let st =
         |n: &str| attr_str(&by_name(&spans, n).attributes, "tollgate.envelope.status").unwrap();

@@ -11,19 +11,6 @@ use common::*;
 
 const SECRET_HEX: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
-fn run_py(args: Vec<String>) {
-    let out = Command::new(python())
-        .args(&args)
-        .env("PYTHONPATH", repo().join("sdk/python"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_issuer_and_worker_processes_are_attributed_across_a_queue_hop() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,17 +31,13 @@ async fn python_issuer_and_worker_processes_are_attributed_across_a_queue_hop() 
         s(&key),
         s(&queue),
     ];
-    tokio::task::spawn_blocking(move || run_py(issuer))
-        .await
-        .unwrap();
+    run_python(issuer).await;
     let worker = vec![
         s(&repo().join("tests/python/envelope_worker.py")),
         endpoint,
         s(&queue),
     ];
-    tokio::task::spawn_blocking(move || run_py(worker))
-        .await
-        .unwrap();
+    run_python(worker).await;
     backend
         .wait_for(10, "three spans", |b| b.spans().len() == 3)
         .await;

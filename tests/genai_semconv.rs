@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -71,17 +69,7 @@ async fn python_sdk_spans_in_every_dialect_are_normalised_and_annotated() {
     let gw = start_gateway(&gateway_yaml(baddr, "mode: annotate")).await;
     let endpoint = gw.endpoint("otlp", "grpc").unwrap().to_string();
     let script = repo().join("tests/python/genai_spans.py");
-    let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py).arg(script).arg(endpoint).output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python([script.display().to_string(), endpoint.to_string()]).await;
     backend
         .wait_for(10, "6 spans from Python", |b| b.spans().len() == 6)
         .await;
@@ -180,17 +168,7 @@ async fn python_sdk_string_tokens_are_coerced_when_asked_and_originals_kept() {
     .await;
     let endpoint = gw.endpoint("otlp", "grpc").unwrap().to_string();
     let script = repo().join("tests/python/genai_spans.py");
-    let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py).arg(script).arg(endpoint).output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python([script.display().to_string(), endpoint.to_string()]).await;
     backend
         .wait_for(10, "6 spans from Python", |b| b.spans().len() == 6)
         .await;

@@ -6,6 +6,7 @@
 pub mod debug;
 pub mod file;
 pub mod otlp;
+pub mod otlp_http;
 pub mod persist;
 pub mod queue;
 pub mod retry;
@@ -28,6 +29,7 @@ type Factory =
 /// Every exporter type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("otlp", otlp::factory),
+    ("otlp_http", otlp_http::factory),
     ("file", file::factory),
     ("debug", debug::factory),
 ];

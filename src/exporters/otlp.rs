@@ -30,6 +30,7 @@ pub struct OtlpExporterConfig {
     pub headers: Vec<(String, String)>,
     pub compression: Compression,
     pub timeout: Duration,
+    pub tls: crate::tls::ClientTls,
 }
 
 pub fn factory(
@@ -39,11 +40,8 @@ pub fn factory(
     d: &mut Diagnostics,
 ) -> Option<Box<dyn ExporterBuilder>> {
     let raw_endpoint = m.str("endpoint", d);
-    let mut insecure = false;
-    if let Some(tls) = m.map("tls", d) {
-        insecure = tls.bool("insecure", d).unwrap_or(false);
-        tls.finish(d);
-    }
+    let tls = crate::tls::parse_client(m, d);
+    let insecure = tls.insecure;
     let endpoint = match raw_endpoint {
         None => {
             d.error(
@@ -60,10 +58,10 @@ pub fn factory(
             } else {
                 format!("https://{e}")
             };
-            if url.starts_with("https://") {
+            if url.starts_with("https://") && insecure {
                 d.error(
                     m.key_path("tls"),
-                    "TLS to the backend is not supported by this build yet; set `tls.insecure: true` for a plaintext connection (or use an http:// endpoint)",
+                    "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure",
                 );
             } else if Endpoint::from_shared(url.clone()).is_err() {
                 d.error(
@@ -117,13 +115,29 @@ pub fn factory(
         headers,
         compression,
         timeout,
+        tls,
     }))
 }
 
 impl ExporterBuilder for OtlpExporterConfig {
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
-        let channel = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?;
+        if self.endpoint.starts_with("https://") {
+            self.tls.warn_if_unverified(&self.id.to_string());
+            let verifier = self
+                .tls
+                .verifier()
+                .map_err(|e| format!("exporters.{}.tls: {e}", self.id))?;
+            let mut tls = tonic::transport::ClientTlsConfig::new().assume_http2(true);
+            if let Some(id) = &self.tls.identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(&id.cert, &id.key));
+            }
+            endpoint = endpoint
+                .tls_config_with_verifier(tls, verifier)
+                .map_err(|e| format!("exporters.{}.tls: {e}", self.id))?;
+        }
+        let channel = endpoint
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
             .tcp_nodelay(true)
@@ -230,6 +244,16 @@ impl OtlpExporter {
     }
 
     fn failure(&self, status: tonic::Status) -> ExportError {
+        // A status carrying a source error was made locally from a transport failure
+        // (connection refused or reset, TLS handshake): the backend never answered, so the
+        // attempt may be repeated whatever code tonic picked for it.
+        if std::error::Error::source(&status).is_some() {
+            return ExportError {
+                retryable: true,
+                retry_after: None,
+                message: format!("cannot reach the backend: {}", status.message()),
+            };
+        }
         let (retryable, retry_after) = classify(&status);
         ExportError {
             retryable,

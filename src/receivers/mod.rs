@@ -1,8 +1,10 @@
 //! Receivers: where data enters. Each receiver type is one module plus one line in
 //! [`FACTORIES`].
 
+pub mod auth;
 pub mod otlp;
 pub mod otlp_grpc;
+pub mod otlp_http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,10 +1,17 @@
-//! The `otlp` receiver: OTLP over gRPC (`protocols.grpc`).
+//! The `otlp` receiver: OTLP over gRPC (`protocols.grpc`) and HTTP (`protocols.http`), each
+//! optionally over TLS, with optional bearer-token authentication (`auth`) and
+//! `include_metadata` shared by both.
+
+use std::sync::Arc;
 
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::BoxFuture;
+use crate::pipeline::{BoxFuture, Signal};
+use crate::receivers::auth::ClientPolicy;
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpGrpcService, Traces};
+use crate::receivers::otlp_http::{self, Cors, HttpConfig};
 use crate::receivers::{ReceiverBuilder, RunningReceiver, Sinks};
 use crate::service::{ParseCtx, StartCtx};
+use crate::tls::ServerTls;
 
 const MIB: usize = 1024 * 1024;
 
@@ -12,24 +19,25 @@ const MIB: usize = 1024 * 1024;
 pub struct GrpcConfig {
     pub endpoint: String,
     pub max_recv_bytes: usize,
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OtlpReceiver {
     pub id: ComponentId,
     pub grpc: Option<GrpcConfig>,
+    pub http: Option<HttpConfig>,
+    pub policy: Arc<ClientPolicy>,
 }
 
 pub fn factory(
     id: &ComponentId,
     cfg: &Map<'_>,
-    _ctx: &ParseCtx,
+    ctx: &ParseCtx,
     d: &mut Diagnostics,
 ) -> Option<Box<dyn ReceiverBuilder>> {
-    let mut out = OtlpReceiver {
-        id: id.clone(),
-        grpc: None,
-    };
+    let mut grpc = None;
+    let mut http = None;
     if let Some(protocols) = cfg.map("protocols", d) {
         if protocols.present("grpc") {
             if let Some(g) = protocols.map_or_empty("grpc", d) {
@@ -38,19 +46,26 @@ pub fn factory(
                     .unwrap_or_else(|| "127.0.0.1:4317".to_string());
                 check_endpoint(&g, &endpoint, d);
                 let mib = g.u64_in("max_recv_msg_size_mib", 1, 4096, d).unwrap_or(4);
+                let tls = crate::tls::parse_server(&g, d);
                 g.finish(d);
-                out.grpc = Some(GrpcConfig {
+                grpc = Some(GrpcConfig {
                     endpoint,
                     max_recv_bytes: mib as usize * MIB,
+                    tls,
                 });
             }
         }
-        let any = out.grpc.is_some();
+        if protocols.present("http") {
+            if let Some(h) = protocols.map_or_empty("http", d) {
+                http = Some(parse_http(&h, d));
+            }
+        }
+        let any = grpc.is_some() || http.is_some();
         protocols.finish(d);
         if !any {
             d.error(
                 cfg.key_path("protocols"),
-                "at least one protocol must be configured (grpc)",
+                "at least one protocol must be configured (grpc or http)",
             );
         }
     } else {
@@ -59,7 +74,89 @@ pub fn factory(
             "missing: configure at least one protocol, e.g. `protocols: { grpc: }`",
         );
     }
-    Some(Box::new(out))
+    let policy = crate::receivers::auth::parse(&id.to_string(), cfg, ctx, d);
+    Some(Box::new(OtlpReceiver {
+        id: id.clone(),
+        grpc,
+        http,
+        policy,
+    }))
+}
+
+fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
+    let endpoint = h
+        .str("endpoint", d)
+        .unwrap_or_else(|| "127.0.0.1:4318".to_string());
+    check_endpoint(h, &endpoint, d);
+    let mut paths = [
+        "/v1/traces".to_string(),
+        "/v1/metrics".to_string(),
+        "/v1/logs".to_string(),
+    ];
+    for (s, key) in [
+        (Signal::Traces, "traces_url_path"),
+        (Signal::Metrics, "metrics_url_path"),
+        (Signal::Logs, "logs_url_path"),
+    ] {
+        if let Some(p) = h.str(key, d) {
+            let p = if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            };
+            if p.contains(['?', '#', ' ']) {
+                d.error(h.key_path(key), format!("not a URL path: {p:?}"));
+            }
+            paths[s as usize] = p;
+        }
+    }
+    for i in 0..3 {
+        for j in i + 1..3 {
+            if paths[i] == paths[j] {
+                d.error(
+                    h.path().to_string(),
+                    format!("two signals share the URL path {:?}", paths[i]),
+                );
+            }
+        }
+    }
+    let max_request_body_size = h
+        .u64_in("max_request_body_size", 1, 1 << 32, d)
+        .unwrap_or(20 * MIB as u64) as usize;
+    let cors = h.map("cors", d).map(|c| {
+        let allowed_origins = c.str_list("allowed_origins", d).unwrap_or_default();
+        let allowed_headers = c.str_list("allowed_headers", d).unwrap_or_default();
+        let max_age = c.u64("max_age", d);
+        for (i, o) in allowed_origins.iter().enumerate() {
+            if o.matches('*').count() > 1 {
+                d.error(
+                    format!("{}[{i}]", c.key_path("allowed_origins")),
+                    "an origin pattern may hold at most one `*`",
+                );
+            }
+        }
+        if allowed_origins.is_empty() {
+            d.error(
+                c.key_path("allowed_origins"),
+                "missing: list the browser origins allowed to send (or `*`)",
+            );
+        }
+        c.finish(d);
+        Cors {
+            allowed_origins,
+            allowed_headers,
+            max_age,
+        }
+    });
+    let tls = crate::tls::parse_server(h, d);
+    h.finish(d);
+    HttpConfig {
+        endpoint,
+        paths,
+        max_request_body_size,
+        cors,
+        tls,
+    }
 }
 
 /// Checks `host:port` shape without resolving (validate must not touch the network).
@@ -99,23 +196,35 @@ impl ReceiverBuilder for OtlpReceiver {
                     .local_addr()
                     .map_err(|e| format!("receiver {}: {e}", self.id))?;
                 endpoints.push(("grpc", addr));
-                let router = tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = &g.tls {
+                    server = server.tls_config(tls.tonic()).map_err(|e| {
+                        format!(
+                            "receivers.{}.protocols.grpc.tls: cannot use the certificate: {e}",
+                            self.id
+                        )
+                    })?;
+                }
+                let router = server
                     .add_service(OtlpGrpcService::<Traces>::new(
                         sinks.traces.clone(),
                         g.max_recv_bytes,
+                        self.policy.clone(),
                     ))
                     .add_service(OtlpGrpcService::<Metrics>::new(
                         sinks.metrics.clone(),
                         g.max_recv_bytes,
+                        self.policy.clone(),
                     ))
                     .add_service(OtlpGrpcService::<Logs>::new(
                         sinks.logs.clone(),
                         g.max_recv_bytes,
+                        self.policy.clone(),
                     ));
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
                 let rx = stop_rx.clone();
                 let id = self.id.clone();
-                tracing::info!(receiver = %id, endpoint = %addr, "OTLP/gRPC receiver listening");
+                tracing::info!(receiver = %id, endpoint = %addr, tls = g.tls.is_some(), "OTLP/gRPC receiver listening");
                 stops.push(tokio::spawn(async move {
                     if let Err(e) = router
                         .serve_with_incoming_shutdown(incoming, crate::telemetry::wait_true(rx))
@@ -124,6 +233,36 @@ impl ReceiverBuilder for OtlpReceiver {
                         tracing::error!(receiver = %id, error = %e, "OTLP/gRPC server failed");
                     }
                 }));
+            }
+            if let Some(h) = &self.http {
+                let listener = tokio::net::TcpListener::bind(&h.endpoint)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "receivers.{}.protocols.http.endpoint: cannot listen on {}: {e}",
+                            self.id, h.endpoint
+                        )
+                    })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| format!("receiver {}: {e}", self.id))?;
+                endpoints.push(("http", addr));
+                let shared = Arc::new(otlp_http::Shared {
+                    receiver: self.id.to_string(),
+                    sinks: sinks.clone(),
+                    paths: h.paths.clone(),
+                    limit: h.max_request_body_size,
+                    cors: h.cors.clone(),
+                    policy: self.policy.clone(),
+                });
+                tracing::info!(receiver = %self.id, endpoint = %addr, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
+                let tls = h.tls.as_ref().map(|t| t.config.clone());
+                stops.push(tokio::spawn(otlp_http::serve(
+                    listener,
+                    shared,
+                    tls,
+                    stop_rx.clone(),
+                )));
             }
             Ok(RunningReceiver {
                 endpoints,

@@ -25,6 +25,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use crate::pipeline::{Ack, ClientInfo, Payload, ReceiverFanout, Refused, Signal};
+use crate::receivers::auth::ClientPolicy;
 
 /// Binds a signal to its gRPC service and message types.
 pub trait OtlpSignal: Send + Sync + 'static {
@@ -196,6 +197,7 @@ impl<R: Message + Send + 'static> Decoder for RawCodec<R> {
 pub struct OtlpGrpcService<S: OtlpSignal> {
     sink: Option<Arc<ReceiverFanout>>,
     max_recv_bytes: usize,
+    policy: Arc<ClientPolicy>,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -204,16 +206,22 @@ impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
         OtlpGrpcService {
             sink: self.sink.clone(),
             max_recv_bytes: self.max_recv_bytes,
+            policy: self.policy.clone(),
             _s: PhantomData,
         }
     }
 }
 
 impl<S: OtlpSignal> OtlpGrpcService<S> {
-    pub fn new(sink: Option<Arc<ReceiverFanout>>, max_recv_bytes: usize) -> Self {
+    pub fn new(
+        sink: Option<Arc<ReceiverFanout>>,
+        max_recv_bytes: usize,
+        policy: Arc<ClientPolicy>,
+    ) -> Self {
         OtlpGrpcService {
             sink,
             max_recv_bytes,
+            policy,
             _s: PhantomData,
         }
     }
@@ -296,9 +304,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let sink = self.sink.clone();
         let limit = self.max_recv_bytes;
+        let policy = self.policy.clone();
         let is_export = req
             .uri()
             .path()
@@ -308,6 +317,14 @@ where
         Box::pin(async move {
             if !is_export {
                 return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            // Authentication (bearer token in the `authorization` metadata) and the client's
+            // identity for processors, handed to the unary handler as a request extension.
+            match policy.admit(req.headers(), "grpc") {
+                Ok(client) => {
+                    req.extensions_mut().insert(client);
+                }
+                Err(f) => return Ok(Status::unauthenticated(f.message()).into_http()),
             }
             let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
                 .accept_compressed(CompressionEncoding::Gzip)

@@ -160,8 +160,15 @@ impl LogsService for Backend {
 
 /// Starts a recording OTLP/gRPC backend on an ephemeral loopback port.
 pub async fn start_backend() -> (Backend, SocketAddr) {
+    start_backend_with(None).await
+}
+
+/// Starts a recording OTLP/gRPC backend, over TLS when `tls` is given.
+pub async fn start_backend_with(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> (Backend, SocketAddr) {
     let backend = Backend::default();
-    let server = serve_backend(backend.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let server = serve_backend_with(backend.clone(), "127.0.0.1:0".parse().unwrap(), tls).await;
     let addr = server.addr;
     // Runs for the rest of the test.
     std::mem::forget(server);
@@ -197,6 +204,15 @@ impl BackendServer {
 
 /// Serves `backend` on `addr` (port 0 picks one) until [`BackendServer::stop`].
 pub async fn serve_backend(backend: Backend, addr: SocketAddr) -> BackendServer {
+    serve_backend_with(backend, addr, None).await
+}
+
+/// [`serve_backend`], over TLS when `tls` is given.
+pub async fn serve_backend_with(
+    backend: Backend,
+    addr: SocketAddr,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> BackendServer {
     let mut listener = None;
     for _ in 0..100 {
         match tokio::net::TcpListener::bind(addr).await {
@@ -211,8 +227,12 @@ pub async fn serve_backend(backend: Backend, addr: SocketAddr) -> BackendServer 
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let b = backend;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        server = server.tls_config(t).unwrap();
+    }
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_service(
                 TraceServiceServer::new(b.clone())
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -387,6 +407,431 @@ pub fn python() -> PathBuf {
         "no Python with the OpenTelemetry SDK: run the README test command (creates .venv) or set TOLLGATE_PYTHON"
     );
     venv
+}
+
+/// One traces request: a resource named `service` (`service.name`), one scope, these spans.
+pub fn traces_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Runs `python <args...>` with the test interpreter (the Python SDK on `PYTHONPATH`) off the
+/// async runtime; fails the test with the script's stderr when it exits non-zero. Returns
+/// stdout.
+pub async fn run_python<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(python())
+            .args(&args)
+            .env("PYTHONPATH", repo().join("sdk/python"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// OTLP/HTTP helpers: a raw HTTP/1.1 client, a recording OTLP/HTTP backend, test PKI.
+
+/// An HTTP answer as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResp {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The `google.rpc.Status` message of an error body (proto or JSON).
+    pub fn status_message(&self) -> String {
+        use prost::Message;
+        match self.header("content-type") {
+            Some("application/x-protobuf") => {
+                tollgate::receivers::otlp_http::RpcStatus::decode(self.body.as_slice())
+                    .expect("google.rpc.Status")
+                    .message
+            }
+            Some("application/json") => {
+                let v: serde_json::Value = serde_json::from_slice(&self.body).expect("JSON");
+                v["message"].as_str().expect("message").to_string()
+            }
+            other => panic!("not a Status body: {other:?} {}", self.text()),
+        }
+    }
+}
+
+/// One `POST` (or any method) over an already connected stream; `Connection: close`.
+pub async fn http_request_on<S>(
+    mut s: S,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResp>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    s.flush().await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer ({} bytes)", buf.len())))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Ok(HttpResp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+}
+
+/// `POST path` with `headers` and `body` over plain TCP.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResp {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_request_on(s, "POST", &addr.to_string(), path, headers, body)
+        .await
+        .unwrap()
+}
+
+pub fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// One request as the HTTP backend stand-in saw it (body decompressed).
+#[derive(Debug, Clone)]
+pub struct HttpHit {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpHit {
+    pub fn is_json(&self) -> bool {
+        self.headers.get("content-type").map(|v| v.as_bytes()) == Some(b"application/json")
+    }
+    pub fn traces(&self) -> ExportTraceServiceRequest {
+        use prost::Message;
+        if self.is_json() {
+            serde_json::from_slice(&self.body).unwrap()
+        } else {
+            ExportTraceServiceRequest::decode(self.body.as_slice()).unwrap()
+        }
+    }
+    pub fn metrics(&self) -> ExportMetricsServiceRequest {
+        use prost::Message;
+        if self.is_json() {
+            serde_json::from_slice(&self.body).unwrap()
+        } else {
+            ExportMetricsServiceRequest::decode(self.body.as_slice()).unwrap()
+        }
+    }
+    pub fn logs(&self) -> ExportLogsServiceRequest {
+        use prost::Message;
+        if self.is_json() {
+            serde_json::from_slice(&self.body).unwrap()
+        } else {
+            ExportLogsServiceRequest::decode(self.body.as_slice()).unwrap()
+        }
+    }
+}
+
+/// What the HTTP backend answers: status, extra headers, content type, body.
+pub type Canned = (u16, Vec<(&'static str, String)>, &'static str, Vec<u8>);
+
+/// A real OTLP/HTTP server standing in for a backend: records every request.
+#[derive(Clone, Default)]
+pub struct HttpBackend {
+    pub hits: Arc<Mutex<Vec<HttpHit>>>,
+    /// When set, every request is answered with this (and still recorded).
+    pub answer: Arc<Mutex<Option<Canned>>>,
+}
+
+impl HttpBackend {
+    pub fn hits(&self) -> Vec<HttpHit> {
+        self.hits.lock().unwrap().clone()
+    }
+    pub async fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&[HttpHit]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while !pred(&self.hits()) {
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out after {secs}s waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Starts the OTLP/HTTP backend stand-in (HTTPS when `tls` is given).
+pub async fn start_http_backend(
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> (HttpBackend, SocketAddr) {
+    use http_body_util::BodyExt;
+    let backend = HttpBackend::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let b = backend.clone();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let b = b.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let b = b.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let raw = body.collect().await.unwrap().to_bytes().to_vec();
+                            let body =
+                                match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
+                                    Some(b"gzip") => {
+                                        use std::io::Read;
+                                        let mut out = Vec::new();
+                                        flate2::read::GzDecoder::new(raw.as_slice())
+                                            .read_to_end(&mut out)
+                                            .unwrap();
+                                        out
+                                    }
+                                    Some(b"zstd") => {
+                                        zstd::stream::decode_all(raw.as_slice()).unwrap()
+                                    }
+                                    _ => raw,
+                                };
+                            b.hits.lock().unwrap().push(HttpHit {
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers.clone(),
+                                body,
+                            });
+                            let canned = b.answer.lock().unwrap().clone();
+                            let mut resp = http::Response::builder();
+                            let out = match canned {
+                                Some((status, headers, ctype, body)) => {
+                                    resp = resp.status(status).header("content-type", ctype);
+                                    for (k, v) in headers {
+                                        resp = resp.header(k, v);
+                                    }
+                                    body
+                                }
+                                None => {
+                                    let ctype =
+                                        parts.headers.get("content-type").cloned().unwrap_or(
+                                            http::HeaderValue::from_static(
+                                                "application/x-protobuf",
+                                            ),
+                                        );
+                                    resp = resp.status(200).header("content-type", ctype.clone());
+                                    if ctype.as_bytes() == b"application/json" {
+                                        b"{}".to_vec()
+                                    } else {
+                                        Vec::new()
+                                    }
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(http_body_util::Full::new(bytes::Bytes::from(out)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                match acceptor {
+                    None => {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await;
+                    }
+                    Some(a) => {
+                        if let Ok(s) = a.accept(tcp).await {
+                            let _ = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                .await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (backend, addr)
+}
+
+/// Certificates made for one test: a CA, a server certificate for `localhost`/127.0.0.1 and
+/// a client certificate, all signed by the CA, written as PEM files.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    pub fn read(&self, p: &std::path::Path) -> Vec<u8> {
+        std::fs::read(p).unwrap()
+    }
+    /// A rustls server configuration with this PKI's server certificate (mTLS with
+    /// `require_client_cert`).
+    pub fn server_config(
+        &self,
+        require_client_cert: bool,
+    ) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        tollgate::tls::ServerTls::load(
+            self.server_cert.to_str().unwrap(),
+            self.server_key.to_str().unwrap(),
+            require_client_cert.then(|| self.ca.to_str().unwrap()),
+        )
+        .unwrap()
+        .config
+    }
+    /// A rustls client configuration trusting this PKI's CA, with or without the client
+    /// certificate.
+    pub fn client_config(&self, with_cert: bool) -> Arc<tokio_rustls::rustls::ClientConfig> {
+        tollgate::tls::ClientTls {
+            ca: Some(self.read(&self.ca)),
+            identity: with_cert.then(|| tollgate::tls::PemIdentity {
+                cert: self.read(&self.client_cert),
+                key: self.read(&self.client_key),
+            }),
+            ..Default::default()
+        }
+        .rustls_config()
+        .unwrap()
+    }
+}
+
+/// Generates a fresh PKI (rcgen, ring) in a temporary directory.
+pub fn make_pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tollgate test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut sp =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let sk = KeyPair::generate().unwrap();
+    let server = sp.signed_by(&sk, &ca, &ca_key).unwrap();
+    let mut cp = CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let ck = KeyPair::generate().unwrap();
+    let client = cp.signed_by(&ck, &ca, &ca_key).unwrap();
+    let w = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: w("ca.pem", ca.pem()),
+        server_cert: w("server.pem", server.pem()),
+        server_key: w("server.key", sk.serialize_pem()),
+        client_cert: w("client.pem", client.pem()),
+        client_key: w("client.key", ck.serialize_pem()),
+        dir,
+    }
 }
 
 /// The tollgate binary running as its own process (for crash and restart tests). Logs go to
