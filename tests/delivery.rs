@@ -513,7 +513,7 @@ receivers:
   otlp:
     protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
 processors:
-  memory_limiter: {{ check_interval: 20ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 60 }}
+  memory_limiter: {{ check_interval: 20ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 80 }}
 exporters:
   otlp:
     endpoint: {baddr}
