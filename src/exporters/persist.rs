@@ -135,6 +135,7 @@ enum Cmd {
     Mark {
         kind: u8,
         id: u64,
+        done: Option<oneshot::Sender<Result<(), String>>>,
     },
     Close {
         done: std::sync::mpsc::Sender<()>,
@@ -529,17 +530,30 @@ impl Store {
     }
 
     /// Records that a consumer starts sending `id`.
-    pub fn mark_sending(&self, id: u64) {
-        let _ = self.send(Cmd::Mark {
-            kind: KIND_SENDING,
-            id,
-        });
+    /// Resolves once the marker is written (to the OS, not fsynced): a record can then never
+    /// reach the backend without being counted as possibly sent after a crash.
+    pub async fn mark_sending(&self, id: u64) {
+        let (done, written) = oneshot::channel();
+        if self
+            .send(Cmd::Mark {
+                kind: KIND_SENDING,
+                id,
+                done: Some(done),
+            })
+            .is_ok()
+        {
+            let _ = written.await;
+        }
     }
 
     /// Records that `id` is done (delivered or dropped for good); its space is reclaimed
     /// once its segment is fully acknowledged.
     pub fn ack(&self, id: u64) {
-        let _ = self.send(Cmd::Mark { kind: KIND_ACK, id });
+        let _ = self.send(Cmd::Mark {
+            kind: KIND_ACK,
+            id,
+            done: None,
+        });
     }
 
     /// Writes everything pending, syncs and stops the writer thread (blocking).
@@ -597,7 +611,10 @@ impl Writer {
                             waiters.push(d);
                         }
                     }
-                    Cmd::Mark { kind, id } => {
+                    Cmd::Mark { kind, id, done } => {
+                        if let Some(d) = done {
+                            waiters.push(d);
+                        }
                         let mut body = [0u8; 9];
                         body[0] = kind;
                         body[1..].copy_from_slice(&id.to_le_bytes());
@@ -768,9 +785,12 @@ mod tests {
         let a = append_wait(&s, "traces", &traces(1, 2));
         let b = append_wait(&s, "traces/2", &traces(2, 3));
         let c3 = append_wait(&s, "traces", &traces(3, 1));
-        s.mark_sending(a);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.mark_sending(a));
         s.ack(a);
-        s.mark_sending(b);
+        rt.block_on(s.mark_sending(b));
         s.close();
         drop(s);
         let (s2, rec) = Store::open(&c).unwrap();

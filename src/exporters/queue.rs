@@ -679,7 +679,7 @@ impl Delivery {
                 }
             };
             if let (Some(store), Some(id)) = (&self.store, record) {
-                store.mark_sending(id);
+                store.mark_sending(id).await;
             }
             let outcome = self.send(&pipeline, payload, self.store.is_some()).await;
             match outcome {
