@@ -500,6 +500,17 @@ impl Running {
                 timeout = ?self.service.shutdown_timeout,
                 "shutdown deadline passed before every pipeline flushed; remaining data was not delivered"
             );
+            for (id, e) in &self.exporters {
+                let (size, on_disk) = e.pending();
+                if size > 0 {
+                    tracing::error!(
+                        exporter = %id,
+                        queued = size,
+                        kept_on_disk = on_disk,
+                        "sending queue not drained at the deadline"
+                    );
+                }
+            }
         }
         let _ = self.shutdown_tx.send(true);
         tracing::info!("shutdown complete");

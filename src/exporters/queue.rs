@@ -438,6 +438,17 @@ impl Delivery {
         &self.id
     }
 
+    /// What is still queued or being sent (in `sizer` units), and whether it is kept on disk
+    /// for the next start.
+    pub fn pending(&self) -> (u64, bool) {
+        let used = self
+            .queue
+            .as_ref()
+            .and_then(|q| q.state.lock().ok().map(|s| s.used))
+            .unwrap_or(0);
+        (used, self.store.is_some())
+    }
+
     fn labels(&self, pipeline: &str) -> ExporterLabels {
         ExporterLabels {
             exporter: self.id.clone(),
