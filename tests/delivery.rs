@@ -837,3 +837,48 @@ service:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_left_in_memory_at_the_shutdown_deadline_is_reported() {
+    let (backend, baddr) = start_backend().await;
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp:
+    endpoint: {baddr}
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 50ms, max_interval: 100ms }}
+service:
+  shutdown_timeout: 1s
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    let mut c = client(grpc).await;
+    c.export(numbered_spans(1, 3, 0)).await.unwrap();
+    c.export(numbered_spans(4, 3, 0)).await.unwrap();
+    backend
+        .wait_for(10, "delivery attempts", |b| {
+            b.attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2
+        })
+        .await;
+    let log = gw.log.clone();
+    assert!(gw.terminate().await.success());
+    let log = std::fs::read_to_string(log).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("sending queue not drained at the deadline"))
+        .unwrap_or_else(|| panic!("not reported:\n{log}"));
+    assert!(
+        line.contains("queued=2") && line.contains("kept_on_disk=false"),
+        "{line}"
+    );
+}
