@@ -11,10 +11,11 @@ use std::sync::Arc;
 use yaml_rust2::Yaml;
 
 use crate::config::{self, ComponentId, Diagnostics, Map, Problem, ServiceConfig};
-use crate::exporters::{self, ExporterBuilder};
+use crate::exporters::queue::Delivery;
+use crate::exporters::{self, Configured};
 use crate::extensions::{self, ExtensionBuilder, RunningExtension};
 use crate::pipeline::{
-    Consumer, Exporter, ExporterFanout, ExporterStage, InlineStage, ReceiverFanout, Signal,
+    Consumer, ExporterFanout, ExporterStage, InlineStage, ReceiverFanout, Signal,
 };
 use crate::processors::{self, Built, ProcessorSpec};
 use crate::receivers::{self, ReceiverBuilder, RunningReceiver, Sinks};
@@ -62,7 +63,7 @@ pub struct StartCtx {
 pub struct Parsed {
     pub receivers: BTreeMap<ComponentId, Box<dyn ReceiverBuilder>>,
     pub processors: BTreeMap<ComponentId, ProcessorSpec>,
-    pub exporters: BTreeMap<ComponentId, Box<dyn ExporterBuilder>>,
+    pub exporters: BTreeMap<ComponentId, Configured>,
     pub extensions: BTreeMap<ComponentId, Box<dyn ExtensionBuilder>>,
     pub service: ServiceConfig,
     pub metrics: Arc<SelfMetrics>,
@@ -98,6 +99,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         exporters::FACTORIES,
         &ctx,
         &mut d,
+        exporters::configure,
     );
     let receivers = section(
         &root,
@@ -106,6 +108,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         receivers::FACTORIES,
         &ctx,
         &mut d,
+        |_, _, _, b| b,
     );
     let processors = section(
         &root,
@@ -114,6 +117,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         processors::FACTORIES,
         &ctx,
         &mut d,
+        |_, _, _, b| b,
     );
     let extensions = section(
         &root,
@@ -122,6 +126,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         extensions::FACTORIES,
         &ctx,
         &mut d,
+        |_, _, _, b| b,
     );
     let _ = root.raw("connectors");
     if root.has("connectors") {
@@ -210,14 +215,18 @@ fn missing<'a>(
 
 type Factory<B> = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<B>;
 
-fn section<B>(
+/// Reads one component section; `common` reads the options every component of the section
+/// has (the exporters' `sending_queue` and `retry_on_failure`) before unknown keys are
+/// reported.
+fn section<B, W>(
     root: &Map<'_>,
     key: &'static str,
     kind: &str,
     factories: &[(&str, Factory<B>)],
     ctx: &ParseCtx,
     d: &mut Diagnostics,
-) -> BTreeMap<ComponentId, B> {
+    common: impl Fn(&ComponentId, &Map<'_>, &mut Diagnostics, B) -> W,
+) -> BTreeMap<ComponentId, W> {
     let mut out = BTreeMap::new();
     let Some(m) = root.map(key, d) else {
         return out;
@@ -245,7 +254,7 @@ fn section<B>(
             continue;
         };
         // The factory reads the keys it knows; whatever is left is reported here.
-        let built = factory(&id, &cm, ctx, d);
+        let built = factory(&id, &cm, ctx, d).map(|b| common(&id, &cm, d, b));
         cm.finish(d);
         if let Some(b) = built {
             out.insert(id, b);
@@ -261,7 +270,7 @@ type PipelineEntry = (String, Arc<dyn Consumer>);
 pub struct Running {
     receivers: Vec<(ComponentId, RunningReceiver)>,
     pipelines: Vec<PipelineEntry>,
-    exporters: Vec<(ComponentId, Arc<dyn Exporter>)>,
+    exporters: Vec<(ComponentId, Arc<Delivery>)>,
     extensions: Vec<(ComponentId, RunningExtension)>,
     metrics_addr: Option<SocketAddr>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
@@ -316,7 +325,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
             }
         }
     }
-    let mut started: BTreeMap<ComponentId, Arc<dyn Exporter>> = BTreeMap::new();
+    let mut started: BTreeMap<ComponentId, Arc<Delivery>> = BTreeMap::new();
     for id in wanted {
         if let Some(b) = exporters.remove(&id) {
             started.insert(id, b.start(&ctx)?);
@@ -330,8 +339,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
             Some(Arc::new(ExporterStage {
                 exporter_id: id.to_string(),
                 pipeline: p.id.clone(),
-                exporter: started.get(id)?.clone(),
-                metrics: metrics.clone(),
+                delivery: started.get(id)?.clone(),
             }))
         };
         let mut next: Arc<dyn Consumer> = Arc::new(ExporterFanout {
@@ -492,6 +500,17 @@ impl Running {
                 timeout = ?self.service.shutdown_timeout,
                 "shutdown deadline passed before every pipeline flushed; remaining data was not delivered"
             );
+            for (id, e) in &self.exporters {
+                let (size, on_disk) = e.pending();
+                if size > 0 {
+                    tracing::error!(
+                        exporter = %id,
+                        queued = size,
+                        kept_on_disk = on_disk,
+                        "sending queue not drained at the deadline"
+                    );
+                }
+            }
         }
         let _ = self.shutdown_tx.send(true);
         tracing::info!("shutdown complete");

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::pipeline::Signal;
@@ -26,6 +27,17 @@ pub struct ReceiverLabels {
 pub struct ExporterLabels {
     pub exporter: String,
     pub pipeline: String,
+}
+
+/// Labels for per-exporter series that do not depend on the pipeline (queue state).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterIdLabels {
+    pub exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorLabels {
+    pub processor: String,
 }
 
 /// Counters indexed by signal.
@@ -62,6 +74,21 @@ pub struct SelfMetrics {
     pub receiver_refused: PerSignal<ReceiverLabels>,
     pub exporter_sent: PerSignal<ExporterLabels>,
     pub exporter_send_failed: PerSignal<ExporterLabels>,
+    /// Items the sending queue refused (full, or its disk write failed).
+    pub exporter_enqueue_failed: PerSignal<ExporterLabels>,
+    /// Items re-sent after a restart that had been handed to the backend before (possible
+    /// duplicates).
+    pub exporter_replayed: PerSignal<ExporterLabels>,
+    /// Items a backend reported as rejected through OTLP `partial_success`.
+    pub exporter_partial_rejected: PerSignal<ExporterIdLabels>,
+    /// Retries (attempts after the first) of export requests.
+    pub exporter_retries: Family<ExporterLabels, Counter>,
+    pub exporter_queue_size: Family<ExporterIdLabels, Gauge>,
+    pub exporter_queue_capacity: Family<ExporterIdLabels, Gauge>,
+    /// Bytes of damaged persistent-queue segments moved aside at start.
+    pub exporter_queue_corrupt_bytes: Family<ExporterIdLabels, Counter>,
+    /// Items a processor refused as a whole request (e.g. `memory_limiter`).
+    pub processor_refused: PerSignal<ProcessorLabels>,
 }
 
 impl Default for SelfMetrics {
@@ -93,6 +120,50 @@ impl SelfMetrics {
             "tollgate_exporter_send_failed",
             "Items an exporter failed to deliver",
         );
+        let exporter_enqueue_failed = PerSignal::new(
+            &mut reg,
+            "tollgate_exporter_enqueue_failed",
+            "Items the sending queue refused (full or not writable); the client was told to retry",
+        );
+        let exporter_replayed = PerSignal::new(
+            &mut reg,
+            "tollgate_exporter_replayed",
+            "Items re-sent from the persistent queue after a restart that may have reached the backend before",
+        );
+        let exporter_partial_rejected = PerSignal::new(
+            &mut reg,
+            "tollgate_exporter_partial_rejected",
+            "Items a backend rejected through OTLP partial_success",
+        );
+        let exporter_retries = Family::<ExporterLabels, Counter>::default();
+        reg.register(
+            "tollgate_exporter_retries",
+            "Export attempts after the first for the same request",
+            exporter_retries.clone(),
+        );
+        let exporter_queue_size = Family::<ExporterIdLabels, Gauge>::default();
+        reg.register(
+            "tollgate_exporter_queue_size",
+            "Current sending queue size (requests or items, per sending_queue.sizer)",
+            exporter_queue_size.clone(),
+        );
+        let exporter_queue_capacity = Family::<ExporterIdLabels, Gauge>::default();
+        reg.register(
+            "tollgate_exporter_queue_capacity",
+            "Sending queue capacity (requests or items, per sending_queue.sizer)",
+            exporter_queue_capacity.clone(),
+        );
+        let exporter_queue_corrupt_bytes = Family::<ExporterIdLabels, Counter>::default();
+        reg.register(
+            "tollgate_exporter_queue_corrupt_bytes",
+            "Bytes of damaged persistent queue segments moved aside at start",
+            exporter_queue_corrupt_bytes.clone(),
+        );
+        let processor_refused = PerSignal::new(
+            &mut reg,
+            "tollgate_processor_refused",
+            "Items a processor refused with the whole request",
+        );
         SelfMetrics {
             registry: Mutex::new(reg),
             shared: Mutex::new(HashMap::new()),
@@ -100,6 +171,14 @@ impl SelfMetrics {
             receiver_refused,
             exporter_sent,
             exporter_send_failed,
+            exporter_enqueue_failed,
+            exporter_replayed,
+            exporter_partial_rejected,
+            exporter_retries,
+            exporter_queue_size,
+            exporter_queue_capacity,
+            exporter_queue_corrupt_bytes,
+            processor_refused,
         }
     }
 

@@ -83,8 +83,8 @@ processors:
     reload_interval: 100ms
 {options}
 exporters:
-  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }} }}
-  otlp/quarantine: {{ endpoint: "{quarantine}", tls: {{ insecure: true }} }}
+  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
+  otlp/quarantine: {{ endpoint: "{quarantine}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:

@@ -432,7 +432,12 @@ async fn malformed_protobuf_is_invalid_argument_oversize_is_resource_exhausted_a
 async fn backend_failure_is_reported_to_the_client_and_counted() {
     let (backend, baddr) = start_backend().await;
     *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
-    let gw = start_gateway(&no_processor_yaml(baddr)).await;
+    // No queue and no retries: the backend's answer reaches the client.
+    let yaml = no_processor_yaml(baddr).replace(
+        "sending_queue: { enabled: false }",
+        "sending_queue: { enabled: false }\n    retry_on_failure: { enabled: false }",
+    );
+    let gw = start_gateway(&yaml).await;
     let addr = gw.endpoint("otlp", "grpc").unwrap();
     let err = TraceServiceClient::connect(format!("http://{addr}"))
         .await
@@ -471,8 +476,8 @@ receivers:
   otlp:
     protocols: {{ grpc: {{ endpoint: "127.0.0.1:0" }} }}
 exporters:
-  otlp/one: {{ endpoint: "{a1}", tls: {{ insecure: true }} }}
-  otlp/two: {{ endpoint: "{a2}", tls: {{ insecure: true }}, compression: zstd }}
+  otlp/one: {{ endpoint: "{a1}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
+  otlp/two: {{ endpoint: "{a2}", tls: {{ insecure: true }}, compression: zstd, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ level: none }} }}
   pipelines:

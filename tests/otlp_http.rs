@@ -38,7 +38,7 @@ receivers:
 {http_opts}
 {receiver_opts}
 exporters:
-  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }}, timeout: 5s }}
+  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }}, timeout: 5s, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -455,7 +455,7 @@ processors:
   genai_semconv:
     mode: enforce
 exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -681,7 +681,7 @@ receivers:
     protocols:
       http: {{ endpoint: "127.0.0.1:0" }}
 exporters:
-  otlp_http: {{ endpoint: "http://{be_addr}", compression: none }}
+  otlp_http: {{ endpoint: "http://{be_addr}", compression: none, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -761,7 +761,7 @@ receivers:
     protocols:
       http: {{ endpoint: "127.0.0.1:0" }}
 exporters:
-  otlp_http: {{ endpoint: "http://127.0.0.1:{dead}", timeout: 2s }}
+  otlp_http: {{ endpoint: "http://127.0.0.1:{dead}", timeout: 2s, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -797,7 +797,7 @@ receivers:
     protocols:
       http: {{ endpoint: "127.0.0.1:0" }}
 exporters:
-  otlp_http: {{ endpoint: "http://{silent_addr}", timeout: 500ms }}
+  otlp_http: {{ endpoint: "http://{silent_addr}", timeout: 500ms, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:

@@ -143,7 +143,7 @@ receivers:
       grpc: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
       http: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
 exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -303,12 +303,18 @@ exporters:
   otlp_http/nocert:
     endpoint: "https://localhost:{mp}"
     tls: {{ ca_file: {ca} }}
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
   otlp_http/noca:
     endpoint: "https://localhost:{sp}"
     tls: {{ ca_file: {other} }}
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
   otlp/nocert:
     endpoint: "https://localhost:{gp}"
     tls: {{ ca_file: {ca} }}
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
   pipelines:
@@ -423,8 +429,8 @@ processors:
         secret_file: {key}
     on: {{ claims_mismatch: drop }}
 exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
-  otlp_http/unverified: {{ endpoint: "https://127.0.0.1:9", tls: {{ insecure_skip_verify: true }} }}
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
+  otlp_http/unverified: {{ endpoint: "https://127.0.0.1:9", tls: {{ insecure_skip_verify: true }}, sending_queue: {{ enabled: false }} }}
 service:
   telemetry: {{ logs: {{ level: trace }}, metrics: {{ address: "127.0.0.1:{mp}" }} }}
   pipelines:

@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::ExporterBuilder;
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload};
+use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::service::{ParseCtx, StartCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub fn factory(
 }
 
 impl ExporterBuilder for OtlpExporterConfig {
-    fn start(self: Box<Self>, _ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
         let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?;
         if self.endpoint.starts_with("https://") {
@@ -161,6 +161,7 @@ impl ExporterBuilder for OtlpExporterConfig {
             },
             timeout: self.timeout,
             id: self.id,
+            metrics: ctx.metrics.clone(),
         }))
     }
 }
@@ -171,6 +172,7 @@ pub struct OtlpExporter {
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
     timeout: Duration,
+    metrics: Arc<crate::telemetry::SelfMetrics>,
 }
 
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
@@ -260,16 +262,14 @@ impl OtlpExporter {
         }
     }
 
-    fn partial(&self, signal: &str, rejected: i64, message: &str) {
-        if rejected > 0 || !message.is_empty() {
-            tracing::warn!(
-                exporter = %self.id,
-                signal,
-                rejected,
-                message,
-                "backend accepted the request in part (partial_success)"
-            );
-        }
+    fn partial(&self, signal: Signal, rejected: i64, message: &str) {
+        crate::exporters::report_partial_success(
+            &self.metrics,
+            self.id.as_str(),
+            signal,
+            rejected,
+            message,
+        );
     }
 }
 
@@ -312,7 +312,7 @@ impl Exporter for OtlpExporter {
                     .map_err(|_| timed_out())?
                     .map_err(|s| self.failure(s))?;
                     if let Some(p) = resp.into_inner().partial_success {
-                        self.partial("traces", p.rejected_spans, &p.error_message);
+                        self.partial(Signal::Traces, p.rejected_spans, &p.error_message);
                     }
                 }
                 Payload::Metrics(r) => {
@@ -320,7 +320,7 @@ impl Exporter for OtlpExporter {
                         .map_err(|_| timed_out())?
                         .map_err(|s| self.failure(s))?;
                     if let Some(p) = resp.into_inner().partial_success {
-                        self.partial("metrics", p.rejected_data_points, &p.error_message);
+                        self.partial(Signal::Metrics, p.rejected_data_points, &p.error_message);
                     }
                 }
                 Payload::Logs(r) => {
@@ -328,7 +328,7 @@ impl Exporter for OtlpExporter {
                         .map_err(|_| timed_out())?
                         .map_err(|s| self.failure(s))?;
                     if let Some(p) = resp.into_inner().partial_success {
-                        self.partial("logs", p.rejected_log_records, &p.error_message);
+                        self.partial(Signal::Logs, p.rejected_log_records, &p.error_message);
                     }
                 }
             }

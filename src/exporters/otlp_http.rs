@@ -173,7 +173,7 @@ pub fn factory(
 }
 
 impl ExporterBuilder for OtlpHttpConfig {
-    fn start(self: Box<Self>, _ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
         let needs_tls = self
             .urls
             .iter()
@@ -196,13 +196,18 @@ impl ExporterBuilder for OtlpHttpConfig {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build::<_, Full<Bytes>>(connector);
-        Ok(Arc::new(OtlpHttpExporter { client, cfg: *self }))
+        Ok(Arc::new(OtlpHttpExporter {
+            client,
+            cfg: *self,
+            metrics: ctx.metrics.clone(),
+        }))
     }
 }
 
 pub struct OtlpHttpExporter {
     client: Client<Connector, Full<Bytes>>,
     cfg: OtlpHttpConfig,
+    metrics: Arc<crate::telemetry::SelfMetrics>,
 }
 
 /// Most of a response body that is read (partial_success or an error status).
@@ -357,20 +362,18 @@ impl OtlpHttpExporter {
         }
     }
 
-    /// Logs a backend's partial_success (accepted in part).
+    /// Logs and counts a backend's partial_success (accepted in part).
     fn partial(&self, signal: Signal, ctype: &str, body: &[u8]) {
         let Some((rejected, message)) = partial_success(signal, ctype, body) else {
             return;
         };
-        if rejected > 0 || !message.is_empty() {
-            tracing::warn!(
-                exporter = %self.cfg.id,
-                signal = signal.as_str(),
-                rejected,
-                message = %message,
-                "backend accepted the request in part (partial_success)"
-            );
-        }
+        crate::exporters::report_partial_success(
+            &self.metrics,
+            self.cfg.id.as_str(),
+            signal,
+            rejected,
+            &message,
+        );
     }
 
     async fn send(&self, data: Payload) -> Result<(), ExportError> {

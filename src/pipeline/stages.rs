@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{
-    Ack, BoxFuture, ClientInfo, Consumer, ExportError, Exporter, Payload, ProcessCtx, Processor,
-    Refused,
+    Ack, BoxFuture, ClientInfo, Consumer, ExportError, Payload, ProcessCtx, Processor, Refused,
 };
-use crate::telemetry::{ExporterLabels, ReceiverLabels, SelfMetrics};
+use crate::exporters::queue::Delivery;
+use crate::telemetry::{ReceiverLabels, SelfMetrics};
 
 /// Runs an in-place [`Processor`] and hands the (possibly smaller) payload on.
 pub struct InlineStage {
@@ -75,50 +75,18 @@ impl Consumer for InlineStage {
     }
 }
 
-/// One exporter as seen from one pipeline: counts sent and failed items under that
+/// One exporter as seen from one pipeline: hands data to the exporter's delivery layer
+/// (sending queue and retries), which counts sent, failed and refused items under this
 /// pipeline's label and logs failures (never hidden).
 pub struct ExporterStage {
     pub exporter_id: String,
     pub pipeline: String,
-    pub exporter: Arc<dyn Exporter>,
-    pub metrics: Arc<SelfMetrics>,
+    pub delivery: Arc<Delivery>,
 }
 
 impl ExporterStage {
     pub async fn send(&self, data: Payload) -> Result<(), ExportError> {
-        let signal = data.signal();
-        let n = data.item_count();
-        let labels = ExporterLabels {
-            exporter: self.exporter_id.clone(),
-            pipeline: self.pipeline.clone(),
-        };
-        match self.exporter.export(data).await {
-            Ok(()) => {
-                self.metrics
-                    .exporter_sent
-                    .get(signal)
-                    .get_or_create(&labels)
-                    .inc_by(n);
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics
-                    .exporter_send_failed
-                    .get(signal)
-                    .get_or_create(&labels)
-                    .inc_by(n);
-                tracing::warn!(
-                    exporter = %self.exporter_id,
-                    pipeline = %self.pipeline,
-                    signal = signal.as_str(),
-                    items = n,
-                    retryable = e.retryable,
-                    error = %e,
-                    "export failed"
-                );
-                Err(e)
-            }
-        }
+        self.delivery.submit(&self.pipeline, data).await
     }
 }
 

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::pipeline::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
@@ -22,6 +22,9 @@ pub struct BatchConfig {
     pub send_batch_size: u64,
     pub send_batch_max_size: u64,
     pub timeout: Duration,
+    /// Answer each client only once its data was handed on (queued or written by the
+    /// exporter), with that outcome, instead of when it entered the batch.
+    pub wait_for_export: bool,
 }
 
 impl Default for BatchConfig {
@@ -30,6 +33,7 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             send_batch_max_size: 0,
             timeout: Duration::from_millis(200),
+            wait_for_export: false,
         }
     }
 }
@@ -49,6 +53,9 @@ pub fn factory(
     }
     if let Some(v) = m.duration("timeout", d) {
         c.timeout = v;
+    }
+    if let Some(v) = m.bool("wait_for_export", d) {
+        c.wait_for_export = v;
     }
     if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
         d.error(
@@ -74,11 +81,19 @@ pub fn factory(
 
 impl StageFactory for BatchConfig {
     fn make(&self, pipeline: &str, next: Arc<dyn Consumer>, _ctx: &StartCtx) -> Arc<dyn Consumer> {
-        let (tx, rx) = mpsc::channel::<Payload>(64);
+        let (tx, rx) = mpsc::channel::<Msg>(64);
         let cfg = *self;
-        let pipeline = pipeline.to_string();
-        let task = tokio::spawn(run(cfg, rx, next.clone(), pipeline));
+        let out = Out {
+            pipeline: pipeline.to_string(),
+            held: Arc::new(Mutex::new(None)),
+            wait: cfg.wait_for_export,
+            failed: Mutex::new(None),
+        };
+        let held = out.held.clone();
+        let task = tokio::spawn(run(cfg, rx, next.clone(), out));
         Arc::new(BatchStage {
+            held,
+            wait: cfg.wait_for_export,
             tx: Mutex::new(Some(tx)),
             task: Mutex::new(Some(task)),
             next,
@@ -86,8 +101,26 @@ impl StageFactory for BatchConfig {
     }
 }
 
+/// Where a batch goes, and whether the last send was refused (retryably) downstream.
+struct Out {
+    pipeline: String,
+    /// While a batch is held because the exporters refused it (queue full, backend down
+    /// without a queue), new data is refused with the same retryable status.
+    held: Arc<Mutex<Option<Refused>>>,
+    /// `wait_for_export`: refusals go back to the waiting clients instead of being retried.
+    wait: bool,
+    /// The first refusal since the buffer was last empty (reported to its waiters).
+    failed: Mutex<Option<Refused>>,
+}
+
+/// A request and, with `wait_for_export`, where to report its outcome.
+type Msg = (Payload, Option<Waiter>);
+type Waiter = oneshot::Sender<Result<(), Refused>>;
+
 struct BatchStage {
-    tx: Mutex<Option<mpsc::Sender<Payload>>>,
+    held: Arc<Mutex<Option<Refused>>>,
+    wait: bool,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next: Arc<dyn Consumer>,
 }
@@ -99,14 +132,26 @@ impl Consumer for BatchStage {
         _client: &'a Arc<ClientInfo>,
     ) -> BoxFuture<'a, Result<Ack, Refused>> {
         let tx = self.tx.lock().ok().and_then(|g| g.clone());
+        let held = self.held.lock().ok().and_then(|g| g.clone());
         Box::pin(async move {
+            if let Some(r) = held {
+                return Err(r);
+            }
             let Some(tx) = tx else {
                 return Err(Refused::retryable("batch processor is shutting down"));
             };
-            tx.send(data)
-                .await
-                .map_err(|_| Refused::retryable("batch processor is shutting down"))?;
-            Ok(Ack::default())
+            let stopped = || Refused::retryable("batch processor is shutting down");
+            if !self.wait {
+                tx.send((data, None)).await.map_err(|_| stopped())?;
+                return Ok(Ack::default());
+            }
+            let (done, outcome) = oneshot::channel();
+            tx.send((data, Some(done))).await.map_err(|_| stopped())?;
+            match outcome.await {
+                Ok(Ok(())) => Ok(Ack::default()),
+                Ok(Err(r)) => Err(r),
+                Err(_) => Err(stopped()),
+            }
         })
     }
 
@@ -125,13 +170,10 @@ impl Consumer for BatchStage {
     }
 }
 
-async fn run(
-    cfg: BatchConfig,
-    mut rx: mpsc::Receiver<Payload>,
-    next: Arc<dyn Consumer>,
-    pipeline: String,
-) {
+async fn run(cfg: BatchConfig, mut rx: mpsc::Receiver<Msg>, next: Arc<dyn Consumer>, out: Out) {
+    let pipeline = &out;
     let client = Arc::new(ClientInfo::default());
+    let mut waiters: Vec<Waiter> = Vec::new();
     let mut buf: Option<Payload> = None;
     let mut count: u64 = 0;
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -144,7 +186,8 @@ async fn run(
         };
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(p) => {
+                Some((p, waiter)) => {
+                    waiters.extend(waiter);
                     count += p.item_count();
                     match &mut buf {
                         Some(b) => append(b, p),
@@ -159,28 +202,42 @@ async fn run(
                             let head = split_front(&mut b, cfg.send_batch_max_size);
                             count -= head.item_count();
                             buf = Some(b);
-                            send(&next, head, &client, &pipeline).await;
+                            send(&next, head, &client, pipeline).await;
                         } else {
                             count = 0;
-                            send(&next, b, &client, &pipeline).await;
+                            send(&next, b, &client, pipeline).await;
                         }
                     }
                     if buf.is_none() || count == 0 {
                         buf = None;
                         count = 0;
                         deadline = None;
+                        answer(&mut waiters, pipeline);
                     }
                 }
                 None => break,
             },
             _ = timer => {
-                flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+                flush(&cfg, &mut buf, &next, &client, pipeline).await;
                 count = 0;
                 deadline = None;
+                answer(&mut waiters, pipeline);
             }
         }
     }
-    flush(&cfg, &mut buf, &next, &client, &pipeline).await;
+    flush(&cfg, &mut buf, &next, &client, pipeline).await;
+    answer(&mut waiters, pipeline);
+}
+
+/// Tells every client whose data was in the (now empty) buffer how it went.
+fn answer(waiters: &mut Vec<Waiter>, out: &Out) {
+    let failed = out.failed.lock().ok().and_then(|mut g| g.take());
+    for w in waiters.drain(..) {
+        let _ = w.send(match &failed {
+            None => Ok(()),
+            Some(r) => Err(r.clone()),
+        });
+    }
 }
 
 async fn flush(
@@ -188,7 +245,7 @@ async fn flush(
     buf: &mut Option<Payload>,
     next: &Arc<dyn Consumer>,
     client: &Arc<ClientInfo>,
-    pipeline: &str,
+    pipeline: &Out,
 ) {
     let Some(mut b) = buf.take() else { return };
     if cfg.send_batch_max_size > 0 {
@@ -202,11 +259,45 @@ async fn flush(
     }
 }
 
-async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, pipeline: &str) {
+/// Sends one batch. A retryable refusal (exporter queue full, backend down without a queue)
+/// holds the batch and retries it, refusing new data meanwhile, so data this stage already
+/// acknowledged is not dropped; a permanent failure is logged (the exporter counted it).
+async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, out: &Out) {
     let n = p.item_count();
-    if let Err(e) = next.consume(p, client).await {
-        // The exporter stage has counted and logged the failure; say where it was held.
-        tracing::warn!(pipeline, items = n, error = %e, "batch could not be delivered");
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match next.consume(p.clone(), client).await {
+            Ok(_) => break,
+            Err(e) if out.wait => {
+                // The clients are still waiting: they get the refusal and keep their data.
+                tracing::debug!(pipeline = %out.pipeline, items = n, error = %e, "batch refused downstream; its clients are told");
+                if let Ok(mut g) = out.failed.lock() {
+                    g.get_or_insert(e);
+                }
+                break;
+            }
+            Err(e) if e.retryable => {
+                let delay = e.retry_after.unwrap_or(wait).max(wait);
+                tracing::debug!(pipeline = %out.pipeline, items = n, error = %e, ?delay, "batch refused downstream; holding it and retrying");
+                if let Ok(mut g) = out.held.lock() {
+                    *g = Some(Refused {
+                        retryable: true,
+                        message: format!("pipeline {} is backed up: {e}", out.pipeline),
+                        retry_after: e.retry_after,
+                    });
+                }
+                tokio::time::sleep(delay).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                // The exporter stage has counted and logged the failure; say where it was held.
+                tracing::warn!(pipeline = %out.pipeline, items = n, error = %e, "batch could not be delivered");
+                break;
+            }
+        }
+    }
+    if let Ok(mut g) = out.held.lock() {
+        g.take();
     }
 }
 

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod cost;
 pub mod envelope;
 pub mod genai;
+pub mod memory_limiter;
 pub mod reload;
 
 use std::sync::Arc;
@@ -53,4 +54,5 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("cost", cost::factory),
     ("envelope", envelope::factory),
     ("genai_semconv", genai::factory),
+    ("memory_limiter", memory_limiter::factory),
 ];

@@ -96,14 +96,67 @@ impl OtlpSignal for Logs {
 }
 
 /// Maps a pipeline refusal onto the gRPC status the OTLP spec prescribes: retryable
-/// conditions are UNAVAILABLE (the client keeps the data and retries), permanent ones
-/// INVALID_ARGUMENT.
+/// conditions with a suggested delay are RESOURCE_EXHAUSTED carrying `google.rpc.RetryInfo`
+/// (queue full, memory limit), other retryable ones UNAVAILABLE (the client keeps the data
+/// and retries), permanent ones INVALID_ARGUMENT.
 pub fn refused_to_status(r: &Refused) -> Status {
-    if r.retryable {
-        Status::unavailable(r.message.clone())
-    } else {
-        Status::invalid_argument(r.message.clone())
+    match (r.retryable, r.retry_after) {
+        (true, Some(delay)) => Status::with_details(
+            Code::ResourceExhausted,
+            r.message.clone(),
+            retry_info_details(Code::ResourceExhausted, &r.message, delay),
+        ),
+        (true, None) => Status::unavailable(r.message.clone()),
+        (false, _) => Status::invalid_argument(r.message.clone()),
     }
+}
+
+/// A `google.rpc.Status` with one `google.rpc.RetryInfo` detail (the `grpc-status-details-bin`
+/// payload OTLP clients read the retry delay from).
+fn retry_info_details(code: Code, message: &str, delay: std::time::Duration) -> Bytes {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<PDuration>,
+    }
+    let info = RetryInfo {
+        retry_delay: Some(PDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
+    };
+    let st = RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    Bytes::from(st.encode_to_vec())
 }
 
 /// A codec that takes requests as raw bytes and writes prost responses.

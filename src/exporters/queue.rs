@@ -1,0 +1,1042 @@
+//! `sending_queue` and the delivery layer every exporter runs behind.
+//!
+//! A [`Delivery`] wraps one started exporter (shared by every pipeline naming it). With the
+//! queue enabled (the default), a request is answered once it is queued (in memory, or
+//! written to the persistent queue with `ack: durable`) and `num_consumers` tasks send it,
+//! retrying per `retry_on_failure`. When the queue is full the request is refused with a
+//! retryable status (the client keeps the data), or waits for room with
+//! `block_on_overflow: true`; it is never accepted and then dropped. With the queue
+//! disabled, the request is sent (and retried) while the client waits.
+//!
+//! Exporter factories need no code for any of this: [`parse`] reads the two option blocks
+//! for every exporter type before the factory's unknown-key check.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::persist::{read_payload, Location, StorageConfig, Store, StoreError};
+use crate::exporters::retry::{Backoff, RetryConfig};
+use crate::pipeline::{ExportError, Exporter, Payload, Signal};
+use crate::telemetry::{ExporterIdLabels, ExporterLabels, SelfMetrics};
+
+/// The delay suggested to clients refused because a queue is full.
+pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizer {
+    Requests,
+    Items,
+}
+
+/// When a client is answered with the persistent queue on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// After the record is written (and fsynced with `fsync: true`).
+    Durable,
+    /// Once queued in memory; the disk write follows (a crash may lose the last writes).
+    Enqueued,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    pub enabled: bool,
+    pub num_consumers: usize,
+    pub queue_size: u64,
+    pub sizer: Sizer,
+    pub block_on_overflow: bool,
+    pub storage: Option<StorageConfig>,
+    pub ack: AckMode,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            sizer: Sizer::Requests,
+            block_on_overflow: false,
+            storage: None,
+            ack: AckMode::Durable,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Reads `sending_queue` from an exporter's options (defaults when absent).
+pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> QueueConfig {
+    let mut c = QueueConfig::default();
+    let Some(m) = exporter.map("sending_queue", d) else {
+        return c;
+    };
+    if let Some(v) = m.bool("enabled", d) {
+        c.enabled = v;
+    }
+    if let Some(v) = m.u64_in("num_consumers", 1, 1024, d) {
+        c.num_consumers = v as usize;
+    }
+    if let Some(v) = m.u64_in("queue_size", 1, u32::MAX as u64, d) {
+        c.queue_size = v;
+    }
+    match m.str("sizer", d).as_deref() {
+        None | Some("requests") => {}
+        Some("items") => c.sizer = Sizer::Items,
+        Some(other) => d.error(
+            m.key_path("sizer"),
+            format!("unknown sizer {other:?}: use requests or items"),
+        ),
+    }
+    if let Some(v) = m.bool("block_on_overflow", d) {
+        c.block_on_overflow = v;
+    }
+    if let Some(s) = m.map("storage", d) {
+        let directory = s.str("directory", d);
+        if directory.as_deref().is_none_or(str::is_empty) {
+            d.error(
+                s.key_path("directory"),
+                "missing: the directory that holds the queue's segment files",
+            );
+        }
+        let fsync = s.bool("fsync", d).unwrap_or(true);
+        let max_mib = s.u64_in("max_size_mib", 1, 1 << 30, d).unwrap_or(1024);
+        s.finish(d);
+        // One subdirectory per exporter, so exporters may share `directory`.
+        let sub: String = id
+            .as_str()
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        c.storage = Some(StorageConfig {
+            directory: PathBuf::from(directory.unwrap_or_default()).join(sub),
+            fsync,
+            max_size: max_mib * MIB,
+            segment_size: StorageConfig::segment_size_for(max_mib * MIB),
+        });
+        if !c.enabled {
+            d.error(
+                m.key_path("storage"),
+                "a persistent queue needs the queue: remove `enabled: false` or `storage`",
+            );
+        }
+    }
+    match m.str("ack", d).as_deref() {
+        None | Some("durable") => {}
+        Some("enqueued") => c.ack = AckMode::Enqueued,
+        Some(other) => d.error(
+            m.key_path("ack"),
+            format!("unknown ack mode {other:?}: use durable or enqueued"),
+        ),
+    }
+    if m.has("ack") && c.storage.is_none() {
+        d.error(
+            m.key_path("ack"),
+            "only applies to a persistent queue (`storage`); the in-memory queue answers at enqueue",
+        );
+    }
+    m.finish(d);
+    c
+}
+
+/// One queued request.
+struct Item {
+    pipeline: Arc<str>,
+    payload: Queued,
+    size: u64,
+    /// Its record in the persistent queue.
+    record: Option<u64>,
+}
+
+/// A queued request's data: in memory, or (replayed at start) still only on disk.
+enum Queued {
+    Loaded(Payload),
+    OnDisk {
+        location: Location,
+        signal: Signal,
+        items: u64,
+    },
+}
+
+struct State {
+    items: VecDeque<Item>,
+    /// Reserved size (queued plus being written plus being sent).
+    used: u64,
+    closed: bool,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    capacity: u64,
+    sizer: Sizer,
+    block: bool,
+    not_empty: Notify,
+    not_full: Notify,
+    size_gauge: Gauge,
+}
+
+enum Reserve {
+    Ok,
+    Full,
+    Closed,
+}
+
+impl Queue {
+    fn size_of(&self, p: &Payload) -> u64 {
+        self.size_for(p.item_count())
+    }
+
+    fn size_for(&self, items: u64) -> u64 {
+        match self.sizer {
+            Sizer::Requests => 1,
+            Sizer::Items => items.max(1),
+        }
+    }
+
+    fn try_reserve(&self, size: u64) -> Reserve {
+        let Ok(mut s) = self.state.lock() else {
+            return Reserve::Closed;
+        };
+        if s.closed {
+            return Reserve::Closed;
+        }
+        // A request larger than the whole queue still goes in when the queue is empty.
+        if s.used > 0 && s.used + size > self.capacity {
+            return Reserve::Full;
+        }
+        s.used += size;
+        self.size_gauge.set(s.used as i64);
+        Reserve::Ok
+    }
+
+    async fn reserve(&self, size: u64) -> Reserve {
+        loop {
+            let notified = self.not_full.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_reserve(size) {
+                Reserve::Full if self.block => notified.await,
+                other => return other,
+            }
+        }
+    }
+
+    fn release(&self, size: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.used = s.used.saturating_sub(size);
+            self.size_gauge.set(s.used as i64);
+        }
+        self.not_full.notify_waiters();
+    }
+
+    fn push(&self, item: Item) {
+        if let Ok(mut s) = self.state.lock() {
+            s.items.push_back(item);
+        }
+        self.not_empty.notify_one();
+    }
+
+    /// Adds a replayed record regardless of capacity (it was accepted before the restart).
+    fn push_replayed(&self, item: Item) {
+        if let Ok(mut s) = self.state.lock() {
+            s.used += item.size;
+            self.size_gauge.set(s.used as i64);
+            s.items.push_back(item);
+        }
+        self.not_empty.notify_one();
+    }
+
+    /// The next item; `None` once closed and empty.
+    async fn pop(&self) -> Option<Item> {
+        loop {
+            let notified = self.not_empty.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let Ok(mut s) = self.state.lock() else {
+                    return None;
+                };
+                if let Some(it) = s.items.pop_front() {
+                    return Some(it);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self) -> usize {
+        let n = match self.state.lock() {
+            Ok(mut s) => {
+                s.closed = true;
+                s.items.len()
+            }
+            Err(_) => 0,
+        };
+        self.not_empty.notify_waiters();
+        self.not_full.notify_waiters();
+        n
+    }
+}
+
+/// How one request ended.
+enum Outcome {
+    Delivered,
+    Failed(ExportError),
+    /// Shutting down with a persistent queue: left on disk for the next start.
+    Left,
+}
+
+/// An exporter with its sending queue and retry policy.
+pub struct Delivery {
+    id: String,
+    exporter: Arc<dyn Exporter>,
+    retry: RetryConfig,
+    queue: Option<Arc<Queue>>,
+    store: Option<Arc<Store>>,
+    ack: AckMode,
+    metrics: Arc<SelfMetrics>,
+    stopping: watch::Sender<bool>,
+    consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    last_full_warning: AtomicU64,
+}
+
+impl Delivery {
+    /// Starts the layer around a started exporter: opens and recovers the persistent queue
+    /// (unsent data is queued before anything new) and starts the consumers.
+    pub fn start(
+        id: &ComponentId,
+        exporter: Arc<dyn Exporter>,
+        queue_cfg: &QueueConfig,
+        retry: RetryConfig,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<Arc<Delivery>, String> {
+        let (stopping, _) = watch::channel(false);
+        let labels = ExporterIdLabels {
+            exporter: id.to_string(),
+        };
+        let mut delivery = Delivery {
+            id: id.to_string(),
+            exporter,
+            retry,
+            queue: None,
+            store: None,
+            ack: queue_cfg.ack,
+            metrics: metrics.clone(),
+            stopping,
+            consumers: Mutex::new(Vec::new()),
+            last_full_warning: AtomicU64::new(0),
+        };
+        if !queue_cfg.enabled {
+            return Ok(Arc::new(delivery));
+        }
+        metrics
+            .exporter_queue_capacity
+            .get_or_create(&labels)
+            .set(queue_cfg.queue_size as i64);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                used: 0,
+                closed: false,
+            }),
+            capacity: queue_cfg.queue_size,
+            sizer: queue_cfg.sizer,
+            block: queue_cfg.block_on_overflow,
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            size_gauge: metrics.exporter_queue_size.get_or_create(&labels).clone(),
+        });
+        if let Some(sc) = &queue_cfg.storage {
+            let (store, recovery) = Store::open(sc).map_err(|e| {
+                format!(
+                    "exporters.{id}.sending_queue.storage: cannot open {}: {e}",
+                    sc.directory.display()
+                )
+            })?;
+            for dmg in &recovery.damage {
+                tracing::error!(
+                    exporter = %id,
+                    segment = %dmg.segment.display(),
+                    offset = dmg.offset,
+                    bytes = dmg.bytes,
+                    moved_to = %dmg.moved_to.display(),
+                    "persistent queue: damaged region moved aside; intact records kept"
+                );
+                metrics
+                    .exporter_queue_corrupt_bytes
+                    .get_or_create(&labels)
+                    .inc_by(dmg.bytes);
+            }
+            let (mut items, mut maybe_sent) = (0u64, 0u64);
+            let replayed = recovery.records.len();
+            for r in recovery.records {
+                let n = r.items;
+                items += n;
+                if r.was_sending {
+                    maybe_sent += n;
+                    metrics
+                        .exporter_replayed
+                        .get(r.signal)
+                        .get_or_create(&ExporterLabels {
+                            exporter: id.to_string(),
+                            pipeline: r.pipeline.clone(),
+                        })
+                        .inc_by(n);
+                }
+                queue.push_replayed(Item {
+                    size: queue.size_for(r.items),
+                    pipeline: Arc::from(r.pipeline.as_str()),
+                    payload: Queued::OnDisk {
+                        location: r.location,
+                        signal: r.signal,
+                        items: r.items,
+                    },
+                    record: Some(r.id),
+                });
+            }
+            if replayed > 0 {
+                tracing::info!(
+                    exporter = %id,
+                    requests = replayed,
+                    items,
+                    possibly_delivered_before = maybe_sent,
+                    "persistent queue: replaying unsent data first"
+                );
+            }
+            delivery.store = Some(Arc::new(store));
+        }
+        delivery.queue = Some(queue.clone());
+        let delivery = Arc::new(delivery);
+        let mut handles = Vec::with_capacity(queue_cfg.num_consumers);
+        for _ in 0..queue_cfg.num_consumers {
+            let d = delivery.clone();
+            let q = queue.clone();
+            handles.push(tokio::spawn(async move { d.consume(q).await }));
+        }
+        if let Ok(mut g) = delivery.consumers.lock() {
+            *g = handles;
+        }
+        Ok(delivery)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What is still queued or being sent (in `sizer` units), and whether it is kept on disk
+    /// for the next start.
+    pub fn pending(&self) -> (u64, bool) {
+        let used = self
+            .queue
+            .as_ref()
+            .and_then(|q| q.state.lock().ok().map(|s| s.used))
+            .unwrap_or(0);
+        (used, self.store.is_some())
+    }
+
+    fn labels(&self, pipeline: &str) -> ExporterLabels {
+        ExporterLabels {
+            exporter: self.id.clone(),
+            pipeline: pipeline.to_string(),
+        }
+    }
+
+    /// Hands a request to the exporter for `pipeline`: queues it (answering once queued or
+    /// durably written) or, with the queue disabled, sends it with retries.
+    pub async fn submit(&self, pipeline: &str, data: Payload) -> Result<(), ExportError> {
+        let Some(queue) = &self.queue else {
+            let signal = data.signal();
+            let n = data.item_count();
+            return match self.send(pipeline, data, false).await {
+                Outcome::Delivered => {
+                    self.count_sent(pipeline, signal, n);
+                    Ok(())
+                }
+                Outcome::Failed(e) => {
+                    self.count_failed(pipeline, signal, n, &e);
+                    Err(e)
+                }
+                Outcome::Left => Err(ExportError {
+                    retryable: true,
+                    message: format!("exporter {} is shutting down", self.id),
+                    retry_after: None,
+                }),
+            };
+        };
+        let size = queue.size_of(&data);
+        match queue.reserve(size).await {
+            Reserve::Ok => {}
+            Reserve::Full => return Err(self.refuse(pipeline, &data, "sending queue is full")),
+            Reserve::Closed => {
+                return Err(self.refuse(pipeline, &data, "exporter is shutting down"));
+            }
+        }
+        let mut record = None;
+        if let Some(store) = &self.store {
+            let wait = self.ack == AckMode::Durable;
+            match store.append(pipeline, &data, wait) {
+                Err(e) => {
+                    queue.release(size);
+                    return Err(self.refuse(pipeline, &data, &e.to_string()));
+                }
+                Ok((id, None)) => record = Some(id),
+                Ok((id, Some(written))) => {
+                    // Finished in its own task, so a client that goes away mid-write cannot
+                    // leave the record unqueued or the reservation held.
+                    let q = queue.clone();
+                    let item = Item {
+                        pipeline: Arc::from(pipeline),
+                        payload: Queued::Loaded(data),
+                        size,
+                        record: Some(id),
+                    };
+                    let done = tokio::spawn(async move {
+                        let err = match written.await {
+                            Ok(Ok(())) => {
+                                q.push(item);
+                                return Ok(());
+                            }
+                            Ok(Err(e)) => StoreError::Io(e),
+                            Err(_) => StoreError::Closed,
+                        };
+                        q.release(item.size);
+                        match item.payload {
+                            Queued::Loaded(p) => Err((err, p)),
+                            Queued::OnDisk { .. } => Ok(()),
+                        }
+                    });
+                    return match done.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err((e, payload))) => {
+                            Err(self.refuse(pipeline, &payload, &e.to_string()))
+                        }
+                        Err(e) => Err(ExportError {
+                            retryable: true,
+                            message: format!("exporter {}: queue write interrupted: {e}", self.id),
+                            retry_after: None,
+                        }),
+                    };
+                }
+            }
+        }
+        queue.push(Item {
+            pipeline: Arc::from(pipeline),
+            payload: Queued::Loaded(data),
+            size,
+            record,
+        });
+        Ok(())
+    }
+
+    /// Counts and reports a request the queue could not take; the client is told to retry.
+    fn refuse(&self, pipeline: &str, data: &Payload, why: &str) -> ExportError {
+        let n = data.item_count();
+        self.metrics
+            .exporter_enqueue_failed
+            .get(data.signal())
+            .get_or_create(&self.labels(pipeline))
+            .inc_by(n);
+        // Under overload this happens per request: warn at most every 10 s, debug otherwise.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.last_full_warning.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self
+                .last_full_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(exporter = %self.id, pipeline, items = n, reason = why, "request refused with a retryable status");
+        } else {
+            tracing::debug!(exporter = %self.id, pipeline, items = n, reason = why, "request refused with a retryable status");
+        }
+        ExportError {
+            retryable: true,
+            message: format!("exporter {}: {why}; retry later", self.id),
+            retry_after: Some(FULL_RETRY_AFTER),
+        }
+    }
+
+    fn count_sent(&self, pipeline: &str, signal: crate::pipeline::Signal, n: u64) {
+        self.metrics
+            .exporter_sent
+            .get(signal)
+            .get_or_create(&self.labels(pipeline))
+            .inc_by(n);
+    }
+
+    fn count_failed(
+        &self,
+        pipeline: &str,
+        signal: crate::pipeline::Signal,
+        n: u64,
+        e: &ExportError,
+    ) {
+        self.metrics
+            .exporter_send_failed
+            .get(signal)
+            .get_or_create(&self.labels(pipeline))
+            .inc_by(n);
+        tracing::warn!(
+            exporter = %self.id,
+            pipeline,
+            signal = signal.as_str(),
+            items = n,
+            retryable = e.retryable,
+            error = %e,
+            "export failed"
+        );
+    }
+
+    /// One request with retries. With `leave_on_stop` (persistent queue), a shutdown stops
+    /// the retrying and leaves the request on disk.
+    async fn send(&self, pipeline: &str, data: Payload, leave_on_stop: bool) -> Outcome {
+        let mut backoff = Backoff::new(self.retry);
+        let mut stop = self.stopping.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = if self.retry.enabled {
+                self.exporter.export(data.clone()).await
+            } else {
+                return match self.exporter.export(data).await {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => Outcome::Failed(e),
+                };
+            };
+            let e = match result {
+                Ok(()) => return Outcome::Delivered,
+                Err(e) if !e.retryable => return Outcome::Failed(e),
+                Err(e) => e,
+            };
+            if leave_on_stop && *stop.borrow() {
+                return Outcome::Left;
+            }
+            let Some(delay) = backoff.next_delay(e.retry_after) else {
+                return Outcome::Failed(ExportError {
+                    message: format!("{e} (gave up after {attempt} attempts)"),
+                    ..e
+                });
+            };
+            self.metrics
+                .exporter_retries
+                .get_or_create(&self.labels(pipeline))
+                .inc();
+            tracing::debug!(exporter = %self.id, pipeline, attempt, ?delay, error = %e, "export failed; retrying");
+            if leave_on_stop {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::telemetry::wait_true(stop.clone()) => return Outcome::Left,
+                }
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+            let _ = stop.borrow_and_update();
+        }
+    }
+
+    async fn consume(self: Arc<Self>, queue: Arc<Queue>) {
+        while let Some(item) = queue.pop().await {
+            let Item {
+                pipeline,
+                payload,
+                size,
+                record,
+            } = item;
+            let (payload, signal, n) = match payload {
+                Queued::Loaded(p) => {
+                    let (s, n) = (p.signal(), p.item_count());
+                    (p, s, n)
+                }
+                Queued::OnDisk {
+                    location,
+                    signal,
+                    items,
+                } => {
+                    let read = tokio::task::spawn_blocking(move || read_payload(&location))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                    match read {
+                        Ok(p) => (p, signal, items),
+                        Err(e) => {
+                            let e = ExportError {
+                                retryable: false,
+                                message: format!("cannot read the queued record back: {e}"),
+                                retry_after: None,
+                            };
+                            self.count_failed(&pipeline, signal, items, &e);
+                            self.ack(record);
+                            queue.release(size);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let (Some(store), Some(id)) = (&self.store, record) {
+                store.mark_sending(id).await;
+            }
+            let outcome = self.send(&pipeline, payload, self.store.is_some()).await;
+            match outcome {
+                Outcome::Delivered => {
+                    self.count_sent(&pipeline, signal, n);
+                    self.ack(record);
+                }
+                Outcome::Failed(e) => {
+                    self.count_failed(&pipeline, signal, n, &e);
+                    self.ack(record);
+                }
+                Outcome::Left => {}
+            }
+            queue.release(size);
+        }
+    }
+
+    fn ack(&self, record: Option<u64>) {
+        if let (Some(store), Some(id)) = (&self.store, record) {
+            store.ack(id);
+        }
+    }
+
+    /// Stops taking requests, drains the queue (retrying; with a persistent queue, what
+    /// cannot be sent now stays on disk), then shuts the exporter down. Bounded by the
+    /// caller's `service.shutdown_timeout`.
+    pub async fn shutdown(&self) {
+        if let Some(q) = &self.queue {
+            let left = q.close();
+            if left > 0 {
+                tracing::info!(exporter = %self.id, requests = left, "draining the sending queue");
+            }
+        }
+        self.stopping.send_replace(true);
+        let handles = self
+            .consumers
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default();
+        for h in handles {
+            let _ = h.await;
+        }
+        if let Some(store) = self.store.clone() {
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
+        self.exporter.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tokio::sync::Semaphore;
+
+    /// An exporter that answers from a script (then succeeds) and can be held shut.
+    #[derive(Default)]
+    struct Scripted {
+        calls: Mutex<u64>,
+        script: Mutex<VecDeque<ExportError>>,
+        always_fail: Option<ExportError>,
+        gate: Option<Arc<Semaphore>>,
+    }
+
+    impl Exporter for Scripted {
+        fn export(
+            &self,
+            _data: Payload,
+        ) -> crate::pipeline::BoxFuture<'_, Result<(), ExportError>> {
+            Box::pin(async move {
+                if let Some(g) = &self.gate {
+                    g.acquire().await.unwrap().forget();
+                }
+                *self.calls.lock().unwrap() += 1;
+                if let Some(e) = &self.always_fail {
+                    return Err(e.clone());
+                }
+                match self.script.lock().unwrap().pop_front() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            })
+        }
+    }
+
+    fn retryable() -> ExportError {
+        ExportError {
+            retryable: true,
+            message: "backend answered Unavailable".into(),
+            retry_after: None,
+        }
+    }
+
+    fn spans(n: usize) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_interval: Duration::from_millis(1),
+            max_interval: Duration::from_millis(2),
+            ..RetryConfig::default()
+        }
+    }
+
+    fn start(
+        exp: Arc<Scripted>,
+        q: QueueConfig,
+        r: RetryConfig,
+    ) -> (Arc<Delivery>, Arc<SelfMetrics>) {
+        let metrics = Arc::new(SelfMetrics::new());
+        let d = Delivery::start(&ComponentId("otlp".into()), exp, &q, r, metrics.clone()).unwrap();
+        (d, metrics)
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_retryable_failures_then_delivers_and_counts_per_pipeline() {
+        let exp = Arc::new(Scripted::default());
+        exp.script
+            .lock()
+            .unwrap()
+            .extend([retryable(), retryable()]);
+        let (d, m) = start(exp.clone(), QueueConfig::default(), fast_retry());
+        d.submit("traces/a", spans(4)).await.unwrap();
+        eventually("3 attempts", || *exp.calls.lock().unwrap() == 3).await;
+        eventually("counted", || {
+            m.encode().contains(
+                r#"tollgate_exporter_sent_spans_total{exporter="otlp",pipeline="traces/a"} 4"#,
+            )
+        })
+        .await;
+        assert!(m
+            .encode()
+            .contains(r#"tollgate_exporter_retries_total{exporter="otlp",pipeline="traces/a"} 2"#));
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_with_a_retry_delay_and_pipelines_share_it() {
+        let gate = Arc::new(Semaphore::new(0));
+        let exp = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let q = QueueConfig {
+            num_consumers: 1,
+            queue_size: 2,
+            ..QueueConfig::default()
+        };
+        let (d, m) = start(exp.clone(), q, fast_retry());
+        d.submit("traces/a", spans(1)).await.unwrap();
+        d.submit("traces/a", spans(1)).await.unwrap();
+        let e = d.submit("traces/b", spans(3)).await.unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(e.retry_after, Some(FULL_RETRY_AFTER));
+        assert!(m.encode().contains(
+            r#"tollgate_exporter_enqueue_failed_spans_total{exporter="otlp",pipeline="traces/b"} 3"#
+        ));
+        assert!(m
+            .encode()
+            .contains(r#"tollgate_exporter_queue_size{exporter="otlp"} 2"#));
+        // The receiver turns it into RESOURCE_EXHAUSTED with RetryInfo, which an OTLP client
+        // (and our own exporter) reads as retryable after that delay.
+        let refused = crate::pipeline::Refused {
+            retryable: e.retryable,
+            message: e.message.clone(),
+            retry_after: e.retry_after,
+        };
+        let st = crate::receivers::otlp_grpc::refused_to_status(&refused);
+        assert_eq!(st.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            crate::exporters::otlp::classify(&st),
+            (true, Some(FULL_RETRY_AFTER))
+        );
+        let st = crate::receivers::otlp_grpc::refused_to_status(
+            &crate::pipeline::Refused::retryable("x"),
+        );
+        assert_eq!(st.code(), tonic::Code::Unavailable);
+        gate.add_permits(10);
+        eventually("drained", || *exp.calls.lock().unwrap() == 2).await;
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn block_on_overflow_waits_for_room_instead_of_refusing() {
+        let gate = Arc::new(Semaphore::new(0));
+        let exp = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let q = QueueConfig {
+            num_consumers: 1,
+            queue_size: 5,
+            sizer: Sizer::Items,
+            block_on_overflow: true,
+            ..QueueConfig::default()
+        };
+        let (d, _m) = start(exp.clone(), q, fast_retry());
+        d.submit("traces", spans(3)).await.unwrap();
+        d.submit("traces", spans(2)).await.unwrap();
+        let d2 = d.clone();
+        // 3 + 2 + 3 items do not fit in 5; once the first 3 are sent, they do.
+        let waiting = tokio::spawn(async move { d2.submit("traces", spans(3)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "waits while the queue is full");
+        gate.add_permits(1);
+        waiting.await.unwrap().unwrap();
+        gate.add_permits(10);
+        eventually("all sent", || *exp.calls.lock().unwrap() == 3).await;
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_are_not_retried_and_are_counted() {
+        let exp = Arc::new(Scripted {
+            always_fail: Some(ExportError {
+                retryable: false,
+                message: "backend answered InvalidArgument: bad".into(),
+                retry_after: None,
+            }),
+            ..Default::default()
+        });
+        let (d, m) = start(exp.clone(), QueueConfig::default(), fast_retry());
+        d.submit("traces", spans(2)).await.unwrap();
+        eventually("counted", || {
+            m.encode().contains(
+                r#"tollgate_exporter_send_failed_spans_total{exporter="otlp",pipeline="traces"} 2"#,
+            )
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*exp.calls.lock().unwrap(), 1);
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn without_the_queue_the_caller_waits_for_delivery_and_gets_the_failure() {
+        let exp = Arc::new(Scripted::default());
+        exp.script.lock().unwrap().push_back(retryable());
+        let q = QueueConfig {
+            enabled: false,
+            ..QueueConfig::default()
+        };
+        let (d, _) = start(exp.clone(), q.clone(), fast_retry());
+        d.submit("traces", spans(1)).await.unwrap();
+        assert_eq!(*exp.calls.lock().unwrap(), 2, "retried inline");
+        let exp = Arc::new(Scripted {
+            always_fail: Some(retryable()),
+            ..Default::default()
+        });
+        let no_retry = RetryConfig {
+            enabled: false,
+            ..fast_retry()
+        };
+        let (d, _) = start(exp.clone(), q, no_retry);
+        let e = d.submit("traces", spans(1)).await.unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(*exp.calls.lock().unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_storage_what_cannot_be_sent_at_shutdown_stays_on_disk() {
+        for ack in [AckMode::Durable, AckMode::Enqueued] {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = StorageConfig {
+                directory: dir.path().to_path_buf(),
+                fsync: true,
+                max_size: 1 << 30,
+                segment_size: 1 << 20,
+            };
+            let exp = Arc::new(Scripted {
+                always_fail: Some(retryable()),
+                ..Default::default()
+            });
+            let q = QueueConfig {
+                storage: Some(storage.clone()),
+                ack,
+                ..QueueConfig::default()
+            };
+            let (d, _) = start(exp.clone(), q, fast_retry());
+            for _ in 0..3 {
+                d.submit("traces", spans(2)).await.unwrap();
+            }
+            eventually("attempts", || *exp.calls.lock().unwrap() >= 3).await;
+            d.shutdown().await;
+            let (_s, rec) = Store::open(&storage).unwrap();
+            assert_eq!(rec.records.len(), 3, "{ack:?}");
+            assert!(rec.records.iter().all(|r| r.pipeline == "traces"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_bound_refuses_with_a_retryable_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let exp = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let q = QueueConfig {
+            storage: Some(StorageConfig {
+                directory: dir.path().to_path_buf(),
+                fsync: false,
+                max_size: 4096,
+                segment_size: 1024,
+            }),
+            ..QueueConfig::default()
+        };
+        let (d, m) = start(exp.clone(), q, fast_retry());
+        let mut accepted = 0;
+        let err = loop {
+            match d.submit("traces", spans(20)).await {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 100, "the disk bound never applied");
+        };
+        assert!(accepted > 0);
+        assert!(err.retryable && err.retry_after.is_some(), "{err:?}");
+        assert!(
+            err.message.contains("persistent queue is full"),
+            "{}",
+            err.message
+        );
+        assert!(m.encode().contains(
+            r#"tollgate_exporter_enqueue_failed_spans_total{exporter="otlp",pipeline="traces"} 20"#
+        ));
+        gate.add_permits(1000);
+        eventually("sent", || *exp.calls.lock().unwrap() == accepted).await;
+        d.shutdown().await;
+    }
+}

@@ -1,0 +1,287 @@
+//! The `memory_limiter` processor: refuses new data with a retryable status while the
+//! process's resident memory is above the soft limit (`limit_mib - spike_limit_mib`), so
+//! clients keep their data and retry instead of the gateway growing until it is killed.
+//!
+//! Resident memory is read from `/proc/self/statm` every `check_interval` (Linux; elsewhere
+//! the limiter never refuses and says so at start).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
+use crate::processors::ProcessorSpec;
+use crate::service::{ParseCtx, StartCtx};
+use crate::telemetry::{ProcessorLabels, SelfMetrics};
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimiterConfig {
+    pub check_interval: Duration,
+    pub limit: u64,
+    pub spike_limit: u64,
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<ProcessorSpec> {
+    let check_interval = m
+        .duration("check_interval", d)
+        .unwrap_or(Duration::from_secs(1));
+    if check_interval.is_zero() {
+        d.error(m.key_path("check_interval"), "must be greater than 0");
+    }
+    let limit_mib = m.u64_in("limit_mib", 1, 1 << 30, d);
+    if limit_mib.is_none() && !m.has("limit_mib") {
+        d.error(
+            m.key_path("limit_mib"),
+            "missing: the most resident memory the process may use, in MiB",
+        );
+    }
+    let limit = limit_mib.unwrap_or(1) * MIB;
+    let spike_limit = match m.u64("spike_limit_mib", d) {
+        Some(s) if s * MIB >= limit => {
+            d.error(
+                m.key_path("spike_limit_mib"),
+                format!(
+                    "must be below limit_mib ({})",
+                    limit_mib.unwrap_or_default()
+                ),
+            );
+            0
+        }
+        Some(s) => s * MIB,
+        None => limit / 5,
+    };
+    let cfg = MemoryLimiterConfig {
+        check_interval,
+        limit,
+        spike_limit,
+    };
+    Some(ProcessorSpec::inline(
+        MemoryLimiter::new(id, cfg, ctx.metrics.clone()),
+        &[Signal::Traces, Signal::Metrics, Signal::Logs],
+    ))
+}
+
+pub struct MemoryLimiter {
+    id: String,
+    cfg: MemoryLimiterConfig,
+    refusing: AtomicBool,
+    rss: AtomicU64,
+    metrics: Arc<SelfMetrics>,
+}
+
+/// Resident set size in bytes from `/proc/self/statm` (second field, in pages).
+pub fn resident_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" {
+    /// glibc: returns free heap pages (also in the middle of the heap) to the system.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// Hands memory the allocator holds but does not use back to the system, so resident
+/// memory falls once queued data is gone (glibc keeps freed small blocks otherwise, and the
+/// limiter would keep refusing). Returns whether anything was released.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only inspects and trims glibc's own heap; it takes no pointers
+        // from us and is thread-safe (it locks each arena).
+        unsafe { malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// The page size: from the auxiliary vector when readable, else the common 4 KiB.
+fn page_size() -> u64 {
+    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // /proc/self/auxv: pairs of native-endian words; AT_PAGESZ = 6.
+        let word = std::mem::size_of::<usize>();
+        if let Ok(aux) = std::fs::read("/proc/self/auxv") {
+            for pair in aux.chunks_exact(2 * word) {
+                let (k, v) = pair.split_at(word);
+                let read = |b: &[u8]| -> u64 {
+                    let mut buf = [0u8; 8];
+                    buf[..word].copy_from_slice(b);
+                    u64::from_ne_bytes(buf)
+                };
+                if read(k) == 6 {
+                    return read(v);
+                }
+            }
+        }
+        4096
+    })
+}
+
+impl MemoryLimiter {
+    pub fn new(id: &ComponentId, cfg: MemoryLimiterConfig, metrics: Arc<SelfMetrics>) -> Self {
+        MemoryLimiter {
+            id: id.to_string(),
+            cfg,
+            refusing: AtomicBool::new(false),
+            rss: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    fn soft_limit(&self) -> u64 {
+        self.cfg.limit - self.cfg.spike_limit
+    }
+
+    /// Takes a measurement and updates the refusing state (logged on every change).
+    pub fn check(&self, rss: u64) {
+        self.rss.store(rss, Ordering::Relaxed);
+        let over = rss >= self.soft_limit();
+        let was = self.refusing.swap(over, Ordering::AcqRel);
+        if over && !was {
+            tracing::warn!(
+                processor = %self.id,
+                rss_mib = rss / MIB,
+                soft_limit_mib = self.soft_limit() / MIB,
+                limit_mib = self.cfg.limit / MIB,
+                "memory above the soft limit: refusing new data with a retryable status"
+            );
+        } else if was && !over {
+            tracing::info!(
+                processor = %self.id,
+                rss_mib = rss / MIB,
+                "memory back below the soft limit: accepting data again"
+            );
+        }
+    }
+
+    fn admit(&self, signal: Signal, items: u64) -> Result<(), Refused> {
+        if !self.refusing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.metrics
+            .processor_refused
+            .get(signal)
+            .get_or_create(&ProcessorLabels {
+                processor: self.id.clone(),
+            })
+            .inc_by(items);
+        Err(Refused {
+            retryable: true,
+            message: format!(
+                "{}: memory usage {} MiB is above the soft limit of {} MiB; retry later",
+                self.id,
+                self.rss.load(Ordering::Relaxed) / MIB,
+                self.soft_limit() / MIB
+            ),
+            retry_after: Some(self.cfg.check_interval.max(Duration::from_secs(1))),
+        })
+    }
+}
+
+impl Processor for MemoryLimiter {
+    fn process_traces(
+        &self,
+        req: &mut ExportTraceServiceRequest,
+        _ctx: &mut ProcessCtx<'_>,
+    ) -> Result<(), Refused> {
+        self.admit(Signal::Traces, crate::pipeline::span_count(req))
+    }
+    fn process_metrics(
+        &self,
+        req: &mut ExportMetricsServiceRequest,
+        _ctx: &mut ProcessCtx<'_>,
+    ) -> Result<(), Refused> {
+        self.admit(Signal::Metrics, crate::pipeline::point_count(req))
+    }
+    fn process_logs(
+        &self,
+        req: &mut ExportLogsServiceRequest,
+        _ctx: &mut ProcessCtx<'_>,
+    ) -> Result<(), Refused> {
+        self.admit(Signal::Logs, crate::pipeline::log_count(req))
+    }
+
+    fn start(self: Arc<Self>, ctx: &StartCtx) {
+        let Some(first) = resident_bytes() else {
+            tracing::warn!(processor = %self.id, "cannot read /proc/self/statm: memory_limiter will not refuse anything");
+            return;
+        };
+        self.check(first);
+        let shutdown = ctx.shutdown.clone();
+        let weak = Arc::downgrade(&self);
+        let interval = self.cfg.check_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stop = crate::telemetry::wait_true(shutdown);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stop => return,
+                }
+                let Some(me) = weak.upgrade() else { return };
+                let Some(mut rss) = resident_bytes() else {
+                    continue;
+                };
+                if rss >= me.soft_limit() && release_free_memory() {
+                    rss = resident_bytes().unwrap_or(rss);
+                }
+                me.check(rss);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_above_the_soft_limit_with_a_retryable_status_and_counts() {
+        let metrics = Arc::new(SelfMetrics::new());
+        let l = MemoryLimiter::new(
+            &ComponentId("memory_limiter".into()),
+            MemoryLimiterConfig {
+                check_interval: Duration::from_millis(100),
+                limit: 100 * MIB,
+                spike_limit: 20 * MIB,
+            },
+            metrics.clone(),
+        );
+        l.check(79 * MIB);
+        assert!(l.admit(Signal::Traces, 5).is_ok());
+        l.check(80 * MIB);
+        let r = l.admit(Signal::Traces, 5).unwrap_err();
+        assert!(r.retryable && r.retry_after.is_some(), "{r:?}");
+        assert!(r.message.contains("soft limit of 80 MiB"), "{}", r.message);
+        l.check(10 * MIB);
+        assert!(l.admit(Signal::Traces, 5).is_ok());
+        assert!(metrics
+            .encode()
+            .contains(r#"tollgate_processor_refused_spans_total{processor="memory_limiter"} 5"#));
+    }
+
+    #[test]
+    fn reads_resident_memory() {
+        let rss = resident_bytes().expect("/proc/self/statm");
+        assert!(rss > MIB && rss < 64 * 1024 * MIB, "{rss}");
+        assert!([4096, 16384, 65536].contains(&page_size()));
+    }
+}
