@@ -54,6 +54,13 @@ pub struct GenArgs {
     pub key_file: Option<std::path::PathBuf>,
     #[arg(long, default_value = tollgate_bench::workload::BENCH_KID)]
     pub kid: String,
+    /// Attempts per request when the server refuses it with a retryable status
+    /// (UNAVAILABLE, RESOURCE_EXHAUSTED with RetryInfo, ...), waiting its RetryInfo delay or
+    /// `--retry-delay-ms`, as OTLP clients do. 1 = never retry.
+    #[arg(long, default_value_t = 30)]
+    pub attempts: u32,
+    #[arg(long, default_value_t = 100)]
+    pub retry_delay_ms: u64,
     /// Per-request deadline.
     #[arg(long, default_value = "10")]
     pub timeout_secs: u64,
@@ -71,6 +78,8 @@ struct Counters {
     rejected: AtomicU64,
     failed_requests: AtomicU64,
     failed_spans: AtomicU64,
+    /// Attempts beyond the first, after retryable refusals.
+    retries: AtomicU64,
 }
 
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, Fail> {
@@ -169,7 +178,12 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
             next.clone(),
             first_error.clone(),
         );
-        let (nonce, rate, timeout) = (a.nonce, a.rate, Duration::from_secs(a.timeout_secs));
+        let (nonce, rate) = (a.nonce, a.rate);
+        let send = Sending {
+            timeout: Duration::from_secs(a.timeout_secs),
+            attempts: a.attempts.max(1),
+            retry_delay: Duration::from_millis(a.retry_delay_ms),
+        };
         tasks.push(tokio::spawn(async move {
             worker(
                 ch,
@@ -182,7 +196,7 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
                 spr,
                 rate,
                 start,
-                timeout,
+                send,
             )
             .await
         }));
@@ -211,6 +225,7 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
         "rejected_spans": c.rejected.load(Ordering::Relaxed),
         "failed_requests": c.failed_requests.load(Ordering::Relaxed),
         "failed_spans": c.failed_spans.load(Ordering::Relaxed),
+        "retries": c.retries.load(Ordering::Relaxed),
         "first_error": first_error.lock().ok().and_then(|g| g.clone()),
         "elapsed_s": elapsed,
         "start_unix_ns": start_ns,
@@ -228,6 +243,14 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
     crate::emit_report(&report, a.report.as_deref())
 }
 
+/// How one request is sent: deadline and retries.
+#[derive(Debug, Clone, Copy)]
+struct Sending {
+    timeout: Duration,
+    attempts: u32,
+    retry_delay: Duration,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn worker(
     ch: Channel,
@@ -240,7 +263,7 @@ async fn worker(
     spr: usize,
     rate: u64,
     start: Instant,
-    timeout: Duration,
+    send: Sending,
 ) -> Vec<u32> {
     let mut grpc = tonic::client::Grpc::new(ch);
     let path = http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
@@ -263,20 +286,37 @@ async fn worker(
         c.requests.fetch_add(1, Ordering::Relaxed);
         c.spans.fetch_add(n, Ordering::Relaxed);
         let sent = Instant::now();
-        let result = async {
-            grpc.ready()
+        let mut attempt = 1;
+        let result = loop {
+            let r = async {
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let mut req = tonic::Request::new(body.clone());
+                req.set_timeout(send.timeout);
+                grpc.unary::<_, ExportTraceServiceResponse, _>(
+                    req,
+                    path.clone(),
+                    RawCodec::<ExportTraceServiceResponse>::default(),
+                )
                 .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let mut req = tonic::Request::new(body);
-            req.set_timeout(timeout);
-            grpc.unary::<_, ExportTraceServiceResponse, _>(
-                req,
-                path.clone(),
-                RawCodec::<ExportTraceServiceResponse>::default(),
-            )
-            .await
-        }
-        .await;
+            }
+            .await;
+            match r {
+                Err(s) if attempt < send.attempts => {
+                    // The OTLP client rules: retry what the server calls retryable, after
+                    // its RetryInfo delay when it gave one.
+                    let (retryable, delay) = tollgate::exporters::otlp::classify(&s);
+                    if !retryable {
+                        break Err(s);
+                    }
+                    attempt += 1;
+                    c.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay.unwrap_or(send.retry_delay)).await;
+                }
+                other => break other,
+            }
+        };
         rtts.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
         match result {
             Ok(resp) => {

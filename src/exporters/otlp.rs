@@ -286,7 +286,44 @@ macro_rules! send_with {
     }};
 }
 
+impl OtlpExporter {
+    /// One `TraceService/Export` of an encoded request.
+    async fn send_traces(&self, body: Bytes) -> Result<(), ExportError> {
+        let resp = tokio::time::timeout(
+            self.timeout,
+            super::encode::export_traces(
+                self.channel.clone(),
+                self.compression,
+                self.request(body),
+            ),
+        )
+        .await
+        .map_err(|_| ExportError {
+            retryable: true,
+            retry_after: None,
+            message: format!("no answer from the backend within {:?}", self.timeout),
+        })?
+        .map_err(|s| self.failure(s))?;
+        if let Some(p) = resp.into_inner().partial_success {
+            self.partial(Signal::Traces, p.rejected_spans, &p.error_message);
+        }
+        Ok(())
+    }
+}
+
 impl Exporter for OtlpExporter {
+    /// Traces are encoded from the borrowed request, so a retrying queue keeps its copy
+    /// without cloning every span for every attempt.
+    fn export_ref<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        match data {
+            Payload::Traces(r) => {
+                let body = Bytes::from(super::encode::encode_traces(r));
+                Box::pin(self.send_traces(body))
+            }
+            other => self.export(other.clone()),
+        }
+    }
+
     fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
         Box::pin(async move {
             let timed_out = || ExportError {
@@ -300,20 +337,7 @@ impl Exporter for OtlpExporter {
                     // decoded request is freed before waiting for the backend.
                     let body = Bytes::from(super::encode::encode_traces(&r));
                     drop(r);
-                    let resp = tokio::time::timeout(
-                        self.timeout,
-                        super::encode::export_traces(
-                            self.channel.clone(),
-                            self.compression,
-                            self.request(body),
-                        ),
-                    )
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|s| self.failure(s))?;
-                    if let Some(p) = resp.into_inner().partial_success {
-                        self.partial(Signal::Traces, p.rejected_spans, &p.error_message);
-                    }
+                    self.send_traces(body).await?;
                 }
                 Payload::Metrics(r) => {
                     let resp = send_with!(self, MetricsServiceClient, r)

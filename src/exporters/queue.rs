@@ -614,7 +614,7 @@ impl Delivery {
         loop {
             attempt += 1;
             let result = if self.retry.enabled {
-                self.exporter.export(data.clone()).await
+                self.exporter.export_ref(&data).await
             } else {
                 return match self.exporter.export(data).await {
                     Ok(()) => Outcome::Delivered,

@@ -332,6 +332,12 @@ pub struct ExportError {
 /// name it.
 pub trait Exporter: Send + Sync {
     fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>>;
+    /// One attempt that leaves the payload with the caller, so a retrying queue needs no copy
+    /// per attempt. The default copies it for [`Exporter::export`]; exporters that only read
+    /// the payload override it (the `otlp` exporter does for traces).
+    fn export_ref<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        self.export(data.clone())
+    }
     /// Flushes and releases resources; called once after all pipelines stopped.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
