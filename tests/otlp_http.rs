@@ -628,7 +628,15 @@ service:
     pb.wait_for(10, "3 protobuf requests", |h| h.len() == 3)
         .await;
     js.wait_for(10, "3 JSON requests", |h| h.len() == 3).await;
-    let pb_hits = pb.hits();
+    // The sending queue's consumers deliver concurrently, so arrival order is not defined:
+    // put the hits in signal order before comparing.
+    let rank = |path: &str| match path {
+        p if p.ends_with("traces") => 0,
+        p if p.ends_with("metrics") => 1,
+        _ => 2,
+    };
+    let mut pb_hits = pb.hits();
+    pb_hits.sort_by_key(|h| rank(&h.path));
     let paths: Vec<&str> = pb_hits.iter().map(|h| h.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -643,7 +651,8 @@ service:
     assert_eq!(pb_hits[1].metrics(), sample_metrics());
     assert_eq!(pb_hits[2].logs(), sample_logs());
 
-    let js_hits = js.hits();
+    let mut js_hits = js.hits();
+    js_hits.sort_by_key(|h| rank(&h.path));
     let paths: Vec<&str> = js_hits.iter().map(|h| h.path.as_str()).collect();
     assert_eq!(paths, ["/v1/traces", "/v1/metrics", "/custom/logs"]);
     for h in &js_hits {
