@@ -94,19 +94,19 @@ extern "C" {
     fn malloc_trim(pad: usize) -> i32;
 }
 
-/// Hands memory the allocator holds but does not use back to the system, so resident
-/// memory falls once queued data is gone (glibc keeps freed small blocks otherwise, and the
-/// limiter would keep refusing). Returns whether anything was released.
-pub fn release_free_memory() -> bool {
+/// Hands memory the allocators hold but do not use back to the system, so resident memory
+/// falls once queued data is gone (freed blocks are otherwise kept for reuse, and the limiter
+/// would keep refusing). The `tollgate` binary allocates with mimalloc (src/main.rs); code
+/// embedding the library may use glibc's malloc, so both are asked.
+pub fn release_free_memory() {
+    // SAFETY: mi_collect takes no pointers; it frees mimalloc's own unused pages and may be
+    // called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only inspects and trims glibc's own heap; it takes no pointers
-        // from us and is thread-safe (it locks each arena).
-        unsafe { malloc_trim(0) != 0 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
+    // SAFETY: malloc_trim only inspects and trims glibc's own heap; it takes no pointers from
+    // us and is thread-safe (it locks each arena).
+    unsafe {
+        malloc_trim(0);
     }
 }
 
@@ -240,7 +240,8 @@ impl Processor for MemoryLimiter {
                 let Some(mut rss) = resident_bytes() else {
                     continue;
                 };
-                if rss >= me.soft_limit() && release_free_memory() {
+                if rss >= me.soft_limit() {
+                    release_free_memory();
                     rss = resident_bytes().unwrap_or(rss);
                 }
                 me.check(rss);
