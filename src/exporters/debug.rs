@@ -85,10 +85,10 @@ pub fn render_attrs(attrs: &[KeyValue]) -> String {
 }
 
 impl Exporter for DebugExporter {
-    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             let signal = data.signal();
-            let resources = match &data {
+            let resources = match data {
                 Payload::Traces(r) => r.resource_spans.len(),
                 Payload::Metrics(r) => r.resource_metrics.len(),
                 Payload::Logs(r) => r.resource_logs.len(),
@@ -105,7 +105,7 @@ impl Exporter for DebugExporter {
                 return Ok(());
             }
             let detailed = self.verbosity == Verbosity::Detailed;
-            match &data {
+            match data {
                 Payload::Traces(r) => {
                     for span in r
                         .resource_spans

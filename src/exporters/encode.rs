@@ -11,9 +11,7 @@
 use std::marker::PhantomData;
 
 use bytes::{BufMut, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::encoding::WireType;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, message, string};
 use prost::Message;
@@ -21,7 +19,9 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::Channel;
 use tonic::Status;
 
-const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// Bytes of a length-delimited field `tag` holding `len` bytes.
 fn field_len(tag: u32, len: usize) -> usize {
@@ -136,13 +136,14 @@ impl<R: Message + Default + Send + 'static> Decoder for PreEncoded<R> {
     }
 }
 
-/// `TraceService/Export` with a body encoded by [`encode_traces`] (what the generated client
-/// does, minus its encoding).
-pub async fn export_traces(
+/// One unary OTLP `Export` call at `path` (e.g. [`TRACE_EXPORT`]) with an already encoded
+/// request body, answered by an `R` (what the generated clients do, minus their encoding).
+pub async fn export_encoded<R: Message + Default + Send + 'static>(
     channel: Channel,
     compression: Option<CompressionEncoding>,
+    path: &'static str,
     req: tonic::Request<Bytes>,
-) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+) -> Result<tonic::Response<R>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd);
@@ -154,8 +155,8 @@ pub async fn export_traces(
         .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
     grpc.unary(
         req,
-        http::uri::PathAndQuery::from_static(TRACE_EXPORT),
-        PreEncoded::<ExportTraceServiceResponse>::default(),
+        http::uri::PathAndQuery::from_static(path),
+        PreEncoded::<R>::default(),
     )
     .await
 }

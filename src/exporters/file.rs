@@ -98,9 +98,9 @@ pub fn to_json_line(data: &Payload) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 impl Exporter for FileExporter {
-    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let line = to_json_line(&data).map_err(|e| ExportError {
+            let line = to_json_line(data).map_err(|e| ExportError {
                 retryable: false,
                 retry_after: None,
                 message: format!("cannot encode OTLP/JSON: {e}"),

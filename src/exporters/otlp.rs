@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::exporters::ExporterBuilder;
+use crate::exporters::{encode, ExporterBuilder};
 use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::service::{ParseCtx, StartCtx};
 
@@ -273,27 +275,21 @@ impl OtlpExporter {
     }
 }
 
-macro_rules! send_with {
-    ($self:ident, $client:ident, $req:expr) => {{
-        let mut c = $client::new($self.channel.clone());
-        if let Some(enc) = $self.compression {
-            c = c.send_compressed(enc);
-        }
-        c = c
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
-        tokio::time::timeout($self.timeout, c.export($self.request($req))).await
-    }};
-}
-
 impl OtlpExporter {
-    /// One `TraceService/Export` of an encoded request.
-    async fn send_traces(&self, body: Bytes) -> Result<(), ExportError> {
+    /// One `Export` call of an encoded request; the answer's `partial_success` is reported.
+    async fn send<R: Message + Default + Send + 'static>(
+        &self,
+        signal: Signal,
+        path: &'static str,
+        body: Bytes,
+        partial: impl FnOnce(R) -> Option<(i64, String)>,
+    ) -> Result<(), ExportError> {
         let resp = tokio::time::timeout(
             self.timeout,
-            super::encode::export_traces(
+            encode::export_encoded::<R>(
                 self.channel.clone(),
                 self.compression,
+                path,
                 self.request(body),
             ),
         )
@@ -304,59 +300,59 @@ impl OtlpExporter {
             message: format!("no answer from the backend within {:?}", self.timeout),
         })?
         .map_err(|s| self.failure(s))?;
-        if let Some(p) = resp.into_inner().partial_success {
-            self.partial(Signal::Traces, p.rejected_spans, &p.error_message);
+        if let Some((rejected, message)) = partial(resp.into_inner()) {
+            self.partial(signal, rejected, &message);
         }
         Ok(())
     }
 }
 
 impl Exporter for OtlpExporter {
-    /// Traces are encoded from the borrowed request, so a retrying queue keeps its copy
-    /// without cloning every span for every attempt.
-    fn export_ref<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
-        match data {
-            Payload::Traces(r) => {
-                let body = Bytes::from(super::encode::encode_traces(r));
-                Box::pin(self.send_traces(body))
-            }
-            other => self.export(other.clone()),
-        }
-    }
-
-    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
+    /// Encodes from the borrowed request (traces with the one-pass encoder of encode.rs), so a
+    /// retrying queue keeps its copy without cloning every item for every attempt.
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let timed_out = || ExportError {
-                retryable: true,
-                retry_after: None,
-                message: format!("no answer from the backend within {:?}", self.timeout),
-            };
             match data {
                 Payload::Traces(r) => {
-                    // Encoded here, once, into an exactly sized buffer (see encode.rs); the
-                    // decoded request is freed before waiting for the backend.
-                    let body = Bytes::from(super::encode::encode_traces(&r));
-                    drop(r);
-                    self.send_traces(body).await?;
+                    let body = Bytes::from(encode::encode_traces(r));
+                    self.send(
+                        Signal::Traces,
+                        encode::TRACE_EXPORT,
+                        body,
+                        |a: ExportTraceServiceResponse| {
+                            a.partial_success
+                                .map(|p| (p.rejected_spans, p.error_message))
+                        },
+                    )
+                    .await
                 }
                 Payload::Metrics(r) => {
-                    let resp = send_with!(self, MetricsServiceClient, r)
-                        .map_err(|_| timed_out())?
-                        .map_err(|s| self.failure(s))?;
-                    if let Some(p) = resp.into_inner().partial_success {
-                        self.partial(Signal::Metrics, p.rejected_data_points, &p.error_message);
-                    }
+                    let body = Bytes::from(r.encode_to_vec());
+                    self.send(
+                        Signal::Metrics,
+                        encode::METRICS_EXPORT,
+                        body,
+                        |a: ExportMetricsServiceResponse| {
+                            a.partial_success
+                                .map(|p| (p.rejected_data_points, p.error_message))
+                        },
+                    )
+                    .await
                 }
                 Payload::Logs(r) => {
-                    let resp = send_with!(self, LogsServiceClient, r)
-                        .map_err(|_| timed_out())?
-                        .map_err(|s| self.failure(s))?;
-                    if let Some(p) = resp.into_inner().partial_success {
-                        self.partial(Signal::Logs, p.rejected_log_records, &p.error_message);
-                    }
+                    let body = Bytes::from(r.encode_to_vec());
+                    self.send(
+                        Signal::Logs,
+                        encode::LOGS_EXPORT,
+                        body,
+                        |a: ExportLogsServiceResponse| {
+                            a.partial_success
+                                .map(|p| (p.rejected_log_records, p.error_message))
+                        },
+                    )
+                    .await
                 }
             }
-            Ok(())
         })
     }
 }

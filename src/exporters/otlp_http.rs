@@ -376,7 +376,7 @@ impl OtlpHttpExporter {
         );
     }
 
-    async fn send(&self, data: Payload) -> Result<(), ExportError> {
+    async fn send(&self, data: &Payload) -> Result<(), ExportError> {
         let signal = data.signal();
         let Some(url) = self.cfg.urls[signal as usize].clone() else {
             return Err(ExportError {
@@ -389,8 +389,7 @@ impl OtlpHttpExporter {
                 ),
             });
         };
-        let body = self.compress(self.encode(&data)?)?;
-        drop(data);
+        let body = self.compress(self.encode(data)?)?;
         let mut req = Request::post(url.clone());
         {
             let Some(h) = req.headers_mut() else {
@@ -484,7 +483,7 @@ impl OtlpHttpExporter {
 }
 
 impl Exporter for OtlpHttpExporter {
-    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>> {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(self.send(data))
     }
 }

@@ -613,17 +613,9 @@ impl Delivery {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = if self.retry.enabled {
-                self.exporter.export_ref(&data).await
-            } else {
-                return match self.exporter.export(data).await {
-                    Ok(()) => Outcome::Delivered,
-                    Err(e) => Outcome::Failed(e),
-                };
-            };
-            let e = match result {
+            let e = match self.exporter.export(&data).await {
                 Ok(()) => return Outcome::Delivered,
-                Err(e) if !e.retryable => return Outcome::Failed(e),
+                Err(e) if !e.retryable || !self.retry.enabled => return Outcome::Failed(e),
                 Err(e) => e,
             };
             if leave_on_stop && *stop.borrow() {
@@ -757,10 +749,10 @@ mod tests {
     }
 
     impl Exporter for Scripted {
-        fn export(
-            &self,
-            _data: Payload,
-        ) -> crate::pipeline::BoxFuture<'_, Result<(), ExportError>> {
+        fn export<'a>(
+            &'a self,
+            _data: &'a Payload,
+        ) -> crate::pipeline::BoxFuture<'a, Result<(), ExportError>> {
             Box::pin(async move {
                 if let Some(g) = &self.gate {
                     g.acquire().await.unwrap().forget();

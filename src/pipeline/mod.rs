@@ -331,13 +331,9 @@ pub struct ExportError {
 /// A destination for payloads. One instance per exporter id, shared by the pipelines that
 /// name it.
 pub trait Exporter: Send + Sync {
-    fn export(&self, data: Payload) -> BoxFuture<'_, Result<(), ExportError>>;
-    /// One attempt that leaves the payload with the caller, so a retrying queue needs no copy
-    /// per attempt. The default copies it for [`Exporter::export`]; exporters that only read
-    /// the payload override it (the `otlp` exporter does for traces).
-    fn export_ref<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
-        self.export(data.clone())
-    }
+    /// One delivery attempt. The payload stays with the caller (the sending queue keeps it
+    /// for the next attempt), so an exporter only reads it: encoding borrows, never copies.
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>>;
     /// Flushes and releases resources; called once after all pipelines stopped.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
