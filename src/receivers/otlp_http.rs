@@ -32,9 +32,10 @@ use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
 use crate::receivers::Sinks;
 use crate::tls::ServerTls;
 
-/// How long a client may take to send its request headers, and then its body.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for how long a client may take to send its request headers (`read_header_timeout`).
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for how long a client may take to send its request body (`read_timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `Retry-After` sent with a 503 when the pipeline named no delay.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
@@ -48,6 +49,10 @@ pub struct HttpConfig {
     pub max_request_body_size: usize,
     pub cors: Option<Cors>,
     pub tls: Option<ServerTls>,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub read_header_timeout: Duration,
+    /// A request whose body has not fully arrived within this is answered 408.
+    pub read_timeout: Duration,
 }
 
 /// Cross-origin settings for browser clients.
@@ -317,6 +322,8 @@ pub struct Shared {
     pub limit: usize,
     pub cors: Option<Cors>,
     pub policy: Arc<ClientPolicy>,
+    pub read_header_timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -424,14 +431,14 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         return too_large();
     }
     let read = Limited::new(req.into_body(), shared.limit).collect();
-    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+    let Ok(read) = tokio::time::timeout(shared.read_timeout, read).await else {
         return status(
             StatusCode::REQUEST_TIMEOUT,
             enc,
             code::INVALID_ARGUMENT,
             format!(
-                "the request body did not arrive within {}s",
-                BODY_READ_TIMEOUT.as_secs()
+                "the request body did not arrive within {:?} (read_timeout)",
+                shared.read_timeout
             ),
         );
     };
@@ -552,7 +559,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(shared.read_header_timeout);
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
