@@ -1006,3 +1006,110 @@ service:
     has("exporters.otlp_http.tls.insecure_skip_verif: unknown key; did you mean `insecure_skip_verify`?");
     has("exporters.otlp_http/b.tls: tls.insecure (plaintext) contradicts an https:// endpoint");
 }
+
+/// A backend's partial_success answer to the `otlp_http` exporter, protobuf and OTLP/JSON:
+/// logged (the real binary's output) with the backend's message and counted in
+/// `tollgate_exporter_partial_rejected_spans_total`, per exporter; the client still gets OK
+/// and the request is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_exporter_logs_and_counts_backend_partial_success() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+    let (pb_be, pb_addr) = start_http_backend(None).await;
+    *pb_be.answer.lock().unwrap() = Some((
+        200,
+        vec![],
+        "application/x-protobuf",
+        ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 2,
+                error_message: "proto backend dropped 2 spans: quota".into(),
+            }),
+        }
+        .encode_to_vec(),
+    ));
+    let (json_be, json_addr) = start_http_backend(None).await;
+    *json_be.answer.lock().unwrap() = Some((
+        200,
+        vec![],
+        "application/json",
+        br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"json backend dropped 3 spans: too old"}}"#
+            .to_vec(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp_http/pb:
+    endpoint: "http://{pb_addr}"
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+  otlp_http/js:
+    endpoint: "http://{json_addr}"
+    encoding: json
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_http/pb, otlp_http/js] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .export(sample_traces())
+        .await
+        .unwrap();
+    let pb_series = r#"tollgate_exporter_partial_rejected_spans_total{exporter="otlp_http/pb"}"#;
+    let js_series = r#"tollgate_exporter_partial_rejected_spans_total{exporter="otlp_http/js"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = gw.metrics_text().await;
+        if metric_value(&m, pb_series) == Some(2.0) && metric_value(&m, js_series) == Some(3.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partial_success never counted:\n{m}\n{}",
+            gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each backend got the request once, in its encoding, exactly as sent.
+    let (pb_hits, js_hits) = (pb_be.hits(), json_be.hits());
+    assert_eq!(pb_hits.len(), 1);
+    assert!(!pb_hits[0].is_json());
+    assert_eq!(pb_hits[0].traces(), sample_traces());
+    assert_eq!(js_hits.len(), 1);
+    assert!(js_hits[0].is_json());
+    assert_eq!(js_hits[0].traces(), sample_traces());
+    let log = gw.log_text();
+    for (exporter, message, rejected) in [
+        (
+            "otlp_http/pb",
+            "proto backend dropped 2 spans: quota",
+            "rejected=2",
+        ),
+        (
+            "otlp_http/js",
+            "json backend dropped 3 spans: too old",
+            "rejected=3",
+        ),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("partial_success")
+                && l.contains(exporter)
+                && l.contains(message)
+                && l.contains(rejected)),
+            "no partial_success line for {exporter}:\n{log}"
+        );
+    }
+    // Not retried: the backend has decided.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pb_be.hits().len(), 1);
+    assert_eq!(json_be.hits().len(), 1);
+    assert!(gw.terminate().await.success());
+}
