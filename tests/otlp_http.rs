@@ -485,8 +485,8 @@ async fn http_chunked(addr: SocketAddr, path: &str, ctype: &str, chunks: &[&[u8]
 }
 
 /// A client that sends its headers and then stalls the body gets 408 after `read_timeout`; a
-/// client that stalls mid-headers is disconnected after `read_header_timeout`; neither holds
-/// up the next request. (The defaults are 60s and 30s: each wait below gives up at 20s.)
+/// client that stalls mid-headers, or sends nothing at all, is disconnected after
+/// `read_header_timeout`; none holds up the next request. (The defaults are 60s and 30s: each wait below gives up at 20s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_time_out_and_the_next_request_flows() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -545,6 +545,17 @@ async fn stalled_clients_time_out_and_the_next_request_flows() {
             String::from_utf8_lossy(&buf)
         );
     }
+    // Connected, and not a byte sent (before the server knows HTTP/1 from HTTP/2): closed too.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(give_up, s.read_to_end(&mut buf))
+        .await
+        .expect("a silent client is disconnected");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     let r = http_post(
         http,
         "/v1/traces",
