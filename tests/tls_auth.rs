@@ -141,7 +141,7 @@ receivers:
   otlp:
     protocols:
       grpc: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
-      http: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
+      http: {{ endpoint: "127.0.0.1:0", read_header_timeout: 1s, tls: {tls} }}
 exporters:
   otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
 service:
@@ -153,6 +153,22 @@ service:
     .await;
     let http = gw.endpoint("otlp", "http").unwrap();
     let grpc = gw.endpoint("otlp", "grpc").unwrap();
+
+    // A client that completes the TLS handshake and then sends nothing is disconnected after
+    // read_header_timeout (the default is 30s; the wait gives up at 20s).
+    {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(pki.client_config(true))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf))
+            .await
+            .expect("a silent TLS client is disconnected");
+        assert!(read.is_err() || buf.is_empty(), "{read:?} {buf:?}");
+    }
 
     // HTTPS with the client certificate: accepted.
     let r = https_post(&pki, http, true, &traces("https", vec![]).encode_to_vec())
