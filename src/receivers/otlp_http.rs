@@ -8,7 +8,8 @@
 //!   decode, a bad compression stream, or a permanent refusal;
 //! - 401 for a missing or wrong bearer token, 404 for an unknown path, 405 for a method other
 //!   than POST, 413 for a body over `max_request_body_size` (before or after decompression),
-//!   415 for an unsupported `Content-Type` or `Content-Encoding`;
+//!   408 for a body not received within `read_timeout`, 415 for an unsupported
+//!   `Content-Type` or `Content-Encoding`;
 //! - 429 with `Retry-After` when the pipeline asks the client to back off for a known time,
 //!   503 with `Retry-After` when it is temporarily unable to take data.
 
