@@ -485,8 +485,8 @@ async fn http_chunked(addr: SocketAddr, path: &str, ctype: &str, chunks: &[&[u8]
 }
 
 /// A client that sends its headers and then stalls the body gets 408 after `read_timeout`; a
-/// client that stalls mid-headers, or sends nothing at all, is disconnected after
-/// `read_header_timeout`; none holds up the next request. (The defaults are 60s and 30s: each wait below gives up at 20s.)
+/// client that stalls mid-headers, sends nothing at all, or idles on a keep-alive connection
+/// is disconnected after `read_header_timeout`; none holds up the next request. (The defaults are 60s and 30s: each wait below gives up at 20s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_time_out_and_the_next_request_flows() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -545,6 +545,20 @@ async fn stalled_clients_time_out_and_the_next_request_flows() {
             String::from_utf8_lossy(&buf)
         );
     }
+    // A keep-alive request is answered; the connection then idles and is closed.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        good.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&good).await.unwrap();
+    let r = tokio::time::timeout(give_up, read_http_response(s))
+        .await
+        .expect("an idle keep-alive connection is closed")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
     // Connected, and not a byte sent (before the server knows HTTP/1 from HTTP/2): closed too.
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
     let mut buf = Vec::new();
@@ -565,9 +579,9 @@ async fn stalled_clients_time_out_and_the_next_request_flows() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     backend
-        .wait_for(10, "both good requests", |b| b.traces().len() == 2)
+        .wait_for(10, "the three good requests", |b| b.traces().len() == 3)
         .await;
-    assert_eq!(backend.traces(), vec![sample_traces(), sample_traces()]);
+    assert_eq!(backend.traces(), vec![sample_traces(); 3]);
     gw.shutdown().await;
 }
 
