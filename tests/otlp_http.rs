@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -388,6 +389,27 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
         r.status_message(),
         "request body is larger than max_request_body_size (2000 bytes)"
     );
+    // Over-size chunked body (no Content-Length, so only the read can tell): 413, while a
+    // chunked body within the limit is accepted.
+    let r = http_chunked(
+        http,
+        "/otlp/spans",
+        "application/json",
+        &[&[b' '; 1500], &[b' '; 1500]],
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(
+        r.status_message(),
+        "request body is larger than max_request_body_size (2000 bytes)"
+    );
+    let (a, b) = good.split_at(good.len() / 2);
+    let r = http_chunked(http, "/otlp/spans", "application/x-protobuf", &[a, b]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    backend
+        .wait_for(10, "the chunked request", |b| b.traces().len() == 1)
+        .await;
+    assert_eq!(backend.traces(), vec![sample_traces()]);
     // A small gzip body that inflates past the limit: 413 too.
     let r = http_post(
         http,
@@ -431,14 +453,135 @@ async fn bad_input_gets_its_own_status_and_good_requests_keep_flowing() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
 
-    // Nothing bad reached the backend; a good request right after still flows.
-    assert!(backend.traces().is_empty());
+    // Nothing bad reached the backend (only the good chunked request); a good request right
+    // after still flows.
+    assert_eq!(backend.traces().len(), 1);
     let r = http_post(http, "/otlp/spans", &proto, &good).await;
     assert_eq!(r.status, 200, "{}", r.text());
     backend
-        .wait_for(10, "the good request", |b| b.traces().len() == 1)
+        .wait_for(10, "the good request", |b| b.traces().len() == 2)
         .await;
-    assert_eq!(backend.traces(), vec![sample_traces()]);
+    assert_eq!(backend.traces(), vec![sample_traces(), sample_traces()]);
+    gw.shutdown().await;
+}
+
+/// `POST` with `Transfer-Encoding: chunked` (no Content-Length), one chunk per slice, all in
+/// one write; `Connection: close`.
+async fn http_chunked(addr: SocketAddr, path: &str, ctype: &str, chunks: &[&[u8]]) -> HttpResp {
+    use tokio::io::AsyncWriteExt;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for c in chunks {
+        req.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        req.extend_from_slice(c);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    read_http_response(s).await.unwrap()
+}
+
+/// A client that sends its headers and then stalls the body gets 408 after `read_timeout`; a
+/// client that stalls mid-headers, sends nothing at all, or idles on a keep-alive connection
+/// is disconnected after `read_header_timeout`; none holds up the next request. (The defaults are 60s and 30s: each wait below gives up at 20s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_time_out_and_the_next_request_flows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&yaml(
+        baddr,
+        "        read_header_timeout: 1s\n        read_timeout: 1500ms",
+        "",
+    ))
+    .await;
+    let http = gw.endpoint("otlp", "http").unwrap();
+    let good = sample_traces().encode_to_vec();
+    let give_up = Duration::from_secs(20);
+
+    // Headers complete, then only part of the declared body: 408 with a Status naming the
+    // setting, then the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        good.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&good[..good.len() / 2]).await.unwrap();
+    let r = tokio::time::timeout(give_up, read_http_response(s))
+        .await
+        .expect("a stalled body is answered")
+        .unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert_eq!(
+        r.status_message(),
+        "the request body did not arrive within 1.5s (read_timeout)"
+    );
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &good,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Half a request head, then nothing: the server closes the connection (no request was
+    // parsed, so there is nothing to answer beyond, at most, a bare 408).
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(format!("POST /v1/traces HTTP/1.1\r\nHost: {http}\r\nContent-Ty").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(give_up, s.read_to_end(&mut buf))
+        .await
+        .expect("a client stalling mid-headers is disconnected");
+    if read.is_ok() && !buf.is_empty() {
+        assert!(
+            buf.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    // A keep-alive request is answered; the connection then idles and is closed.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        good.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&good).await.unwrap();
+    let r = tokio::time::timeout(give_up, read_http_response(s))
+        .await
+        .expect("an idle keep-alive connection is closed")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Connected, and not a byte sent (before the server knows HTTP/1 from HTTP/2): closed too.
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(give_up, s.read_to_end(&mut buf))
+        .await
+        .expect("a silent client is disconnected");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &good,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    backend
+        .wait_for(10, "the three good requests", |b| b.traces().len() == 3)
+        .await;
+    assert_eq!(backend.traces(), vec![sample_traces(); 3]);
     gw.shutdown().await;
 }
 
@@ -845,6 +988,8 @@ receivers:
       http:
         endpoint: "nope"
         max_request_body_size: 0
+        read_header_timeout: 0s
+        read_timeout: fast
         cors: { allowed_origin: ["*"] }
         tls: { cert_file: /nonexistent/cert.pem }
     auth: { bearer_tokens_file: /nonexistent/tokens.yaml }
@@ -874,6 +1019,8 @@ service:
     };
     has("receivers.otlp.protocols.http.endpoint: expected host:port");
     has("receivers.otlp.protocols.http.max_request_body_size: must be between 1");
+    has("receivers.otlp.protocols.http.read_header_timeout: must be greater than zero");
+    has("receivers.otlp.protocols.http.read_timeout: ");
     has("receivers.otlp.protocols.http.cors.allowed_origin: unknown key; did you mean `allowed_origins`?");
     has("receivers.otlp.protocols.http.tls: a TLS listener needs both cert_file and key_file");
     has("receivers.otlp.auth.bearer_tokens_file: cannot read /nonexistent/tokens.yaml");
@@ -883,4 +1030,111 @@ service:
     has("exporters.otlp_http.compression: unknown compression \"lz4\"");
     has("exporters.otlp_http.tls.insecure_skip_verif: unknown key; did you mean `insecure_skip_verify`?");
     has("exporters.otlp_http/b.tls: tls.insecure (plaintext) contradicts an https:// endpoint");
+}
+
+/// A backend's partial_success answer to the `otlp_http` exporter, protobuf and OTLP/JSON:
+/// logged (the real binary's output) with the backend's message and counted in
+/// `tollgate_exporter_partial_rejected_spans_total`, per exporter; the client still gets OK
+/// and the request is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_exporter_logs_and_counts_backend_partial_success() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+    let (pb_be, pb_addr) = start_http_backend(None).await;
+    *pb_be.answer.lock().unwrap() = Some((
+        200,
+        vec![],
+        "application/x-protobuf",
+        ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 2,
+                error_message: "proto backend dropped 2 spans: quota".into(),
+            }),
+        }
+        .encode_to_vec(),
+    ));
+    let (json_be, json_addr) = start_http_backend(None).await;
+    *json_be.answer.lock().unwrap() = Some((
+        200,
+        vec![],
+        "application/json",
+        br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"json backend dropped 3 spans: too old"}}"#
+            .to_vec(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp_http/pb:
+    endpoint: "http://{pb_addr}"
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+  otlp_http/js:
+    endpoint: "http://{json_addr}"
+    encoding: json
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 20ms }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_http/pb, otlp_http/js] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics).await;
+    TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .export(sample_traces())
+        .await
+        .unwrap();
+    let pb_series = r#"tollgate_exporter_partial_rejected_spans_total{exporter="otlp_http/pb"}"#;
+    let js_series = r#"tollgate_exporter_partial_rejected_spans_total{exporter="otlp_http/js"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = gw.metrics_text().await;
+        if metric_value(&m, pb_series) == Some(2.0) && metric_value(&m, js_series) == Some(3.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partial_success never counted:\n{m}\n{}",
+            gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each backend got the request once, in its encoding, exactly as sent.
+    let (pb_hits, js_hits) = (pb_be.hits(), json_be.hits());
+    assert_eq!(pb_hits.len(), 1);
+    assert!(!pb_hits[0].is_json());
+    assert_eq!(pb_hits[0].traces(), sample_traces());
+    assert_eq!(js_hits.len(), 1);
+    assert!(js_hits[0].is_json());
+    assert_eq!(js_hits[0].traces(), sample_traces());
+    let log = gw.log_text();
+    for (exporter, message, rejected) in [
+        (
+            "otlp_http/pb",
+            "proto backend dropped 2 spans: quota",
+            "rejected=2",
+        ),
+        (
+            "otlp_http/js",
+            "json backend dropped 3 spans: too old",
+            "rejected=3",
+        ),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("partial_success")
+                && l.contains(exporter)
+                && l.contains(message)
+                && l.contains(rejected)),
+            "no partial_success line for {exporter}:\n{log}"
+        );
+    }
+    // Not retried: the backend has decided.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pb_be.hits().len(), 1);
+    assert_eq!(json_be.hits().len(), 1);
+    assert!(gw.terminate().await.success());
 }

@@ -141,7 +141,7 @@ receivers:
   otlp:
     protocols:
       grpc: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
-      http: {{ endpoint: "127.0.0.1:0", tls: {tls} }}
+      http: {{ endpoint: "127.0.0.1:0", read_header_timeout: 1s, tls: {tls} }}
 exporters:
   otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
 service:
@@ -153,6 +153,22 @@ service:
     .await;
     let http = gw.endpoint("otlp", "http").unwrap();
     let grpc = gw.endpoint("otlp", "grpc").unwrap();
+
+    // A client that completes the TLS handshake and then sends nothing is disconnected after
+    // read_header_timeout (the default is 30s; the wait gives up at 20s).
+    {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(pki.client_config(true))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf))
+            .await
+            .expect("a silent TLS client is disconnected");
+        assert!(read.is_err() || buf.is_empty(), "{read:?} {buf:?}");
+    }
 
     // HTTPS with the client certificate: accepted.
     let r = https_post(&pki, http, true, &traces("https", vec![]).encode_to_vec())
@@ -835,4 +851,84 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
         ]
     );
     (running.stop)().await;
+}
+
+/// `tls.insecure_skip_verify` on the gRPC `otlp` exporter, against the real binary: a backend
+/// with a self-signed certificate is not trusted without it (no `ca_file`: the system roots;
+/// a retryable failure, nothing delivered), is reached with it (delivered exactly), and the
+/// setting is warned about for that exporter only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_exporter_insecure_skip_verify_reaches_a_self_signed_backend() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let self_signed = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (backend, baddr) = start_backend_with(Some(
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            self_signed.cert.pem(),
+            self_signed.key_pair.serialize_pem(),
+        )),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics_addr) = free_addrs();
+    let port = baddr.port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp/verified:
+    endpoint: "https://localhost:{port}"
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
+  otlp/unverified:
+    endpoint: "https://localhost:{port}"
+    tls: {{ insecure_skip_verify: true }}
+    sending_queue: {{ enabled: false }}
+    retry_on_failure: {{ enabled: false }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics_addr}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp/verified] }}
+    metrics: {{ receivers: [otlp], exporters: [otlp/unverified] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "gw", grpc, metrics_addr).await;
+    let url = format!("http://{grpc}");
+
+    // Verified against the system roots: the handshake fails, the client is told to retry.
+    let st = TraceServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .export(traces("t", vec![]))
+        .await
+        .expect_err("an untrusted backend certificate must not be accepted");
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+    assert!(
+        st.message().contains("invalid peer certificate"),
+        "{}",
+        st.message()
+    );
+    assert!(tollgate::exporters::otlp::classify(&st).0, "retryable");
+    assert!(backend.traces().is_empty());
+
+    // Not verified: delivered exactly.
+    MetricsServiceClient::connect(url)
+        .await
+        .unwrap()
+        .export(metrics())
+        .await
+        .unwrap();
+    assert_eq!(backend.metrics(), vec![metrics()]);
+    assert!(backend.traces().is_empty());
+
+    let log = gw.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tls.insecure_skip_verify is set"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN"), "{log}");
+    assert!(warnings[0].contains("otlp/unverified"), "{log}");
+    assert!(gw.terminate().await.success());
 }

@@ -3,6 +3,7 @@
 //! `include_metadata` shared by both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::pipeline::{BoxFuture, Signal};
@@ -148,6 +149,19 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
             max_age,
         }
     });
+    let mut timeout = |key: &'static str, default: Duration| match h.duration(key, d) {
+        Some(t) if t.is_zero() => {
+            d.error(h.key_path(key), "must be greater than zero");
+            default
+        }
+        Some(t) => t,
+        None => default,
+    };
+    let read_header_timeout = timeout(
+        "read_header_timeout",
+        otlp_http::DEFAULT_READ_HEADER_TIMEOUT,
+    );
+    let read_timeout = timeout("read_timeout", otlp_http::DEFAULT_READ_TIMEOUT);
     let tls = crate::tls::parse_server(h, d);
     h.finish(d);
     HttpConfig {
@@ -156,6 +170,8 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
         max_request_body_size,
         cors,
         tls,
+        read_header_timeout,
+        read_timeout,
     }
 }
 
@@ -257,6 +273,8 @@ impl ReceiverBuilder for OtlpReceiver {
                     limit: h.max_request_body_size,
                     cors: h.cors.clone(),
                     policy: self.policy.clone(),
+                    read_header_timeout: h.read_header_timeout,
+                    read_timeout: h.read_timeout,
                 });
                 tracing::info!(receiver = %self.id, endpoint = %addr, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
                 let tls = h.tls.as_ref().map(|t| t.config.clone());

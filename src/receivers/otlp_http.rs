@@ -8,13 +8,17 @@
 //!   decode, a bad compression stream, or a permanent refusal;
 //! - 401 for a missing or wrong bearer token, 404 for an unknown path, 405 for a method other
 //!   than POST, 413 for a body over `max_request_body_size` (before or after decompression),
-//!   415 for an unsupported `Content-Type` or `Content-Encoding`;
+//!   408 for a body not received within `read_timeout`, 415 for an unsupported
+//!   `Content-Type` or `Content-Encoding`;
 //! - 429 with `Retry-After` when the pipeline asks the client to back off for a known time,
 //!   503 with `Retry-After` when it is temporarily unable to take data.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::Read;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::pipeline::{ClientInfo, Refused, Signal};
 use crate::receivers::auth::ClientPolicy;
@@ -32,9 +37,10 @@ use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
 use crate::receivers::Sinks;
 use crate::tls::ServerTls;
 
-/// How long a client may take to send its request headers, and then its body.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for how long a client may take to send its request headers (`read_header_timeout`).
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for how long a client may take to send its request body (`read_timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `Retry-After` sent with a 503 when the pipeline named no delay.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
@@ -48,6 +54,10 @@ pub struct HttpConfig {
     pub max_request_body_size: usize,
     pub cors: Option<Cors>,
     pub tls: Option<ServerTls>,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub read_header_timeout: Duration,
+    /// A request whose body has not fully arrived within this is answered 408.
+    pub read_timeout: Duration,
 }
 
 /// Cross-origin settings for browser clients.
@@ -317,6 +327,8 @@ pub struct Shared {
     pub limit: usize,
     pub cors: Option<Cors>,
     pub policy: Arc<ClientPolicy>,
+    pub read_header_timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -424,14 +436,14 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         return too_large();
     }
     let read = Limited::new(req.into_body(), shared.limit).collect();
-    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+    let Ok(read) = tokio::time::timeout(shared.read_timeout, read).await else {
         return status(
             StatusCode::REQUEST_TIMEOUT,
             enc,
             code::INVALID_ARGUMENT,
             format!(
-                "the request body did not arrive within {}s",
-                BODY_READ_TIMEOUT.as_secs()
+                "the request body did not arrive within {:?} (read_timeout)",
+                shared.read_timeout
             ),
         );
     };
@@ -539,6 +551,84 @@ fn json_response(signal: Signal, ack: &crate::pipeline::Ack) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A connection whose first byte has not arrived by `deadline` fails its read (`TimedOut`).
+/// hyper's `header_read_timeout` starts only once its HTTP/1 parser runs; the protocol
+/// detection before it (HTTP/1 request line or HTTP/2 preface) waits for bytes without limit,
+/// so a client that connects (or finishes the TLS handshake) and sends nothing would hold the
+/// connection open forever.
+struct FirstByteDeadline<I> {
+    io: I,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteDeadline<I> {
+    fn new(io: I, within: Duration) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if r.is_err() || buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                this.deadline = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within read_header_timeout",
+                )))
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
 /// lets in-flight requests finish.
 pub async fn serve(
@@ -552,7 +642,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(shared.read_header_timeout);
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -577,16 +667,19 @@ pub async fn serve(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let receiver = shared.receiver.clone();
+        let first_byte = shared.read_header_timeout;
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    let io = FirstByteDeadline::new(tcp, first_byte);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acc) => {
                     match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let io = FirstByteDeadline::new(stream, first_byte);
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
                             watcher.watch(conn.into_owned()).await
                         }
                         Ok(Err(e)) => {

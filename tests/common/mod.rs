@@ -506,7 +506,7 @@ pub async fn http_request_on<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -518,6 +518,15 @@ where
     s.write_all(head.as_bytes()).await?;
     s.write_all(body).await?;
     s.flush().await?;
+    read_http_response(s).await
+}
+
+/// Reads an HTTP/1.1 answer until the server closes the connection.
+pub async fn read_http_response<S>(mut s: S) -> std::io::Result<HttpResp>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let split = buf
