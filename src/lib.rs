@@ -11,6 +11,7 @@ pub mod extensions;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod rpc;
 pub mod service;
 pub mod telemetry;
 pub mod tls;

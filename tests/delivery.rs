@@ -52,7 +52,7 @@ async fn stream(
         let mut s = sent.lock().unwrap();
         for st in &seen {
             *s.codes.entry(st.code()).or_default() += 1;
-            if let Some(d) = tollgate::exporters::otlp::retry_info_delay(st) {
+            if let Some(d) = tollgate::rpc::retry_delay(st.details()) {
                 s.retry_info.push(d);
             }
         }

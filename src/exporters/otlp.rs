@@ -180,7 +180,7 @@ pub struct OtlpExporter {
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
 /// counts only when the server sent RetryInfo (its delay is returned).
 pub fn classify(status: &tonic::Status) -> (bool, Option<Duration>) {
-    let retry_info = crate::exporters::otlp::retry_info_delay(status);
+    let retry_info = crate::rpc::retry_delay(status.details());
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -191,50 +191,6 @@ pub fn classify(status: &tonic::Status) -> (bool, Option<Duration>) {
         Code::ResourceExhausted => (retry_info.is_some(), retry_info),
         _ => (false, None),
     }
-}
-
-/// Reads `google.rpc.RetryInfo.retry_delay` from a status's details, if present.
-pub fn retry_info_delay(status: &tonic::Status) -> Option<Duration> {
-    use prost::Message;
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct PDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<PDuration>,
-    }
-    let details = status.details();
-    if details.is_empty() {
-        return None;
-    }
-    let st = RpcStatus::decode(details).ok()?;
-    st.details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
-        .and_then(|a| RetryInfo::decode(a.value.as_slice()).ok())
-        .and_then(|ri| ri.retry_delay)
-        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
 }
 
 impl OtlpExporter {

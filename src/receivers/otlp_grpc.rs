@@ -104,59 +104,11 @@ pub fn refused_to_status(r: &Refused) -> Status {
         (true, Some(delay)) => Status::with_details(
             Code::ResourceExhausted,
             r.message.clone(),
-            retry_info_details(Code::ResourceExhausted, &r.message, delay),
+            crate::rpc::status_with_retry_delay(Code::ResourceExhausted as i32, &r.message, delay),
         ),
         (true, None) => Status::unavailable(r.message.clone()),
         (false, _) => Status::invalid_argument(r.message.clone()),
     }
-}
-
-/// A `google.rpc.Status` with one `google.rpc.RetryInfo` detail (the `grpc-status-details-bin`
-/// payload OTLP clients read the retry delay from).
-fn retry_info_details(code: Code, message: &str, delay: std::time::Duration) -> Bytes {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct PDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<PDuration>,
-    }
-    let info = RetryInfo {
-        retry_delay: Some(PDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    let st = RpcStatus {
-        code: code as i32,
-        message: message.to_string(),
-        details: vec![Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: info.encode_to_vec(),
-        }],
-    };
-    Bytes::from(st.encode_to_vec())
 }
 
 /// A codec that takes requests as raw bytes and writes prost responses.

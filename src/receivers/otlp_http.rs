@@ -152,25 +152,8 @@ impl Cors {
     }
 }
 
-/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<RpcAny>,
-}
-
-/// `google.protobuf.Any` (kept opaque).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcAny {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
+/// `google.rpc.Status` is the body of OTLP/HTTP error responses.
+pub use crate::rpc::{RpcAny, RpcStatus};
 
 /// gRPC status codes used in `google.rpc.Status.code`.
 mod code {

@@ -1026,48 +1026,6 @@ pub fn numbered_spans(first: u64, n: u64, pad: usize) -> ExportTraceServiceReque
 
 /// A status carrying `google.rpc.RetryInfo` with `delay` (what a throttling backend sends).
 pub fn status_with_retry_info(code: tonic::Code, delay: Duration) -> Status {
-    use prost::Message;
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct PDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<PDuration>,
-    }
-    let info = RetryInfo {
-        retry_delay: Some(PDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    let st = RpcStatus {
-        code: code as i32,
-        message: "slow down".into(),
-        details: vec![Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: info.encode_to_vec(),
-        }],
-    };
-    Status::with_details(code, "slow down", st.encode_to_vec().into())
+    let details = tollgate::rpc::status_with_retry_delay(code as i32, "slow down", delay);
+    Status::with_details(code, "slow down", details)
 }
