@@ -25,6 +25,24 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The exporter option `compression` (gzip when absent, as in the collector).
+    pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> Compression {
+        match m.str("compression", d).as_deref() {
+            None | Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some("none") | Some("") => Compression::None,
+            Some(other) => {
+                d.error(
+                    m.key_path("compression"),
+                    format!("unknown compression {other:?}: use gzip, zstd or none"),
+                );
+                Compression::Gzip
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OtlpExporterConfig {
     pub id: ComponentId,
@@ -98,18 +116,7 @@ pub fn factory(
             headers.push((k.to_ascii_lowercase(), v));
         }
     }
-    let compression = match m.str("compression", d).as_deref() {
-        None | Some("gzip") => Compression::Gzip,
-        Some("zstd") => Compression::Zstd,
-        Some("none") | Some("") => Compression::None,
-        Some(other) => {
-            d.error(
-                m.key_path("compression"),
-                format!("unknown compression {other:?}: use gzip, zstd or none"),
-            );
-            Compression::Gzip
-        }
-    };
+    let compression = Compression::parse(m, d);
     let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
     Some(Box::new(OtlpExporterConfig {
         id: id.clone(),

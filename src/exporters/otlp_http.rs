@@ -133,18 +133,7 @@ pub fn factory(
             headers.push((name, value));
         }
     }
-    let compression = match m.str("compression", d).as_deref() {
-        None | Some("gzip") => Compression::Gzip,
-        Some("zstd") => Compression::Zstd,
-        Some("none") | Some("") => Compression::None,
-        Some(other) => {
-            d.error(
-                m.key_path("compression"),
-                format!("unknown compression {other:?}: use gzip, zstd or none"),
-            );
-            Compression::Gzip
-        }
-    };
+    let compression = Compression::parse(m, d);
     let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
     if timeout.is_zero() {
         d.error(m.key_path("timeout"), "must be greater than zero");
