@@ -225,7 +225,7 @@ fn section<B, W>(
     factories: &[(&str, Factory<B>)],
     ctx: &ParseCtx,
     d: &mut Diagnostics,
-    common: impl Fn(&ComponentId, &Map<'_>, &mut Diagnostics, B) -> W,
+    common: impl Fn(&ComponentId, &Map<'_>, &mut Diagnostics, Option<B>) -> Option<W>,
 ) -> BTreeMap<ComponentId, W> {
     let mut out = BTreeMap::new();
     let Some(m) = root.map(key, d) else {
@@ -254,7 +254,8 @@ fn section<B, W>(
             continue;
         };
         // The factory reads the keys it knows; whatever is left is reported here.
-        let built = factory(&id, &cm, ctx, d).map(|b| common(&id, &cm, d, b));
+        let built = factory(&id, &cm, ctx, d);
+        let built = common(&id, &cm, d, built);
         cm.finish(d);
         if let Some(b) = built {
             out.insert(id, b);

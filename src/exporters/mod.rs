@@ -49,14 +49,18 @@ pub fn configure(
     id: &ComponentId,
     m: &Map<'_>,
     d: &mut Diagnostics,
-    builder: Box<dyn ExporterBuilder>,
-) -> Configured {
-    Configured {
+    builder: Option<Box<dyn ExporterBuilder>>,
+) -> Option<Configured> {
+    // Read even when the type's own options failed, so their problems are reported too and
+    // the two keys are never called unknown.
+    let queue = queue::parse(id, m, d);
+    let retry = retry::parse(m, d);
+    Some(Configured {
         id: id.clone(),
-        queue: queue::parse(id, m, d),
-        retry: retry::parse(m, d),
-        builder,
-    }
+        queue,
+        retry,
+        builder: builder?,
+    })
 }
 
 impl Configured {
@@ -101,4 +105,53 @@ pub fn report_partial_success(
         message,
         "backend accepted the request in part (partial_success)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_type_still_has_its_delivery_options_read() {
+        let doc = crate::config::load_str(
+            "sending_queue: { queue_size: 0 }\nretry_on_failure: { enabled: true }\n",
+        )
+        .unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.x", &doc, &mut d).unwrap();
+        assert!(configure(&ComponentId("x".into()), &m, &mut d, None).is_none());
+        m.finish(&mut d);
+        let problems: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("exporters.x.sending_queue.queue_size:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn delivery_options_are_read_even_when_the_type_options_fail() {
+        let yaml = "receivers: { otlp: { protocols: { grpc: } } }\nexporters:\n  otlp:\n    tls: { insecure: true }\n    sending_queue: { queue_size: 0 }\n    retry_on_failure: { enabled: true }\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [otlp] }\n";
+        let doc = crate::config::load_str(yaml).unwrap();
+        let problems: Vec<String> = match crate::service::parse(&doc) {
+            Ok(_) => panic!("the missing endpoint must be reported"),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("exporters.otlp.endpoint:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("exporters.otlp.sending_queue.queue_size:")),
+            "{problems:?}"
+        );
+        assert!(
+            !problems.iter().any(|p| p.contains("unknown key")),
+            "{problems:?}"
+        );
+    }
 }
