@@ -10,7 +10,7 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{now_ns, percentile, Fail};
-use tollgate_bench::wire::{RawCodec, TRACE_EXPORT_PATH};
+use tollgate::exporters::encode::{PreEncoded, TRACE_EXPORT};
 use tollgate_bench::workload::{build_templates, Rng, Template, Workload};
 
 #[derive(Debug, clap::Args)]
@@ -266,7 +266,7 @@ async fn worker(
     send: Sending,
 ) -> Vec<u32> {
     let mut grpc = tonic::client::Grpc::new(ch);
-    let path = http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
+    let path = http::uri::PathAndQuery::from_static(TRACE_EXPORT);
     let mut rtts = Vec::new();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +297,7 @@ async fn worker(
                 grpc.unary::<_, ExportTraceServiceResponse, _>(
                     req,
                     path.clone(),
-                    RawCodec::<ExportTraceServiceResponse>::default(),
+                    PreEncoded::<ExportTraceServiceResponse>::default(),
                 )
                 .await
             }

@@ -15,8 +15,10 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
 
 use crate::{now_ns, percentile, Fail};
+use tollgate::exporters::encode::TRACE_EXPORT;
+use tollgate::receivers::otlp_grpc::RawCodec;
 use tollgate_bench::ids;
-use tollgate_bench::wire::{MiniRequest, ServerCodec, TRACE_EXPORT_PATH, TRACE_SERVICE};
+use tollgate_bench::wire::{MiniRequest, TRACE_SERVICE};
 
 #[derive(Debug, clap::Args)]
 pub struct SinkArgs {
@@ -150,12 +152,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.0.clone();
-        let is_export = req.uri().path() == TRACE_EXPORT_PATH;
+        let is_export = req.uri().path() == TRACE_EXPORT;
         Box::pin(async move {
             if !is_export {
                 return Ok(Status::unimplemented("the sink takes traces only").into_http());
             }
-            let mut grpc = Grpc::new(ServerCodec::<ExportTraceServiceResponse>::default())
+            let mut grpc = Grpc::new(RawCodec::<ExportTraceServiceResponse>::default())
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
                 .max_decoding_message_size(256 * 1024 * 1024);

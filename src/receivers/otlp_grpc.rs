@@ -111,8 +111,15 @@ pub fn refused_to_status(r: &Refused) -> Status {
     }
 }
 
-/// A codec that takes requests as raw bytes and writes prost responses.
-struct RawCodec<R>(PhantomData<fn() -> R>);
+/// A server codec that takes requests as raw bytes (decoded later, with tollgate's own
+/// errors) and writes prost responses.
+pub struct RawCodec<R>(PhantomData<fn() -> R>);
+
+impl<R> Default for RawCodec<R> {
+    fn default() -> Self {
+        RawCodec(PhantomData)
+    }
+}
 
 impl<R: Message + Send + 'static> Codec for RawCodec<R> {
     type Encode = R;
