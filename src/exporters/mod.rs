@@ -43,6 +43,31 @@ pub struct Configured {
     pub retry: retry::RetryConfig,
 }
 
+/// Reads an exporter's `headers` map: every value must be a string, and `check` turns a
+/// (name, value) pair into what the exporter sends or says which rule it breaks; each problem
+/// is reported at `headers.<name>`.
+pub fn parse_headers<T>(
+    m: &Map<'_>,
+    d: &mut Diagnostics,
+    check: impl Fn(&str, &str) -> Result<T, &'static str>,
+) -> Vec<T> {
+    let mut headers = Vec::new();
+    if let Some(h) = m.map("headers", d) {
+        for (k, v) in h.entries(d) {
+            let path = h.key_path(&k);
+            let Some(v) = crate::config::node::scalar_string(v) else {
+                d.error(path, "header values must be strings");
+                continue;
+            };
+            match check(&k, &v) {
+                Ok(header) => headers.push(header),
+                Err(rule) => d.error(path, rule),
+            }
+        }
+    }
+    headers
+}
+
 /// Reads `sending_queue` and `retry_on_failure` from an exporter's options (called for every
 /// exporter type before the unknown-key check) and pairs them with the type's builder.
 pub fn configure(
@@ -126,6 +151,26 @@ mod tests {
         assert!(
             problems[0].starts_with("exporters.x.sending_queue.queue_size:"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn header_problems_name_the_header_and_the_rule() {
+        let yaml = "receivers: { otlp: { protocols: { grpc: } } }\nexporters:\n  otlp:\n    endpoint: 127.0.0.1:4317\n    tls: { insecure: true }\n    headers: { \"bad key\": x, x-ok: ok, x-list: [1], x-ctl: \"a\\u0001\" }\n  otlp_http:\n    endpoint: http://127.0.0.1:4318\n    headers: { \"bad key\": x, x-ok: ok, x-ctl: \"a\\u0001\" }\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [otlp, otlp_http] }\n";
+        let doc = crate::config::load_str(yaml).unwrap();
+        let problems: Vec<String> = match crate::service::parse(&doc) {
+            Ok(_) => panic!("the bad headers must be reported"),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(
+            problems,
+            vec![
+                "exporters.otlp.headers.bad key: not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)",
+                "exporters.otlp.headers.x-list: header values must be strings",
+                "exporters.otlp.headers.x-ctl: header value must be printable ASCII",
+                "exporters.otlp_http.headers.bad key: not a valid HTTP header name",
+                "exporters.otlp_http.headers.x-ctl: header value must be printable ASCII",
+            ],
         );
     }
 

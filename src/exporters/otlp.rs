@@ -92,30 +92,16 @@ pub fn factory(
             url
         }
     };
-    let mut headers = Vec::new();
-    if let Some(h) = m.map("headers", d) {
-        for (k, v) in h.entries(d) {
-            let path = h.key_path(&k);
-            let Some(v) = crate::config::node::scalar_string(v) else {
-                d.error(path, "header values must be strings");
-                continue;
-            };
-            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .is_err()
-            {
-                d.error(
-                    path,
-                    "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)",
-                );
-                continue;
-            }
-            if MetadataValue::<tonic::metadata::Ascii>::try_from(v.as_str()).is_err() {
-                d.error(path, "header value must be printable ASCII");
-                continue;
-            }
-            headers.push((k.to_ascii_lowercase(), v));
+    let headers = super::parse_headers(m, d, |k, v| {
+        let k = k.to_ascii_lowercase();
+        if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
+            return Err("not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)");
         }
-    }
+        if MetadataValue::<tonic::metadata::Ascii>::try_from(v).is_err() {
+            return Err("header value must be printable ASCII");
+        }
+        Ok((k, v.to_string()))
+    });
     let compression = Compression::parse(m, d);
     let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
     Some(Box::new(OtlpExporterConfig {

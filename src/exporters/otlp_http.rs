@@ -114,25 +114,12 @@ pub fn factory(
             BodyEncoding::Proto
         }
     };
-    let mut headers = Vec::new();
-    if let Some(h) = m.map("headers", d) {
-        for (k, v) in h.entries(d) {
-            let path = h.key_path(&k);
-            let Some(v) = crate::config::node::scalar_string(v) else {
-                d.error(path, "header values must be strings");
-                continue;
-            };
-            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
-                d.error(path, "not a valid HTTP header name");
-                continue;
-            };
-            let Ok(value) = HeaderValue::from_str(&v) else {
-                d.error(path, "header value must be printable ASCII");
-                continue;
-            };
-            headers.push((name, value));
-        }
-    }
+    let headers = super::parse_headers(m, d, |k, v| {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| "not a valid HTTP header name")?;
+        let value = HeaderValue::from_str(v).map_err(|_| "header value must be printable ASCII")?;
+        Ok((name, value))
+    });
     let compression = Compression::parse(m, d);
     let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
     if timeout.is_zero() {
