@@ -20,19 +20,28 @@ use prometheus_client::metrics::MetricType;
 use rust_decimal::Decimal;
 
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::cost::{price, Breakdown, RateTable, TableError, TokenClass, Usage};
+use crate::cost::usage::{self, read_usage};
+use crate::cost::{parse_decimal, price, Breakdown, RateTable, TableError, TokenClass, CLASSES};
 use crate::pipeline::attrs::{
-    self, get as find, now_nanos as unix_nanos, now_secs as unix_now, set, set_str, string_kv as kv,
+    self, now_nanos as unix_nanos, now_secs as unix_now, set_str, string_kv as kv,
 };
 use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
 use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
 use crate::service::{ParseCtx, StartCtx};
 
-pub const COST_ATTR: &str = "gen_ai.usage.cost";
+/// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
+pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";
 pub const STATUS_ATTR: &str = "tollgate.cost.status";
 pub const REASON_ATTR: &str = "tollgate.cost.reason";
 pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
+/// caller's amount − tollgate's exact total, as an exact decimal string (same currency only).
+pub const CALLER_DRIFT_ATTR: &str = "tollgate.cost.caller_drift";
+/// The caller's own cost (semantic-conventions-genai PR #443); passed through untouched.
+pub const CALLER_AMOUNT_ATTR: &str = "gen_ai.usage.cost.amount";
+pub const CALLER_CURRENCY_ATTR: &str = "gen_ai.usage.cost.currency";
+/// The name tollgate wrote its total under before 0.2 (no convention defines it).
+pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
 pub const UNATTRIBUTED: &str = "__unattributed__";
 pub const OVERFLOW_TENANT: &str = "__other__";
 
@@ -44,15 +53,19 @@ pub enum Status {
     NoUsage,
     InvalidUsage,
     Duplicate,
+    /// An agent / workflow / tool / memory span: its usage (if any) is the sum of the model
+    /// calls under it, so it is never priced nor aggregated.
+    Rollup,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Priced,
         Status::UnpricedModel,
         Status::NoUsage,
         Status::InvalidUsage,
         Status::Duplicate,
+        Status::Rollup,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,9 +74,72 @@ impl Status {
             Status::NoUsage => "no_usage",
             Status::InvalidUsage => "invalid_usage",
             Status::Duplicate => "duplicate",
+            Status::Rollup => "rollup",
         }
     }
 }
+
+/// What a span's operation says about billing: the single definition of "billable".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Billing {
+    /// A model inference: `chat`, `text_completion`, `generate_content`, `embeddings`, or
+    /// OpenInference `LLM` / `EMBEDDING`.
+    Inference,
+    /// Not billed: the reason names the operation.
+    Rollup(String),
+    /// No operation name: priced on its usage, with this reason.
+    NoOperation,
+    /// An operation name tollgate does not know: priced on its usage, with this reason.
+    UnknownOperation(String),
+}
+
+/// `gen_ai.operation.name` values that are model inferences.
+pub const INFERENCE_OPERATIONS: [&str; 4] =
+    ["chat", "text_completion", "generate_content", "embeddings"];
+/// `gen_ai.operation.name` values that are never billed (their usage, when present, sums
+/// the model calls below them). Any operation containing `memory` is one too.
+pub const ROLLUP_OPERATIONS: [&str; 6] = [
+    "invoke_agent",
+    "invoke_workflow",
+    "create_agent",
+    "execute_tool",
+    "plan",
+    "retrieval",
+];
+
+/// Classifies a span by its operation (`gen_ai.operation.name`, else the OpenInference or
+/// OpenLLMetry span kind, which count even next to an operation name when they say
+/// AGENT / CHAIN / TOOL).
+pub fn billing(attrs: &[KeyValue]) -> Billing {
+    let oi_kind = attrs::get_str(attrs, "openinference.span.kind");
+    if let Some(k @ ("AGENT" | "CHAIN" | "TOOL")) = oi_kind {
+        return Billing::Rollup(format!(
+            "openinference.span.kind {k} is a roll-up of the model calls under it; not priced"
+        ));
+    }
+    let op = attrs::get_str(attrs, "gen_ai.operation.name").filter(|s| !s.is_empty());
+    match op {
+        Some(op) if INFERENCE_OPERATIONS.contains(&op) => Billing::Inference,
+        Some(op) if ROLLUP_OPERATIONS.contains(&op) || op.contains("memory") => {
+            Billing::Rollup(format!(
+                "operation {op} is not a model inference (its usage, if any, is counted on the model-call spans); not priced"
+            ))
+        }
+        Some(op) => Billing::UnknownOperation(format!(
+            "operation {op} is not a known model inference; priced on its usage"
+        )),
+        None => match (oi_kind, attrs::get_str(attrs, "traceloop.span.kind")) {
+            (Some("LLM" | "EMBEDDING"), _) => Billing::Inference,
+            (_, Some(k @ ("workflow" | "agent" | "tool" | "task"))) => Billing::Rollup(format!(
+                "traceloop.span.kind {k} is a roll-up of the model calls under it; not priced"
+            )),
+            _ => Billing::NoOperation,
+        },
+    }
+}
+
+/// The reason written on a span priced without an operation name.
+pub const NO_OPERATION_REASON: &str = "no gen_ai.operation.name; priced on its usage";
 
 /// The dimensions of one aggregate series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -92,7 +168,7 @@ struct TokenLabels {
 pub struct SeriesTotals {
     pub cost: Decimal,
     /// Tokens per class, in [`TokenClass::ALL`] order.
-    pub tokens: [u64; 5],
+    pub tokens: [u64; CLASSES],
 }
 
 /// Exact decimal aggregates, bounded to `max_series` series (beyond that, new series fold
@@ -229,6 +305,9 @@ impl prometheus_client::collector::Collector for AggregatesCollector {
         )?;
         for (k, v) in &snap {
             for (i, c) in TokenClass::ALL.iter().enumerate() {
+                if c.is_modality() && v.tokens[i] == 0 {
+                    continue;
+                }
                 let labels = TokenLabels {
                     tenant: k.tenant.clone(),
                     workflow: k.workflow.clone(),
@@ -365,6 +444,10 @@ pub struct CostProcessor {
     dedup_entries: Gauge,
     dedup_full: Counter,
     series_overflow: Counter,
+    max_tokens: u64,
+    unclassified: Family<UnclassifiedLabels, Counter>,
+    caller_checks: Family<CallerLabels, Counter>,
+    drift: Arc<Drift>,
 }
 
 /// Options of the `cost` processor.
@@ -378,6 +461,8 @@ pub struct CostOptions {
     pub max_series: usize,
     /// How often `tollgate.cost` / `tollgate.tokens` go into the metrics pipelines (0: never).
     pub metrics_interval: Duration,
+    /// A token count above this is `invalid_usage`.
+    pub max_tokens_per_span: u64,
 }
 
 pub fn factory(
@@ -404,6 +489,9 @@ pub fn factory(
         metrics_interval: m
             .duration("metrics_interval", d)
             .unwrap_or(Duration::from_secs(10)),
+        max_tokens_per_span: m
+            .u64_in("max_tokens_per_span", 1, i64::MAX as u64, d)
+            .unwrap_or(usage::DEFAULT_MAX_TOKENS),
     };
     if opts.reload && opts.reload_interval.is_zero() {
         d.error(m.key_path("reload_interval"), "must be more than 0");
@@ -470,6 +558,9 @@ pub fn aggregates_to_otlp(
             .or_default()
             .push(point(attrs(k), number_data_point::Value::AsDouble(cost)));
         for (i, class) in TokenClass::ALL.iter().enumerate() {
+            if class.is_modality() && t.tokens[i] == 0 {
+                continue;
+            }
             let mut a = attrs(k);
             a.push(kv("gen_ai.token.type", class.as_str()));
             tokens.push(point(
@@ -524,26 +615,6 @@ fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs::get_str(attrs, key).filter(|s| !s.is_empty())
 }
 
-/// A token count: an int, an integral double or a decimal string.
-fn count_attr(attrs: &[KeyValue], key: &'static str) -> Result<Option<i64>, String> {
-    let Some(v) = find(attrs, key) else {
-        return Ok(None);
-    };
-    let bad = || format!("{key} is not a whole number");
-    match v {
-        Value::IntValue(i) => Ok(Some(*i)),
-        Value::DoubleValue(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            Ok(Some(*f as i64))
-        }
-        Value::StringValue(s) => s.trim().parse::<i64>().map(Some).map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
-fn set_f64(attrs: &mut Vec<KeyValue>, key: &str, d: Decimal) {
-    set(attrs, key, Value::DoubleValue(decimal_to_f64(d)));
-}
-
 fn f64_kv(key: &str, d: Decimal) -> KeyValue {
     KeyValue {
         key: key.to_string(),
@@ -562,25 +633,102 @@ fn class_attr(c: TokenClass) -> &'static str {
         TokenClass::CacheRead => "tollgate.cost.cache_read",
         TokenClass::CacheWrite => "tollgate.cost.cache_write",
         TokenClass::Reasoning => "tollgate.cost.reasoning",
+        TokenClass::AudioInput => "tollgate.cost.audio_input",
+        TokenClass::AudioOutput => "tollgate.cost.audio_output",
+        TokenClass::ImageInput => "tollgate.cost.image_input",
+        TokenClass::ImageOutput => "tollgate.cost.image_output",
     }
 }
 
+/// Whether the `cost` processor looks at a span: an operation name, a provider, a usage
+/// count, or an OpenInference / OpenLLMetry span kind.
 pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
         kv.key == "gen_ai.operation.name"
             || kv.key == "gen_ai.provider.name"
-            || (kv.key.starts_with("gen_ai.usage.") && kv.key.ends_with("tokens"))
+            || kv.key == "openinference.span.kind"
+            || kv.key == "traceloop.span.kind"
+            || usage::ATTRIBUTES.contains(&kv.key.as_str())
     })
 }
 
-fn read_usage(attrs: &[KeyValue]) -> Result<Usage, String> {
-    Ok(Usage {
-        input: count_attr(attrs, "gen_ai.usage.input_tokens")?,
-        output: count_attr(attrs, "gen_ai.usage.output_tokens")?,
-        cache_read: count_attr(attrs, "gen_ai.usage.cache_read.input_tokens")?,
-        cache_write: count_attr(attrs, "gen_ai.usage.cache_creation.input_tokens")?,
-        reasoning: count_attr(attrs, "gen_ai.usage.reasoning.output_tokens")?,
-    })
+/// The caller's own cost as an exact decimal (int, double via its shortest text, or a
+/// decimal string).
+fn caller_decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::IntValue(i) => Some(Decimal::from(*i)),
+        Value::DoubleValue(f) if f.is_finite() => parse_decimal(&f.to_string()).ok(),
+        Value::StringValue(s) => parse_decimal(s).ok(),
+        _ => None,
+    }
+}
+
+/// What comparing the caller's figure with tollgate's found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallerCheck {
+    Match,
+    Differs,
+    OtherCurrency,
+    Unreadable,
+}
+
+impl CallerCheck {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallerCheck::Match => "match",
+            CallerCheck::Differs => "differs",
+            CallerCheck::OtherCurrency => "other_currency",
+            CallerCheck::Unreadable => "unreadable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    processor: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnclassifiedLabels {
+    processor: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct DriftLabels {
+    processor: String,
+    tenant: String,
+    currency: String,
+    /// `over`: the caller reported more than tollgate computed; `under`: less.
+    direction: String,
+}
+
+/// Exact sums of |caller − tollgate| per series, exposed as `tollgate_cost_caller_drift_total`.
+#[derive(Debug, Default)]
+struct Drift(Mutex<BTreeMap<DriftLabels, Decimal>>);
+
+#[derive(Debug)]
+struct DriftCollector(Arc<Drift>);
+
+impl prometheus_client::collector::Collector for DriftCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = match self.0 .0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut me = encoder.encode_descriptor(
+            "tollgate_cost_caller_drift",
+            "Exact sum of |caller-reported cost - tollgate's cost| on priced spans whose caller reported gen_ai.usage.cost.amount in the table's currency",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, v) in &snap {
+            let fe = me.encode_family(k)?;
+            ConstCounter::new(decimal_to_f64(*v)).encode(fe)?;
+        }
+        Ok(())
+    }
 }
 
 /// The result for one span: its status and, when priced, what to aggregate.
@@ -628,6 +776,18 @@ impl CostProcessor {
             "Priced spans aggregated under tenant=\"__other__\" because max_series was reached",
             Counter::default(),
         );
+        let unclassified = metrics.register(
+            "tollgate_cost_unclassified_spans",
+            "Spans priced on their usage although their operation is not a known model inference, by reason (no_operation, unknown_operation)",
+            Family::<UnclassifiedLabels, Counter>::default(),
+        );
+        let caller_checks = metrics.register(
+            "tollgate_cost_caller_reported_spans",
+            "Priced spans carrying the caller's own cost, by comparison result (match, differs, other_currency, unreadable)",
+            Family::<CallerLabels, Counter>::default(),
+        );
+        let drift = Arc::new(Drift::default());
+        metrics.register_collector(Box::new(DriftCollector(drift.clone())));
         tracing::info!(processor = %id, version = %table.version, explicit = table.explicit_rows().len(), imported = table.imported_rows().len(), "rate table loaded");
         CostProcessor {
             id: id.to_string(),
@@ -647,6 +807,10 @@ impl CostProcessor {
             dedup_entries,
             dedup_full,
             series_overflow,
+            max_tokens: opts.max_tokens_per_span,
+            unclassified,
+            caller_checks,
+            drift,
         }
     }
 
@@ -706,20 +870,26 @@ impl CostProcessor {
         table: &RateTable,
         now: Instant,
     ) -> Option<Outcome> {
+        let _ = res_attrs;
         if !is_llm_span(&span.attributes) {
             return None;
         }
-        // Only the gateway writes tollgate.cost.*; the caller's own cost is kept aside.
-        let caller = span
-            .attributes
-            .iter()
-            .position(|kv| kv.key == COST_ATTR)
-            .map(|i| span.attributes.remove(i));
+        // Only the gateway writes tollgate.cost.*; the caller's own cost
+        // (gen_ai.usage.cost.amount, else the legacy gen_ai.usage.cost) is copied aside and
+        // left untouched.
         span.attributes
             .retain(|kv| !kv.key.starts_with("tollgate.cost."));
-        if let Some(mut kv) = caller {
-            kv.key = CALLER_REPORTED_ATTR.to_string();
-            span.attributes.push(kv);
+        let caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR)
+            .or_else(|| attrs::get(&span.attributes, LEGACY_COST_ATTR))
+            .cloned();
+        if let Some(v) = &caller {
+            span.attributes.push(KeyValue {
+                key: CALLER_REPORTED_ATTR.to_string(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(v.clone()),
+                }),
+                ..Default::default()
+            });
         }
         let attrs = &mut span.attributes;
         let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
@@ -732,9 +902,15 @@ impl CostProcessor {
                 priced: None,
             })
         };
-        let usage = match read_usage(attrs) {
+        let unclassified = match billing(attrs) {
+            Billing::Inference => None,
+            Billing::Rollup(reason) => return status(attrs, Status::Rollup, Some(&reason)),
+            Billing::NoOperation => Some(("no_operation", NO_OPERATION_REASON.to_string())),
+            Billing::UnknownOperation(reason) => Some(("unknown_operation", reason)),
+        };
+        let usage = match read_usage(attrs, self.max_tokens) {
             Ok(u) => u,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e)),
+            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
         if usage.is_empty() {
             return status(attrs, Status::NoUsage, None);
@@ -773,15 +949,14 @@ impl CostProcessor {
             Ok(b) => b,
             Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
+        let tenant = str_attr(attrs, "tollgate.tenant.id")
+            .unwrap_or(UNATTRIBUTED)
+            .to_string();
         let key = SeriesKey {
-            tenant: str_attr(attrs, "tollgate.tenant.id")
-                .or_else(|| str_attr(res_attrs, "tollgate.tenant.id"))
-                .unwrap_or(UNATTRIBUTED)
-                .to_string(),
             workflow: str_attr(attrs, "tollgate.workflow.id")
-                .or_else(|| str_attr(res_attrs, "tollgate.workflow.id"))
                 .unwrap_or(UNATTRIBUTED)
                 .to_string(),
+            tenant,
             provider: provider
                 .or(m.rate.provider.as_deref())
                 .unwrap_or_default()
@@ -790,11 +965,14 @@ impl CostProcessor {
             rates_version: table.version.clone(),
             currency: table.currency.clone(),
         };
-        set_f64(attrs, COST_ATTR, b.total);
         // Every tollgate.cost.* attribute except caller_reported was removed above, so these
         // are appended without searching.
-        attrs.reserve(10);
+        attrs.reserve(14);
+        attrs.push(f64_kv(AMOUNT_ATTR, b.total));
         for c in TokenClass::ALL {
+            if c.is_modality() && !b.prices.separate(c) {
+                continue;
+            }
             attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
         }
         attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
@@ -802,10 +980,73 @@ impl CostProcessor {
         attrs.push(kv("tollgate.cost.rates_version", &table.version));
         attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
         attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+        if let Some((label, reason)) = unclassified {
+            attrs.push(kv(REASON_ATTR, &reason));
+            self.unclassified
+                .get_or_create(&UnclassifiedLabels {
+                    processor: self.id.clone(),
+                    reason: label.to_string(),
+                })
+                .inc();
+        }
+        if let Some(v) = &caller {
+            self.check_caller(attrs, v, &key, &b, &table.currency);
+        }
         Some(Outcome {
             status: Status::Priced,
             priced: Some((key, b)),
         })
+    }
+
+    /// Compares the caller's own figure with tollgate's on a priced span: the signed
+    /// difference goes on the span and into `tollgate_cost_caller_drift_total` when the
+    /// caller's currency is the table's.
+    fn check_caller(
+        &self,
+        attrs: &mut Vec<KeyValue>,
+        caller: &Value,
+        key: &SeriesKey,
+        b: &Breakdown,
+        currency: &str,
+    ) {
+        let caller_currency = attrs::get_str(attrs, CALLER_CURRENCY_ATTR);
+        let result = match (caller_decimal(caller), caller_currency) {
+            (None, _) => CallerCheck::Unreadable,
+            (Some(_), c) if !c.is_some_and(|c| c.eq_ignore_ascii_case(currency)) => {
+                CallerCheck::OtherCurrency
+            }
+            (Some(amount), _) => {
+                let diff = amount - b.total;
+                attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                if diff.is_zero() {
+                    CallerCheck::Match
+                } else {
+                    let mut g = match self.drift.0.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    *g.entry(DriftLabels {
+                        processor: self.id.clone(),
+                        tenant: key.tenant.clone(),
+                        currency: currency.to_string(),
+                        direction: if diff.is_sign_positive() {
+                            "over"
+                        } else {
+                            "under"
+                        }
+                        .to_string(),
+                    })
+                    .or_default() += diff.abs();
+                    CallerCheck::Differs
+                }
+            }
+        };
+        self.caller_checks
+            .get_or_create(&CallerLabels {
+                processor: self.id.clone(),
+                result: result.as_str().to_string(),
+            })
+            .inc();
     }
 }
 
@@ -817,7 +1058,7 @@ impl Processor for CostProcessor {
     ) -> Result<(), Refused> {
         let table = self.current_table();
         let now = Instant::now();
-        let mut counts = [0u64; 5];
+        let mut counts = [0u64; Status::ALL.len()];
         let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
             let res_attrs: &[KeyValue] = rs
@@ -961,6 +1202,7 @@ mod tests {
             dedup_max_entries: 1000,
             max_series,
             metrics_interval: Duration::ZERO,
+            max_tokens_per_span: usage::DEFAULT_MAX_TOKENS,
         };
         CostProcessor::new("cost", opts, table, &crate::telemetry::SelfMetrics::new())
     }
@@ -992,7 +1234,7 @@ mod tests {
     }
 
     fn get<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
-        find(&s.attributes, k)
+        attrs::get(&s.attributes, k)
     }
 
     #[test]
@@ -1032,7 +1274,8 @@ mod tests {
         let table = p.current_table();
         let now = Instant::now();
         let mut s = span(1, "acme", 1000, 100);
-        s.attributes.push(kv(COST_ATTR, Value::DoubleValue(9.99)));
+        s.attributes
+            .push(kv(LEGACY_COST_ATTR, Value::DoubleValue(9.99)));
         s.attributes.push(kv(
             "tollgate.cost.rate_id",
             Value::StringValue("spoofed".into()),
@@ -1040,7 +1283,9 @@ mod tests {
         let o = p.process_span(&mut s, &[], &table, now).unwrap();
         assert_eq!(o.status, Status::Priced);
         // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
-        assert_eq!(get(&s, COST_ATTR), Some(&Value::DoubleValue(0.00012)));
+        assert_eq!(get(&s, AMOUNT_ATTR), Some(&Value::DoubleValue(0.00012)));
+        // The caller's figure passes through untouched.
+        assert_eq!(get(&s, LEGACY_COST_ATTR), Some(&Value::DoubleValue(9.99)));
         assert_eq!(
             get(&s, "tollgate.cost.exact"),
             Some(&Value::StringValue("0.00012".into()))
@@ -1062,7 +1307,7 @@ mod tests {
         let o = p.process_span(&mut again, &[], &table, now).unwrap();
         assert_eq!(o.status, Status::Duplicate);
         assert!(o.priced.is_none());
-        assert_eq!(get(&again, COST_ATTR), None);
+        assert_eq!(get(&again, AMOUNT_ATTR), None);
         // A retry (new span id, same operation) is priced.
         let mut retry = span(2, "acme", 1000, 100);
         assert_eq!(
@@ -1098,7 +1343,7 @@ mod tests {
         };
         assert_eq!(
             p.process_span(&mut none, &[], &table, now).unwrap().status,
-            Status::NoUsage
+            Status::Rollup
         );
         let mut plain = Span::default();
         assert!(p.process_span(&mut plain, &[], &table, now).is_none());
