@@ -171,34 +171,49 @@ pub struct SeriesTotals {
     pub tokens: [u64; CLASSES],
 }
 
-/// Exact decimal aggregates, bounded to `max_series` series (beyond that, new series fold
-/// into `tenant="__other__", workflow="__other__"`).
+/// Exact decimal aggregates, bounded. A tenth of `max_series` (at least one) is reserved for
+/// unattributed spend and the rest for verified tenants, so unattributed traffic can never
+/// evict a verified tenant:
+/// * a new unattributed series beyond its share folds into one series per unattributed label,
+///   rates version and currency (`workflow`, `provider`, `model` = `__other__`);
+/// * a new verified series beyond its share keeps its tenant and folds its workflow into
+///   `__other__`; only when even those folded series reach the share again does it fold into
+///   `tenant="__other__"` (per provider and model).
 #[derive(Debug)]
 pub struct Aggregates {
-    max_series: usize,
-    series: Mutex<BTreeMap<SeriesKey, SeriesTotals>>,
+    unattributed_cap: usize,
+    attributed_cap: usize,
+    series: Mutex<Series>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Series {
+    map: BTreeMap<SeriesKey, SeriesTotals>,
+    unattributed: usize,
+    attributed: usize,
 }
 
 impl Aggregates {
     pub fn new(max_series: usize) -> Self {
+        let unattributed_cap = (max_series / 10).max(1);
         Aggregates {
-            max_series,
-            series: Mutex::new(BTreeMap::new()),
+            unattributed_cap,
+            attributed_cap: max_series.saturating_sub(unattributed_cap).max(1),
+            series: Mutex::new(Series::default()),
         }
     }
 
-    /// Adds one priced span; returns whether it overflowed into the `__other__` series.
-    pub fn add(&self, key: SeriesKey, b: &Breakdown) -> bool {
+    /// Adds one priced span; returns whether it was folded into an `__other__` series.
+    pub fn add(&self, key: SeriesKey, attributed: bool, b: &Breakdown) -> bool {
         let mut g = match self.series.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        Self::add_locked(&mut g, self.max_series, key, b)
+        self.add_locked(&mut g, key, attributed, b)
     }
 
-    /// Adds a request's priced spans under one lock; returns how many overflowed into the
-    /// `__other__` series.
-    pub fn add_all(&self, items: Vec<(SeriesKey, Breakdown)>) -> u64 {
+    /// Adds a request's priced spans under one lock; returns how many were folded.
+    pub fn add_all(&self, items: Vec<(SeriesKey, bool, Breakdown)>) -> u64 {
         if items.is_empty() {
             return 0;
         }
@@ -207,16 +222,17 @@ impl Aggregates {
             Err(p) => p.into_inner(),
         };
         let mut overflows = 0;
-        for (key, b) in items {
-            overflows += u64::from(Self::add_locked(&mut g, self.max_series, key, &b));
+        for (key, attributed, b) in items {
+            overflows += u64::from(self.add_locked(&mut g, key, attributed, &b));
         }
         overflows
     }
 
     fn add_locked(
-        g: &mut BTreeMap<SeriesKey, SeriesTotals>,
-        max_series: usize,
+        &self,
+        g: &mut Series,
         mut key: SeriesKey,
+        attributed: bool,
         b: &Breakdown,
     ) -> bool {
         let add = |e: &mut SeriesTotals| {
@@ -225,25 +241,43 @@ impl Aggregates {
                 e.tokens[i] = e.tokens[i].saturating_add(b.tokens_of(*c));
             }
         };
-        // One lookup for a known series (the common case), two for a new one.
-        if let Some(e) = g.get_mut(&key) {
+        // One lookup for a known series (the common case).
+        if let Some(e) = g.map.get_mut(&key) {
             add(e);
             return false;
         }
-        let mut overflow = false;
-        if g.len() >= max_series {
-            key.tenant = OVERFLOW_TENANT.to_string();
+        let mut folded = false;
+        if attributed {
+            if g.attributed >= self.attributed_cap {
+                folded = true;
+                key.workflow = OVERFLOW_TENANT.to_string();
+                if !g.map.contains_key(&key) && g.attributed >= 2 * self.attributed_cap {
+                    key.tenant = OVERFLOW_TENANT.to_string();
+                }
+            }
+        } else if g.unattributed >= self.unattributed_cap {
+            folded = true;
             key.workflow = OVERFLOW_TENANT.to_string();
-            overflow = true;
+            key.provider = OVERFLOW_TENANT.to_string();
+            key.model = OVERFLOW_TENANT.to_string();
         }
-        add(g.entry(key).or_default());
-        overflow
+        if let Some(e) = g.map.get_mut(&key) {
+            add(e);
+            return folded;
+        }
+        if attributed {
+            g.attributed += 1;
+        } else {
+            g.unattributed += 1;
+        }
+        add(g.map.entry(key).or_default());
+        folded
     }
 
     pub fn snapshot(&self) -> BTreeMap<SeriesKey, SeriesTotals> {
         match self.series.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
+            Ok(g) => g.map.clone(),
+            Err(p) => p.into_inner().map.clone(),
         }
     }
 
@@ -335,11 +369,35 @@ pub enum Seen {
     Untracked,
 }
 
-/// Remembers (trace id, span id) pairs for `window`, at most `max` of them.
+/// The dedup key: the verified tenant (`None`: the unattributed bucket), the full 16-byte
+/// trace id and the full 8-byte span id (receivers refuse other lengths).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    pub tenant: Option<String>,
+    pub ids: [u8; 24],
+}
+
+impl DedupKey {
+    /// `None` when an id does not have its OTLP length (never tracked, never a duplicate).
+    pub fn new(tenant: Option<&str>, trace_id: &[u8], span_id: &[u8]) -> Option<DedupKey> {
+        if trace_id.len() != 16 || span_id.len() != 8 {
+            return None;
+        }
+        let mut ids = [0u8; 24];
+        ids[..16].copy_from_slice(trace_id);
+        ids[16..].copy_from_slice(span_id);
+        Some(DedupKey {
+            tenant: tenant.map(str::to_string),
+            ids,
+        })
+    }
+}
+
+/// Remembers the priced spans' [`DedupKey`]s for `window`, at most `max` of them.
 pub struct Dedup {
     window: Duration,
     max: usize,
-    map: DashMap<[u8; 24], Instant>,
+    map: DashMap<DedupKey, Instant>,
     /// Entries in `map` (kept here: `DashMap::len` locks every shard).
     count: std::sync::atomic::AtomicUsize,
     last_sweep: Mutex<Instant>,
@@ -374,17 +432,14 @@ impl Dedup {
         }
     }
 
-    /// Whether this span was already seen within the window (and records it if not).
-    pub fn seen(&self, trace_id: &[u8], span_id: &[u8], now: Instant) -> Seen {
-        if self.window.is_zero() || (trace_id.is_empty() && span_id.is_empty()) {
+    /// Whether this priced span was already priced within the window (and records it if
+    /// not). Call it only for spans that are priced.
+    pub fn seen(&self, key: Option<DedupKey>, now: Instant) -> Seen {
+        let Some(key) = key else {
             return Seen::New;
-        }
-        let mut key = [0u8; 24];
-        for (k, b) in key[..16].iter_mut().zip(trace_id) {
-            *k = *b;
-        }
-        for (k, b) in key[16..].iter_mut().zip(span_id) {
-            *k = *b;
+        };
+        if self.window.is_zero() {
+            return Seen::New;
         }
         if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max
             && !self.map.contains_key(&key)
@@ -445,6 +500,7 @@ pub struct CostProcessor {
     dedup_full: Counter,
     series_overflow: Counter,
     max_tokens: u64,
+    otlp_saturated: Counter,
     unclassified: Family<UnclassifiedLabels, Counter>,
     caller_checks: Family<CallerLabels, Counter>,
     drift: Arc<Drift>,
@@ -517,11 +573,13 @@ pub fn factory(
 /// The aggregates as OTLP metrics: `tollgate.cost` (monotonic cumulative Sum, one metric per
 /// currency with unit `{<currency>}`, the exact sum rounded once to a double) and
 /// `tollgate.tokens` (monotonic cumulative Sum, unit `{token}`, by `gen_ai.token.type`).
+/// Token sums above `i64::MAX` are exported as `i64::MAX` (never wrapped); the second value
+/// is how many data points were saturated.
 pub fn aggregates_to_otlp(
     snapshot: &BTreeMap<SeriesKey, SeriesTotals>,
     start_ns: u64,
     now_ns: u64,
-) -> ExportMetricsServiceRequest {
+) -> (ExportMetricsServiceRequest, u64) {
     use opentelemetry_proto::tonic::metrics::v1::{
         metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
         ResourceMetrics, ScopeMetrics, Sum,
@@ -551,6 +609,7 @@ pub fn aggregates_to_otlp(
     };
     let mut by_currency: BTreeMap<&str, Vec<NumberDataPoint>> = BTreeMap::new();
     let mut tokens = Vec::new();
+    let mut saturated = 0u64;
     for (k, t) in snapshot {
         let cost = t.cost.to_string().parse::<f64>().unwrap_or(0.0);
         by_currency
@@ -563,10 +622,11 @@ pub fn aggregates_to_otlp(
             }
             let mut a = attrs(k);
             a.push(kv("gen_ai.token.type", class.as_str()));
-            tokens.push(point(
-                a,
-                number_data_point::Value::AsInt(t.tokens[i] as i64),
-            ));
+            let n = i64::try_from(t.tokens[i]).unwrap_or_else(|_| {
+                saturated += 1;
+                i64::MAX
+            });
+            tokens.push(point(a, number_data_point::Value::AsInt(n)));
         }
     }
     let mut metrics: Vec<Metric> = by_currency
@@ -588,7 +648,7 @@ pub fn aggregates_to_otlp(
             ..Default::default()
         });
     }
-    ExportMetricsServiceRequest {
+    let req = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
                 attributes: vec![kv("service.name", "tollgate")],
@@ -607,7 +667,8 @@ pub fn aggregates_to_otlp(
             }],
             schema_url: String::new(),
         }],
-    }
+    };
+    (req, saturated)
 }
 
 /// A non-empty string attribute.
@@ -734,7 +795,8 @@ impl prometheus_client::collector::Collector for DriftCollector {
 /// The result for one span: its status and, when priced, what to aggregate.
 pub struct Outcome {
     pub status: Status,
-    pub priced: Option<(SeriesKey, Breakdown)>,
+    /// The series, whether the span is attributed to a verified tenant, the price.
+    pub priced: Option<(SeriesKey, bool, Breakdown)>,
 }
 
 impl CostProcessor {
@@ -776,6 +838,11 @@ impl CostProcessor {
             "Priced spans aggregated under tenant=\"__other__\" because max_series was reached",
             Counter::default(),
         );
+        let otlp_saturated = metrics.register(
+            "tollgate_cost_otlp_saturated",
+            "tollgate.tokens data points exported as i64::MAX because the exact sum is larger",
+            Counter::default(),
+        );
         let unclassified = metrics.register(
             "tollgate_cost_unclassified_spans",
             "Spans priced on their usage although their operation is not a known model inference, by reason (no_operation, unknown_operation)",
@@ -808,6 +875,7 @@ impl CostProcessor {
             dedup_full,
             series_overflow,
             max_tokens: opts.max_tokens_per_span,
+            otlp_saturated,
             unclassified,
             caller_checks,
             drift,
@@ -862,34 +930,27 @@ impl CostProcessor {
             .collect()
     }
 
-    /// Prices one span in place.
+    /// Prices one span in place. The span has been through the strip stage
+    /// ([`crate::processors::strip`]): a caller's legacy `gen_ai.usage.cost` is already in
+    /// `tollgate.cost.caller_reported`, and every `tollgate.*` on it was written in this pass.
     pub fn process_span(
         &self,
         span: &mut Span,
-        res_attrs: &[KeyValue],
         table: &RateTable,
         now: Instant,
     ) -> Option<Outcome> {
-        let _ = res_attrs;
         if !is_llm_span(&span.attributes) {
             return None;
         }
-        // Only the gateway writes tollgate.cost.*; the caller's own cost
-        // (gen_ai.usage.cost.amount, else the legacy gen_ai.usage.cost) is copied aside and
-        // left untouched.
+        // Only this processor writes tollgate.cost.* (the caller's figure, moved by the strip
+        // stage, is kept). The caller's gen_ai.usage.cost.amount is left untouched and copied.
         span.attributes
-            .retain(|kv| !kv.key.starts_with("tollgate.cost."));
-        let caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR)
-            .or_else(|| attrs::get(&span.attributes, LEGACY_COST_ATTR))
-            .cloned();
+            .retain(|kv| !kv.key.starts_with("tollgate.cost.") || kv.key == CALLER_REPORTED_ATTR);
+        let mut caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR).cloned();
         if let Some(v) = &caller {
-            span.attributes.push(KeyValue {
-                key: CALLER_REPORTED_ATTR.to_string(),
-                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                    value: Some(v.clone()),
-                }),
-                ..Default::default()
-            });
+            attrs::set(&mut span.attributes, CALLER_REPORTED_ATTR, v.clone());
+        } else {
+            caller = attrs::get(&span.attributes, CALLER_REPORTED_ATTR).cloned();
         }
         let attrs = &mut span.attributes;
         let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
@@ -915,13 +976,17 @@ impl CostProcessor {
         if usage.is_empty() {
             return status(attrs, Status::NoUsage, None);
         }
-        match self.dedup.seen(&span.trace_id, &span.span_id, now) {
-            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
-            Seen::New => {}
-            Seen::Untracked => {
-                self.dedup_full.inc();
-            }
-        }
+        // Dimensions only from what the envelope processor wrote on this span in this pass
+        // (the strip stage removed anything else): a verified (or overridden) span has its
+        // tenant and workflow; every other span is the unattributed bucket.
+        let attributed = matches!(
+            attrs::get_str(attrs, "tollgate.envelope.status"),
+            Some("valid")
+        ) || attrs::get_str(attrs, "tollgate.envelope.override").is_some();
+        let tenant = attributed
+            .then(|| str_attr(attrs, "tollgate.tenant.id"))
+            .flatten();
+        let attributed = tenant.is_some();
         let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
         let at = if start == 0 { unix_now() } else { start };
         let provider = str_attr(attrs, "gen_ai.provider.name");
@@ -949,13 +1014,35 @@ impl CostProcessor {
             Ok(b) => b,
             Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
-        let tenant = str_attr(attrs, "tollgate.tenant.id")
-            .unwrap_or(UNATTRIBUTED)
-            .to_string();
+        // Only priced spans are recorded, and a duplicate only of the same attribution.
+        match self
+            .dedup
+            .seen(DedupKey::new(tenant, &span.trace_id, &span.span_id), now)
+        {
+            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::New => {}
+            Seen::Untracked => {
+                self.dedup_full.inc();
+            }
+        }
+        let (tenant, workflow) = match tenant {
+            Some(t) => (
+                t.to_string(),
+                str_attr(attrs, "tollgate.workflow.id")
+                    .unwrap_or(UNATTRIBUTED)
+                    .to_string(),
+            ),
+            // The envelope processor's unattributed label when it ran, else the default.
+            None => (
+                str_attr(attrs, "tollgate.tenant.id")
+                    .filter(|_| attrs::get_str(attrs, "tollgate.envelope.status").is_some())
+                    .unwrap_or(UNATTRIBUTED)
+                    .to_string(),
+                UNATTRIBUTED.to_string(),
+            ),
+        };
         let key = SeriesKey {
-            workflow: str_attr(attrs, "tollgate.workflow.id")
-                .unwrap_or(UNATTRIBUTED)
-                .to_string(),
+            workflow,
             tenant,
             provider: provider
                 .or(m.rate.provider.as_deref())
@@ -994,7 +1081,7 @@ impl CostProcessor {
         }
         Some(Outcome {
             status: Status::Priced,
-            priced: Some((key, b)),
+            priced: Some((key, attributed, b)),
         })
     }
 
@@ -1061,14 +1148,9 @@ impl Processor for CostProcessor {
         let mut counts = [0u64; Status::ALL.len()];
         let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
-            let res_attrs: &[KeyValue] = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
-                    let Some(o) = self.process_span(span, res_attrs, &table, now) else {
+                    let Some(o) = self.process_span(span, &table, now) else {
                         continue;
                     };
                     if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
@@ -1116,7 +1198,10 @@ impl Processor for CostProcessor {
                     if snap.is_empty() {
                         continue;
                     }
-                    let req = aggregates_to_otlp(&snap, me.started_ns, unix_nanos());
+                    let (req, saturated) = aggregates_to_otlp(&snap, me.started_ns, unix_nanos());
+                    if saturated > 0 {
+                        me.otlp_saturated.inc_by(saturated);
+                    }
                     if let Err(e) = sink
                         .consume(crate::pipeline::Payload::Metrics(req), &client)
                         .await
@@ -1228,6 +1313,10 @@ mod tests {
                 kv("gen_ai.usage.input_tokens", Value::IntValue(input)),
                 kv("gen_ai.usage.output_tokens", Value::IntValue(output)),
                 kv("tollgate.tenant.id", Value::StringValue(tenant.into())),
+                kv(
+                    "tollgate.envelope.status",
+                    Value::StringValue("valid".into()),
+                ),
             ],
             ..Default::default()
         }
@@ -1252,9 +1341,9 @@ mod tests {
                 1 + (i as i64 * 7919) % 5000,
                 (i as i64 * 104729) % 3000,
             );
-            p.process_span(&mut s, &[], &table, now)
+            p.process_span(&mut s, &table, now)
                 .and_then(|o| o.priced)
-                .map(|(k, b)| p.aggregates.add(k, &b));
+                .map(|(k, a, b)| p.aggregates.add(k, a, &b));
             let Some(Value::StringValue(exact)) = get(&s, "tollgate.cost.exact") else {
                 panic!("not priced");
             };
@@ -1275,17 +1364,17 @@ mod tests {
         let now = Instant::now();
         let mut s = span(1, "acme", 1000, 100);
         s.attributes
-            .push(kv(LEGACY_COST_ATTR, Value::DoubleValue(9.99)));
+            .push(kv(CALLER_AMOUNT_ATTR, Value::DoubleValue(9.99)));
         s.attributes.push(kv(
             "tollgate.cost.rate_id",
             Value::StringValue("spoofed".into()),
         ));
-        let o = p.process_span(&mut s, &[], &table, now).unwrap();
+        let o = p.process_span(&mut s, &table, now).unwrap();
         assert_eq!(o.status, Status::Priced);
         // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
         assert_eq!(get(&s, AMOUNT_ATTR), Some(&Value::DoubleValue(0.00012)));
         // The caller's figure passes through untouched.
-        assert_eq!(get(&s, LEGACY_COST_ATTR), Some(&Value::DoubleValue(9.99)));
+        assert_eq!(get(&s, CALLER_AMOUNT_ATTR), Some(&Value::DoubleValue(9.99)));
         assert_eq!(
             get(&s, "tollgate.cost.exact"),
             Some(&Value::StringValue("0.00012".into()))
@@ -1304,22 +1393,20 @@ mod tests {
         );
         // The same span again: duplicate, no cost.
         let mut again = span(1, "acme", 1000, 100);
-        let o = p.process_span(&mut again, &[], &table, now).unwrap();
+        let o = p.process_span(&mut again, &table, now).unwrap();
         assert_eq!(o.status, Status::Duplicate);
         assert!(o.priced.is_none());
         assert_eq!(get(&again, AMOUNT_ATTR), None);
         // A retry (new span id, same operation) is priced.
         let mut retry = span(2, "acme", 1000, 100);
         assert_eq!(
-            p.process_span(&mut retry, &[], &table, now).unwrap().status,
+            p.process_span(&mut retry, &table, now).unwrap().status,
             Status::Priced
         );
         let mut unknown = span(3, "acme", 1, 1);
         unknown.attributes[1] = kv("gen_ai.request.model", Value::StringValue("zz".into()));
         assert_eq!(
-            p.process_span(&mut unknown, &[], &table, now)
-                .unwrap()
-                .status,
+            p.process_span(&mut unknown, &table, now).unwrap().status,
             Status::UnpricedModel
         );
         let mut bad = span(4, "acme", 10, 1);
@@ -1328,7 +1415,7 @@ mod tests {
             Value::IntValue(11),
         ));
         assert_eq!(
-            p.process_span(&mut bad, &[], &table, now).unwrap().status,
+            p.process_span(&mut bad, &table, now).unwrap().status,
             Status::InvalidUsage
         );
         assert!(
@@ -1342,45 +1429,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            p.process_span(&mut none, &[], &table, now).unwrap().status,
+            p.process_span(&mut none, &table, now).unwrap().status,
             Status::Rollup
         );
         let mut plain = Span::default();
-        assert!(p.process_span(&mut plain, &[], &table, now).is_none());
+        assert!(p.process_span(&mut plain, &table, now).is_none());
     }
 
     #[test]
-    fn series_are_bounded() {
-        let p = processor(2);
+    fn series_are_bounded_and_verified_tenants_keep_their_label() {
+        // max_series 20: 2 reserved for unattributed spend, 18 for verified tenants.
+        let p = processor(20);
         let table = p.current_table();
         let now = Instant::now();
-        let mut overflowed = 0;
-        for i in 0..5u32 {
-            let mut s = span(i, &format!("t{i}"), 10, 10);
-            let (k, b) = p
-                .process_span(&mut s, &[], &table, now)
-                .unwrap()
-                .priced
-                .unwrap();
-            if p.aggregates.add(k, &b) {
-                overflowed += 1;
-            }
+        let add = |s: &mut Span| {
+            let (k, a, b) = p.process_span(s, &table, now).unwrap().priced.unwrap();
+            u64::from(p.aggregates.add(k, a, &b))
+        };
+        let mut folded = 0;
+        // Unattributed spans with 30 distinct providers fill only their reserved share.
+        for i in 0..30u32 {
+            let mut s = span(1000 + i, "x", 10, 10);
+            s.attributes.retain(|kv| !kv.key.starts_with("tollgate."));
+            s.attributes[0] = kv("gen_ai.provider.name", Value::StringValue(format!("p{i}")));
+            folded += add(&mut s);
         }
-        assert_eq!(overflowed, 3);
+        assert_eq!(folded, 28);
+        // 18 verified tenants still get their own series, a 19th keeps its tenant label.
+        for i in 0..19u32 {
+            folded += add(&mut span(i, &format!("t{i}"), 10, 10));
+        }
+        assert_eq!(folded, 29);
         let snap = p.aggregates.snapshot();
-        assert_eq!(snap.len(), 3);
-        assert!(snap.keys().any(|k| k.tenant == OVERFLOW_TENANT));
+        for i in 0..19 {
+            assert!(snap.keys().any(|k| k.tenant == format!("t{i}")), "t{i}");
+        }
+        assert!(snap
+            .keys()
+            .any(|k| k.tenant == "t18" && k.workflow == OVERFLOW_TENANT));
+        assert!(snap.keys().any(|k| k.tenant == UNATTRIBUTED
+            && k.provider == OVERFLOW_TENANT
+            && k.model == OVERFLOW_TENANT));
+        // 2 unattributed + 1 unattributed fold + 18 + 1 folded tenant series.
+        assert_eq!(snap.len(), 22);
     }
 
     #[test]
     fn dedup_window_and_bound() {
         let d = Dedup::new(Duration::from_secs(10), 2);
         let t0 = Instant::now();
-        assert_eq!(d.seen(&[1], &[1], t0), Seen::New);
-        assert_eq!(d.seen(&[1], &[1], t0), Seen::Duplicate);
-        assert_eq!(d.seen(&[1], &[1], t0 + Duration::from_secs(11)), Seen::New);
-        assert_eq!(d.seen(&[2], &[2], t0), Seen::New);
-        assert_eq!(d.seen(&[3], &[3], t0), Seen::Untracked);
+        let k = |tenant: Option<&str>, n: u8| DedupKey::new(tenant, &[n; 16], &[n; 8]);
+        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::New);
+        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::Duplicate);
+        // The same ids under another attribution are not a duplicate.
+        assert_eq!(d.seen(k(None, 1), t0), Seen::New);
+        assert_eq!(
+            d.seen(k(Some("a"), 1), t0 + Duration::from_secs(11)),
+            Seen::New
+        );
+        assert_eq!(d.seen(k(Some("a"), 3), t0), Seen::Untracked);
         assert!(d.len() <= 2);
+        // Ids of the wrong length are never keys (the receivers refuse them).
+        assert_eq!(DedupKey::new(None, &[1; 15], &[1; 8]), None);
+        assert_eq!(DedupKey::new(None, &[], &[]), None);
     }
 }
