@@ -1214,3 +1214,41 @@ async fn property_caller_sent_tollgate_attributes_never_survive() {
     }
     gw.running.shutdown().await;
 }
+
+/// `tollgate validate` warns when `cost` runs without `envelope` before it.
+#[test]
+fn validate_warns_when_cost_has_no_envelope_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k1.hex");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
+    let rates = dir.path().join("rates.yaml");
+    std::fs::write(&rates, RATES).unwrap();
+    let run = |processors: &str| {
+        let cfg = dir.path().join("t.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:0\" }} }}\nprocessors:\n  envelope:\n    keys:\n      - id: k1\n        secret_file: {}\n  cost:\n    rates: {}\nexporters:\n  debug: {{}}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [{processors}]\n      exporters: [debug]\n",
+                key.display(),
+                rates.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["validate", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert_eq!(
+        run("cost"),
+        "warning: service.pipelines.traces.processors[0]: `cost` runs without an `envelope` processor in this pipeline: every span is priced as unattributed (tollgate.tenant.id is trusted only when envelope wrote it in this pass)\n"
+    );
+    assert_eq!(
+        run("cost, envelope"),
+        "warning: service.pipelines.traces.processors[0]: `cost` runs before `envelope`: every span is priced as unattributed; put envelope first\n"
+    );
+    assert_eq!(run("envelope, cost"), "");
+}
