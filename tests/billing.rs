@@ -358,3 +358,32 @@ async fn a_caller_reported_cost_passes_through_and_its_drift_is_counted() {
         );
     }
 }
+
+/// The README's rate-table example still loads and prices as documented (its `import:` line
+/// names a file that is not shipped, so it is left out).
+#[test]
+fn readme_rate_table_example_prices_modalities() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\nversion: \"2026-11-01\"")
+        .expect("rate table example")
+        + "```yaml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let yaml: String = readme[start..end]
+        .lines()
+        .take_while(|l| !l.starts_with("import:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let table = tollgate::cost::RateTable::parse(&yaml, std::path::Path::new(".")).unwrap();
+    // 2025-06-01, inside the example row's effective dates.
+    let m = table.find("gpt-4o", Some("openai"), 1_748_736_000).unwrap();
+    let u = tollgate::cost::Usage {
+        input: Some(1200),
+        output: Some(300),
+        audio_input: Some(200),
+        ..Default::default()
+    };
+    let b = tollgate::cost::price(m.rate, &u).unwrap();
+    // (1200 − 200) × 2.50 + 200 × 40 + 300 × 10.00, per million = 0.0025 + 0.008 + 0.003
+    assert_eq!(b.total.to_string(), "0.0135");
+}
