@@ -34,9 +34,9 @@ export function camelClaims(c) {
   };
 }
 
-/** The tollgate binary: TOLLGATE_BIN, else the workspace's debug build. */
+/** The tollgate binary: TOLLGATE_BIN, else the workspace's debug build (CARGO_TARGET_DIR honoured). */
 export function tollgateBin() {
-  const bin = process.env.TOLLGATE_BIN ?? join(REPO, "target", "debug", "tollgate");
+  const bin = process.env.TOLLGATE_BIN ?? join(process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, "target"), "debug", "tollgate");
   if (!existsSync(bin)) {
     throw new Error(`tollgate binary not found at ${bin}: run \`cargo build\` in the repository or set TOLLGATE_BIN`);
   }
