@@ -35,7 +35,8 @@ test("exports map: import and require resolve to the ESM and CJS builds, each wi
   const req = createRequire(join(SDK_ROOT, "package.json"));
   assert.equal(req.resolve("tollgate-envelope"), join(SDK_ROOT, "dist/cjs/index.js"));
   assert.equal(req.resolve("tollgate-envelope/otel"), join(SDK_ROOT, "dist/cjs/otel.js"));
-  assert.equal(import.meta.resolve("tollgate-envelope"), "file://" + join(SDK_ROOT, "dist/esm/index.js"));
+  // import resolves to the ESM build (the very same module instance as the file itself).
+  assert.equal((await import("tollgate-envelope")).stamp, (await import("../dist/esm/index.js")).stamp);
   for (const entry of [".", "./otel"]) {
     for (const cond of ["import", "require"]) {
       const { types, default: js } = pkg.exports[entry][cond];
