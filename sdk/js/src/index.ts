@@ -420,10 +420,11 @@ function parseExact(token: string): ParsedExact {
   }
   const tag = b64decode("tag", tagB64);
   if (tag.length !== 32) throw new MalformedError("tag: does not decode to 32 bytes");
+  // Count before splitting so a flood of '~' cannot make us allocate.
+  let hopCount = hopsPart === "" ? 0 : 1;
+  for (let i = hopsPart.indexOf("~"); i !== -1; i = hopsPart.indexOf("~", i + 1)) hopCount++;
+  if (hopCount > MAX_HOPS) throw new MalformedError(`hops: ${hopCount} records, at most ${MAX_HOPS} allowed`);
   const hopsB64 = hopsPart === "" ? [] : hopsPart.split("~");
-  if (hopsB64.length > MAX_HOPS) {
-    throw new MalformedError(`hops: ${hopsB64.length} records, at most ${MAX_HOPS} allowed`);
-  }
   const exact = claimsFromObj(strictObject(b64decode("claims", claimsB64), "claims"));
   const hops = hopsB64.map((h, i) => {
     const ctx = `hops[${i}]`;

@@ -20,6 +20,9 @@ const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 const U64_MAX = 2n ** 64n - 1n;
 
+// Sticky: matches at lastIndex without copying the rest of the text.
+const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
+
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function clip(s: string): string {
@@ -219,7 +222,8 @@ class Reader {
   }
 
   number(): Val {
-    const m = /^-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(this.s.slice(this.i));
+    NUMBER.lastIndex = this.i;
+    const m = NUMBER.exec(this.s);
     if (!m) return this.fail("invalid number");
     const text = m[0];
     this.i += text.length;

@@ -297,3 +297,18 @@ test("explain() reports every stage in order, and never key material or the expe
     assert.ok(!text.includes(s), `explain output leaks ${s.slice(0, 12)}…`);
   }
 });
+
+test("large inputs stay linear: 100k numbers in claims, 200k '~' in the hops part", () => {
+  const base =
+    '{"tenant_id":"acme","originator_id":"u","workflow_id":"w","operation_id":"o","issuance_id":"i","issued_at":1700000000,"expires_at":1700003600';
+  const json = `${base},"x":[${Array(100_000).fill("12345").join(",")}]}`;
+  const c64 = Buffer.from(json).toString("base64url");
+  const token = `tg1.k1.${c64}..${te.chain(te.tenantKey(M, "acme"), "k1", c64, [])[0].toString("base64url")}`;
+  let started = performance.now();
+  assert.equal(te.verify(token, { k1: M }, { spanStart: T0 }).status, "valid");
+  assert.ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
+  started = performance.now();
+  const r = te.verify(`tg1.k1.${c64}.${"~".repeat(200_000)}.${"A".repeat(43)}`, { k1: M }, { spanStart: T0 });
+  assert.equal(r.detail, "hops: 200001 records, at most 16 allowed");
+  assert.ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
+});
