@@ -2,6 +2,7 @@
 //! [`FACTORIES`].
 
 pub mod auth;
+pub mod ids;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -266,19 +266,19 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum BodyCompression {
+pub(crate) enum BodyCompression {
     Identity,
     Gzip,
     Zstd,
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Bad(String),
 }
 
 /// Decompresses into at most `limit` bytes.
-fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyError> {
+pub(crate) fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyError> {
     fn read_limited(r: impl Read, what: &str, limit: usize) -> Result<Bytes, BodyError> {
         let mut out = Vec::new();
         r.take(limit as u64 + 1)
@@ -291,8 +291,10 @@ fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyE
     }
     match c {
         BodyCompression::Identity => Ok(body),
+        // Every member (RFC 1952 allows several, and Go's reader reads them all); bytes
+        // after the last member that do not start another are an error, never ignored.
         BodyCompression::Gzip => {
-            read_limited(flate2::read::GzDecoder::new(&body[..]), "gzip", limit)
+            read_limited(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit)
         }
         BodyCompression::Zstd => {
             let dec = zstd::stream::read::Decoder::new(&body[..])
@@ -480,6 +482,13 @@ where
                 type_name::<S::Request>()
             )
         }),
+        // An OTLP/JSON request is an object; serde would also take a struct from an array.
+        Encoding::Json if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            Err(format!(
+                "request body is not valid OTLP/JSON for {}: expected a JSON object",
+                type_name::<S::Request>()
+            ))
+        }
         Encoding::Json => serde_json::from_slice::<S::Request>(&body).map_err(|e| {
             format!(
                 "request body is not valid OTLP/JSON for {}: {e}",

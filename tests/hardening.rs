@@ -1,0 +1,324 @@
+//! Issue 21: no client can make the gateway accept data and then drop it. Each test here
+//! failed on the code before the fix it names: wrong-length ids, multi-member gzip and
+//! trailing data, `[]` as an OTLP/JSON body, truncated gRPC frames, size refusals.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+/// `otlp` receiver (gRPC + HTTP) → batch → `otlp` exporter to the recording backend.
+fn yaml(backend: SocketAddr) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  batch: {{ timeout: 200ms }}
+exporters:
+  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }}, timeout: 5s }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
+"#
+    )
+}
+
+fn span(trace_id: Vec<u8>, span_id: Vec<u8>, name: &str) -> Span {
+    Span {
+        trace_id,
+        span_id,
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    traces_request("hardening", spans)
+}
+
+fn names(b: &Backend) -> Vec<String> {
+    let mut v: Vec<String> = b.spans().into_iter().map(|s| s.name).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_length_ids_are_refused_per_span_and_other_clients_data_arrives() {
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&yaml(baddr)).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let http = gw.endpoint("otlp", "http").unwrap();
+
+    // Tenant A: two good spans and one span for each wrong length the issue tried.
+    let a = request(vec![
+        span(vec![1; 16], vec![1; 8], "a-good-1"),
+        span(vec![], vec![2; 8], "a-bad-empty-trace"),
+        span(vec![3; 3], vec![3; 8], "a-bad-3-byte-trace"),
+        span(vec![4; 100], vec![4; 8], "a-bad-100-byte-trace"),
+        span(vec![5; 16], vec![5; 3], "a-bad-span"),
+        span(vec![6; 16], vec![6; 8], "a-good-2"),
+    ]);
+    // Tenant B, concurrently, batched with A: everything good.
+    let b = request(
+        (0..50)
+            .map(|i| span(vec![9; 16], vec![i; 8], &format!("b-{i:02}")))
+            .collect(),
+    );
+    let mut ca = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut cb = ca.clone();
+    let (ra, rb) = tokio::join!(ca.export(a), cb.export(b));
+    let ra = ra.expect("A is accepted in part").into_inner();
+    let rb = rb.expect("B is accepted").into_inner();
+    assert_eq!(rb.partial_success, None);
+    let p = ra.partial_success.expect("A hears about its bad spans");
+    assert_eq!(p.rejected_spans, 4);
+    assert!(
+        p.error_message
+            .contains("invalid_trace_id: trace_id must be 16 bytes (3)")
+            && p.error_message
+                .contains("invalid_span_id: span_id must be 8 bytes (1)"),
+        "{}",
+        p.error_message
+    );
+
+    // OTLP/JSON: `"abcd"` decodes to 2 bytes.
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"abcd","spanId":"0102030405060708","name":"json-bad"},
+        {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"json-good"}]}]}]}"#;
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        json.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1", "{v}");
+    assert!(v["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_trace_id"));
+
+    let mut want: Vec<String> = (0..50).map(|i| format!("b-{i:02}")).collect();
+    want.extend(["a-good-1", "a-good-2", "json-good"].map(String::from));
+    want.sort();
+    backend
+        .wait_for(10, "every good span", |b| b.spans().len() >= want.len())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(names(&backend), want);
+    for s in backend.spans() {
+        assert_eq!((s.trace_id.len(), s.span_id.len()), (16, 8), "{}", s.name);
+    }
+    gw.shutdown().await;
+}
+
+/// Two requests' encodings concatenated are one request holding both (protobuf merges
+/// repeated fields), so two gzip members of them must deliver both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gzip_member_is_decoded_and_trailing_data_is_refused_over_http() {
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&yaml(baddr)).await;
+    let http = gw.endpoint("otlp", "http").unwrap();
+    let first = request(vec![span(vec![1; 16], vec![1; 8], "member-1")]).encode_to_vec();
+    let second = request(vec![span(vec![2; 16], vec![2; 8], "member-2")]).encode_to_vec();
+    let body = [gzip(&first), gzip(&second)].concat();
+    let h = [
+        ("content-type", "application/x-protobuf"),
+        ("content-encoding", "gzip"),
+    ];
+    let r = http_post(http, "/v1/traces", &h, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    backend
+        .wait_for(10, "both members", |b| b.spans().len() >= 2)
+        .await;
+    assert_eq!(names(&backend), vec!["member-1", "member-2"]);
+
+    // Garbage after the last member is a 400 naming the gzip stream, and nothing is sent.
+    let body = [gzip(&first), b"trailing garbage".to_vec()].concat();
+    let r = http_post(http, "/v1/traces", &h, &body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.status_message().contains("not valid gzip"),
+        "{}",
+        r.status_message()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(backend.spans().len(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_body_is_a_400() {
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&yaml(baddr)).await;
+    let http = gw.endpoint("otlp", "http").unwrap();
+    for body in ["[]", " \n[[]]", "[{\"resourceSpans\":[]}]"] {
+        let r = http_post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.status_message().contains("expected a JSON object"),
+            "{}",
+            r.status_message()
+        );
+    }
+    // An object is still fine.
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(backend.spans().is_empty());
+    gw.shutdown().await;
+}
+
+/// A raw gRPC unary call over HTTP/2: returns (grpc-status, grpc-message, response body).
+async fn raw_grpc(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (i32, String, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let head = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes().to_vec();
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .or_else(|| head.get(k))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let status = get("grpc-status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1);
+    let message = percent_decode(&get("grpc-message").unwrap_or_default());
+    (status, message, data)
+}
+
+/// `grpc-message` is percent-encoded on the wire.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn grpc_frame(compressed: bool, msg: &[u8]) -> Vec<u8> {
+    let mut f = vec![u8::from(compressed)];
+    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    f.extend_from_slice(msg);
+    f
+}
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_gzip_members_are_all_decoded_and_bad_frames_are_invalid_argument() {
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&yaml(baddr)).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let first = request(vec![span(vec![1; 16], vec![1; 8], "grpc-member-1")]).encode_to_vec();
+    let second = request(vec![span(vec![2; 16], vec![2; 8], "grpc-member-2")]).encode_to_vec();
+    let gz = [("grpc-encoding", "gzip")];
+
+    let (st, msg, data) = raw_grpc(
+        grpc,
+        EXPORT,
+        &gz,
+        grpc_frame(true, &[gzip(&first), gzip(&second)].concat()),
+    )
+    .await;
+    assert_eq!(st, 0, "{msg}");
+    assert!(data.len() >= 5);
+    let resp = ExportTraceServiceResponse::decode(&data[5..]).unwrap();
+    assert_eq!(resp.partial_success, None);
+    backend
+        .wait_for(10, "both members", |b| b.spans().len() >= 2)
+        .await;
+    assert_eq!(names(&backend), vec!["grpc-member-1", "grpc-member-2"]);
+
+    // Trailing garbage after the gzip member.
+    let (st, msg, _) = raw_grpc(
+        grpc,
+        EXPORT,
+        &gz,
+        grpc_frame(true, &[gzip(&first), b"junk".to_vec()].concat()),
+    )
+    .await;
+    assert_eq!(st, tonic::Code::InvalidArgument as i32, "{msg}");
+    assert!(msg.contains("gzip"), "{msg}");
+
+    // A frame whose header announces more than arrives (the stream then ends).
+    let mut truncated = grpc_frame(false, &first);
+    truncated.truncate(truncated.len() - 3);
+    let (st, msg, _) = raw_grpc(grpc, EXPORT, &[], truncated).await;
+    assert_eq!(st, tonic::Code::InvalidArgument as i32, "{msg}");
+    assert!(msg.contains("truncated gRPC frame"), "{msg}");
+    // Only a partial header.
+    let (st, msg, _) = raw_grpc(grpc, EXPORT, &[], vec![0, 0, 0]).await;
+    assert_eq!(st, tonic::Code::InvalidArgument as i32, "{msg}");
+    assert!(msg.contains("truncated gRPC frame"), "{msg}");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(backend.spans().len(), 2);
+    gw.shutdown().await;
+}
