@@ -322,3 +322,107 @@ async fn grpc_gzip_members_are_all_decoded_and_bad_frames_are_invalid_argument()
     assert_eq!(backend.spans().len(), 2);
     gw.shutdown().await;
 }
+
+fn big_yaml(backend: SocketAddr, exporter_opts: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size_mib: 32 }}
+exporters:
+  otlp:
+    endpoint: "{backend}"
+    tls: {{ insecure: true }}
+    timeout: 10s
+    sending_queue: {{ enabled: false }}
+{exporter_opts}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    )
+}
+
+/// A 9.5 MB request is accepted (the receiver takes 32 MiB) and must reach a backend that,
+/// like the Collector by default, takes at most 4 MiB per message: split ahead by
+/// `max_request_size` (default 3 MiB), or, with that off, split after the backend's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_export_is_split_and_delivered_to_a_4_mib_backend() {
+    const MIB: usize = 1024 * 1024;
+    for opts in ["", "    max_request_size: 0"] {
+        let (backend, baddr) = start_backend().await;
+        let gw = start_gateway(&big_yaml(baddr, opts)).await;
+        let grpc = gw.endpoint("otlp", "grpc").unwrap();
+        let req = numbered_spans(1, 9_000, 1_000);
+        let size = req.encoded_len();
+        assert!(size > 9 * MIB, "{size}");
+        let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 * MIB);
+        c.export(req)
+            .await
+            .unwrap_or_else(|e| panic!("[{opts}] the oversized request must be delivered: {e}"));
+        let got = backend.traces();
+        assert!(got.len() >= 3, "[{opts}] {} requests", got.len());
+        for r in &got {
+            assert!(r.encoded_len() <= 4 * MIB, "[{opts}] {}", r.encoded_len());
+        }
+        let mut ids = backend.span_ids();
+        ids.sort();
+        assert_eq!(ids, (1..=9_000).collect::<Vec<u64>>(), "[{opts}]");
+        gw.shutdown().await;
+    }
+}
+
+/// `otlp_http`: a 413 from the backend is split and retried until every part fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_splits_what_the_backend_refuses_as_too_large() {
+    const LIMIT: usize = 1024 * 1024;
+    let (backend, baddr) = start_http_backend(None).await;
+    *backend.max_body.lock().unwrap() = Some(LIMIT);
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size_mib: 32 }}
+exporters:
+  otlp_http:
+    endpoint: "http://{baddr}"
+    max_request_size: 0
+    sending_queue: {{ enabled: false }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp_http] }}
+"#
+    );
+    let gw = start_gateway(&yaml).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let req = numbered_spans(1, 3_000, 1_000);
+    assert!(req.encoded_len() > 2 * LIMIT);
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    c.export(req).await.expect("delivered in parts");
+    let hits = backend.hits();
+    assert!(hits.len() >= 3, "{} requests", hits.len());
+    let mut ids: Vec<u64> = hits
+        .iter()
+        .flat_map(|h| {
+            assert!(h.body.len() <= LIMIT);
+            h.traces()
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|s| u64::from_be_bytes(s.span_id.try_into().unwrap()))
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=3_000).collect::<Vec<u64>>());
+    gw.shutdown().await;
+}
