@@ -426,3 +426,148 @@ service:
     assert_eq!(ids, (1..=3_000).collect::<Vec<u64>>());
     gw.shutdown().await;
 }
+
+/// A request that can never fit the persistent queue (`max_size_mib: 1`): one made of many
+/// items is stored (and delivered) in parts; a single item larger than the whole queue is
+/// refused for good and does not wedge `batch` in front: later data flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_fits_the_persistent_queue_is_split_or_refused_for_good() {
+    const MIB: usize = 1024 * 1024;
+    let (backend, baddr) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0", max_recv_msg_size_mib: 16 }}
+      http: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  batch: {{ timeout: 50ms }}
+exporters:
+  otlp:
+    endpoint: "{baddr}"
+    tls: {{ insecure: true }}
+    timeout: 5s
+    sending_queue:
+      storage: {{ directory: "{}", max_size_mib: 1 }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+    traces/batched: {{ receivers: [otlp/b], processors: [batch], exporters: [otlp] }}
+"#,
+        dir.path().display()
+    )
+    .replace(
+        "      http: { endpoint: \"127.0.0.1:0\" }\n",
+        "  otlp/b:\n    protocols:\n      grpc: { endpoint: \"127.0.0.1:0\", max_recv_msg_size_mib: 16 }\n",
+    );
+    let gw = start_gateway(&yaml).await;
+    let direct = gw.endpoint("otlp", "grpc").unwrap();
+    let batched = gw.endpoint("otlp/b", "grpc").unwrap();
+    let connect = |a: SocketAddr| async move {
+        TraceServiceClient::connect(format!("http://{a}"))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 * MIB)
+    };
+
+    // 2,000 spans of 1 KB: about 2 MB, twice the queue.
+    let many = numbered_spans(1, 2_000, 1_000);
+    assert!(many.encoded_len() > 2 * MIB - MIB / 10);
+    // Parts wait for room like any request (a retryable refusal the SDK retries).
+    let (res, _) =
+        export_like_an_sdk(&mut connect(direct).await, many, Duration::from_secs(20)).await;
+    res.expect("stored in parts");
+    backend
+        .wait_for(15, "the 2,000 spans", |b| b.spans().len() >= 2_000)
+        .await;
+
+    // One span of 1.5 MB can never be queued: a permanent error naming the reason.
+    let huge = numbered_spans(10_000, 1, 1_500_000);
+    let st = connect(direct)
+        .await
+        .export(huge.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert!(st.message().contains("can never be queued"), "{st:?}");
+
+    // Behind `batch` (which answers at once), the same span is given up and logged, and
+    // the pipeline is not wedged: the next request is accepted and delivered.
+    let mut b = connect(batched).await;
+    b.export(huge).await.expect("batch takes it");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.export(numbered_spans(20_000, 3, 10))
+        .await
+        .expect("the pipeline is not wedged");
+    backend
+        .wait_for(10, "the spans after the huge one", |b| {
+            b.span_ids().contains(&20_002)
+        })
+        .await;
+    let mut ids = backend.span_ids();
+    ids.sort();
+    // A retried request may resend parts already stored: duplicates, never loss.
+    ids.dedup();
+    let mut want: Vec<u64> = (1..=2_000).collect();
+    want.extend(20_000..20_003);
+    assert_eq!(ids, want);
+    gw.shutdown().await;
+}
+
+/// `batch.max_elapsed_time`: a batch the exporters keep refusing (backend down, no queue)
+/// is held and retried only that long, then given up (and logged), so the pipeline takes
+/// data again instead of refusing everything forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_batch_is_given_up_after_max_elapsed_time() {
+    let (backend, baddr) = start_backend().await;
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  batch: {{ timeout: 20ms, max_elapsed_time: 1s }}
+exporters:
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, timeout: 2s, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
+"#
+    );
+    let gw = start_gateway(&yaml).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    c.export(numbered_spans(1, 5, 0)).await.expect("batched");
+    // While held, new data is refused with a retryable status.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = c.export(numbered_spans(100, 1, 0)).await.unwrap_err();
+    assert!(
+        matches!(
+            st.code(),
+            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+        ),
+        "{st:?}"
+    );
+    // The backend comes back only after the batch was given up.
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    *backend.fail_with.lock().unwrap() = None;
+    c.export(numbered_spans(200, 2, 0))
+        .await
+        .expect("the pipeline takes data again");
+    backend
+        .wait_for(10, "the new spans", |b| b.spans().len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ids = backend.span_ids();
+    ids.sort();
+    assert_eq!(ids, vec![200, 201]);
+    gw.shutdown().await;
+}

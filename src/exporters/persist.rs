@@ -62,6 +62,8 @@ impl StorageConfig {
 pub enum StoreError {
     #[error("persistent queue is full ({used} of {max} bytes on disk)")]
     Full { used: u64, max: u64 },
+    #[error("the request takes {size} bytes in the persistent queue, more than its whole size ({max} bytes, storage.max_size_mib)")]
+    TooLarge { size: u64, max: u64 },
     #[error("persistent queue write failed: {0}")]
     Io(String),
     #[error("persistent queue is closed")]
@@ -507,6 +509,12 @@ impl Store {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let f = frame(&data_body(id, pipeline, payload));
         let len = f.len() as u64;
+        if len > self.max_size {
+            return Err(StoreError::TooLarge {
+                size: len,
+                max: self.max_size,
+            });
+        }
         // Reserve the space up front so concurrent appends cannot overshoot the bound.
         let prev = self.used.fetch_add(len, Ordering::AcqRel);
         if prev + len > self.max_size {
