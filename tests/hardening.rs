@@ -571,3 +571,187 @@ service:
     assert_eq!(ids, vec![200, 201]);
     gw.shutdown().await;
 }
+
+/// A small tmpfs mounted for one test (unmounted on drop); `None` when the machine does not
+/// allow mounting (the test then says it was skipped).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+    /// Writes a filler file until the file system is full, leaving `keep` bytes free.
+    fn fill(&self, name: &str, keep: u64) {
+        use std::io::Write;
+        let free = || {
+            let out = std::process::Command::new("df")
+                .args(["-B1", "--output=avail"])
+                .arg(self.path())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let mut f = std::fs::File::create(self.path().join(name)).unwrap();
+        let chunk = vec![0u8; 4096];
+        while free() > keep + 4096 {
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        if keep == 0 {
+            // Up to the last byte: until a write fails.
+            while f.write_all(&chunk[..512]).and_then(|()| f.flush()).is_ok() {}
+        }
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn disk_yaml(
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    backend: SocketAddr,
+    q: &std::path::Path,
+) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "{grpc}" }} }}
+exporters:
+  otlp:
+    endpoint: {backend}
+    tls: {{ insecure: true }}
+    timeout: 2s
+    sending_queue:
+      storage: {{ directory: "{q}", fsync: true, max_size_mib: 64 }}
+    retry_on_failure: {{ initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0 }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#,
+        q = q.display()
+    )
+}
+
+/// The disk fills up under the persistent queue (a 4 MiB tmpfs, most of it taken): the
+/// fully acknowledged active segment is emptied after the write error, so requests are
+/// accepted again; then, killed with a torn tail on a full disk, the gateway still starts
+/// and delivers what it had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_does_not_wedge_the_persistent_queue_and_restart_needs_no_space() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let (backend, baddr) = start_backend().await;
+    let work = tempfile::tempdir().unwrap();
+    let q = fs.path().join("queue");
+    let (grpc, metrics) = free_addrs();
+    fs.fill("filler", 600 * 1024);
+    let mut gw = GatewayProcess::start(
+        &disk_yaml(grpc, metrics, baddr, &q),
+        work.path(),
+        "first",
+        grpc,
+        metrics,
+    )
+    .await;
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    // 30 requests of about 110 KB: five times the free space.
+    let mut refused = 0;
+    for i in 0..30u64 {
+        let (res, seen) = export_like_an_sdk(
+            &mut c,
+            numbered_spans(i * 100 + 1, 100, 1_000),
+            Duration::from_secs(15),
+        )
+        .await;
+        refused += seen.len();
+        res.unwrap_or_else(|e| panic!("request {i} never accepted: {e}\n{}", gw.log_text()));
+    }
+    assert!(
+        refused > 0,
+        "the disk never filled up: the test proves nothing"
+    );
+    assert!(gw
+        .log_text()
+        .contains("emptied the fully acknowledged active segment"));
+    backend
+        .wait_for(20, "all 3,000 spans", |b| b.spans().len() >= 3_000)
+        .await;
+
+    // Backlog with the backend down, then kill -9, a torn tail, and a full disk.
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    for i in 0..3u64 {
+        c.export(numbered_spans(100_000 + i * 10, 10, 100))
+            .await
+            .expect("stored");
+    }
+    gw.kill9();
+    let mut segs: Vec<_> = std::fs::read_dir(q.join("otlp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap()
+        .clone();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        f.write_all(b"TGQ1\xff\xff\x00\x00torn").unwrap();
+    }
+    fs.fill("filler-2", 0);
+    let gw = GatewayProcess::start(
+        &disk_yaml(grpc, metrics, baddr, &q),
+        work.path(),
+        "second",
+        grpc,
+        metrics,
+    )
+    .await;
+    *backend.fail_with.lock().unwrap() = None;
+    backend
+        .wait_for(20, "the 30 stored spans", |b| {
+            let ids = b.span_ids();
+            (100_000..100_030).all(|i| ids.contains(&i))
+        })
+        .await;
+    assert!(gw.log_text().contains("damaged"), "{}", gw.log_text());
+    drop(gw);
+    drop(fs);
+}

@@ -377,7 +377,7 @@ impl Delivery {
                     segment = %dmg.segment.display(),
                     offset = dmg.offset,
                     bytes = dmg.bytes,
-                    moved_to = %dmg.moved_to.display(),
+                    moved_to = %dmg.moved_to.as_ref().map_or("(not copied: no room)".to_string(), |p| p.display().to_string()),
                     "persistent queue: damaged region moved aside; intact records kept"
                 );
                 metrics
