@@ -755,3 +755,53 @@ async fn a_full_disk_does_not_wedge_the_persistent_queue_and_restart_needs_no_sp
     drop(gw);
     drop(fs);
 }
+
+/// `genai_semconv.max_attributes_per_span`: a span over the cap (100k duplicate
+/// `gen_ai.system` attributes) is refused on its own through `partial_success`; the other
+/// span of the request is processed and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_over_the_attribute_cap_is_refused_alone() {
+    let (backend, baddr) = start_backend().await;
+    let yaml = passthrough_yaml(
+        baddr,
+        "genai_semconv",
+        "  genai_semconv: { max_attributes_per_span: 500 }",
+    );
+    let gw = start_gateway(&yaml).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let mut big = span(vec![1; 16], vec![1; 8], "huge");
+    big.attributes = (0..100_000)
+        .map(|_| kv_str("gen_ai.system", "openai"))
+        .collect();
+    let mut ok = span(vec![2; 16], vec![2; 8], "chat gpt-4o");
+    ok.attributes = vec![
+        kv_str("gen_ai.operation.name", "chat"),
+        kv_str("gen_ai.system", "openai"),
+    ];
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let r = c
+        .export(request(vec![big, ok]))
+        .await
+        .expect("accepted in part")
+        .into_inner();
+    let p = r.partial_success.expect("the huge span is reported");
+    assert_eq!(p.rejected_spans, 1);
+    assert!(
+        p.error_message
+            .contains("genai_semconv: too_many_attributes (1)"),
+        "{}",
+        p.error_message
+    );
+    let spans = backend.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "chat gpt-4o");
+    // Normalised: gen_ai.system became gen_ai.provider.name.
+    assert_eq!(
+        attr_str(&spans[0].attributes, "gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
+    gw.shutdown().await;
+}
