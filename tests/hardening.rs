@@ -805,3 +805,92 @@ async fn a_span_over_the_attribute_cap_is_refused_alone() {
     );
     gw.shutdown().await;
 }
+
+/// Deeply nested YAML (stack overflow, SIGABRT) and an alias bomb (529 bytes, unbounded
+/// allocation) are refused with an error naming the file, for the configuration, a token
+/// file and a rate table; the process exits normally (status 1), never aborts.
+#[test]
+fn hostile_yaml_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = "- ".repeat(200_000) + "x\n";
+    let bomb = r#"a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"#;
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let validate = |cfg: &std::path::Path| {
+        let out = std::process::Command::new(bin())
+            .args(["validate", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status, text)
+    };
+    for (name, text, want) in [
+        ("deep.yaml", deep.as_str(), "nested deeper than 64 levels"),
+        (
+            "bomb.yaml",
+            bomb,
+            "aliases expand to more than 100000 nodes",
+        ),
+    ] {
+        let cfg = w(name, text);
+        let (status, out) = validate(&cfg);
+        assert_eq!(status.code(), Some(1), "{name}: {status:?} {out}");
+        assert!(
+            out.contains(&cfg.display().to_string()) && out.contains(want),
+            "{name}: {out}"
+        );
+    }
+    // The same documents as a token file and as a rate table.
+    let tokens = w("tokens.yaml", bomb);
+    let rates = w("rates.yaml", &deep);
+    let cfg = w(
+        "gateway.yaml",
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "127.0.0.1:0" }} }}
+    auth: {{ bearer_tokens_file: "{}" }}
+processors:
+  cost: {{ rates: "{}" }}
+exporters:
+  debug: {{}}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [cost], exporters: [debug] }}
+"#,
+            tokens.display(),
+            rates.display()
+        ),
+    );
+    let (status, out) = validate(&cfg);
+    assert_eq!(status.code(), Some(1), "{status:?} {out}");
+    assert!(
+        out.contains(&format!(
+            "{}: YAML aliases expand to more than 100000 nodes",
+            tokens.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}: YAML nested deeper than 64 levels",
+            rates.display()
+        )),
+        "{out}"
+    );
+}

@@ -45,11 +45,82 @@ pub fn load_str(text: &str) -> Result<Yaml, Vec<Problem>> {
     load_str_named(text, "<config>")
 }
 
+/// Deepest nesting of sequences and mappings accepted in any YAML the gateway reads.
+pub const MAX_YAML_DEPTH: usize = 64;
+/// Most nodes that aliases (`*name`) may expand to in one YAML text.
+pub const MAX_ALIAS_EXPANSION: u64 = 100_000;
+
+/// Parses YAML text safely: before building any tree, an event pass (which does not recurse)
+/// refuses nesting deeper than [`MAX_YAML_DEPTH`] (which would overflow the stack) and
+/// aliases expanding to more than [`MAX_ALIAS_EXPANSION`] nodes (an alias bomb, which would
+/// exhaust memory). Used for every YAML the gateway reads: configuration, token files, rate
+/// tables, at start and on reload. Errors start with `name` (the file).
+pub fn parse_yaml(text: &str, name: &str) -> Result<Vec<Yaml>, String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    // Open collections: (anchor id, nodes in it so far, expansions included).
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    let mut expanded = 0u64;
+    loop {
+        let (ev, mark) = parser
+            .next_token()
+            .map_err(|e| format!("{name}: invalid YAML: {e}"))?;
+        let add = |open: &mut Vec<(usize, u64)>, n: u64| {
+            if let Some(top) = open.last_mut() {
+                top.1 = top.1.saturating_add(n);
+            }
+        };
+        match ev {
+            Event::StreamEnd => break,
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    anchored.insert(anchor, 1);
+                }
+                add(&mut open, 1);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_YAML_DEPTH {
+                    return Err(format!(
+                        "{name}: YAML nested deeper than {MAX_YAML_DEPTH} levels (line {})",
+                        mark.line()
+                    ));
+                }
+                open.push((anchor, 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, n)) = open.pop() {
+                    if anchor > 0 {
+                        anchored.insert(anchor, n);
+                    }
+                    add(&mut open, n);
+                }
+            }
+            Event::Alias(id) => {
+                let n = anchored.get(&id).copied().unwrap_or(1);
+                expanded = expanded.saturating_add(n);
+                if expanded > MAX_ALIAS_EXPANSION {
+                    return Err(format!(
+                        "{name}: YAML aliases expand to more than {MAX_ALIAS_EXPANSION} nodes (line {}); an alias bomb is refused",
+                        mark.line()
+                    ));
+                }
+                add(&mut open, n);
+            }
+            _ => {}
+        }
+    }
+    YamlLoader::load_from_str(text).map_err(|e| format!("{name}: invalid YAML: {e}"))
+}
+
 fn load_str_named(text: &str, name: &str) -> Result<Yaml, Vec<Problem>> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| {
+    let docs = parse_yaml(text, name).map_err(|e| {
         vec![Problem {
             path: name.to_string(),
-            message: format!("invalid YAML: {e}"),
+            message: e
+                .strip_prefix(&format!("{name}: "))
+                .unwrap_or(&e)
+                .to_string(),
         }]
     })?;
     let mut doc = docs.into_iter().next().unwrap_or(Yaml::Hash(Hash::new()));

@@ -187,10 +187,12 @@ pub fn parse(
             }
             (Some(f), None) => Some((
                 a.key_path("bearer_tokens_file"),
+                f.clone(),
                 std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}")),
             )),
             (None, Some(v)) => Some((
                 a.key_path("bearer_tokens_env"),
+                format!("environment variable {v}"),
                 std::env::var(&v).map_err(|_| format!("environment variable {v} is not set")),
             )),
             (None, None) => {
@@ -201,10 +203,10 @@ pub fn parse(
                 None
             }
         };
-        if let Some((path, text)) = source {
+        if let Some((path, source_name, text)) = source {
             match text {
                 Err(e) => d.error(path, e),
-                Ok(text) => match parse_tokens(&text) {
+                Ok(text) => match parse_tokens(&text, &source_name) {
                     Ok(t) => tokens = Some(t),
                     Err(e) => d.error(path, e),
                 },
@@ -242,12 +244,14 @@ pub fn parse(
 }
 
 /// Parses the tokens document; errors name the entry, never the token.
-fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
+fn parse_tokens(text: &str, name: &str) -> Result<Vec<TokenEntry>, String> {
     let doc = crate::config::load_str(text).map_err(|p| {
-        p.into_iter()
+        let all = p
+            .into_iter()
             .map(|p| p.message)
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        format!("{name}: {all}")
     })?;
     let mut d = Diagnostics::default();
     let mut out = Vec::new();
@@ -296,7 +300,7 @@ mod tests {
     fn policy(doc: &str) -> ClientPolicy {
         ClientPolicy {
             receiver: "otlp".into(),
-            tokens: Some(parse_tokens(doc).unwrap()),
+            tokens: Some(parse_tokens(doc, "tokens.yaml").unwrap()),
             metadata_keys: vec![http::HeaderName::from_static("x-team")],
             failures: Family::default(),
             anonymous: Arc::new(ClientInfo::default()),
@@ -344,12 +348,15 @@ mod tests {
 
     #[test]
     fn token_file_errors_name_the_entry_not_the_token() {
-        let e = parse_tokens("tokens:\n  - tenant: acme\n  - token: s3cret\n    tenat: x\n")
-            .err()
-            .unwrap();
+        let e = parse_tokens(
+            "tokens:\n  - tenant: acme\n  - token: s3cret\n    tenat: x\n",
+            "tokens.yaml",
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("tokens[0].token: missing or empty"), "{e}");
         assert!(e.contains("tokens[1].tenat: unknown key"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
-        assert!(parse_tokens("tokens: []\n").is_err());
+        assert!(parse_tokens("tokens: []\n", "tokens.yaml").is_err());
     }
 }
