@@ -894,3 +894,134 @@ service:
         "{out}"
     );
 }
+
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Decode amplification: 4M empty spans are 8 MB of protobuf and 8 KB gzipped, and about
+/// 4 GiB once decoded. `max_items_per_request` (default 100,000), checked by a pre-scan of
+/// the wire bytes, refuses the request before the decode, over gRPC and HTTP; the process's
+/// peak resident memory (VmHWM) stays far below what the decode would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_request_of_millions_of_empty_spans_is_refused_before_decoding() {
+    let (backend, baddr) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "{grpc}", max_recv_msg_size_mib: 16 }}
+      http: {{ endpoint: "{http}" }}
+processors:
+  memory_limiter: {{ limit_mib: 1536, check_interval: 100ms }}
+exporters:
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [memory_limiter], exporters: [otlp] }}
+"#
+    );
+    let gw = GatewayProcess::start(&yaml, dir.path(), "amp", grpc, metrics).await;
+    let pid = gw.child.id();
+    let before = vm_hwm(pid);
+    // 4,000,000 empty spans: one resource, one scope, each span encoded as `12 00`.
+    let empty_spans = |n: usize| {
+        let mut spans = Vec::with_capacity(2 * n);
+        for _ in 0..n {
+            spans.extend_from_slice(&[0x12, 0x00]);
+        }
+        // ScopeSpans (field 2 of ResourceSpans) in ResourceSpans (field 1 of the request).
+        let resource = [vec![0x12], prost_len(spans.len()), spans].concat();
+        [vec![0x0a], prost_len(resource.len()), resource].concat()
+    };
+    let small = ExportTraceServiceRequest::decode(empty_spans(1_000).as_slice()).unwrap();
+    assert_eq!(small.resource_spans[0].scope_spans[0].spans.len(), 1_000);
+    let body = empty_spans(4_000_000);
+    let gz = gzip(&body);
+    assert!(gz.len() < 64 * 1024, "{}", gz.len());
+
+    let (st, msg, _) = raw_grpc(
+        grpc,
+        EXPORT,
+        &[("grpc-encoding", "gzip")],
+        grpc_frame(true, &gz),
+    )
+    .await;
+    assert_eq!(st, tonic::Code::ResourceExhausted as i32, "{msg}");
+    assert!(
+        msg.contains("4000000 spans, more than max_items_per_request (100000)"),
+        "{msg}"
+    );
+    let r = http_post(
+        http,
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ],
+        &gz,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.status_message().contains("max_items_per_request"));
+
+    // 100,000 empty spans (the limit) still go through.
+    let ok = numbered_spans(1, 100_000, 0);
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024);
+    c.export(ok).await.expect("at the limit");
+    backend
+        .wait_for(30, "100,000 spans", |b| b.spans().len() >= 100_000)
+        .await;
+    let peak = vm_hwm(pid);
+    // Decoding the 4M spans would have taken gigabytes.
+    assert!(
+        peak < before + 400 * 1024 * 1024,
+        "peak RSS {} MiB (started at {} MiB)",
+        peak >> 20,
+        before >> 20
+    );
+}
+
+fn prost_len(n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    prost::encoding::encode_varint(n as u64, &mut v);
+    v
+}
+
+#[test]
+fn a_receiver_or_exporter_listed_twice_in_a_pipeline_is_refused_with_its_path() {
+    let yaml = r#"
+receivers: { otlp: { protocols: { grpc: { endpoint: "127.0.0.1:0" } } } }
+exporters: { debug: {} }
+service:
+  pipelines:
+    traces: { receivers: [otlp, otlp], exporters: [debug, debug] }
+"#;
+    let doc = tollgate::config::load_str(yaml).unwrap();
+    let problems: Vec<String> = match tollgate::service::parse(&doc) {
+        Ok(_) => panic!("duplicates must be refused"),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    };
+    assert_eq!(
+        problems,
+        vec![
+            "service.pipelines.traces.receivers[1]: receiver `otlp` is listed twice in this pipeline",
+            "service.pipelines.traces.exporters[1]: exporter `debug` is listed twice in this pipeline",
+        ]
+    );
+}

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod prescan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

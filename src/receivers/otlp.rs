@@ -29,7 +29,13 @@ pub struct OtlpReceiver {
     pub grpc: Option<GrpcConfig>,
     pub http: Option<HttpConfig>,
     pub policy: Arc<ClientPolicy>,
+    /// `max_items_per_request`: a request with more spans, data points or log records is
+    /// refused (counted by a pre-scan of the protobuf bytes, before the full decode).
+    pub max_items: u64,
 }
+
+/// Default `max_items_per_request`.
+pub const DEFAULT_MAX_ITEMS: u64 = 100_000;
 
 pub fn factory(
     id: &ComponentId,
@@ -76,11 +82,15 @@ pub fn factory(
         );
     }
     let policy = crate::receivers::auth::parse(&id.to_string(), cfg, ctx, d);
+    let max_items = cfg
+        .u64_in("max_items_per_request", 1, u32::MAX as u64, d)
+        .unwrap_or(DEFAULT_MAX_ITEMS);
     Some(Box::new(OtlpReceiver {
         id: id.clone(),
         grpc,
         http,
         policy,
+        max_items,
     }))
 }
 
@@ -222,21 +232,30 @@ impl ReceiverBuilder for OtlpReceiver {
                     })?;
                 }
                 let router = server
-                    .add_service(OtlpGrpcService::<Traces>::new(
-                        sinks.traces.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ))
-                    .add_service(OtlpGrpcService::<Metrics>::new(
-                        sinks.metrics.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ))
-                    .add_service(OtlpGrpcService::<Logs>::new(
-                        sinks.logs.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ));
+                    .add_service(
+                        OtlpGrpcService::<Traces>::new(
+                            sinks.traces.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items),
+                    )
+                    .add_service(
+                        OtlpGrpcService::<Metrics>::new(
+                            sinks.metrics.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items),
+                    )
+                    .add_service(
+                        OtlpGrpcService::<Logs>::new(
+                            sinks.logs.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items),
+                    );
                 // TCP_NODELAY: without it, small gRPC answers wait for the client's delayed ACK (Nagle),
                 // adding up to tens of milliseconds per request (bench/RESULTS.md).
                 let incoming =
@@ -275,6 +294,7 @@ impl ReceiverBuilder for OtlpReceiver {
                     policy: self.policy.clone(),
                     read_header_timeout: h.read_header_timeout,
                     read_timeout: h.read_timeout,
+                    max_items: self.max_items,
                 });
                 tracing::info!(receiver = %self.id, endpoint = %addr, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
                 let tls = h.tls.as_ref().map(|t| t.config.clone());

@@ -158,6 +158,7 @@ pub struct OtlpGrpcService<S: OtlpSignal> {
     max_recv_bytes: usize,
     policy: Arc<ClientPolicy>,
     read_timeout: std::time::Duration,
+    max_items: u64,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -168,6 +169,7 @@ impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
             max_recv_bytes: self.max_recv_bytes,
             policy: self.policy.clone(),
             read_timeout: self.read_timeout,
+            max_items: self.max_items,
             _s: PhantomData,
         }
     }
@@ -184,8 +186,15 @@ impl<S: OtlpSignal> OtlpGrpcService<S> {
             max_recv_bytes,
             policy,
             read_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_items: u64::MAX,
             _s: PhantomData,
         }
+    }
+
+    /// Refuses requests with more items than `n` (counted before the full decode).
+    pub fn with_max_items(mut self, n: u64) -> Self {
+        self.max_items = n;
+        self
     }
 
     /// How long a client may take to send its whole request message.
@@ -204,7 +213,16 @@ pub async fn handle<S: OtlpSignal>(
     sink: Option<&ReceiverFanout>,
     body: Bytes,
     client: &Arc<ClientInfo>,
+    max_items: u64,
 ) -> Result<S::Response, Status> {
+    let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+    if items > max_items {
+        return Err(Status::resource_exhausted(too_many_items(
+            S::SIGNAL,
+            items,
+            max_items,
+        )));
+    }
     let req = S::Request::decode(body).map_err(|e| {
         Status::invalid_argument(format!(
             "request body is not a valid {}: {e}",
@@ -227,8 +245,17 @@ pub async fn handle<S: OtlpSignal>(
     }
 }
 
+/// The refusal of a request over `max_items_per_request` (permanent: the client must split it).
+pub fn too_many_items(signal: crate::pipeline::Signal, items: u64, max: u64) -> String {
+    format!(
+        "the request holds {items} {}, more than max_items_per_request ({max}); send smaller requests",
+        signal.item_name()
+    )
+}
+
 struct Export<S: OtlpSignal> {
     sink: Option<Arc<ReceiverFanout>>,
+    max_items: u64,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -244,6 +271,7 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
     type Future = tonic::codegen::BoxFuture<tonic::Response<S::Response>, Status>;
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.sink.clone();
+        let max_items = self.max_items;
         let client = request
             .extensions()
             .get::<Arc<ClientInfo>>()
@@ -251,7 +279,7 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
             .unwrap_or_else(default_client);
         let body = request.into_inner();
         Box::pin(async move {
-            handle::<S>(sink.as_deref(), body, &client)
+            handle::<S>(sink.as_deref(), body, &client, max_items)
                 .await
                 .map(tonic::Response::new)
         })
@@ -277,6 +305,7 @@ where
         let sink = self.sink.clone();
         let limit = self.max_recv_bytes;
         let read_timeout = self.read_timeout;
+        let max_items = self.max_items;
         let policy = self.policy.clone();
         let is_export = req
             .uri()
@@ -318,6 +347,7 @@ where
                 .max_decoding_message_size(limit);
             let svc = Export::<S> {
                 sink,
+                max_items,
                 _s: PhantomData,
             };
             let mut resp = grpc.unary(svc, req).await;

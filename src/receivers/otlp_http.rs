@@ -314,6 +314,8 @@ pub struct Shared {
     pub policy: Arc<ClientPolicy>,
     pub read_header_timeout: Duration,
     pub read_timeout: Duration,
+    /// `max_items_per_request` of the receiver.
+    pub max_items: u64,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -475,6 +477,20 @@ where
     S: OtlpSignal,
     S::Request: DeserializeOwned,
 {
+    let too_many = |items: u64| {
+        status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            enc,
+            code::RESOURCE_EXHAUSTED,
+            crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
+        )
+    };
+    if enc == Encoding::Proto {
+        let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+        if items > shared.max_items {
+            return too_many(items);
+        }
+    }
     let req = match enc {
         Encoding::Proto => S::Request::decode(body).map_err(|e| {
             format!(
@@ -500,6 +516,13 @@ where
         Ok(r) => r,
         Err(m) => return status(StatusCode::BAD_REQUEST, enc, code::INVALID_ARGUMENT, m),
     };
+    let payload = S::into_payload(req);
+    if enc == Encoding::Json {
+        let items = payload.item_count();
+        if items > shared.max_items {
+            return too_many(items);
+        }
+    }
     let Some(sink) = shared.sinks.get(S::SIGNAL) else {
         return status(
             StatusCode::NOT_FOUND,
@@ -512,7 +535,7 @@ where
             ),
         );
     };
-    match sink.consume(S::into_payload(req), client).await {
+    match sink.consume(payload, client).await {
         Ok(ack) => {
             let body = match enc {
                 Encoding::Proto => S::response(&ack).encode_to_vec(),
