@@ -1025,3 +1025,81 @@ service:
         ]
     );
 }
+
+/// Runs `tollgate run` with `rust_log` (None: unset) until it is ready, then stops it;
+/// returns what it logged.
+async fn startup_log(yaml: &str, rust_log: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let log = dir.path().join("gw.log");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    if let Some(v) = rust_log {
+        cmd.env("RUST_LOG", v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Ready when the receiver port answers.
+    let grpc: SocketAddr = yaml
+        .lines()
+        .find_map(|l| l.split("endpoint: \"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(grpc).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        assert!(child.try_wait().unwrap().is_none(), "exited");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Issue 21, items 14 and 15: start-up logs written while the configuration is parsed
+/// ("rate table loaded", key fingerprints) were lost because logging started after parsing,
+/// and `RUST_LOG=""` silenced everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_logs_are_kept_and_an_empty_rust_log_does_not_silence() {
+    let rates = repo().join("config/rates.yaml");
+    let yaml = |level: &str| {
+        format!(
+            r#"
+receivers:
+  otlp:
+    protocols: {{ grpc: {{ endpoint: "127.0.0.1:{}" }} }}
+processors:
+  cost: {{ rates: "{}", reload: false }}
+exporters: {{ debug: {{}} }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }}, logs: {{ level: {level} }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [cost], exporters: [debug] }}
+"#,
+            free_port(),
+            rates.display()
+        )
+    };
+    // RUST_LOG unset: the configured level (info) applies, parse-time logs included.
+    let log = startup_log(&yaml("info"), None).await;
+    assert!(log.contains("rate table loaded"), "{log}");
+    assert!(log.contains("tollgate is ready"), "{log}");
+    // An empty RUST_LOG is as if unset.
+    let log = startup_log(&yaml("info"), Some("")).await;
+    assert!(
+        log.contains("rate table loaded") && log.contains("tollgate is ready"),
+        "{log}"
+    );
+    // The configured level applies once known: `warn` hides the info lines after parsing.
+    let log = startup_log(&yaml("warn"), None).await;
+    assert!(!log.contains("tollgate is ready"), "{log}");
+}

@@ -255,6 +255,8 @@ fn parse_tokens(text: &str, name: &str) -> Result<Vec<TokenEntry>, String> {
     })?;
     let mut d = Diagnostics::default();
     let mut out = Vec::new();
+    let mut first_index: std::collections::HashMap<[u8; 32], usize> =
+        std::collections::HashMap::new();
     if let Some(root) = Map::new("", &doc, &mut d) {
         match root.seq("tokens", &mut d) {
             None => d.error("tokens", "missing: a list of { token, tenant } entries"),
@@ -267,10 +269,24 @@ fn parse_tokens(text: &str, name: &str) -> Result<Vec<TokenEntry>, String> {
                     let tenant = e.str("tenant", &mut d);
                     e.finish(&mut d);
                     match token {
-                        Some(t) if !t.trim().is_empty() => out.push(TokenEntry {
-                            digest: Sha256::digest(t.trim().as_bytes()).into(),
-                            tenant: tenant.filter(|t| !t.is_empty()),
-                        }),
+                        Some(t) if !t.trim().is_empty() => {
+                            let digest: [u8; 32] = Sha256::digest(t.trim().as_bytes()).into();
+                            // Bound to two entries, one token would silently mean the last
+                            // tenant listed; the token itself is never printed.
+                            match first_index.get(&digest) {
+                                Some(j) => d.error(
+                                    format!("tokens[{i}].token"),
+                                    format!("the same token as tokens[{j}]: each token must appear once (bound to one tenant)"),
+                                ),
+                                None => {
+                                    first_index.insert(digest, i);
+                                    out.push(TokenEntry {
+                                        digest,
+                                        tenant: tenant.filter(|t| !t.is_empty()),
+                                    });
+                                }
+                            }
+                        }
                         _ => d.error(format!("tokens[{i}].token"), "missing or empty"),
                     }
                 }
@@ -358,5 +374,21 @@ mod tests {
         assert!(e.contains("tokens[1].tenat: unknown key"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
         assert!(parse_tokens("tokens: []\n", "tokens.yaml").is_err());
+    }
+
+    /// Issue 21, item 17: one token bound to two tenants was accepted (the last one won).
+    #[test]
+    fn a_duplicate_token_is_an_error_that_never_shows_the_token() {
+        let e = parse_tokens(
+            "tokens:\n  - { token: s3cret-a, tenant: acme }\n  - { token: other, tenant: beta }\n  - { token: \" s3cret-a \", tenant: beta }\n",
+            "tokens.yaml",
+        )
+        .err()
+        .expect("a duplicate token is refused");
+        assert_eq!(
+            e,
+            "tokens[2].token: the same token as tokens[0]: each token must appear once (bound to one tenant)"
+        );
+        assert!(!e.contains("s3cret"));
     }
 }
