@@ -296,6 +296,17 @@ fn run(paths: &[PathBuf]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match tollgate::netguard::raise_fd_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::info!(
+                from = old,
+                to = new,
+                "raised the open-files soft limit to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
     if let Some(handle) = level {
         let configured = &parsed.service.telemetry.log_level;
         match tracing_subscriber::EnvFilter::try_new(configured) {

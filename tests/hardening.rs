@@ -1103,3 +1103,304 @@ service:
     let log = startup_log(&yaml("warn"), None).await;
     assert!(!log.contains("tollgate is ready"), "{log}");
 }
+
+/// Waits until the peer closes `s` (EOF or reset); returns how long that took.
+async fn closed_within(mut s: tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(start + limit, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Issue 21, item 3: silent sockets were never closed on the gRPC, health-check and metrics
+/// ports, nor HTTP/2 connections that sent only a preface on the HTTP port. Each is closed
+/// within its deadline now; the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_on_every_listener() {
+    let (_backend, baddr) = start_backend().await;
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0", first_byte_timeout: 1s, request_timeout: 1s, idle_timeout: 2s }}
+      http: {{ endpoint: "127.0.0.1:0", read_header_timeout: 1s, read_timeout: 1s, idle_timeout: 2s }}
+extensions:
+  health_check: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
+service:
+  extensions: [health_check]
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = start_gateway(&yaml).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let http = gw.endpoint("otlp", "http").unwrap();
+    let health = gw.extension_endpoint("health_check").unwrap();
+    let metrics = gw.metrics_endpoint().unwrap();
+    let connect = |a: SocketAddr| async move { tokio::net::TcpStream::connect(a).await.unwrap() };
+    // HTTP/2 preface and an empty SETTINGS frame, then silence.
+    let mut h2 = connect(http).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+    }
+    let (g, h, p, he, me) = tokio::join!(
+        closed_within(connect(grpc).await, Duration::from_secs(5)),
+        closed_within(connect(http).await, Duration::from_secs(5)),
+        closed_within(h2, Duration::from_secs(8)),
+        closed_within(connect(health).await, Duration::from_secs(15)),
+        closed_within(connect(metrics).await, Duration::from_secs(15)),
+    );
+    assert!(g.is_some(), "gRPC: a silent socket stays open");
+    assert!(h.is_some(), "HTTP: a silent socket stays open");
+    assert!(
+        p.is_some(),
+        "HTTP/2 preface only: the connection stays open"
+    );
+    assert!(he.is_some(), "health check: a silent socket stays open");
+    assert!(me.is_some(), "metrics: a silent socket stays open");
+    // Still serving.
+    let (status, _) = http_get(health, "/").await;
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+/// A request body fed from a channel: open until the sender is dropped.
+struct RxBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for RxBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Issue 21, item 4: 20,000 stalled streams on one gRPC connection were held forever. The
+/// listener allows `max_concurrent_streams` at once and ends each stalled request after
+/// `request_timeout`; the connection then serves a normal request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_grpc_streams_are_bounded_and_time_out() {
+    use http_body_util::BodyExt;
+    let (backend, baddr) = start_backend().await;
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0", max_concurrent_streams: 10, request_timeout: 1s, idle_timeout: 30s }}
+exporters:
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let gw = start_gateway(&yaml).await;
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let tcp = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // 30 streams whose message never completes: the header announces 100 bytes, 5 come.
+    let mut keep_open = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..30 {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3, 4, 5]))
+            .await
+            .unwrap();
+        keep_open.push(tx);
+        let body = RxBody(rx);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{grpc}{EXPORT}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let mut s = send.clone();
+        calls.push(tokio::spawn(async move {
+            s.ready().await.ok()?;
+            let resp = s.send_request(req).await.ok()?;
+            let head = resp.headers().clone();
+            let c = resp.into_body().collect().await.ok()?;
+            let t = c.trailers().cloned().unwrap_or_default();
+            t.get("grpc-status")
+                .or_else(|| head.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+        }));
+    }
+    let start = tokio::time::Instant::now();
+    for c in calls {
+        let st = tokio::time::timeout(Duration::from_secs(20), c)
+            .await
+            .expect("a stalled stream is held forever")
+            .unwrap();
+        // DEADLINE_EXCEEDED from the message read, or CANCELLED from the request timeout.
+        assert!(matches!(st, Some(4) | Some(1)), "{st:?}");
+    }
+    // 30 streams, 10 at a time, 1 s each: at least three rounds.
+    assert!(
+        start.elapsed() >= Duration::from_millis(2_500),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(keep_open);
+    let mut c = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    c.export(numbered_spans(1, 1, 0)).await.expect("serving");
+    assert_eq!(backend.spans().len(), 1);
+    gw.shutdown().await;
+}
+
+/// Starts the binary with its open-files limit set to (soft, hard) in the child; `None`
+/// when the machine does not allow setting it.
+fn spawn_with_nofile(
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    soft: u64,
+    hard: u64,
+) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::OpenOptions::new().append(true).open(log).unwrap());
+    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().ok()
+}
+
+fn nofile_soft(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Issue 21, item 3: under the usual 1,024 file-descriptor limit, 1,100 silent sockets
+/// stopped both receivers. The soft limit is raised to the hard limit at start; where it
+/// cannot be raised, running out of descriptors is logged at a bounded rate and the
+/// first-byte deadline frees them, after which the gateway serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fd_limit_is_raised_and_fd_exhaustion_recovers() {
+    let (backend, baddr) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "{grpc}", first_byte_timeout: 2s }}
+exporters:
+  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+"#
+    );
+    let cfg = dir.path().join("gw.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let wait_ready = |child: &mut std::process::Child| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(grpc).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "exited");
+            assert!(std::time::Instant::now() < deadline, "not ready");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+
+    // Soft 256, hard 4096: raised at start.
+    let log = dir.path().join("raise.log");
+    let Some(mut child) = spawn_with_nofile(&cfg, &log, 256, 4096) else {
+        eprintln!("SKIPPED: cannot set RLIMIT_NOFILE for a child process here");
+        return;
+    };
+    wait_ready(&mut child);
+    assert_eq!(nofile_soft(child.id()), 4096);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Soft = hard = 128: cannot be raised. 300 silent sockets exhaust it.
+    let log = dir.path().join("exhaust.log");
+    let mut child = spawn_with_nofile(&cfg, &log, 128, 128).unwrap();
+    wait_ready(&mut child);
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = tokio::net::TcpStream::connect(grpc).await {
+            silent.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The first-byte deadline has closed the accepted ones; the kernel backlog drains.
+    let mut c = None;
+    for _ in 0..40 {
+        if let Ok(client) = TraceServiceClient::connect(format!("http://{grpc}")).await {
+            c = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut c = c.expect("the receiver accepts again");
+    let mut ok = false;
+    for _ in 0..40 {
+        if c.export(numbered_spans(7, 1, 0)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(backend.span_ids().contains(&7));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text.matches("accepting connections fails").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "accept errors must be logged, at a bounded rate: {warnings} lines\n{text}"
+    );
+    drop(silent);
+    let _ = child.kill();
+    let _ = child.wait();
+}

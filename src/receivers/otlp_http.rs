@@ -58,6 +58,8 @@ pub struct HttpConfig {
     pub read_header_timeout: Duration,
     /// A request whose body has not fully arrived within this is answered 408.
     pub read_timeout: Duration,
+    /// Connection cap and idle timeout (the first-byte deadline is `read_header_timeout`).
+    pub limits: crate::netguard::Limits,
 }
 
 /// Cross-origin settings for browser clients.
@@ -647,7 +649,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
 /// lets in-flight requests finish.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::netguard::GuardedListener,
     shared: Arc<Shared>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -658,21 +660,20 @@ pub async fn serve(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(shared.read_header_timeout);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(crate::receivers::otlp::DEFAULT_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(Some(crate::receivers::otlp::KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(crate::receivers::otlp::KEEPALIVE_TIMEOUT);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
+        // The listener caps connections, closes idle ones and logs accept errors (at a
+        // bounded rate); the first-byte deadline is applied below.
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(receiver = %shared.receiver, error = %e, "accepting an OTLP/HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = listener.accept() => x,
             _ = crate::telemetry::wait_true(stop.clone()) => break,
         };
-        let _ = tcp.set_nodelay(true);
         let sh = shared.clone();
         let svc = hyper::service::service_fn(move |req| {
             let sh = sh.clone();
