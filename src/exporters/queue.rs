@@ -313,6 +313,8 @@ pub struct Delivery {
     stopping: watch::Sender<bool>,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     last_full_warning: AtomicU64,
+    /// Cuts short the waits between retries ([`Delivery::retry_now`]).
+    wake: Notify,
 }
 
 impl Delivery {
@@ -340,6 +342,7 @@ impl Delivery {
             stopping,
             consumers: Mutex::new(Vec::new()),
             last_full_warning: AtomicU64::new(0),
+            wake: Notify::new(),
         };
         if !queue_cfg.enabled {
             return Ok(Arc::new(delivery));
@@ -436,6 +439,13 @@ impl Delivery {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Ends the current wait of every request between retries, so each is attempted again
+    /// now (e.g. when the exporter knows the situation changed: the `loadbalancing`
+    /// exporter re-routes a failed backend's requests). The backoff itself continues.
+    pub fn retry_now(&self) {
+        self.wake.notify_waiters();
     }
 
     /// What is still queued or being sent (in `sizer` units), and whether it is kept on disk
@@ -635,10 +645,14 @@ impl Delivery {
             if leave_on_stop {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
                     _ = crate::telemetry::wait_true(stop.clone()) => return Outcome::Left,
                 }
             } else {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
             let _ = stop.borrow_and_update();
         }
