@@ -44,7 +44,12 @@ fn acked(out: &str) -> (BTreeSet<(String, String)>, u64, u64) {
     (set, totals.0, totals.1)
 }
 
-fn gateway_yaml(grpc: SocketAddr, metrics: SocketAddr, backend: SocketAddr, queue: &Path) -> String {
+fn gateway_yaml(
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    backend: SocketAddr,
+    queue: &Path,
+) -> String {
     format!(
         r#"
 receivers:
@@ -150,8 +155,14 @@ impl Fleet {
             &self.dir.path().join(format!("queue{i}")),
         );
         self.gateways[i] = Some(
-            GatewayProcess::start(&yaml, self.dir.path(), &format!("gw{i}-restarted"), grpc, metrics)
-                .await,
+            GatewayProcess::start(
+                &yaml,
+                self.dir.path(),
+                &format!("gw{i}-restarted"),
+                grpc,
+                metrics,
+            )
+            .await,
         );
     }
 
@@ -217,7 +228,10 @@ async fn every_trace_reaches_one_gateway_and_traces_spread_evenly() {
     const PER: usize = 4;
     let fleet = Fleet::start(3).await;
     let out = run_python([
-        repo().join("tests/python/fleet_traces.py").display().to_string(),
+        repo()
+            .join("tests/python/fleet_traces.py")
+            .display()
+            .to_string(),
         fleet.agent.grpc.to_string(),
         TRACES.to_string(),
         PER.to_string(),
@@ -225,7 +239,11 @@ async fn every_trace_reaches_one_gateway_and_traces_spread_evenly() {
     ])
     .await;
     let (want, acked_n, failed) = acked(&out);
-    assert_eq!((acked_n, failed), ((TRACES * PER) as u64, 0), "every span acknowledged");
+    assert_eq!(
+        (acked_n, failed),
+        ((TRACES * PER) as u64, 0),
+        "every span acknowledged"
+    );
     assert_eq!(want.len(), TRACES * PER);
     fleet.wait_for_all(&want, 60).await;
 
@@ -234,7 +252,10 @@ async fn every_trace_reaches_one_gateway_and_traces_spread_evenly() {
     assert_eq!(received.len(), TRACES * PER, "each span exactly once");
     let mut trace_gateway: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for (i, s) in &received {
-        trace_gateway.entry(hex(&s.trace_id)).or_default().insert(*i);
+        trace_gateway
+            .entry(hex(&s.trace_id))
+            .or_default()
+            .insert(*i);
     }
     assert_eq!(trace_gateway.len(), TRACES);
     let split: Vec<_> = trace_gateway.iter().filter(|(_, g)| g.len() > 1).collect();
@@ -277,7 +298,10 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
     const VICTIM: usize = 1;
     let mut fleet = Fleet::start(3).await;
     let sender = tokio::spawn(run_python([
-        repo().join("tests/python/fleet_traces.py").display().to_string(),
+        repo()
+            .join("tests/python/fleet_traces.py")
+            .display()
+            .to_string(),
         fleet.agent.grpc.to_string(),
         TRACES.to_string(),
         PER.to_string(),
@@ -286,8 +310,10 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
     ]));
     // Mid-stream: every gateway has had traffic.
     for b in &fleet.backends {
-        b.wait_for(30, "traffic through every gateway", |b| b.spans().len() >= 60)
-            .await;
+        b.wait_for(30, "traffic through every gateway", |b| {
+            b.spans().len() >= 60
+        })
+        .await;
     }
     fleet.gateways[VICTIM].as_mut().unwrap().kill9();
     fleet.wait_ring_change(VICTIM, "failed_over", 10).await;
@@ -330,7 +356,11 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
         .filter(|(t, _)| (out_from..out_to).contains(t))
         .map(|(_, g)| g)
         .collect();
-    assert!(during.len() >= 50, "only {} traces during the outage", during.len());
+    assert!(
+        during.len() >= 50,
+        "only {} traces during the outage",
+        during.len()
+    );
     assert!(
         during.iter().all(|g| !g.contains(&VICTIM)),
         "a trace begun during the outage reached the dead gateway"
@@ -341,8 +371,15 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
         .filter(|(t, _)| *t >= unix_nanos(restored + margin))
         .map(|(_, g)| g)
         .collect();
-    assert!(after.len() >= 60, "only {} traces after the restart", after.len());
-    assert!(after.iter().all(|g| g.len() == 1), "traces split after the restart");
+    assert!(
+        after.len() >= 60,
+        "only {} traces after the restart",
+        after.len()
+    );
+    assert!(
+        after.iter().all(|g| g.len() == 1),
+        "traces split after the restart"
+    );
     let back = after.iter().filter(|g| g.contains(&VICTIM)).count();
     let share = back as f64 / after.len() as f64;
     assert!(
@@ -354,7 +391,11 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
     // The move was counted: the victim left and rejoined the ring once each, and requests
     // queued for it while it was down were re-routed rather than dropped.
     let text = fleet.agent.metrics_text().await;
-    assert_eq!(fleet.ring_change(&text, VICTIM, "failed_over"), 1.0, "{text}");
+    assert_eq!(
+        fleet.ring_change(&text, VICTIM, "failed_over"),
+        1.0,
+        "{text}"
+    );
     assert_eq!(fleet.ring_change(&text, VICTIM, "restored"), 1.0);
     let victim = fleet.gw_addrs[VICTIM].0;
     let rerouted = metric_value(
@@ -362,13 +403,22 @@ async fn a_killed_gateway_loses_no_acknowledged_span_and_takes_its_keys_back_on_
         &format!("tollgate_loadbalancer_rerouted_spans_total{{exporter=\"loadbalancing\",backend=\"{victim}\"}}"),
     )
     .unwrap_or(0.0);
-    assert!(rerouted > 0.0, "nothing re-routed off the dead gateway:\n{text}");
-    for (i, _) in fleet.gw_addrs.iter().enumerate().filter(|(i, _)| *i != VICTIM) {
+    assert!(
+        rerouted > 0.0,
+        "nothing re-routed off the dead gateway:\n{text}"
+    );
+    for (i, _) in fleet
+        .gw_addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != VICTIM)
+    {
         assert_eq!(fleet.ring_change(&text, i, "failed_over"), 0.0);
     }
     let log = fleet.agent.log_text();
     assert!(
-        log.contains("backend unreachable past failover_after") && log.contains("takes its keys back"),
+        log.contains("backend unreachable past failover_after")
+            && log.contains("takes its keys back"),
         "{log}"
     );
 }
@@ -392,11 +442,19 @@ async fn the_dns_resolver_uses_the_system_resolver() {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, metrics) = free_addrs();
     let resolver = format!("      dns: {{ hostname: localhost, port: {port}, interval: 200ms }}");
-    let agent =
-        GatewayProcess::start(&agent_yaml(grpc, metrics, &resolver), dir.path(), "agent", grpc, metrics)
-            .await;
+    let agent = GatewayProcess::start(
+        &agent_yaml(grpc, metrics, &resolver),
+        dir.path(),
+        "agent",
+        grpc,
+        metrics,
+    )
+    .await;
     let out = run_python([
-        repo().join("tests/python/fleet_traces.py").display().to_string(),
+        repo()
+            .join("tests/python/fleet_traces.py")
+            .display()
+            .to_string(),
         grpc.to_string(),
         "40".to_string(),
         "3".to_string(),
@@ -415,7 +473,11 @@ async fn the_dns_resolver_uses_the_system_resolver() {
         if got == want {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{}", agent.log_text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            agent.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let text = agent.metrics_text().await;

@@ -927,6 +927,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retry_now_cuts_short_the_wait_between_retries() {
+        let exp = Arc::new(Scripted::default());
+        exp.script.lock().unwrap().push_back(retryable());
+        let slow = RetryConfig {
+            initial_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(60),
+            randomization_factor: 0.0,
+            ..RetryConfig::default()
+        };
+        let (d, _m) = start(exp.clone(), QueueConfig::default(), slow);
+        d.submit("traces", spans(1)).await.unwrap();
+        eventually("first attempt", || *exp.calls.lock().unwrap() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *exp.calls.lock().unwrap(),
+            1,
+            "waiting 60 s before the retry"
+        );
+        d.retry_now();
+        eventually("retried at once", || *exp.calls.lock().unwrap() == 2).await;
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn permanent_failures_are_not_retried_and_are_counted() {
         let exp = Arc::new(Scripted {
             always_fail: Some(ExportError {

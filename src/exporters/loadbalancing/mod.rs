@@ -221,7 +221,9 @@ pub fn factory(
     if let Some(p) = &protocol {
         p.finish(d);
     }
-    let resolver = parse_resolver(m, d)?;
+    // A resolver problem is already reported; the builder is kept so the exporter still
+    // counts as defined (the configuration is refused anyway).
+    let resolver = parse_resolver(m, d).unwrap_or(Resolver::Static(Vec::new()));
     Some(Box::new(LoadBalancingConfig {
         id: id.clone(),
         routing_key,
@@ -844,5 +846,96 @@ impl Exporter for LoadBalancingExporter {
                 t.abort();
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(exporter: &str) -> Vec<String> {
+        let yaml = format!(
+            "receivers: {{ otlp: {{ protocols: {{ grpc: }} }} }}\nexporters:\n  loadbalancing:\n{exporter}\nservice:\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [loadbalancing] }}\n"
+        );
+        let doc = crate::config::load_str(&yaml).unwrap();
+        match crate::service::parse(&doc) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_config_parses_with_the_otlp_options() {
+        let yaml = "receivers: { otlp: { protocols: { grpc: } } }\nexporters:\n  loadbalancing:\n    routing_key: service\n    failover_after: 2s\n    protocol:\n      otlp:\n        tls: { insecure: true }\n        compression: zstd\n        timeout: 3s\n        headers: { x-key: v }\n        sending_queue: { queue_size: 7 }\n        retry_on_failure: { initial_interval: 1s }\n    resolver:\n      static: { hostnames: [\"gw-1:4317\", gw-2] }\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [loadbalancing] }\n";
+        let doc = crate::config::load_str(yaml).unwrap();
+        let parsed = match crate::service::parse(&doc) {
+            Ok(p) => p,
+            Err(p) => panic!("{p:?}"),
+        };
+        let c = &parsed.exporters[&ComponentId("loadbalancing".into())];
+        // In front of the per-backend queues, the exporter's own queue and retries are off
+        // unless configured.
+        assert!(!c.queue.enabled);
+        assert!(!c.retry.enabled);
+    }
+
+    #[test]
+    fn hostnames_get_the_default_port_and_no_scheme() {
+        assert_eq!(host_port("gw").unwrap(), "gw:4317");
+        assert_eq!(host_port("10.0.0.1:9999").unwrap(), "10.0.0.1:9999");
+        assert_eq!(host_port("[::1]:9").unwrap(), "[::1]:9");
+        assert!(host_port("http://gw:4317")
+            .unwrap_err()
+            .contains("without a scheme"));
+        assert!(host_port("user@gw:1").is_err());
+    }
+
+    #[test]
+    fn config_problems_name_their_path() {
+        let p = problems("    routing_key: traceid\n    failover_after: 0s\n    protocol:\n      otlp:\n        endpoint: gw:4317\n        compression: lz4\n        sending_queue: { storage: { directory: /tmp/q } }\n        bogus: 1\n    resolver:\n      static: { hostnames: [\"gw:1\", \"gw:1\", \"http://x:1\"] }");
+        let want = [
+            "exporters.loadbalancing.routing_key: unknown routing_key \"traceid\": use traceID or service (traces), resource, metric, streamID or service (metrics)",
+            "exporters.loadbalancing.failover_after: must be greater than 0",
+            "exporters.loadbalancing.protocol.otlp.endpoint: the backends come from `resolver`: remove protocol.otlp.endpoint",
+            "exporters.loadbalancing.protocol.otlp.compression: unknown compression \"lz4\": use gzip, zstd or none",
+            "exporters.loadbalancing.protocol.otlp.sending_queue.storage: the per-backend queues are in memory (their data moves between backends at failover); put a persistent queue on the gateways",
+            "exporters.loadbalancing.protocol.otlp.bogus: unknown key",
+            "exporters.loadbalancing.resolver.static.hostnames[1]: gw:1 is listed twice",
+            "exporters.loadbalancing.resolver.static.hostnames[2]: \"http://x:1\": a host:port without a scheme (plaintext or TLS is set by protocol.otlp.tls)",
+        ];
+        for w in want {
+            assert!(
+                p.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+
+        let p = problems(
+            "    resolver:\n      static: { hostnames: [a:1] }\n      dns: { hostname: gw }",
+        );
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver: set exactly one resolver: `static` or `dns`, not both"]
+        );
+        let p = problems("    protocol: { otlp: { tls: { insecure: true } } }");
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver: missing: `static: { hostnames: [...] }` or `dns: { hostname: ... }`"]
+        );
+        let p =
+            problems("    resolver:\n      dns: { hostname: \"gw:4317\", port: 0, interval: 0s }");
+        for w in [
+            "exporters.loadbalancing.resolver.dns.hostname: \"gw:4317\": a bare host name (the port goes in `port`)",
+            "exporters.loadbalancing.resolver.dns.port:",
+            "exporters.loadbalancing.resolver.dns.interval: must be greater than 0",
+        ] {
+            assert!(p.iter().any(|x| x.starts_with(w)), "missing {w:?} in {p:#?}");
+        }
+        let p = problems("    resolver:\n      static: { hostnames: [] }");
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver.static.hostnames: empty: list at least one backend host:port"]
+        );
     }
 }
