@@ -390,13 +390,18 @@ impl Shared {
 
     /// Rebuilds the ring from the resolved backends that are not out.
     fn rebuild(&self, backends: &BTreeMap<String, Arc<Backend>>) {
-        let members: Vec<Arc<Backend>> = backends
-            .values()
-            .filter(|b| !b.health.is_out())
-            .cloned()
+        let ring = Ring::new(
+            backends
+                .values()
+                .filter(|b| !b.health.is_out())
+                .map(|b| b.endpoint.clone()),
+        );
+        // Index-aligned with the ring's members.
+        let members: Vec<Arc<Backend>> = ring
+            .members()
+            .iter()
+            .filter_map(|m| backends.get(m).cloned())
             .collect();
-        // Ring::new sorts by name, as the BTreeMap already is: indices line up.
-        let ring = Ring::new(members.iter().map(|b| b.endpoint.clone()));
         for b in backends.values() {
             self.lb
                 .in_ring
@@ -606,10 +611,18 @@ impl Shared {
                 .get_or_create(&self.labels(&b.endpoint))
                 .set(0);
             tracing::info!(exporter = %self.id, backend = %b.endpoint, members, "backend no longer resolved: removed from the ring, its queued data re-routed");
-            // Draining goes through the exporter, which re-routes everything it is handed.
+            // Draining goes through the exporter, which re-routes everything it is handed;
+            // requests waiting to be retried are hurried along until the queue is empty.
             tokio::spawn(async move {
-                b.delivery.retry_now();
-                b.delivery.shutdown().await;
+                let drain = b.delivery.shutdown();
+                tokio::pin!(drain);
+                loop {
+                    b.delivery.retry_now();
+                    tokio::select! {
+                        _ = &mut drain => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
             });
         }
     }
