@@ -737,22 +737,53 @@ struct LoadBalancingExporter {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-impl ExporterBuilder for LoadBalancingConfig {
-    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
-        let shared = Arc::new(Shared {
+impl LoadBalancingConfig {
+    /// The exporter's state, with no backend yet.
+    fn shared(&self, metrics: &Arc<SelfMetrics>) -> Arc<Shared> {
+        Arc::new(Shared {
             id: self.id.to_string(),
             routing_key: self.routing_key,
-            otlp: self.otlp,
-            backend_queue: self.backend_queue,
+            otlp: self.otlp.clone(),
+            backend_queue: self.backend_queue.clone(),
             backend_retry: self.backend_retry,
             failover_after: self.failover_after,
-            lb: LbMetrics::new(&ctx.metrics),
-            metrics: ctx.metrics.clone(),
+            lb: LbMetrics::new(metrics),
+            metrics: metrics.clone(),
             backends: Mutex::new(BTreeMap::new()),
             routing: RwLock::new(Arc::new(Routing::default())),
             warned_fallback: Default::default(),
             stopping: AtomicBool::new(false),
-        });
+        })
+    }
+
+    /// How often the health loop runs, and how often a backend out of the ring is probed.
+    fn health_intervals(&self) -> (Duration, Duration) {
+        let tick =
+            (self.failover_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let probe_every =
+            (self.failover_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        (tick, probe_every)
+    }
+}
+
+/// The health loop (see [`Shared::tick`]) until the exporter stops.
+fn spawn_health(
+    s: Arc<Shared>,
+    tick: Duration,
+    probe_every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !s.stopping.load(Ordering::Acquire) {
+            s.tick(probe_every).await;
+            tokio::time::sleep(tick).await;
+        }
+    })
+}
+
+impl ExporterBuilder for LoadBalancingConfig {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+        let shared = self.shared(&ctx.metrics);
+        let (tick, probe_every) = self.health_intervals();
         let mut tasks = Vec::new();
         match self.resolver {
             Resolver::Static(hosts) => {
@@ -776,17 +807,7 @@ impl ExporterBuilder for LoadBalancingConfig {
                 }));
             }
         }
-        let tick =
-            (self.failover_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let probe_every =
-            (self.failover_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            while !s.stopping.load(Ordering::Acquire) {
-                s.tick(probe_every).await;
-                tokio::time::sleep(tick).await;
-            }
-        }));
+        tasks.push(spawn_health(shared.clone(), tick, probe_every));
         Ok(Arc::new(LoadBalancingExporter {
             shared,
             tasks: Mutex::new(tasks),
@@ -890,6 +911,221 @@ mod tests {
         // unless configured.
         assert!(!c.queue.enabled);
         assert!(!c.retry.enabled);
+    }
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// A recording OTLP/gRPC backend: span ids received.
+    #[derive(Clone, Default)]
+    struct Rec(Arc<Mutex<Vec<u64>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Rec {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut ids = self.0.lock().unwrap();
+            for rs in req.into_inner().resource_spans {
+                for ss in rs.scope_spans {
+                    for sp in ss.spans {
+                        ids.push(u64::from_be_bytes(sp.span_id.try_into().unwrap()));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    async fn serve(rec: Rec, listener: tokio::net::TcpListener) {
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(rec)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap();
+        });
+    }
+
+    async fn recording_backend() -> (Rec, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let rec = Rec::default();
+        serve(rec.clone(), l).await;
+        (rec, addr)
+    }
+
+    /// An address nothing listens on (yet).
+    fn closed_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    /// `n` spans with ids `first..`, each its own trace.
+    fn traces(first: u64, n: u64) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (first..first + n)
+                        .map(|i| Span {
+                            trace_id: [i.to_be_bytes(), [7; 8]].concat(),
+                            span_id: i.to_be_bytes().to_vec(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn config(failover_after: Duration) -> LoadBalancingConfig {
+        let doc = crate::config::load_str("tls: { insecure: true }\ntimeout: 1s\n").unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("x", &doc, &mut d).unwrap();
+        LoadBalancingConfig {
+            id: ComponentId("loadbalancing".into()),
+            routing_key: None,
+            otlp: OtlpOptions::parse(&m, &mut d),
+            backend_queue: QueueConfig::default(),
+            backend_retry: RetryConfig {
+                initial_interval: Duration::from_millis(20),
+                max_interval: Duration::from_millis(100),
+                max_elapsed_time: Duration::ZERO,
+                ..RetryConfig::default()
+            },
+            resolver: Resolver::Static(Vec::new()),
+            failover_after,
+        }
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn series(m: &SelfMetrics, name: &str, backend: &str, extra: &str) -> Option<f64> {
+        let want = format!("{name}{{exporter=\"loadbalancing\",backend=\"{backend}\"{extra}}}");
+        m.encode().lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == want).then(|| v.parse().ok())?
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backend_the_resolver_drops_has_its_queue_moved_to_the_others() {
+        let metrics = Arc::new(SelfMetrics::new());
+        // No failover by time in this test: only the resolver removes the backend.
+        let cfg = config(Duration::from_secs(3600));
+        let shared = cfg.shared(&metrics);
+        let (rec, up) = recording_backend().await;
+        let down = closed_addr();
+        shared.apply(&[up.clone(), down.clone()].into_iter().collect());
+        shared.route(&traces(0, 400)).await.unwrap();
+        // About half the traces are the unreachable backend's: queued there, retrying.
+        eventually("the reachable backend's share", || {
+            !rec.0.lock().unwrap().is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = rec.0.lock().unwrap().len();
+        assert!(
+            (100..300).contains(&first),
+            "{first} of 400 at the reachable backend"
+        );
+        shared.apply(&[up.clone()].into_iter().collect());
+        eventually("every span at the remaining backend", || {
+            rec.0.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == 400
+        })
+        .await;
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &down,
+                ",change=\"removed\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_rerouted_spans_total",
+                &down,
+                ""
+            ),
+            Some((400 - first) as f64)
+        );
+        assert_eq!(
+            series(&metrics, "tollgate_loadbalancer_backend_in_ring", &down, ""),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_every_backend_out_data_is_held_then_delivered_when_one_returns() {
+        let metrics = Arc::new(SelfMetrics::new());
+        let cfg = config(Duration::from_millis(200));
+        let (tick, probe_every) = cfg.health_intervals();
+        let shared = cfg.shared(&metrics);
+        let addr = closed_addr();
+        shared.apply(&[addr.clone()].into_iter().collect());
+        let health = spawn_health(shared.clone(), tick, probe_every);
+        // Accepted into the (only) backend's queue, which cannot deliver.
+        shared.route(&traces(0, 50)).await.unwrap();
+        eventually("failed over", || {
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &addr,
+                ",change=\"failed_over\"",
+            ) == Some(1.0)
+        })
+        .await;
+        // No member left: new data is refused with a retryable status, queued data waits.
+        let e = shared.route(&traces(50, 10)).await.unwrap_err();
+        assert!(
+            e.retryable && e.message.contains("no backend to send to"),
+            "{e:?}"
+        );
+        assert_eq!(shared.all_backends()[0].delivery.pending().0, 1);
+        // The backend comes up on its address: probed, restored, and the held data arrives.
+        let rec = Rec::default();
+        serve(
+            rec.clone(),
+            tokio::net::TcpListener::bind(&addr).await.unwrap(),
+        )
+        .await;
+        eventually("held data delivered after the return", || {
+            rec.0.lock().unwrap().len() == 50
+        })
+        .await;
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &addr,
+                ",change=\"restored\""
+            ),
+            Some(1.0)
+        );
+        shared.route(&traces(60, 10)).await.unwrap();
+        eventually("new data too", || rec.0.lock().unwrap().len() == 60).await;
+        shared.stopping.store(true, Ordering::Release);
+        health.abort();
     }
 
     #[test]
