@@ -573,7 +573,7 @@ pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
     })
 }
 
-fn read_usage(attrs: &[KeyValue]) -> Result<Usage, String> {
+pub fn read_usage(attrs: &[KeyValue]) -> Result<Usage, String> {
     Ok(Usage {
         input: count_attr(attrs, "gen_ai.usage.input_tokens")?,
         output: count_attr(attrs, "gen_ai.usage.output_tokens")?,
@@ -632,7 +632,7 @@ impl CostProcessor {
         CostProcessor {
             id: id.to_string(),
             path: opts.rates,
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(crate::cost::registry::publish(Arc::new(table)).table),
             reload_interval: opts.reload.then_some(opts.reload_interval),
             sweep_interval: opts
                 .reload_interval
@@ -670,7 +670,7 @@ impl CostProcessor {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                *g = Arc::new(t);
+                *g = crate::cost::registry::publish(Arc::new(t)).table;
                 self.reloads.inc();
                 Ok(())
             }
