@@ -4,8 +4,10 @@ Python SDK and prints the spans the endpoint acknowledged.
 usage: fleet_traces.py ENDPOINT TRACES SPANS_PER_TRACE PACE_MS
 
 Each trace is a root span `trace <i>` (attribute `seq` = i) with SPANS_PER_TRACE - 1 child
-spans; PACE_MS milliseconds pass between traces. Output: one line per acknowledged span,
-`<trace id hex> <span id hex>`; the last line is `done <acknowledged> <failed>`.
+LLM calls (`chat gpt-4o`, openai, input tokens 100 + i % 50, output tokens 10 + j for the j-th
+call); PACE_MS milliseconds pass between traces. Output: one line per acknowledged span,
+`<trace id hex> <span id hex> <input tokens> <output tokens>` (`- -` for root spans); the last
+line is `done <acknowledged> <failed>`.
 """
 import sys
 import time
@@ -33,7 +35,13 @@ class Recording(SpanExporter):
         if result == SpanExportResult.SUCCESS:
             for s in spans:
                 ctx = s.get_span_context()
-                self.acked.append(f"{ctx.trace_id:032x} {ctx.span_id:016x}")
+                a = s.attributes or {}
+                usage = (
+                    f"{a['gen_ai.usage.input_tokens']} {a['gen_ai.usage.output_tokens']}"
+                    if "gen_ai.usage.input_tokens" in a
+                    else "- -"
+                )
+                self.acked.append(f"{ctx.trace_id:032x} {ctx.span_id:016x} {usage}")
         else:
             self.failed += len(spans)
         return result
@@ -59,8 +67,13 @@ def main() -> int:
         with tracer.start_as_current_span(f"trace {i}") as root:
             root.set_attribute("seq", i)
             for j in range(per - 1):
-                with tracer.start_as_current_span(f"step {i}.{j}") as child:
+                with tracer.start_as_current_span("chat gpt-4o") as child:
                     child.set_attribute("seq", i)
+                    child.set_attribute("gen_ai.operation.name", "chat")
+                    child.set_attribute("gen_ai.provider.name", "openai")
+                    child.set_attribute("gen_ai.request.model", "gpt-4o")
+                    child.set_attribute("gen_ai.usage.input_tokens", 100 + i % 50)
+                    child.set_attribute("gen_ai.usage.output_tokens", 10 + j)
         if pace:
             time.sleep(pace / 1000)
     provider.force_flush(60_000)
