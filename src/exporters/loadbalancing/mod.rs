@@ -454,6 +454,12 @@ impl Shared {
         let mut first_err = None;
         for (i, part) in parts {
             let Some(b) = routing.backends.get(i) else {
+                // The ring and its backend list are built together; never drop data silently.
+                first_err.get_or_insert(ExportError {
+                    retryable: true,
+                    message: format!("exporter {}: ring member {i} has no backend", self.id),
+                    retry_after: None,
+                });
                 continue;
             };
             if let Err(e) = b.delivery.submit(data.signal().as_str(), part).await {
