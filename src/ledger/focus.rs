@@ -321,8 +321,16 @@ fn dec(v: &Val, what: &str) -> Result<Option<Decimal>, LedgerError> {
     }
 }
 
-fn cell(d: Decimal) -> String {
-    d.normalize().to_string()
+/// An exact decimal as FOCUS cells write it: no trailing zeros, but always a decimal point
+/// (`1.0`, not `1`), so that typed CSV readers (pandas, which the FOCUS validator uses) read
+/// a column of whole amounts as decimals rather than integers.
+pub fn cell(d: Decimal) -> String {
+    let n = d.normalize();
+    if n.scale() == 0 {
+        format!("{n}.0")
+    } else {
+        n.to_string()
+    }
 }
 
 /// Writes the FOCUS export of `range` (billing view) as CSV.
@@ -466,7 +474,10 @@ pub async fn export(
         v.insert("ChargeFrequency", "Usage-Based".into());
         v.insert("ChargePeriodStart", format_instant(start_ns));
         v.insert("ChargePeriodEnd", format_instant(end_ns));
-        v.insert("ConsumedQuantity", tokens.to_string());
+        v.insert(
+            "ConsumedQuantity",
+            cell(Decimal::from_i128_with_scale(*tokens, 0)),
+        );
         v.insert("ConsumedUnit", "Tokens".into());
         v.insert("ContractedCost", cost_s.clone());
         v.insert("ContractedUnitPrice", price_s.clone());
