@@ -634,9 +634,7 @@ pub fn render(
         .drift
         .iter()
         .map(|d| {
-            let diff = match (d.invoiced, d.computed) {
-                (i, c) => i.unwrap_or_default() - c.unwrap_or_default(),
-            };
+            let diff = d.invoiced.unwrap_or_default() - d.computed.unwrap_or_default();
             let ratio = match (d.invoiced, d.computed) {
                 (Some(i), Some(c)) if !c.is_zero() => n((i / c).round_dp(6)),
                 _ => String::new(),
