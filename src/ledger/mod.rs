@@ -8,6 +8,7 @@
 //! - [`focus`]: the FOCUS export;
 //! - [`reconcile`]: reconciliation against a provider's invoice under a versioned policy;
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
+//! - [`html`]: the self-contained chargeback statement page;
 //! - [`cli`]: `tollgate ledger …`.
 //!
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
@@ -16,6 +17,7 @@
 pub mod cli;
 mod commands;
 pub mod focus;
+pub mod html;
 pub mod periods;
 pub mod query;
 pub mod reconcile;

@@ -244,17 +244,15 @@ pub async fn adjust_postgres(
     if inserted.is_empty() {
         return Ok(0);
     }
-    let generation = client
-        .query_opt(GENERATION_SQL, &[])
-        .await?
-        .map(|r| r.get::<_, String>(0));
+    let generation = match client.query_opt(GENERATION_SQL, &[]).await? {
+        Some(r) => Some(r.try_get::<_, String>(0)?),
+        None => None,
+    };
     if !cache.is_current(&generation) {
-        let list = client
-            .query(CLOSED_SQL, &[])
-            .await?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>();
+        let mut list = Vec::new();
+        for r in client.query(CLOSED_SQL, &[]).await? {
+            list.push(r.try_get::<_, String>(0)?);
+        }
         cache.replace(generation, parse_closed(list.into_iter())?);
     }
     let plan = cache.plan(inserted);
