@@ -574,6 +574,22 @@ mod tests {
     }
 
     #[test]
+    fn options() {
+        assert_eq!("1.0".parse::<FocusVersion>(), Ok(FocusVersion::V1_0));
+        assert!("1.1"
+            .parse::<FocusVersion>()
+            .unwrap_err()
+            .contains("not one of 1.0, 1.2"));
+        assert!("week"
+            .parse::<Granularity>()
+            .unwrap_err()
+            .contains("day, hour"));
+        assert_eq!(cell(Decimal::new(200, 2)), "2.0");
+        assert_eq!(cell(Decimal::new(25, 1)), "2.5");
+        assert_eq!(cell(Decimal::new(1, 9)), "0.000000001");
+    }
+
+    #[test]
     fn billing_file() {
         let b = Billing::from_yaml(
             "billing:\n  account_id: acct-1\n  account_name: Acme\n  services: { openai: OpenAI API }\n",

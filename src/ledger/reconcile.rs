@@ -858,6 +858,42 @@ mod tests {
     }
 
     #[test]
+    fn invoice_errors_name_the_line_and_column() {
+        let p = Policy::parse(POLICY).unwrap();
+        let e = read_invoice(
+            "date,provider,model,cost,currency\n2026-11-01,openai,gpt-4o,1.5x,USD\n",
+            &p,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("line 2, cost: \"1.5x\" is not a decimal"),
+            "{e}"
+        );
+        let e = read_invoice("date,provider,cost,currency\n", &p).unwrap_err();
+        assert!(e.starts_with("plain invoice: no model column"), "{e}");
+        let e = read_invoice(
+            "BilledCost,ChargePeriodStart,BillingCurrency,ProviderName\n",
+            &p,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("FOCUS invoice: no SkuId column"), "{e}");
+        let e = read_invoice(
+            "date,provider,model,cost,currency\n2026-13-01,openai,gpt-4o,1,USD\n",
+            &p,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("line 2, date: "), "{e}");
+        let (kind, lines) = read_invoice(
+            "\u{feff}BilledCost,ChargePeriodStart,BillingCurrency,ProviderName,SkuId\n0.10,2026-11-02 00:00:00,USD,OpenAI,gpt-4o\n",
+            &p,
+        )
+        .unwrap();
+        assert_eq!(kind, InvoiceKind::Focus);
+        assert_eq!(lines[0].day, 1_793_577_600 / 86_400);
+        assert_eq!(lines[0].cost, d("0.10"));
+    }
+
+    #[test]
     fn thirds_settle_to_the_cent_by_largest_remainder() {
         let p = Policy::parse(POLICY).unwrap();
         // Three tenants with equal cost, invoice 1.00: 0.33 each, one cent left over, which
