@@ -108,10 +108,10 @@ fn row(id: usize, e: &Ev, charge_ns: i64) -> Row {
         rates_version: Some("fixture-2026-11".into()),
         rates_digest: Some("ab".repeat(32)),
         currency: Some("USD".into()),
-        usage: [Some(e.input), Some(e.output), None, None, None],
-        tokens: [Some(e.input), Some(e.output), Some(0), Some(0), Some(0)],
-        unit_price: [Some(d(pi)), Some(d(po)), None, None, None],
-        cost: [Some(ci), Some(co), None, None, None],
+        usage: std::array::from_fn(|i| [Some(e.input), Some(e.output)].get(i).copied().flatten()),
+        tokens: std::array::from_fn(|i| Some([e.input, e.output].get(i).copied().unwrap_or(0))),
+        unit_price: std::array::from_fn(|i| [Some(d(pi)), Some(d(po))].get(i).cloned().flatten()),
+        cost: std::array::from_fn(|i| [Some(ci), Some(co)].get(i).cloned().flatten()),
         cost_total: Some(ci + co),
         caller_cost: None,
         caller_currency: None,
@@ -780,7 +780,7 @@ async fn november(url: &str, dir: &Path) {
     assert_eq!(
         dec,
         format!(
-            "adjustment_of,tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens\n2026-11,acme,,USD,2,2,{},1200000,0,0,0,0\n",
+            "adjustment_of,tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,audio_input_tokens,audio_output_tokens,image_input_tokens,image_output_tokens\n2026-11,acme,,USD,2,2,{},1200000,0,0,0,0,0,0,0,0\n",
             (late.cost() + late2.cost()).normalize()
         )
     );

@@ -165,14 +165,20 @@ pub fn load_billing(
     Ok(b)
 }
 
-/// The meter name of a token class, as the FOCUS 1.5 draft writes AI token meters.
+/// The meter name of a token class (index into [`CLASSES`]), as the FOCUS 1.5 draft writes
+/// AI token meters.
 pub fn meter(class: usize) -> &'static str {
-    match class {
-        0 => "Input Tokens",
-        1 => "Output Tokens",
-        2 => "Cache Read Input Tokens",
-        3 => "Cache Write Input Tokens",
-        _ => "Reasoning Output Tokens",
+    use crate::cost::TokenClass as T;
+    match CLASSES.get(class) {
+        Some(T::Input) | None => "Input Tokens",
+        Some(T::Output) => "Output Tokens",
+        Some(T::CacheRead) => "Cache Read Input Tokens",
+        Some(T::CacheWrite) => "Cache Write Input Tokens",
+        Some(T::Reasoning) => "Reasoning Output Tokens",
+        Some(T::AudioInput) => "Audio Input Tokens",
+        Some(T::AudioOutput) => "Audio Output Tokens",
+        Some(T::ImageInput) => "Image Input Tokens",
+        Some(T::ImageOutput) => "Image Output Tokens",
     }
 }
 
@@ -341,9 +347,20 @@ pub async fn export(
     version: FocusVersion,
     billing: &Billing,
 ) -> Result<(String, ExportSummary), LedgerError> {
+    // tokens, price and cost of every class, in CLASSES order.
+    let per_class: Vec<String> = ["tokens", "price", "cost"]
+        .iter()
+        .flat_map(|what| {
+            CLASSES
+                .iter()
+                .map(move |c| format!("e.{what}_{}", c.as_str()))
+        })
+        .collect();
     let sql = format!(
-        "SELECT e.charge_hour, e.tenant_id, COALESCE(e.workflow_id, ''), e.envelope_status, COALESCE(e.provider, ''), COALESCE(e.rate_model, e.response_model, e.request_model, ''), COALESCE(e.rate_id, ''), COALESCE(e.rates_version, ''), COALESCE(e.rates_digest, ''), COALESCE(e.currency, ''), COALESCE(a.charge_period, ''), COALESCE(a.billing_period, ''), e.tokens_input, e.tokens_output, e.tokens_cache_read, e.tokens_cache_write, e.tokens_reasoning, e.price_input, e.price_output, e.price_cache_read, e.price_cache_write, e.price_reasoning, e.cost_input, e.cost_output, e.cost_cache_read, e.cost_cache_write, e.cost_reasoning FROM {BILLING_FROM} WHERE {BILLING_RANGE} AND e.cost_total IS NOT NULL"
+        "SELECT e.charge_hour, e.tenant_id, COALESCE(e.workflow_id, ''), e.envelope_status, COALESCE(e.provider, ''), COALESCE(e.rate_model, e.response_model, e.request_model, ''), COALESCE(e.rate_id, ''), COALESCE(e.rates_version, ''), COALESCE(e.rates_digest, ''), COALESCE(e.currency, ''), COALESCE(a.charge_period, ''), COALESCE(a.billing_period, ''), {cols} FROM {BILLING_FROM} WHERE {BILLING_RANGE} AND e.cost_total IS NOT NULL",
+        cols = per_class.join(", ")
     );
+    let n = CLASSES.len();
     let rows = store
         .select(&sql, vec![Val::Int(range.from), Val::Int(range.to)])
         .await?;
@@ -356,8 +373,8 @@ pub async fn export(
         };
         for c in 0..CLASSES.len() {
             let tokens = int(&r[12 + c]);
-            let price = dec(&r[17 + c], "price")?;
-            let cost = dec(&r[22 + c], "cost")?;
+            let price = dec(&r[12 + n + c], "price")?;
+            let cost = dec(&r[12 + 2 * n + c], "cost")?;
             let (Some(price), Some(cost)) = (price, cost) else {
                 continue;
             };
