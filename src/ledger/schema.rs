@@ -10,7 +10,7 @@ use super::LedgerError;
 use crate::cost::{TokenClass, CLASSES};
 
 /// The schema version this binary writes. A ledger with a newer version refuses to open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations: migration `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in one transaction together with the version update. Plain SQL that both SQLite and
@@ -115,6 +115,25 @@ pub const MIGRATIONS: &[&str] = &[
         sources TEXT NOT NULL,
         first_seen_ns BIGINT NOT NULL
     );",
+    // 1 → 2: closed periods and late-data adjustments (`super::periods`).
+    "CREATE TABLE ledger_periods (
+        period TEXT PRIMARY KEY,
+        start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL,
+        closed_ns BIGINT NOT NULL,
+        statement TEXT NOT NULL,
+        digest TEXT NOT NULL
+    );
+    CREATE TABLE ledger_adjustments (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        charge_period TEXT NOT NULL,
+        billing_period TEXT NOT NULL,
+        billing_start_ns BIGINT NOT NULL,
+        recorded_ns BIGINT NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
+    );
+    CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
 ];
 
 /// A column value, the common ground of both backends.
