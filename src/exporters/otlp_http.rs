@@ -466,9 +466,9 @@ impl Exporter for OtlpHttpExporter {
 
 /// Opens TCP (and TLS for https) connections for the pooled client.
 #[derive(Clone)]
-struct Connector {
-    tls: Option<tokio_rustls::TlsConnector>,
-    timeout: Duration,
+pub(crate) struct Connector {
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+    pub(crate) timeout: Duration,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -514,7 +514,7 @@ impl tower::Service<Uri> for Connector {
 }
 
 /// A plaintext or TLS connection.
-enum Conn {
+pub(crate) enum Conn {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
 }

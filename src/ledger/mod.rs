@@ -10,12 +10,13 @@
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
 //! usable without a running gateway.
 
+pub mod budget;
 pub mod cli;
 pub mod query;
 pub mod row;
 pub mod schema;
 pub mod store;
-mod time;
+pub mod time;
 
 pub use row::Row;
 pub use store::{Store, WriteOutcome};

@@ -9,7 +9,7 @@ use super::row::Row;
 use super::LedgerError;
 
 /// The schema version this binary writes. A ledger with a newer version refuses to open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations: migration `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in one transaction together with the version update. Plain SQL that both SQLite and
@@ -96,6 +96,8 @@ pub const MIGRATIONS: &[&str] = &[
         sources TEXT NOT NULL,
         first_seen_ns BIGINT NOT NULL
     );",
+    // 1 → 2: budget alerts (issue 16), and the ingest-time index budgets read by.
+    super::budget::MIGRATION,
 ];
 
 /// A column value, the common ground of both backends.
