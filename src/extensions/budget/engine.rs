@@ -342,3 +342,124 @@ mod tests {
         assert!(default_status(&b, "acme", &t, 0).is_none());
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::ledger::schema::Val;
+    use crate::ledger::store::Target;
+    use std::str::FromStr;
+
+    const S: i64 = 1_000_000_000;
+
+    async fn insert(
+        store: &Store,
+        id: &str,
+        tenant: &str,
+        wf: &str,
+        charge_ns: i64,
+        ingest_ns: i64,
+        nanos: i64,
+        atto: i64,
+    ) {
+        store
+            .execute(
+                "INSERT INTO ledger_events (trace_id, span_id, start_time_ns, charge_time_ns, charge_hour, tenant_id, workflow_id, envelope_status, cost_status, currency, cost_nanos, cost_atto, gateway_instance, ingest_time_ns, source_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', 'priced', 'USD', $8, $9, 'gw', $10, 'x')",
+                vec![
+                    Val::Text(id.into()),
+                    Val::Text(id.into()),
+                    Val::Int(charge_ns),
+                    Val::Int(charge_ns),
+                    Val::Int(charge_ns.div_euclid(NANOS_PER_HOUR)),
+                    Val::Text(tenant.into()),
+                    Val::Text(wf.into()),
+                    Val::Int(nanos),
+                    Val::Int(atto),
+                    Val::Int(ingest_ns),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn spent(t: &Totals, tenant: &str) -> Decimal {
+        let mut s = Sums::default();
+        for v in t
+            .get(&(tenant.to_string(), "USD".to_string()))
+            .into_iter()
+            .flat_map(|h| h.values())
+        {
+            s.add(v);
+        }
+        join_cost(s.nanos, s.atto)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incremental_equals_recount_and_recount_corrects_late_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("l.db").display());
+        let store = Store::open(&Target::parse(&url, &Default::default()).unwrap())
+            .await
+            .unwrap();
+        let h = 10 * NANOS_PER_HOUR;
+        let mut e = Engine::new(store.clone(), std::time::Duration::from_secs(10));
+        // Empty ledger: nothing, no high-water mark.
+        let r = e.refresh(10, false).await.unwrap();
+        assert!(r.totals.is_empty() && r.high_water.is_none());
+        insert(&store, "a", "acme", "w", h + S, h + 100 * S, 1, 0).await;
+        insert(
+            &store,
+            "b",
+            "acme",
+            "w",
+            h + 2 * S,
+            h + 200 * S,
+            0,
+            999_999_999,
+        )
+        .await;
+        insert(&store, "c", "acme", "w", h - S, h + 201 * S, 5, 0).await; // hour 9: before min_hour
+        let r = e.refresh(10, false).await.unwrap();
+        // 1e-9 + 999999999e-18, by hand.
+        assert_eq!(
+            spent(&r.totals, "acme"),
+            Decimal::from_str("0.000000001999999999").unwrap()
+        );
+        assert_eq!(r.high_water, Some((h + 201 * S, h - S)));
+        // Folded up to 201 s − 10 s: a and b are settled, more rows arrive in the tail.
+        insert(&store, "d", "acme", "w", h + 3 * S, h + 300 * S, 7, 1).await;
+        let r = e.refresh(10, false).await.unwrap();
+        assert_eq!(
+            spent(&r.totals, "acme"),
+            Decimal::from_str("0.000000008999999999").unwrap()
+                + Decimal::from_str("0.000000000000000001").unwrap()
+        );
+        let full = e.refresh(10, true).await.unwrap();
+        assert!(full.corrected.is_empty(), "{:?}", full.corrected);
+        assert_eq!(full.totals, r.totals);
+        // A row written with an ingest time far older than `settle` (a wrong clock): the
+        // incremental read cannot see it, the next full recount does and says so.
+        insert(&store, "late", "acme", "w", h + 4 * S, h + 5 * S, 100, 0).await;
+        let r = e.refresh(10, false).await.unwrap();
+        assert_eq!(spent(&r.totals, "acme"), spent(&full.totals, "acme"));
+        let r = e.refresh(10, true).await.unwrap();
+        assert_eq!(r.corrected, vec![("acme".to_string(), "USD".to_string())]);
+        assert_eq!(
+            spent(&r.totals, "acme"),
+            spent(&full.totals, "acme") + Decimal::from_str("0.0000001").unwrap()
+        );
+        // A budget looking further back: the base is rebuilt from hour 9 on.
+        let r = e.refresh(9, false).await.unwrap();
+        assert_eq!(
+            spent(&r.totals, "acme"),
+            spent(&full.totals, "acme") + Decimal::from_str("0.000000105").unwrap()
+        );
+        // And forward again: hour 9 is dropped.
+        let r = e.refresh(10, false).await.unwrap();
+        assert_eq!(
+            spent(&r.totals, "acme"),
+            spent(&full.totals, "acme") + Decimal::from_str("0.0000001").unwrap()
+        );
+    }
+}
