@@ -748,3 +748,104 @@ async fn soak_spent_equals_recount_through_restarts() {
     );
     gw.proc.terminate().await;
 }
+
+/// The budgets file is re-read while the gateway runs: a new limit applies (and its crossing
+/// alerts), a broken file is refused with its YAML path and the previous budgets stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_budgets_hot_reload() {
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", db.path().join("ledger.db").display());
+    let s = setup(&budgets_yaml(false, "0.10"));
+    let (hook, hook_addr) = start_http_backend(None).await;
+    let mut traffic = Traffic::start(&s.key);
+    let gw = start_gw(&s, &url, "gw-r", Some(hook_addr), "").await;
+    let u = unit();
+    let t = Instant::now();
+    traffic.send(gw.proc.grpc, calls(1, "acme", "support"));
+    let v = wait_spent(&gw, "acme", "acme", u, t).await;
+    assert_eq!(dec(&budget(&v, "acme")["limit"]), d("0.10"));
+    assert!(hook.hits().is_empty());
+
+    // 0.01 of 0.02 is 50 %.
+    std::fs::write(
+        s.dir.path().join("budgets.yaml"),
+        budgets_yaml(false, "0.02"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = api_get(gw.api, "/v1/budgets/acme", Some(TOKEN)).await;
+        if dec(&budget(&v, "acme")["limit"]) == d("0.02") {
+            assert_eq!(v["budgets"][0]["crossed"], json!([50]));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new limit never applied: {}",
+            gw.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hook.wait_for(30, "the 50 % webhook", |h| h.len() == 1)
+        .await;
+    assert_eq!(dec(&hook_body(&hook, 0)["limit"]), d("0.02"));
+
+    std::fs::write(
+        s.dir.path().join("budgets.yaml"),
+        budgets_yaml(false, "0.02").replace("limit: \"1000\"", "limit: \"lots\""),
+    )
+    .unwrap();
+    wait_metric_at_least(&gw, "tollgate_budget_reload_failures_total", 1.0).await;
+    assert!(
+        gw.proc.log_text().contains("budgets[1].limit"),
+        "the refusal names the YAML path: {}",
+        gw.proc.log_text()
+    );
+    let (_, v) = api_get(gw.api, "/v1/budgets/acme", Some(TOKEN)).await;
+    assert_eq!(dec(&budget(&v, "acme")["limit"]), d("0.02"));
+    assert_eq!(dec(&budget(&v, "acme/support")["limit"]), d("1000"));
+    gw.proc.terminate().await;
+}
+
+/// Configuration mistakes are reported at their YAML path before anything starts.
+#[test]
+fn config_errors_name_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = dir.path().join("budgets.yaml");
+    std::fs::write(
+        &budgets,
+        "budgets:\n  - tenant: acme\n    period: fortnight\n    currency: USD\n    limit: 1\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:0\" }} }}\nexporters:\n  debug: {{}}\nextensions:\n  budget:\n    budgets: {}\n    ledger: {{ url: \"mysql://x\" }}\n    webhook: {{ url: \"ftp://x\" }}\n    refresh_interval: 0s\nservice:\n  extensions: [budget]\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [debug] }}\n",
+            budgets.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        "extensions.budget.auth: missing",
+        "extensions.budget.ledger.url: ledger url \"mysql://x\": expected sqlite:PATH or postgres://",
+        "extensions.budget.webhook.url: expected an http:// or https:// URL",
+        "extensions.budget.refresh_interval: must be more than 0",
+        "budgets[0].period: unknown period \"fortnight\"",
+    ] {
+        assert!(err.contains(want), "{want:?} not in:\n{err}");
+    }
+    assert!(
+        err.lines()
+            .any(|l| l.contains("extensions.budget.budgets:") && l.contains("budgets[0].period")),
+        "{err}"
+    );
+}

@@ -81,20 +81,20 @@ fn ok(body: Value) -> Response {
 }
 
 /// Checks the token: `Ok(Some(t))` when it is bound to tenant `t`.
-fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
     shared
         .policy
         .admit(headers, "http")
         .map(|c| c.tenant.clone())
-        .map_err(|f| error(StatusCode::UNAUTHORIZED, f.message()))
+        .map_err(|f| Box::new(error(StatusCode::UNAUTHORIZED, f.message())))
 }
 
-fn snapshot(shared: &Shared) -> Result<Arc<Snapshot>, Response> {
+fn snapshot(shared: &Shared) -> Result<Arc<Snapshot>, Box<Response>> {
     shared.snapshot().ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no budget snapshot yet: the ledger could not be read (see the gateway log)",
-        )
+        ))
     })
 }
 
@@ -146,7 +146,7 @@ fn budget_json(s: &Status) -> Value {
 fn list(shared: &Shared, headers: &HeaderMap, q: Option<&str>) -> Response {
     let bound = match admit(shared, headers) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(q) = q.filter(|q| !q.is_empty()) {
         let first = q.split('&').next().unwrap_or(q);
@@ -157,7 +157,7 @@ fn list(shared: &Shared, headers: &HeaderMap, q: Option<&str>) -> Response {
     }
     let snap = match snapshot(shared) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let budgets: Vec<Value> = match &bound {
         Some(t) => snap.for_tenant(t).iter().map(budget_json).collect(),
@@ -326,7 +326,7 @@ fn estimate(p: &[Option<String>; 9]) -> Result<Option<Estimate>, (StatusCode, St
 fn tenant_budgets(shared: &Shared, headers: &HeaderMap, tenant: &str, q: Option<&str>) -> Response {
     let bound = match admit(shared, headers) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if bound.as_deref().is_some_and(|b| b != tenant) {
         return error(
@@ -344,7 +344,7 @@ fn tenant_budgets(shared: &Shared, headers: &HeaderMap, tenant: &str, q: Option<
     };
     let snap = match snapshot(shared) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let statuses = snap.for_tenant(tenant);
     if statuses.is_empty() {

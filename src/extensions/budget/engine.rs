@@ -352,16 +352,11 @@ mod store_tests {
 
     const S: i64 = 1_000_000_000;
 
-    async fn insert(
-        store: &Store,
-        id: &str,
-        tenant: &str,
-        wf: &str,
-        charge_ns: i64,
-        ingest_ns: i64,
-        nanos: i64,
-        atto: i64,
-    ) {
+    /// (charge time, ingest time, cost nanos, cost atto) of one test event.
+    type At = (i64, i64, i64, i64);
+
+    async fn insert(store: &Store, id: &str, tenant: &str, wf: &str, at: At) {
+        let (charge_ns, ingest_ns, nanos, atto) = at;
         store
             .execute(
                 "INSERT INTO ledger_events (trace_id, span_id, start_time_ns, charge_time_ns, charge_hour, tenant_id, workflow_id, envelope_status, cost_status, currency, cost_nanos, cost_atto, gateway_instance, ingest_time_ns, source_digest) \
@@ -407,19 +402,16 @@ mod store_tests {
         // Empty ledger: nothing, no high-water mark.
         let r = e.refresh(10, false).await.unwrap();
         assert!(r.totals.is_empty() && r.high_water.is_none());
-        insert(&store, "a", "acme", "w", h + S, h + 100 * S, 1, 0).await;
+        insert(&store, "a", "acme", "w", (h + S, h + 100 * S, 1, 0)).await;
         insert(
             &store,
             "b",
             "acme",
             "w",
-            h + 2 * S,
-            h + 200 * S,
-            0,
-            999_999_999,
+            (h + 2 * S, h + 200 * S, 0, 999_999_999),
         )
         .await;
-        insert(&store, "c", "acme", "w", h - S, h + 201 * S, 5, 0).await; // hour 9: before min_hour
+        insert(&store, "c", "acme", "w", (h - S, h + 201 * S, 5, 0)).await; // hour 9: before min_hour
         let r = e.refresh(10, false).await.unwrap();
         // 1e-9 + 999999999e-18, by hand.
         assert_eq!(
@@ -428,7 +420,7 @@ mod store_tests {
         );
         assert_eq!(r.high_water, Some((h + 201 * S, h - S)));
         // Folded up to 201 s − 10 s: a and b are settled, more rows arrive in the tail.
-        insert(&store, "d", "acme", "w", h + 3 * S, h + 300 * S, 7, 1).await;
+        insert(&store, "d", "acme", "w", (h + 3 * S, h + 300 * S, 7, 1)).await;
         let r = e.refresh(10, false).await.unwrap();
         assert_eq!(
             spent(&r.totals, "acme"),
@@ -440,7 +432,7 @@ mod store_tests {
         assert_eq!(full.totals, r.totals);
         // A row written with an ingest time far older than `settle` (a wrong clock): the
         // incremental read cannot see it, the next full recount does and says so.
-        insert(&store, "late", "acme", "w", h + 4 * S, h + 5 * S, 100, 0).await;
+        insert(&store, "late", "acme", "w", (h + 4 * S, h + 5 * S, 100, 0)).await;
         let r = e.refresh(10, false).await.unwrap();
         assert_eq!(spent(&r.totals, "acme"), spent(&full.totals, "acme"));
         let r = e.refresh(10, true).await.unwrap();

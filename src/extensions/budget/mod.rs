@@ -264,6 +264,9 @@ struct BudgetLabels {
 /// snapshot's age.
 struct Gauges(Arc<Shared>);
 
+/// A per-budget gauge: name, help, value.
+type GaugeFamily = (&'static str, &'static str, fn(&Status) -> f64);
+
 impl std::fmt::Debug for Gauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BudgetGauges")
@@ -282,7 +285,7 @@ impl Collector for Gauges {
             workflow: s.workflow.clone().unwrap_or_default(),
             currency: s.currency.clone(),
         };
-        let families: [(&str, &str, fn(&Status) -> f64); 3] = [
+        let families: [GaugeFamily; 3] = [
             (
                 "tollgate_budget_spent",
                 "Spent in the budget's current period, from the ledger",
