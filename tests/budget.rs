@@ -849,3 +849,74 @@ fn config_errors_name_their_path() {
         "{err}"
     );
 }
+
+/// The webhook is retried with backoff while it fails; a gateway stopped while retrying sends
+/// the alert when it starts again, once, and the ledger notes the delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_webhook_retries_and_resumes_after_restart() {
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", db.path().join("ledger.db").display());
+    let s = setup(&budgets_yaml(false, "0.10"));
+    let (hook, hook_addr) = start_http_backend(None).await;
+    *hook.answer.lock().unwrap() = Some((503, Vec::new(), "text/plain", b"down".to_vec()));
+    let mut traffic = Traffic::start(&s.key);
+    let extra = "    settle: 1s\n";
+    let gw = start_gw(&s, &url, "gw-w", Some(hook_addr), extra).await;
+    traffic.send(gw.proc.grpc, calls(5, "acme", "batch"));
+    hook.wait_for(30, "three attempts", |h| h.len() >= 3).await;
+    assert!(gw
+        .proc
+        .log_text()
+        .contains("budget webhook failed; retrying"));
+    assert_eq!(gw.proc.terminate().await.code(), Some(0));
+    let failed = hook.hits().len();
+    let keys: Vec<_> = hook
+        .hits()
+        .iter()
+        .map(|h| h.headers.get("idempotency-key").unwrap().clone())
+        .collect();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "every attempt is the same alert"
+    );
+
+    // The webhook is back; the restarted gateway sends what it had not delivered.
+    *hook.answer.lock().unwrap() = None;
+    let gw = start_gw(&s, &url, "gw-w", Some(hook_addr), extra).await;
+    hook.wait_for(30, "the resumed alert", |h| h.len() > failed)
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let hits = hook.hits();
+    assert_eq!(hits.len(), failed + 1, "delivered once");
+    let body: Value = serde_json::from_slice(&hits[failed].body).unwrap();
+    assert_eq!(
+        (body["budget"].as_str(), body["threshold_percent"].as_u64()),
+        (Some("acme"), Some(50))
+    );
+    assert_eq!(hits[failed].headers.get("idempotency-key"), Some(&keys[0]));
+    let target = tollgate::ledger::store::Target::parse(&url, &Default::default()).unwrap();
+    let store = tollgate::ledger::Store::open(&target).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store
+            .select(
+                "SELECT delivered_ns, attempts, last_error FROM ledger_budget_alerts",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        if rows[0][0].as_int().is_some() {
+            assert_eq!(
+                rows[0][1].as_int(),
+                Some(1),
+                "the restarted gateway's first try"
+            );
+            assert_eq!(rows[0][2], tollgate::ledger::schema::Val::Null);
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivery never noted: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.proc.terminate().await;
+}

@@ -207,14 +207,18 @@ pub async fn finish_alert(
 }
 
 /// Alerts this instance recorded but neither delivered nor gave up on (it stopped while
-/// sending them): sent again when it starts.
-pub async fn undelivered(store: &Store, instance: &str) -> Result<Vec<Alert>, LedgerError> {
+/// sending them), of periods that have not ended by `now_ns`: sent again when it starts.
+pub async fn undelivered(
+    store: &Store,
+    instance: &str,
+    now_ns: i64,
+) -> Result<Vec<Alert>, LedgerError> {
     let rows = store
         .select(
             "SELECT budget, tenant_id, workflow_id, threshold, period_start_ns, period_end_ns, currency, limit_amount, spent, crossed_ns, gateway_instance \
              FROM ledger_budget_alerts WHERE gateway_instance = $1 AND delivered_ns IS NULL AND last_error IS NULL \
-             ORDER BY crossed_ns, budget, threshold",
-            vec![Val::Text(instance.to_string())],
+             AND period_end_ns > $2 ORDER BY crossed_ns, budget, threshold",
+            vec![Val::Text(instance.to_string()), Val::Int(now_ns)],
         )
         .await?;
     let mut out = Vec::with_capacity(rows.len());

@@ -239,7 +239,8 @@ impl Alerter {
         if self.webhook.is_none() {
             return;
         }
-        match budget::undelivered(&self.store, &self.instance).await {
+        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        match budget::undelivered(&self.store, &self.instance, now).await {
             Ok(list) => {
                 for a in list {
                     tracing::info!(extension = %self.id, budget = %a.budget, threshold = a.threshold, "sending a budget alert left unsent by the previous run");
@@ -255,7 +256,17 @@ impl Alerter {
     fn send(self: &Arc<Self>, a: Alert) {
         let me = self.clone();
         tokio::spawn(async move {
-            let Some(w) = &me.webhook else { return };
+            let Some(w) = &me.webhook else {
+                // Nothing to send: noted so that a webhook configured later does not send
+                // this old crossing.
+                if let Err(e) =
+                    budget::finish_alert(&me.store, &a, 0, None, Some("no webhook configured"))
+                        .await
+                {
+                    tracing::warn!(extension = %me.id, budget = %a.budget, error = %e, "cannot note the budget alert");
+                }
+                return;
+            };
             let body = Bytes::from(payload(&a).to_string());
             let key = alert_key(&a);
             let mut backoff = w.cfg.initial_backoff;
