@@ -597,3 +597,213 @@ async fn postgres_ledger_records_once_across_gateways_and_answers() {
     };
     exactly_once_and_answerable(&url, true).await;
 }
+
+fn queue_yaml(dir: &Path) -> String {
+    format!(
+        "    sending_queue:\n      storage: {{ directory: \"{}\", fsync: true }}\n    retry_on_failure: {{ initial_interval: 50ms, max_interval: 500ms, max_elapsed_time: 0s }}\n",
+        dir.join("queue").display()
+    )
+}
+
+/// Every workload span is in the ledger exactly once (by key), and nothing else is.
+async fn assert_exactly_the_workload(url: &str, sender: &Sender) {
+    let target = tollgate::ledger::store::Target::parse(url, &Default::default()).unwrap();
+    let store = tollgate::ledger::Store::open(&target).await.unwrap();
+    let rows = store
+        .select("SELECT trace_id, span_id FROM ledger_events", vec![])
+        .await
+        .unwrap();
+    let mut got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_text().unwrap().to_string(),
+                r[1].as_text().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = sender.ids.values().cloned().collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// The ledger locked by another writer while the Python SDK's spans are acknowledged into a
+/// persistent sending queue; the gateway is killed with SIGKILL; after a restart (and the
+/// lock released) every acknowledged span is in the ledger exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_a_persistent_queue_loses_no_acknowledged_event() {
+    let (dir, key) = setup();
+    let db = dir.path().join("ledger.db");
+    let url = format!("sqlite:{}", db.display());
+    let queue = queue_yaml(dir.path());
+    let mut sender = Sender::start(dir.path(), &key, base_time_ns());
+    let mut gw = start_gw(dir.path(), &url, "gw-a", &queue).await;
+    // Another process holds the write lock: the ledger cannot commit.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    sender.send(gw.grpc);
+    wait_metric(
+        &gw,
+        "tollgate_ledger_errors_total{exporter=\"ledger\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(metric_value(&gw.metrics_text().await, WRITTEN), Some(0.0));
+    gw.kill9();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let gw = start_gw(dir.path(), &url, "gw-a2", &queue).await;
+    wait_metric(&gw, WRITTEN, 6.0).await;
+    gw.terminate().await;
+    assert_exactly_the_workload(&url, &sender).await;
+}
+
+/// A PostgreSQL ledger that refuses connections for a while (its database closed to new
+/// connections and the gateway's session terminated), then comes back: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ledger_down_then_back_loses_nothing() {
+    let Some(url) = pg_database("outage").await else {
+        return;
+    };
+    let (dir, key) = setup();
+    let queue = queue_yaml(dir.path());
+    let mut sender = Sender::start(dir.path(), &key, base_time_ns());
+    let gw = start_gw(dir.path(), &url, "gw-a", &queue).await;
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let base = std::env::var("TOLLGATE_TEST_POSTGRES").unwrap();
+    let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap();
+    sender.send(gw.grpc);
+    wait_metric(
+        &gw,
+        "tollgate_ledger_errors_total{exporter=\"ledger\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(metric_value(&gw.metrics_text().await, WRITTEN), Some(0.0));
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    wait_metric(&gw, WRITTEN, 6.0).await;
+    assert!(
+        gw.log_text().contains("ledger re-opened"),
+        "{}",
+        gw.log_text()
+    );
+    gw.terminate().await;
+    assert_exactly_the_workload(&url, &sender).await;
+}
+
+/// Start-up refuses a ledger it cannot trust, naming it: a file that is not a SQLite
+/// database, and a schema newer than the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_newer_ledgers_stop_start_up_with_a_clear_error() {
+    let (dir, _) = setup();
+    let bad = dir.path().join("corrupt.db");
+    std::fs::write(&bad, vec![0x42u8; 8192]).unwrap();
+    let (grpc, metrics) = free_addrs();
+    let cfg = dir.path().join("corrupt.yaml");
+    std::fs::write(
+        &cfg,
+        gateway_yaml(
+            dir.path(),
+            &format!("sqlite:{}", bad.display()),
+            "gw",
+            grpc,
+            metrics,
+            "",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot open ledger {}", bad.display()))
+            && err.contains("not a database"),
+        "{err}"
+    );
+
+    let newer = dir.path().join("newer.db");
+    let c = rusqlite::Connection::open(&newer).unwrap();
+    c.execute_batch("CREATE TABLE tollgate_ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO tollgate_ledger_meta VALUES ('schema_version', '999');").unwrap();
+    drop(c);
+    std::fs::write(
+        &cfg,
+        gateway_yaml(
+            dir.path(),
+            &format!("sqlite:{}", newer.display()),
+            "gw",
+            grpc,
+            metrics,
+            "",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ledger {} has schema version 999, newer than this binary's {}",
+            newer.display(),
+            tollgate::ledger::schema::SCHEMA_VERSION
+        )),
+        "{err}"
+    );
+}
+
+/// Ledger options are checked like every other component's, each problem at its YAML path.
+#[test]
+fn ledger_config_errors_name_the_yaml_path() {
+    let (dir, _) = setup();
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "receivers: { otlp: { protocols: { grpc: { endpoint: \"127.0.0.1:0\" } } } }\nexporters:\n  ledger:\n    url: mysql://x\n    sqlite: { synchronous: sometimes }\n    max_batch_rows: 0\n    password_env: TOLLGATE_TEST_NO_SUCH_VAR\n    colour: blue\n  ledger/2: { url: \"sqlite:unused.db\" }\n  ledger/3: {}\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [ledger] }\n    metrics: { receivers: [otlp], exporters: [ledger/2] }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        "exporters.ledger.url: ledger url \"mysql://x\": expected sqlite:PATH or postgres://USER@HOST:PORT/DB",
+        "exporters.ledger.sqlite.synchronous: expected full or normal, found \"sometimes\"",
+        "exporters.ledger.max_batch_rows:",
+        "exporters.ledger.password_env: environment variable TOLLGATE_TEST_NO_SUCH_VAR is not set or empty",
+        "exporters.ledger.colour: unknown key",
+        "exporters.ledger/3.url: missing: sqlite:PATH",
+        "service.pipelines.metrics.exporters[0]: exporter `ledger/2` does not support metrics pipelines",
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(want)), "missing {want:?} in:\n{err}");
+    }
+}

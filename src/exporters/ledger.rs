@@ -199,6 +199,11 @@ impl ExporterBuilder for LedgerConfig {
                 HistFamily::new_with_constructor(batch_buckets)
             }),
         };
+        // Every series exists from the start (a scrape shows 0, not nothing).
+        let _ = metrics.written.get_or_create(&metrics.labels);
+        let _ = metrics.duplicates.get_or_create(&metrics.labels);
+        let _ = metrics.conflicts.get_or_create(&metrics.labels);
+        let _ = metrics.errors.get_or_create(&metrics.labels);
         let (tx, rx) = mpsc::channel::<Job>(256);
         let task = tokio::spawn(writer(
             self.id.to_string(),

@@ -328,3 +328,125 @@ pub fn source_digest(r: &Row) -> String {
     }
     hex(&h.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+
+    const CTX: Context<'static> = Context {
+        resource: &[],
+        gateway_instance: "gw-test",
+        ingest_time_ns: 1_700_000_000_000_000_000,
+    };
+
+    #[test]
+    fn billable_means_a_cost_status_other_than_rollup() {
+        assert!(is_billable(&[kv("tollgate.cost.status", s("priced"))]));
+        assert!(is_billable(&[kv(
+            "tollgate.cost.status",
+            s("unpriced_model")
+        )]));
+        assert!(!is_billable(&[kv("tollgate.cost.status", s("rollup"))]));
+        assert!(!is_billable(&[kv("gen_ai.operation.name", s("chat"))]));
+    }
+
+    #[test]
+    fn a_span_with_missing_or_odd_fields_is_recorded_with_nulls() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![
+                kv("tollgate.cost.status", s("invalid_usage")),
+                kv(
+                    "tollgate.cost.reason",
+                    s("gen_ai.usage.input_tokens is not a whole number"),
+                ),
+                kv("gen_ai.usage.input_tokens", s("lots")),
+                kv("gen_ai.usage.output_tokens", Value::DoubleValue(12.0)),
+                // Only the envelope processor's word counts, and it said not valid.
+                kv("tollgate.envelope.status", s("expired")),
+                kv("tollgate.tenant.id", s("__unattributed__")),
+            ],
+            ..Default::default()
+        };
+        let (r, table) = from_span(&span, &CTX);
+        assert!(table.is_none());
+        assert_eq!(r.trace_id, "01".repeat(16));
+        assert_eq!(r.span_id, "02".repeat(8));
+        assert_eq!(r.start_time_ns, 0);
+        assert_eq!(
+            r.charge_time_ns, CTX.ingest_time_ns,
+            "no start time: charged at ingest"
+        );
+        assert_eq!(r.tenant_id, None);
+        assert_eq!(r.envelope_status, "expired");
+        assert_eq!(r.cost_status, "invalid_usage");
+        assert_eq!(r.usage, [None, Some(12), None, None, None]);
+        assert_eq!(r.cost_total, None);
+        assert_eq!(r.rate_id, None);
+        assert_eq!(r.provider, None);
+        assert_eq!(r.service_name, None);
+        assert_eq!(r.lineage_depth, None);
+        assert_eq!(r.gateway_instance, "gw-test");
+    }
+
+    #[test]
+    fn claims_are_read_only_for_valid_envelopes_and_the_digest_ignores_annotations() {
+        let mut attrs = vec![
+            kv("tollgate.cost.status", s("priced")),
+            kv("tollgate.envelope", s("tg1.k1.claims..tag")),
+            kv("tollgate.envelope.status", s("valid")),
+            kv("tollgate.tenant.id", s("acme")),
+            kv("tollgate.workflow.id", s("support")),
+            kv("tollgate.lineage.depth", Value::IntValue(1)),
+            kv(
+                "tollgate.lineage.kinds",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(s("retry")),
+                    }],
+                }),
+            ),
+            kv("gen_ai.usage.input_tokens", Value::IntValue(10)),
+            kv("gen_ai.usage.cache_write.input_tokens", Value::IntValue(4)),
+        ];
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: 5,
+            attributes: attrs.clone(),
+            ..Default::default()
+        };
+        let (r, _) = from_span(&span, &CTX);
+        assert_eq!(r.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(r.lineage_kinds.as_deref(), Some("retry"));
+        assert_eq!(r.lineage_depth, Some(1));
+        assert_eq!(r.usage, [Some(10), None, None, Some(4), None]);
+        // The same span marked duplicate by a later pass has the same source digest.
+        attrs[0] = kv("tollgate.cost.status", s("duplicate"));
+        let again = Span {
+            attributes: attrs.clone(),
+            ..span.clone()
+        };
+        assert_eq!(from_span(&again, &CTX).0.source_digest, r.source_digest);
+        // A different token count is different source content.
+        attrs[7] = kv("gen_ai.usage.input_tokens", Value::IntValue(11));
+        let changed = Span {
+            attributes: attrs,
+            ..span
+        };
+        assert_ne!(from_span(&changed, &CTX).0.source_digest, r.source_digest);
+    }
+}
