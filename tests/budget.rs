@@ -662,6 +662,7 @@ async fn postgres_two_gateways_alert_once_and_agree() {
     // No default budget here: an unknown tenant is a clear 404.
     let (code, e) = api_get(a.api, "/v1/budgets/nobody", Some(TOKEN)).await;
     assert_eq!(code, 404);
+    assert!(e["snapshot_age_ms"].is_u64(), "{e}");
     assert_eq!(
         e["error"],
         "unknown tenant \"nobody\": no budget names it and there is no default budget"

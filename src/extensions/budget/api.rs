@@ -348,10 +348,19 @@ fn tenant_budgets(shared: &Shared, headers: &HeaderMap, tenant: &str, q: Option<
     };
     let statuses = snap.for_tenant(tenant);
     if statuses.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown tenant {tenant:?}: no budget names it and there is no default budget"),
+        let mut body = envelope(&snap);
+        body.insert(
+            "error".into(),
+            json!(format!(
+                "unknown tenant {tenant:?}: no budget names it and there is no default budget"
+            )),
         );
+        return (
+            StatusCode::NOT_FOUND,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            Value::Object(body).to_string(),
+        )
+            .into_response();
     }
     let workflow = p[0].as_deref();
     let mut body = envelope(&snap);

@@ -468,6 +468,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/budgets.yaml");
+        let b = Budgets::load(&p).unwrap();
+        assert_eq!(b.listed.len(), 2);
+        assert_eq!(b.default.unwrap().limit, Decimal::from(50));
+    }
+
+    #[test]
     fn period_bounds() {
         let ns = |s: &str| crate::ledger::time::parse_instant(s).unwrap();
         let now = ns("2026-12-31T23:59:59Z");
