@@ -243,3 +243,26 @@ pub async fn undelivered(
     }
     Ok(out)
 }
+
+/// The (budget, period start, threshold) keys recorded for periods not ended by `now_ns`.
+pub async fn recorded(store: &Store, now_ns: i64) -> Result<Vec<(String, i64, u32)>, LedgerError> {
+    let rows = store
+        .select(
+            "SELECT budget, period_start_ns, threshold FROM ledger_budget_alerts WHERE period_end_ns > $1",
+            vec![Val::Int(now_ns)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.len() < 3 {
+            return Err(LedgerError::Corrupt("short alert row".into()));
+        }
+        out.push((
+            text(&r[0]),
+            int128(&r[1])? as i64,
+            u32::try_from(int128(&r[2])?)
+                .map_err(|_| LedgerError::Corrupt("alert threshold out of range".into()))?,
+        ));
+    }
+    Ok(out)
+}

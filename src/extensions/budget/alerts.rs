@@ -234,6 +234,18 @@ impl Alerter {
         }
     }
 
+    /// Learns which crossings of current periods are already recorded, so a restart does
+    /// not try to insert each of them again (an insert would only conflict).
+    pub async fn preload(&self) {
+        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        match budget::recorded(&self.store, now).await {
+            Ok(keys) => self.known().extend(keys),
+            Err(e) => {
+                tracing::warn!(extension = %self.id, error = %e, "cannot read recorded budget alerts")
+            }
+        }
+    }
+
     /// Sends again the alerts this instance recorded but did not finish sending.
     pub async fn resume(self: &Arc<Self>) {
         if self.webhook.is_none() {

@@ -172,21 +172,40 @@ impl Status {
     pub fn remaining(&self) -> Decimal {
         self.limit - self.spent
     }
+    /// spent / limit (the limit is never 0), exactly where it fits a decimal.
+    pub fn ratio(&self) -> Option<Decimal> {
+        self.spent.checked_div(self.limit)
+    }
     /// spent / limit, rounded to 6 decimals (for display; thresholds compare exactly).
     pub fn utilization(&self) -> Decimal {
-        (self.spent / self.limit).round_dp(6).normalize()
+        self.ratio()
+            .map(|r| r.round_dp(6).normalize())
+            .unwrap_or(Decimal::MAX)
     }
-    /// The thresholds reached: spent ≥ limit × t / 100, exactly.
+    /// The thresholds reached: spent × 100 ≥ limit × t, exactly (a product too large for a
+    /// decimal counts as reached).
     pub fn crossed(&self) -> Vec<u32> {
         self.thresholds
             .iter()
             .copied()
-            .filter(|t| self.spent * Decimal::from(100) >= self.limit * Decimal::from(*t))
+            .filter(|t| {
+                match (
+                    self.spent.checked_mul(Decimal::from(100)),
+                    self.limit.checked_mul(Decimal::from(*t)),
+                ) {
+                    (Some(a), Some(b)) => a >= b,
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                }
+            })
             .collect()
     }
-    /// Whether a call costing `estimate` fits: spent + estimate ≤ limit.
+    /// Whether a call costing `estimate` fits: spent + estimate ≤ limit (a sum too large for
+    /// a decimal does not fit).
     pub fn allows(&self, estimate: Decimal) -> bool {
-        self.spent + estimate <= self.limit
+        self.spent
+            .checked_add(estimate)
+            .is_some_and(|total| total <= self.limit)
     }
 }
 
@@ -340,6 +359,9 @@ mod tests {
             (Decimal::ZERO, Decimal::ONE, None)
         );
         assert!(default_status(&b, "acme", &t, 0).is_none());
+        // An absurd estimate is refused, not a panic.
+        assert!(!s[0].allows(Decimal::MAX));
+        assert!(!s[0].allows(Decimal::MAX - Decimal::ONE));
     }
 }
 

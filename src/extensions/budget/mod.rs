@@ -297,7 +297,7 @@ impl Collector for Gauges {
             (
                 "tollgate_budget_utilization",
                 "spent / limit (1 = the limit is reached)",
-                |s| decimal_to_f64(s.spent / s.limit),
+                |s| s.ratio().map_or(f64::MAX, decimal_to_f64),
             ),
         ];
         for (name, help, value) in families {
@@ -399,6 +399,7 @@ impl ExtensionBuilder for BudgetConfig {
                 recount_interval: self.recount_interval,
             };
             // The first snapshot before the API answers (a failure is retried by the task).
+            alerter.preload().await;
             refresher.refresh(false).await;
             alerter.resume().await;
 
