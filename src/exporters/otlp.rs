@@ -51,6 +51,8 @@ pub struct OtlpExporterConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
 }
 
 pub fn factory(
@@ -104,6 +106,7 @@ pub fn factory(
     });
     let compression = Compression::parse(m, d);
     let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
+    let strip_token = encode::parse_strip_token(m, d);
     Some(Box::new(OtlpExporterConfig {
         id: id.clone(),
         endpoint,
@@ -111,6 +114,7 @@ pub fn factory(
         compression,
         timeout,
         tls,
+        strip_token,
     }))
 }
 
@@ -157,6 +161,7 @@ impl ExporterBuilder for OtlpExporterConfig {
             timeout: self.timeout,
             id: self.id,
             metrics: ctx.metrics.clone(),
+            strip_token: self.strip_token,
         }))
     }
 }
@@ -168,6 +173,7 @@ pub struct OtlpExporter {
     compression: Option<CompressionEncoding>,
     timeout: Duration,
     metrics: Arc<crate::telemetry::SelfMetrics>,
+    strip_token: bool,
 }
 
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
@@ -263,7 +269,11 @@ impl Exporter for OtlpExporter {
         Box::pin(async move {
             match data {
                 Payload::Traces(r) => {
-                    let body = Bytes::from(encode::encode_traces(r));
+                    let body = if self.strip_token {
+                        Bytes::from(encode::encode_traces(&encode::without_token(r)))
+                    } else {
+                        Bytes::from(encode::encode_traces(r))
+                    };
                     self.send(
                         Signal::Traces,
                         encode::TRACE_EXPORT,
