@@ -302,6 +302,7 @@ fn estimate(p: &[Option<String>; 9]) -> Result<Option<Estimate>, (StatusCode, St
                 cache_read: tokens[2].1,
                 cache_write: tokens[3].1,
                 reasoning: tokens[4].1,
+                ..Usage::default()
             };
             let b = price(m.rate, &usage).map_err(|e| bad(format!("token counts: {e}")))?;
             Ok(Some(Estimate {
