@@ -14,6 +14,7 @@
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
 //! usable without a running gateway.
 
+pub mod budget;
 pub mod cli;
 mod commands;
 pub mod focus;
@@ -24,7 +25,7 @@ pub mod reconcile;
 pub mod row;
 pub mod schema;
 pub mod store;
-mod time;
+pub mod time;
 
 pub use row::Row;
 pub use store::{Store, WriteOutcome};

@@ -134,6 +134,8 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (trace_id, span_id)
     );
     CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
+    // 2 → 3: budget alerts (issue 16), and the ingest-time index budgets read by.
+    super::budget::MIGRATION,
 ];
 
 /// A column value, the common ground of both backends.
