@@ -5,12 +5,17 @@
 //! - [`schema`]: the versioned schema, one definition for both backends;
 //! - [`store`]: the backends (embedded SQLite, PostgreSQL) behind one [`Store`];
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
+//! - [`opencost`], [`allocate`], [`allocated`]: OpenCost allocation data split over the
+//!   tenants a self-hosted model server served (`tollgate ledger allocate`);
 //! - [`cli`]: `tollgate ledger …`.
 //!
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
 //! usable without a running gateway.
 
+pub mod allocate;
+pub mod allocated;
 pub mod cli;
+pub mod opencost;
 pub mod query;
 pub mod row;
 pub mod schema;

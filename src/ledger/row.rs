@@ -74,6 +74,18 @@ pub struct Row {
     pub ingest_time_ns: i64,
     /// SHA-256 of the source content ([`source_digest`]).
     pub source_digest: String,
+    /// Kubernetes identity of the serving workload, from the resource (`k8s.cluster.name`,
+    /// `k8s.namespace.name`, `k8s.pod.name`, and the first of `k8s.deployment.name`,
+    /// `k8s.statefulset.name`, `k8s.daemonset.name`): the OpenCost allocation join key.
+    /// Like `service_name`, not part of the source digest.
+    #[serde(default)]
+    pub k8s_cluster: Option<String>,
+    #[serde(default)]
+    pub k8s_namespace: Option<String>,
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub k8s_controller: Option<String>,
 }
 
 /// The usage attributes read for each class (the first name is the current one).
@@ -220,6 +232,12 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         gateway_instance: ctx.gateway_instance.to_string(),
         ingest_time_ns: ctx.ingest_time_ns,
         source_digest: String::new(),
+        k8s_cluster: owned(ctx.resource, "k8s.cluster.name"),
+        k8s_namespace: owned(ctx.resource, "k8s.namespace.name"),
+        k8s_pod: owned(ctx.resource, "k8s.pod.name"),
+        k8s_controller: owned(ctx.resource, "k8s.deployment.name")
+            .or_else(|| owned(ctx.resource, "k8s.statefulset.name"))
+            .or_else(|| owned(ctx.resource, "k8s.daemonset.name")),
     };
     let u = Usage {
         input: row.usage[0],
