@@ -297,6 +297,8 @@ pub fn render(
         .iter()
         .filter(|a| a.total_derived)
         .map(|a| a.name.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if !derived.is_empty() {
         s.push_str(&format!(

@@ -172,6 +172,10 @@ impl Allocation {
     /// The model server this allocation is: the controller when OpenCost names one, else the
     /// pod, else the allocation's name.
     pub fn server(&self) -> String {
+        if self.kind != Kind::Workload {
+            let last = self.name.rsplit('/').next().unwrap_or(&self.name);
+            return format!("{}/{last}", self.cluster);
+        }
         let who = if !self.controller.is_empty() {
             &self.controller
         } else if !self.pod.is_empty() {
