@@ -667,6 +667,24 @@ async fn end_to_end(url: &str) {
     assert_eq!(allocated_by_tenant(url, &from, &to), want_b);
     assert_eq!(want_b.values().sum::<Decimal>(), d(SOURCE_TOTAL));
 
+    // By model server and provider (JSON): vllm-llama's tenant rows 4.12345 + 4.15 and the
+    // idle shares split through it 0.36481 + 0.72962 + 0.07053 + 0.31736 + 0.17631.
+    let (code, json, err) = ledger_cli(&[
+        "report", "--ledger", url, "--from", &from, "--to", &to, "--by", "model,provider", "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let vllm = v["allocated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "prod/ml/vllm-llama")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(vllm["provider"], "opencost");
+    assert_eq!(vllm["cost"], "9.93208");
+    assert_eq!(v["allocated_totals"][0]["cost"], SOURCE_TOTAL);
+
     // Every source allocation's recorded rows sum back to its totalCost.
     let target =
         tollgate::ledger::store::Target::parse(url, &Default::default()).unwrap();

@@ -341,15 +341,15 @@ pub async fn report(
     range: Range,
     by: &[Dim],
 ) -> Result<Vec<AllocatedLine>, LedgerError> {
+    // Constant dimensions are filled in here (PostgreSQL refuses a constant in GROUP BY).
     let sql_of = |d: &Dim| match d {
-        Dim::Tenant => "tenant_id",
-        Dim::Workflow | Dim::Agent => "''",
-        Dim::Provider => "'opencost'",
-        Dim::Model => "cluster || '/' || namespace || '/' || CASE WHEN controller <> '' THEN controller ELSE pod END",
-        Dim::Day => "charge_hour / 24",
-        Dim::Hour => "charge_hour",
+        Dim::Tenant => Some("tenant_id"),
+        Dim::Workflow | Dim::Agent | Dim::Provider => None,
+        Dim::Model => Some("CASE WHEN controller <> '' THEN cluster || '/' || namespace || '/' || controller WHEN pod <> '' THEN cluster || '/' || namespace || '/' || pod ELSE allocation END"),
+        Dim::Day => Some("charge_hour / 24"),
+        Dim::Hour => Some("charge_hour"),
     };
-    let mut group: Vec<&str> = by.iter().map(sql_of).collect();
+    let mut group: Vec<&str> = by.iter().filter_map(sql_of).collect();
     group.push("currency");
     let sql = format!(
         "SELECT {g}, CAST(COALESCE(SUM(cost_nanos), 0) AS TEXT), CAST(COALESCE(SUM(cost_atto), 0) AS TEXT) FROM ledger_allocated WHERE window_start_ns >= $1 AND window_start_ns < $2 GROUP BY {g}",
@@ -370,21 +370,35 @@ pub async fn report(
         Val::Int(i) => i.to_string(),
         Val::Null => String::new(),
     };
-    let n = by.len();
+    let n = group.len() - 1;
     let mut out: Vec<AllocatedLine> = rows
         .iter()
-        .map(|r| AllocatedLine {
-            keys: by
+        .map(|r| {
+            let mut col = 0;
+            let keys = by
                 .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    Dim::Day => format_day(big(&r[i]) as i64 * 24),
-                    Dim::Hour => format_hour(big(&r[i]) as i64),
-                    _ => text(&r[i]),
+                .map(|d| {
+                    if sql_of(d).is_none() {
+                        return if *d == Dim::Provider {
+                            "opencost".to_string()
+                        } else {
+                            String::new()
+                        };
+                    }
+                    let v = &r[col];
+                    col += 1;
+                    match d {
+                        Dim::Day => format_day(big(v) as i64 * 24),
+                        Dim::Hour => format_hour(big(v) as i64),
+                        _ => text(v),
+                    }
                 })
-                .collect(),
-            currency: text(&r[n]),
-            cost: join_cost(big(&r[n + 1]), big(&r[n + 2])),
+                .collect();
+            AllocatedLine {
+                keys,
+                currency: text(&r[n]),
+                cost: join_cost(big(&r[n + 1]), big(&r[n + 2])),
+            }
         })
         .collect();
     out.sort_by(|a, b| (&a.keys, &a.currency).cmp(&(&b.keys, &b.currency)));
