@@ -318,10 +318,34 @@ fn total_tokens_split_keeps_idle_and_lists_both_kinds_of_unmatched() {
     assert_eq!(
         rates,
         vec![
-            ("prod/ml/tgi-mistral".into(), "input", 700, d("1.40"), Some(d("2000"))),
-            ("prod/ml/tgi-mistral".into(), "output", 300, d("0.60"), Some(d("2000"))),
-            ("prod/ml/vllm-llama".into(), "input", 4700, d("5.80345"), Some(d("1234.776596"))),
-            ("prod/ml/vllm-llama".into(), "output", 2000, d("2.47"), Some(d("1235"))),
+            (
+                "prod/ml/tgi-mistral".into(),
+                "input",
+                700,
+                d("1.40"),
+                Some(d("2000"))
+            ),
+            (
+                "prod/ml/tgi-mistral".into(),
+                "output",
+                300,
+                d("0.60"),
+                Some(d("2000"))
+            ),
+            (
+                "prod/ml/vllm-llama".into(),
+                "input",
+                4700,
+                d("5.80345"),
+                Some(d("1234.776596"))
+            ),
+            (
+                "prod/ml/vllm-llama".into(),
+                "output",
+                2000,
+                d("2.47"),
+                Some(d("1235"))
+            ),
         ]
     );
 }
@@ -356,20 +380,69 @@ fn weighted_split_with_idle_pro_rata() {
         (0, "tgi-b-55d2", "tenant", "", "initech", "0.875"),
         (0, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
         (0, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (0, "__idle__", "idle_share", "vllm-a-7f9c", "acme", "0.36481"),
-        (0, "__idle__", "idle_share", "vllm-a-7f9c", "globex", "0.72962"),
+        (
+            0,
+            "__idle__",
+            "idle_share",
+            "vllm-a-7f9c",
+            "acme",
+            "0.36481",
+        ),
+        (
+            0,
+            "__idle__",
+            "idle_share",
+            "vllm-a-7f9c",
+            "globex",
+            "0.72962",
+        ),
         (0, "__idle__", "idle_share", "tgi-b-55d2", "acme", "0.29859"),
-        (0, "__idle__", "idle_share", "tgi-b-55d2", "initech", "0.23224"),
+        (
+            0,
+            "__idle__",
+            "idle_share",
+            "tgi-b-55d2",
+            "initech",
+            "0.23224",
+        ),
         (0, "__idle__", "unmatched", "", "__unmatched__", "0.12474"),
-        (1, "vllm-a-7f9c", "tenant", "", "__unattributed__", "0.51875"),
+        (
+            1,
+            "vllm-a-7f9c",
+            "tenant",
+            "",
+            "__unattributed__",
+            "0.51875",
+        ),
         (1, "vllm-a-7f9c", "tenant", "", "globex", "2.33438"),
         (1, "vllm-a-7f9c", "tenant", "", "initech", "1.29687"),
         (1, "tgi-b-55d2", "unmatched", "", "__unmatched__", "2.00"),
         (1, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
         (1, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (1, "__idle__", "idle_share", "vllm-a-7f9c", "__unattributed__", "0.07053"),
-        (1, "__idle__", "idle_share", "vllm-a-7f9c", "globex", "0.31736"),
-        (1, "__idle__", "idle_share", "vllm-a-7f9c", "initech", "0.17631"),
+        (
+            1,
+            "__idle__",
+            "idle_share",
+            "vllm-a-7f9c",
+            "__unattributed__",
+            "0.07053",
+        ),
+        (
+            1,
+            "__idle__",
+            "idle_share",
+            "vllm-a-7f9c",
+            "globex",
+            "0.31736",
+        ),
+        (
+            1,
+            "__idle__",
+            "idle_share",
+            "vllm-a-7f9c",
+            "initech",
+            "0.17631",
+        ),
         (1, "__idle__", "unmatched", "", "__unmatched__", "0.3358"),
     ]);
     assert_eq!(split_of(&allocs, &out), want);
@@ -384,8 +457,17 @@ fn the_invariant_holds_in_every_case() {
     let cases: Vec<(&str, Vec<Event>)> = vec![
         ("all events", all.clone()),
         ("no events", vec![]),
-        ("window 1 only", all.iter().filter(|e| e.charge_time_ns < T0 + HOUR_NS).cloned().collect()),
-        ("unattributed only", all.iter().filter(|e| e.tenant.is_none()).cloned().collect()),
+        (
+            "window 1 only",
+            all.iter()
+                .filter(|e| e.charge_time_ns < T0 + HOUR_NS)
+                .cloned()
+                .collect(),
+        ),
+        (
+            "unattributed only",
+            all.iter().filter(|e| e.tenant.is_none()).cloned().collect(),
+        ),
         (
             "zero-token events",
             all.iter()
@@ -483,6 +565,10 @@ fn send_workload(dir: &Path, t0: i64, endpoint: SocketAddr) {
 
 /// A stand-in OpenCost: answers every request with `body`, records request URIs.
 async fn opencost_server(body: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    opencost_server_with(200, body).await
+}
+
+async fn opencost_server_with(status: u16, body: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -494,18 +580,20 @@ async fn opencost_server(body: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
             };
             let (s, body) = (s.clone(), body.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    s.lock().unwrap().push(req.uri().to_string());
-                    let body = body.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        s.lock().unwrap().push(req.uri().to_string());
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                     .await;
@@ -521,7 +609,11 @@ fn squash(s: &str) -> String {
 }
 
 fn ledger_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).arg("ledger").args(args).output().unwrap();
+    let out = Command::new(bin())
+        .arg("ledger")
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -583,7 +675,16 @@ async fn end_to_end(url: &str) {
     let policy_a = dir.path().join("a.yaml");
     let args = |src: &str, policy: &Path| -> Vec<String> {
         [
-            "allocate", "--ledger", url, "--from", &from, "--to", &to, "--opencost", src, "--policy",
+            "allocate",
+            "--ledger",
+            url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--opencost",
+            src,
+            "--policy",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -637,18 +738,18 @@ async fn end_to_end(url: &str) {
     assert_eq!(allocated_by_tenant(url, &from, &to), want_a);
     let (code, table, _) = ledger_cli(&["report", "--ledger", url, "--from", &from, "--to", &to]);
     assert_eq!(code, 0);
-    assert!(table.contains("allocated infrastructure cost (OpenCost"), "{table}");
+    assert!(
+        table.contains("allocated infrastructure cost (OpenCost"),
+        "{table}"
+    );
     assert!(squash(&table).contains("TOTAL USD 15.86345"), "{table}");
 
     // The same windows again from a saved file under policy B: the earlier rows are replaced.
     let saved = dir.path().join("allocation.json");
     std::fs::write(&saved, fixture(t0)).unwrap();
-    let (code, out, err) = run(args(
-        saved.to_str().unwrap(),
-        &dir.path().join("b.yaml"),
-    ))
-    .await
-    .unwrap();
+    let (code, out, err) = run(args(saved.to_str().unwrap(), &dir.path().join("b.yaml")))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("replacing 14 from earlier runs"), "{out}");
     // acme 1.37448 + 1.125 + 0.36481 + 0.29859; globex 2.74897 + 2.33438 + 0.72962 + 0.31736;
@@ -670,7 +771,16 @@ async fn end_to_end(url: &str) {
     // By model server and provider (JSON): vllm-llama's tenant rows 4.12345 + 4.15 and the
     // idle shares split through it 0.36481 + 0.72962 + 0.07053 + 0.31736 + 0.17631.
     let (code, json, err) = ledger_cli(&[
-        "report", "--ledger", url, "--from", &from, "--to", &to, "--by", "model,provider", "--format",
+        "report",
+        "--ledger",
+        url,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--by",
+        "model,provider",
+        "--format",
         "json",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -686,8 +796,7 @@ async fn end_to_end(url: &str) {
     assert_eq!(v["allocated_totals"][0]["cost"], SOURCE_TOTAL);
 
     // Every source allocation's recorded rows sum back to its totalCost.
-    let target =
-        tollgate::ledger::store::Target::parse(url, &Default::default()).unwrap();
+    let target = tollgate::ledger::store::Target::parse(url, &Default::default()).unwrap();
     let store = tollgate::ledger::Store::open(&target).await.unwrap();
     let rows = store
         .select(
@@ -762,4 +871,107 @@ async fn postgres_allocate_end_to_end() {
         return;
     };
     end_to_end(&url).await;
+}
+
+/// The live fetch's failures are specific, and `--dry-run` records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_fetch_errors_are_specific_and_dry_run_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+    // An empty ledger with the schema.
+    let target = tollgate::ledger::store::Target::parse(&url, &Default::default()).unwrap();
+    drop(tollgate::ledger::Store::open(&target).await.unwrap());
+    let policy = dir.path().join("a.yaml");
+    std::fs::write(&policy, POLICY_A).unwrap();
+    let (from, to) = (rfc3339(T0), rfc3339(T0 + 2 * HOUR_NS));
+    let run = |src: String, extra: &'static [&'static str]| {
+        let (url, policy, from, to) = (url.clone(), policy.clone(), from.clone(), to.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut a = vec![
+                "allocate".to_string(),
+                "--ledger".into(),
+                url,
+                "--from".into(),
+                from,
+                "--to".into(),
+                to,
+                "--opencost".into(),
+                src,
+                "--policy".into(),
+                policy.display().to_string(),
+            ];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            ledger_cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let (addr, _) = opencost_server_with(
+        500,
+        "{\"code\":500,\"message\":\"prometheus unreachable\"}".into(),
+    )
+    .await;
+    let (code, _, err) = run(format!("http://{addr}"), &[]).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("HTTP 500") && err.contains("prometheus unreachable"),
+        "{err}"
+    );
+    // OpenCost's own error envelope with HTTP 200.
+    let (addr, _) = opencost_server("{\"code\":400,\"message\":\"bad window\"}".into()).await;
+    let (code, _, err) = run(format!("http://{addr}"), &[]).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("code 400: bad window"), "{err}");
+    let closed = free_port();
+    let (code, _, err) = run(format!("http://127.0.0.1:{closed}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("request failed"), "{err}");
+    let (code, _, err) = run(format!("http://127.0.0.1:{closed}"), &["--step", "1h;drop"])
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("--step"), "{err}");
+    // A good answer under --dry-run: printed, not recorded.
+    let (addr, seen) = opencost_server(fixture(T0)).await;
+    let (code, out, err) = run(format!("http://{addr}/"), &["--dry-run", "--step", "60m"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dry run: nothing recorded"), "{out}");
+    assert!(seen.lock().unwrap()[0].contains("&step=60m&"));
+    let store = tollgate::ledger::Store::open(&target).await.unwrap();
+    let n = store
+        .select("SELECT COUNT(*) FROM ledger_allocated", vec![])
+        .await
+        .unwrap();
+    assert_eq!(n[0][0].as_int(), Some(0));
+    // Windows outside --from/--to are left out and said so: window 2 is 4.15 + 2 + 0.44 +
+    // 0.03 + 0.9 = 7.52; window 1 is 4.12345 + 2 + 0.44 + 0.03 + 1.75 = 8.34345.
+    let saved = dir.path().join("allocation.json");
+    std::fs::write(&saved, fixture(T0)).unwrap();
+    let one_hour = rfc3339(T0 + HOUR_NS);
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        ledger_cli(&[
+            "allocate",
+            "--ledger",
+            &url,
+            "--from",
+            &from,
+            "--to",
+            &one_hour,
+            "--opencost",
+            saved.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--dry-run",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("5 allocations with windows not inside --from/--to were left out (cost 7.52)"),
+        "{out}"
+    );
+    assert!(squash(&out).contains("= OpenCost total 8.34345"), "{out}");
 }

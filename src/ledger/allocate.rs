@@ -65,7 +65,9 @@ impl Policy {
         use yaml_rust2::{Yaml, YamlLoader};
         let docs = YamlLoader::load_from_str(text).map_err(|e| format!("{path}: {e}"))?;
         let Some(Yaml::Hash(h)) = docs.into_iter().next() else {
-            return Err(format!("{path}: expected a mapping with id, version, weight"));
+            return Err(format!(
+                "{path}: expected a mapping with id, version, weight"
+            ));
         };
         let mut map = BTreeMap::new();
         for (k, v) in h {
@@ -82,7 +84,9 @@ impl Policy {
                 _ => Err(format!("{path}: {key}: expected a scalar")),
             }
         };
-        let known = ["id", "version", "weight", "weights", "idle", "unit", "currency"];
+        let known = [
+            "id", "version", "weight", "weights", "idle", "unit", "currency",
+        ];
         if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!(
                 "{path}: {k}: unknown key (one of {})",
@@ -140,9 +144,7 @@ impl Policy {
             }
         };
         if weights.is_some() && !matches!(weight, Weight::Weighted(_)) {
-            return Err(format!(
-                "{path}: weights: only used with weight: weighted"
-            ));
+            return Err(format!("{path}: weights: only used with weight: weighted"));
         }
         let idle = match map.get("idle").map(|v| scalar("idle", v)).transpose()? {
             None => IdleRule::Keep,
@@ -153,10 +155,9 @@ impl Policy {
         let unit = match map.get("unit").map(|v| scalar("unit", v)).transpose()? {
             None => Decimal::new(1, 5),
             Some(s) => {
-                let d = Decimal::from_str(s.trim())
-                    .map_err(|e| format!("{path}: unit: {s:?}: {e}"))?;
-                let ok = d > Decimal::ZERO
-                    && (0..=18).any(|p| d == Decimal::new(1, p));
+                let d =
+                    Decimal::from_str(s.trim()).map_err(|e| format!("{path}: unit: {s:?}: {e}"))?;
+                let ok = d > Decimal::ZERO && (0..=18).any(|p| d == Decimal::new(1, p));
                 if !ok {
                     return Err(format!(
                         "{path}: unit: {s:?} must be a power of ten from 1 down to 0.000000000000000001"
@@ -369,7 +370,12 @@ pub fn split(amount: Decimal, weights: &[Decimal], unit: Decimal) -> Result<Vec<
     }
     let mut left = n - units.iter().sum::<i128>();
     let mut order: Vec<usize> = (0..ints.len()).collect();
-    order.sort_by(|&a, &b| rems[b].cmp(&rems[a]).then(ints[b].cmp(&ints[a])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        rems[b]
+            .cmp(&rems[a])
+            .then(ints[b].cmp(&ints[a]))
+            .then(a.cmp(&b))
+    });
     for &i in &order {
         if left == 0 {
             break;
@@ -408,7 +414,11 @@ struct Share {
 /// Joins events to allocations and splits every allocation's cost under `policy`. Checks
 /// that every allocation's lines sum to its cost and that allocated + idle + unmatched is
 /// the sum of the allocations' cost; an error says which failed.
-pub fn allocate(allocs: &[Allocation], events: &[Event], policy: &Policy) -> Result<Outcome, String> {
+pub fn allocate(
+    allocs: &[Allocation],
+    events: &[Event],
+    policy: &Policy,
+) -> Result<Outcome, String> {
     // Tenant shares per workload allocation.
     let mut shares: Vec<BTreeMap<String, Share>> = vec![BTreeMap::new(); allocs.len()];
     let mut orphans: BTreeMap<(String, String, String, String, String), UnmatchedEvents> =
@@ -435,17 +445,19 @@ pub fn allocate(allocs: &[Allocation], events: &[Event], policy: &Policy) -> Res
                 s(&e.controller),
                 e.tenant_key(),
             );
-            let o = orphans.entry(key.clone()).or_insert_with(|| UnmatchedEvents {
-                cluster: key.0,
-                namespace: key.1,
-                pod: key.2,
-                controller: key.3,
-                tenant: key.4,
-                events: 0,
-                tokens: [0; 5],
-                first_ns: e.charge_time_ns,
-                last_ns: e.charge_time_ns,
-            });
+            let o = orphans
+                .entry(key.clone())
+                .or_insert_with(|| UnmatchedEvents {
+                    cluster: key.0,
+                    namespace: key.1,
+                    pod: key.2,
+                    controller: key.3,
+                    tenant: key.4,
+                    events: 0,
+                    tokens: [0; 5],
+                    first_ns: e.charge_time_ns,
+                    last_ns: e.charge_time_ns,
+                });
             o.events += 1;
             for (c, t) in e.tokens.iter().enumerate() {
                 o.tokens[c] += i128::from((*t).max(0));
@@ -459,9 +471,15 @@ pub fn allocate(allocs: &[Allocation], events: &[Event], policy: &Policy) -> Res
     let mut unmatched_allocations = Vec::new();
     // A workload allocation's split over its tenants (the same split applies to its share of
     // idle under pro rata).
-    let split_over = |i: usize, amount: Decimal, kind: LineKind, lines: &mut Vec<Line>| -> Result<bool, String> {
-        let tenants: Vec<(&String, &Share)> =
-            shares[i].iter().filter(|(_, s)| !s.weight.is_zero()).collect();
+    let split_over = |i: usize,
+                      amount: Decimal,
+                      kind: LineKind,
+                      lines: &mut Vec<Line>|
+     -> Result<bool, String> {
+        let tenants: Vec<(&String, &Share)> = shares[i]
+            .iter()
+            .filter(|(_, s)| !s.weight.is_zero())
+            .collect();
         if tenants.is_empty() {
             return Ok(false);
         }
@@ -538,7 +556,10 @@ pub fn allocate(allocs: &[Allocation], events: &[Event], policy: &Policy) -> Res
             .map(|(j, _)| j)
             .collect();
         let w: Vec<Decimal> = peers.iter().map(|j| allocs[*j].total).collect();
-        if peers.is_empty() || w.iter().any(|x| x.is_sign_negative() && !x.is_zero()) || w.iter().all(|x| x.is_zero()) {
+        if peers.is_empty()
+            || w.iter().any(|x| x.is_sign_negative() && !x.is_zero())
+            || w.iter().all(|x| x.is_zero())
+        {
             lines.push(idle_line);
             continue;
         }
@@ -583,7 +604,11 @@ pub fn allocate(allocs: &[Allocation], events: &[Event], policy: &Policy) -> Res
     }
     let source_total: Decimal = allocs.iter().map(|a| a.total).sum();
     let sum_of = |k: &[LineKind]| -> Decimal {
-        lines.iter().filter(|l| k.contains(&l.kind)).map(|l| l.cost).sum()
+        lines
+            .iter()
+            .filter(|l| k.contains(&l.kind))
+            .map(|l| l.cost)
+            .sum()
     };
     let allocated = sum_of(&[LineKind::Tenant, LineKind::IdleShare]);
     let idle = sum_of(&[LineKind::Idle]);
@@ -653,7 +678,11 @@ pub struct PhaseRate {
 
 /// Per model server (over the whole range): its allocated cost (tenant and idle-share lines)
 /// split into the input and output phases by the policy's weight of each phase's tokens.
-pub fn phase_rates(allocs: &[Allocation], out: &Outcome, policy: &Policy) -> Result<Vec<PhaseRate>, String> {
+pub fn phase_rates(
+    allocs: &[Allocation],
+    out: &Outcome,
+    policy: &Policy,
+) -> Result<Vec<PhaseRate>, String> {
     let mut servers: BTreeMap<String, (Decimal, [i128; 5])> = BTreeMap::new();
     for l in &out.lines {
         let server = match (l.kind, l.via) {
@@ -749,19 +778,24 @@ mod tests {
             "p.yaml",
         )
         .unwrap();
-        assert_eq!(p.weight, Weight::Weighted([d("1"), d("4"), d("0"), d("0"), d("0")]));
+        assert_eq!(
+            p.weight,
+            Weight::Weighted([d("1"), d("4"), d("0"), d("0"), d("0")])
+        );
         assert_eq!(p.idle, IdleRule::ProRata);
         assert_eq!(p.unit, d("0.01"));
         assert_eq!(p.weigh(&[10, 5, 0, 0, 100]), d("30"));
         let err = |t: &str| Policy::parse(t, "p.yaml").unwrap_err();
         assert!(err("id: a\nversion: 1\n").contains("weight: required"));
         assert!(err("id: a\nversion: 1\nweight: tokens\n").contains("weight: \"tokens\""));
-        assert!(err("id: a\nversion: 1\nweight: weighted\nweights: { prefill: 1 }\n")
-            .contains("weights.prefill: unknown token class"));
-        assert!(err("id: a\nversion: 1\nweight: total_tokens\nunit: \"0.03\"\n")
-            .contains("unit"));
-        assert!(err("id: a\nversion: 1\nweight: total_tokens\nidle: hide\n")
-            .contains("idle: \"hide\""));
+        assert!(
+            err("id: a\nversion: 1\nweight: weighted\nweights: { prefill: 1 }\n")
+                .contains("weights.prefill: unknown token class")
+        );
+        assert!(err("id: a\nversion: 1\nweight: total_tokens\nunit: \"0.03\"\n").contains("unit"));
+        assert!(
+            err("id: a\nversion: 1\nweight: total_tokens\nidle: hide\n").contains("idle: \"hide\"")
+        );
         assert!(err("id: a\nversion: 1\nweight: total_tokens\nshare: 1\n")
             .contains("share: unknown key"));
     }

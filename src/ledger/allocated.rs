@@ -178,7 +178,13 @@ pub fn render(
             let a = &allocs[l.alloc];
             let at = l.via.map_or(a, |v| &allocs[v]);
             let (ws, we) = window(a);
-            let key = vec![ws.clone(), at.server(), a.name.clone(), l.kind.as_str().into(), l.tenant.clone()];
+            let key = vec![
+                ws.clone(),
+                at.server(),
+                a.name.clone(),
+                l.kind.as_str().into(),
+                l.tenant.clone(),
+            ];
             let row = vec![
                 ws,
                 we,
@@ -224,7 +230,11 @@ pub fn render(
         .map(|((t, k), c)| vec![t.clone(), k.to_string(), c.to_string()])
         .collect();
     s.push('\n');
-    s.push_str(&table(&h(&["tenant", "line", "cost"]), &rows, "per tenant\n"));
+    s.push_str(&table(
+        &h(&["tenant", "line", "cost"]),
+        &rows,
+        "per tenant\n",
+    ));
     let rows: Vec<Vec<String>> = rates
         .iter()
         .map(|r| {
@@ -266,7 +276,14 @@ pub fn render(
     rows.sort();
     s.push('\n');
     s.push_str(&table(
-        &h(&["window_start", "window_end", "allocation", "reason", "cost", "components"]),
+        &h(&[
+            "window_start",
+            "window_end",
+            "allocation",
+            "reason",
+            "cost",
+            "components",
+        ]),
         &rows,
         "allocations without matching events\n",
     ));
@@ -289,7 +306,17 @@ pub fn render(
         .collect();
     s.push('\n');
     s.push_str(&table(
-        &h(&["cluster", "namespace", "pod", "controller", "tenant", "events", "tokens", "first", "last"]),
+        &h(&[
+            "cluster",
+            "namespace",
+            "pod",
+            "controller",
+            "tenant",
+            "events",
+            "tokens",
+            "first",
+            "last",
+        ]),
         &rows,
         "events without a matching allocation\n",
     ));
@@ -342,12 +369,14 @@ pub async fn report(
     by: &[Dim],
 ) -> Result<Vec<AllocatedLine>, LedgerError> {
     // Constant dimensions are filled in here (PostgreSQL refuses a constant in GROUP BY).
-    let sql_of = |d: &Dim| match d {
+    let sql_of = |d: &Dim| {
+        match d {
         Dim::Tenant => Some("tenant_id"),
         Dim::Workflow | Dim::Agent | Dim::Provider => None,
         Dim::Model => Some("CASE WHEN controller <> '' THEN cluster || '/' || namespace || '/' || controller WHEN pod <> '' THEN cluster || '/' || namespace || '/' || pod ELSE allocation END"),
         Dim::Day => Some("charge_hour / 24"),
         Dim::Hour => Some("charge_hour"),
+    }
     };
     let mut group: Vec<&str> = by.iter().filter_map(sql_of).collect();
     group.push("currency");

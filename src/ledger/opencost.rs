@@ -413,7 +413,11 @@ pub async fn fetch(base: &str, from: i64, to: i64, step: &str) -> Result<Vec<u8>
             "--step {step:?}: expected a duration such as 1h or 10m"
         )));
     }
-    let url = format!("{}{}", base.trim_end_matches('/'), query_path(from, to, step));
+    let url = format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        query_path(from, to, step)
+    );
     let uri: http::Uri = url.parse().map_err(|e| err(format!("bad URL: {e}")))?;
     let client = Client::builder(TokioExecutor::new())
         .build::<_, Empty<bytes::Bytes>>(hyper_util::client::legacy::connect::HttpConnector::new());
@@ -486,7 +490,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("data[0][\"x\"].gpuCost") && e.contains("number or null"), "{e}");
+        assert!(
+            e.contains("data[0][\"x\"].gpuCost") && e.contains("number or null"),
+            "{e}"
+        );
         let e = parse(
             br#"{"code":200,"data":[{"x":{"window":{"start":"null","end":"null"},"totalCost":1}}]}"#,
             "f.json",

@@ -418,6 +418,50 @@ mod tests {
         assert_eq!(r.service_name, None);
         assert_eq!(r.lineage_depth, None);
         assert_eq!(r.gateway_instance, "gw-test");
+        assert_eq!(
+            (r.k8s_cluster, r.k8s_namespace, r.k8s_pod, r.k8s_controller),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn kubernetes_identity_is_read_off_the_resource() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![kv("tollgate.cost.status", s("unpriced_model"))],
+            ..Default::default()
+        };
+        let resource = [
+            kv("k8s.cluster.name", s("prod")),
+            kv("k8s.namespace.name", s("ml")),
+            kv("k8s.pod.name", s("vllm-0")),
+            kv("k8s.statefulset.name", s("vllm")),
+        ];
+        let ctx = Context {
+            resource: &resource,
+            ..CTX
+        };
+        let (r, _) = from_span(&span, &ctx);
+        assert_eq!(r.k8s_cluster.as_deref(), Some("prod"));
+        assert_eq!(r.k8s_namespace.as_deref(), Some("ml"));
+        assert_eq!(r.k8s_pod.as_deref(), Some("vllm-0"));
+        assert_eq!(r.k8s_controller.as_deref(), Some("vllm"));
+        // A deployment wins over a stateful set; resource context is not source content.
+        let with_deploy = [
+            kv("k8s.deployment.name", s("vllm-llama")),
+            kv("k8s.statefulset.name", s("vllm")),
+        ];
+        let (r2, _) = from_span(
+            &span,
+            &Context {
+                resource: &with_deploy,
+                ..CTX
+            },
+        );
+        assert_eq!(r2.k8s_controller.as_deref(), Some("vllm-llama"));
+        assert_eq!(r2.k8s_pod, None);
+        assert_eq!(r2.source_digest, r.source_digest);
     }
 
     #[test]
