@@ -43,9 +43,12 @@ pub enum LedgerCmd {
         /// Comma-separated dimensions: tenant,workflow,agent,provider,model,day,hour.
         #[arg(long, default_value = "tenant")]
         by: String,
-        /// table, csv or json.
+        /// table, csv, json or html (the chargeback statement page; --by is then fixed).
         #[arg(long, default_value = "table")]
         format: String,
+        /// The completeness target shown on the html statement, in percent.
+        #[arg(long, default_value = "99")]
+        slo: String,
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -146,6 +149,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             at,
             by,
             format,
+            slo,
             out,
         } => {
             let by = match Dim::parse_list(by) {
@@ -160,12 +164,21 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 Ok(x) => x,
                 Err(e) => return fail(e),
             };
-            let report = async {
-                let lines = query::report(&store, range, &by).await?;
-                let alloc = allocated::report(&store, range, &by).await?;
-                query::render(&lines, &alloc, &by, range, format)
+            let text = if format == Format::Html {
+                let slo = match parse_slo(slo) {
+                    Ok(s) => s,
+                    Err(e) => return fail(e),
+                };
+                super::html::statement(&store, range, slo, &store.describe()).await
+            } else {
+                let report = async {
+                    let lines = query::report(&store, range, &by).await?;
+                    let alloc = allocated::report(&store, range, &by).await?;
+                    query::render(&lines, &alloc, &by, range, format)
+                };
+                report.await
             };
-            let text = match report.await {
+            let text = match text {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -284,6 +297,15 @@ async fn allocate(
         ));
     }
     Ok(text)
+}
+
+fn parse_slo(slo: &str) -> Result<Decimal, String> {
+    match Decimal::from_str(slo) {
+        Ok(s) if s >= Decimal::ZERO && s <= Decimal::from(100) => Ok(s),
+        _ => Err(format!(
+            "--slo: {slo:?} is not a percentage between 0 and 100"
+        )),
+    }
 }
 
 fn emit(text: &str, out: Option<&PathBuf>) -> ExitCode {

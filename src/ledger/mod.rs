@@ -5,6 +5,7 @@
 //! - [`schema`]: the versioned schema, one definition for both backends;
 //! - [`store`]: the backends (embedded SQLite, PostgreSQL) behind one [`Store`];
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
+//! - [`html`]: the self-contained chargeback statement page;
 //! - [`opencost`], [`allocate`], [`allocated`]: OpenCost allocation data split over the
 //!   tenants a self-hosted model server served (`tollgate ledger allocate`);
 //! - [`cli`]: `tollgate ledger …`.
@@ -15,6 +16,7 @@
 pub mod allocate;
 pub mod allocated;
 pub mod cli;
+pub mod html;
 pub mod opencost;
 pub mod query;
 pub mod row;

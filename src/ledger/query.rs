@@ -222,6 +222,8 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    /// The self-contained statement page ([`super::html`]).
+    Html,
 }
 
 impl FromStr for Format {
@@ -231,7 +233,10 @@ impl FromStr for Format {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
-            _ => Err(format!("--format: {s:?} is not one of table, csv, json")),
+            "html" => Ok(Format::Html),
+            _ => Err(format!(
+                "--format: {s:?} is not one of table, csv, json, html"
+            )),
         }
     }
 }
@@ -290,6 +295,9 @@ pub fn render(
         c
     };
     match format {
+        Format::Html => Err(LedgerError::Io(
+            "the html statement is rendered by html::statement".into(),
+        )),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let io = |e: csv::Error| LedgerError::Io(e.to_string());
@@ -458,6 +466,15 @@ pub struct Completeness {
     pub by_status: BTreeMap<String, (i64, Decimal)>,
     /// Events and cost that are not valid, by `service.name` (who to go and fix).
     pub by_service: BTreeMap<String, (i64, Decimal)>,
+}
+
+/// `part / whole` as a double, for drawing only (never for a printed figure).
+pub fn ratio_f64(part: Decimal, whole: Decimal) -> f64 {
+    if whole.is_zero() {
+        return 0.0;
+    }
+    let r = (part / whole).round_dp(6);
+    r.to_string().parse::<f64>().unwrap_or(0.0)
 }
 
 /// `part / whole` as a percentage with two decimals (rounded half to even), `100` for an
