@@ -975,3 +975,43 @@ async fn live_fetch_errors_are_specific_and_dry_run_records_nothing() {
     );
     assert!(squash(&out).contains("= OpenCost total 8.34345"), "{out}");
 }
+
+/// The worked example of docs/reconciliation.md: window 1 alone under policy A.
+#[test]
+fn the_documented_worked_example() {
+    let allocs: Vec<Allocation> = parsed().into_iter().filter(|a| a.step == 0).collect();
+    let evs: Vec<Event> = events(T0)
+        .into_iter()
+        .filter(|e| e.charge_time_ns < T0 + HOUR_NS)
+        .collect();
+    let policy = Policy::parse(POLICY_A, "a.yaml").unwrap();
+    let out = allocate(&allocs, &evs, &policy).unwrap();
+    assert_eq!(
+        (out.allocated, out.idle, out.unmatched, out.source_total),
+        (d("6.12345"), d("1.75"), d("0.47"), d("8.34345"))
+    );
+    let vllm: Vec<(&str, Option<Decimal>, Decimal)> = phase_rates(&allocs, &out, &policy)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.server == "prod/ml/vllm-llama")
+        .map(|r| (r.phase, r.per_million, r.cost))
+        .collect();
+    assert_eq!(
+        vllm,
+        vec![
+            ("input", Some(d("917.816667")), d("2.75345")),
+            ("output", Some(d("913.333333")), d("1.37")),
+        ]
+    );
+    let doc = std::fs::read_to_string(repo().join("docs/reconciliation.md")).unwrap();
+    for figure in [
+        "acme 1.37, globex 2.75345",
+        "917.816667 and 913.333333",
+        "= 8.34345 = Σ totalCost",
+    ] {
+        assert!(
+            doc.contains(figure),
+            "docs/reconciliation.md lost {figure:?}"
+        );
+    }
+}
