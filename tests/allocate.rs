@@ -818,6 +818,32 @@ async fn end_to_end(url: &str) {
         .collect();
     assert_eq!(per, want);
 
+    // verify checks the recorded split; a changed row is caught.
+    let (code, out, _) = ledger_cli(&["verify", "--ledger", url, "--from", &from, "--to", &to]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified 21 allocated cost rows"), "{out}");
+    store
+        .execute(
+            "UPDATE ledger_allocated SET cost = '0.36482', cost_nanos = 364820000 WHERE line = 'idle_share' AND tenant_id = 'acme' AND cost = '0.36481'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = ledger_cli(&["verify", "--ledger", url, "--from", &from, "--to", &to]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("prod/__idle__: rows sum to 1.75001, not the allocation's cost 1.75"),
+        "{out}"
+    );
+
+    store
+        .execute(
+            "UPDATE ledger_allocated SET cost = '0.36481', cost_nanos = 364810000 WHERE cost = '0.36482'",
+            vec![],
+        )
+        .await
+        .unwrap();
+
     // Bad data: the error names the field; the recorded split is left as it was.
     let bad = fixture(t0).replacen("\"gpuCost\": 3.5", "\"gpuCost\": \"3.5\"", 1);
     std::fs::write(&saved, bad).unwrap();

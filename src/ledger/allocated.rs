@@ -433,3 +433,65 @@ pub async fn report(
     out.sort_by(|a, b| (&a.keys, &a.currency).cmp(&(&b.keys, &b.currency)));
     Ok(out)
 }
+
+/// The allocated rows' own check, for `verify`: per source allocation (window and OpenCost
+/// name), the rows sum to the recorded source cost, and every row's integer split matches its
+/// text. Returns one line per disagreement.
+pub async fn check(store: &Store, range: Range) -> Result<(usize, Vec<String>), LedgerError> {
+    let rows = store
+        .select(
+            "SELECT window_start_ns, allocation, line, tenant_id, source_cost, cost, cost_nanos, cost_atto FROM ledger_allocated WHERE window_start_ns >= $1 AND window_start_ns < $2",
+            vec![Val::Int(range.from), Val::Int(range.to)],
+        )
+        .await?;
+    let dec = |v: &Val, what: &str| -> Result<Decimal, String> {
+        let s = v.as_text().unwrap_or_default();
+        s.parse::<Decimal>()
+            .map_err(|e| format!("{what} {s:?} is not a decimal: {e}"))
+    };
+    let mut problems = Vec::new();
+    let mut per: BTreeMap<(i64, String), (Option<Decimal>, Decimal)> = BTreeMap::new();
+    for r in &rows {
+        let allocation = r[1].as_text().unwrap_or_default();
+        let source = allocation.split(" via ").next().unwrap_or(allocation);
+        let at = format!(
+            "allocated {} {} {} {}",
+            format_instant(int(&r[0])),
+            allocation,
+            r[2].as_text().unwrap_or_default(),
+            r[3].as_text().unwrap_or_default()
+        );
+        let (source_cost, cost) = match (dec(&r[4], "source_cost"), dec(&r[5], "cost")) {
+            (Ok(s), Ok(c)) => (s, c),
+            (Err(e), _) | (_, Err(e)) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        if nanos_atto(cost) != Some((int(&r[6]), int(&r[7]))) {
+            problems.push(format!(
+                "{at}: cost {cost} does not match cost_nanos/cost_atto"
+            ));
+        }
+        let e = per
+            .entry((int(&r[0]), source.to_string()))
+            .or_insert((Some(source_cost), Decimal::ZERO));
+        if e.0 != Some(source_cost) {
+            problems.push(format!(
+                "{at}: source cost {source_cost} differs from its allocation's other rows"
+            ));
+        }
+        e.1 += cost;
+    }
+    for ((start, name), (source, sum)) in &per {
+        if let Some(s) = source {
+            if s != sum {
+                problems.push(format!(
+                    "allocated {} {name}: rows sum to {sum}, not the allocation's cost {s}",
+                    format_instant(*start)
+                ));
+            }
+        }
+    }
+    Ok((rows.len(), problems))
+}

@@ -348,6 +348,20 @@ async fn verify(store: &Store, range: Range) -> ExitCode {
         }
         Err(e) => return fail(e),
     }
+    match allocated::check(store, range).await {
+        Ok((n, problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            bad += problems.len();
+            if n > 0 && problems.is_empty() {
+                println!(
+                    "verified {n} allocated cost rows: every allocation's rows sum to its cost"
+                );
+            }
+        }
+        Err(e) => return fail(e),
+    }
     if bad == 0 {
         println!("verified {} rows: every cost recomputes exactly from its stored tokens and rate table, every digest matches", rows.len());
         ExitCode::SUCCESS
