@@ -412,9 +412,9 @@ pub async fn statement(
         "rates",
     );
 
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<footer>Reproduce with <code>tollgate ledger report --ledger {} --from {} --to {} --format html --slo {}</code>. Figures are exact decimals summed from <code>ledger_events</code> rows with <code>charge_time_ns</code> in [from, to) (<code>cost = Σcost_nanos·10⁻⁹ + Σcost_atto·10⁻¹⁸</code>), the same query as <code>--format csv</code>; <code>tollgate ledger verify</code> recomputes every row from its stored rate table.</footer></body></html>\n",
+        "<footer>Reproduce with <code>tollgate ledger report --ledger {} --from {} --to {} --format html --slo {}</code>. Figures are exact decimals summed from <code>ledger_events</code> rows with <code>charge_time_ns</code> in [from, to) (<code>cost = Σcost_nanos·10⁻⁹ + Σcost_atto·10⁻¹⁸</code>), the same query as <code>--format csv</code>; <code>tollgate ledger verify</code> recomputes every row from its stored rate table.</footer></body></html>",
         esc(ledger_shown),
         esc(&from),
         esc(&to),
