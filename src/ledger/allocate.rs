@@ -4,7 +4,7 @@
 //! exact largest-remainder rounding, so that the split rows of every allocation sum back to
 //! its cost exactly. The rule is [`RULE_VERSION`], documented in docs/reconciliation.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -423,9 +423,39 @@ pub fn allocate(
     let mut shares: Vec<BTreeMap<String, Share>> = vec![BTreeMap::new(); allocs.len()];
     let mut orphans: BTreeMap<(String, String, String, String, String), UnmatchedEvents> =
         BTreeMap::new();
+    // Candidate allocations by join key (pod when OpenCost names one, else controller), so
+    // that each event is compared with its own pod's windows only.
+    type JoinKey<'a> = (&'a str, &'a str, &'a str, bool);
+    let mut index: HashMap<JoinKey<'_>, Vec<usize>> = HashMap::new();
+    for (i, a) in allocs.iter().enumerate() {
+        let key = if a.pod.is_empty() {
+            (
+                a.cluster.as_str(),
+                a.namespace.as_str(),
+                a.controller.as_str(),
+                false,
+            )
+        } else {
+            (
+                a.cluster.as_str(),
+                a.namespace.as_str(),
+                a.pod.as_str(),
+                true,
+            )
+        };
+        index.entry(key).or_default().push(i);
+    }
+    let none: Vec<usize> = Vec::new();
     for e in events {
         let mut matched = false;
-        for (i, a) in allocs.iter().enumerate() {
+        fn s(x: &Option<String>) -> &str {
+            x.as_deref().unwrap_or_default()
+        }
+        let (c, n) = (s(&e.cluster), s(&e.namespace));
+        let by_pod = index.get(&(c, n, s(&e.pod), true)).unwrap_or(&none);
+        let by_controller = index.get(&(c, n, s(&e.controller), false)).unwrap_or(&none);
+        for &i in by_pod.iter().chain(by_controller) {
+            let a = &allocs[i];
             if e.matches(a) {
                 matched = true;
                 let s = shares[i].entry(e.tenant_key()).or_default();
