@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: RatesCommand,
     },
+    /// Ask the chargeback ledger: report, completeness, dispute evidence, verify.
+    #[command(subcommand)]
+    Ledger(tollgate::ledger::cli::LedgerCmd),
 }
 
 #[derive(Subcommand)]
@@ -212,6 +215,7 @@ fn main() -> ExitCode {
         Command::Run => run(&paths),
         Command::Rates { command } => rates(command),
         Command::Envelope(cmd) => envelope(cmd),
+        Command::Ledger(cmd) => tollgate::ledger::cli::run(cmd),
     }
 }
 

@@ -186,11 +186,19 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
             }
         }
         for (i, e) in p.exporters.iter().enumerate() {
-            if !exporters.contains_key(e) {
-                d.error(
+            match exporters.get(e) {
+                None => d.error(
                     format!("{base}.exporters[{i}]"),
                     missing("exporter", e, exporters.keys()),
-                );
+                ),
+                Some(c) if !c.builder.signals().contains(&p.signal) => d.error(
+                    format!("{base}.exporters[{i}]"),
+                    format!(
+                        "exporter `{e}` does not support {} pipelines",
+                        p.signal.as_str()
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         let mut seen = BTreeSet::new();

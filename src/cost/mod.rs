@@ -16,6 +16,7 @@
 //!   input tokens (all of them, cached included) are strictly above `above_input_tokens`.
 
 pub mod cli;
+pub mod registry;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -452,6 +453,68 @@ pub struct RateTable {
     imported: Group,
     /// Every file the table was read from (the table itself, then imports), for reloads.
     pub files: Vec<PathBuf>,
+    /// The text of every file the table was built from, as read (the table itself first,
+    /// named by its file name, then each import under the path the table names it by): what
+    /// the ledger stores so any row can be re-priced from the ledger alone.
+    pub sources: Vec<Source>,
+}
+
+/// Reads an imported file by the name the table gives it: (how to name it in messages, text).
+type ReadImport<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
+
+/// One file a rate table was built from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    /// The name the table refers to it by (`import[].litellm`), or the table's file name.
+    pub name: String,
+    pub text: String,
+}
+
+impl RateTable {
+    /// The SHA-256 (hex) of the table's sources, in order: identifies exactly which prices a
+    /// version held, even if a version string was reused for different prices.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for s in &self.sources {
+            h.update((s.name.len() as u64).to_be_bytes());
+            h.update(s.name.as_bytes());
+            h.update((s.text.len() as u64).to_be_bytes());
+            h.update(s.text.as_bytes());
+        }
+        hex(&h.finalize())
+    }
+
+    /// Rebuilds a table from its stored sources (the first is the table itself; imports are
+    /// resolved among the others by name, never from the file system).
+    pub fn from_sources(sources: &[Source]) -> Result<RateTable, TableError> {
+        let Some((main, imports)) = sources.split_first() else {
+            return Err(TableError {
+                problems: vec![Problem {
+                    path: "<rates>".into(),
+                    message: "no sources".into(),
+                }],
+            });
+        };
+        let mut t = Self::parse_with(&main.text, &|name: &str| {
+            imports
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| (name.to_string(), s.text.clone()))
+                .ok_or_else(|| format!("{name}: not among the stored sources"))
+        })?;
+        t.sources.insert(0, main.clone());
+        Ok(t)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// A rate table that could not be loaded: every problem, each with its YAML path.
@@ -473,11 +536,33 @@ impl RateTable {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut t = Self::parse(&text, base)?;
         t.files.insert(0, path.to_path_buf());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rates.yaml".into());
+        t.sources.insert(0, Source { name, text });
         Ok(t)
     }
 
     /// Parses a rate table from YAML text; imports are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<RateTable, TableError> {
+        Self::parse_with(text, &|name: &str| {
+            let file = base_dir.join(name);
+            let shown = file.display().to_string();
+            std::fs::read_to_string(&file)
+                .map(|text| (shown.clone(), text))
+                .map_err(|e| format!("{shown}: cannot read: {e}"))
+        })
+        .map(|mut t| {
+            t.files = t.sources.iter().map(|s| base_dir.join(&s.name)).collect();
+            t
+        })
+    }
+
+    /// Parses a rate table; `read` returns the text of an imported file by the name the
+    /// table gives it, with how to name it in messages. `sources` then holds the imports
+    /// (not the table itself).
+    fn parse_with(text: &str, read: ReadImport<'_>) -> Result<RateTable, TableError> {
         let one = |path: &str, message: String| TableError {
             problems: vec![Problem {
                 path: path.to_string(),
@@ -513,21 +598,23 @@ impl RateTable {
             }
         }
         let mut imported = Vec::new();
-        let mut files = Vec::new();
+        let mut sources = Vec::new();
         if let Some(items) = root.seq("import", &mut d) {
             for (i, y) in items.iter().enumerate() {
                 let Some(m) = Map::new(format!("import[{i}]"), y, &mut d) else {
                     continue;
                 };
                 if let Some(p) = m.str("litellm", &mut d) {
-                    let file = base_dir.join(&p);
-                    match import_litellm_file(&file) {
-                        Ok(mut rs) => imported.append(&mut rs),
-                        Err(e) => {
-                            d.error(m.key_path("litellm"), format!("{}: {e}", file.display()))
+                    match read(&p).and_then(|(shown, text)| {
+                        let rows = import_litellm(&text).map_err(|e| format!("{shown}: {e}"))?;
+                        Ok((rows, text))
+                    }) {
+                        Ok((mut rs, text)) => {
+                            imported.append(&mut rs);
+                            sources.push(Source { name: p, text });
                         }
+                        Err(e) => d.error(m.key_path("litellm"), e),
                     }
-                    files.push(file);
                 } else {
                     d.error(m.path().to_string(), "expected `litellm: <path to JSON>`");
                 }
@@ -546,7 +633,8 @@ impl RateTable {
             currency,
             explicit: Group::new(rows),
             imported: Group::new(imported),
-            files,
+            files: Vec::new(),
+            sources,
         })
     }
 
@@ -945,11 +1033,6 @@ pub fn import_litellm(text: &str) -> Result<Vec<Rate>, String> {
         });
     }
     Ok(rows)
-}
-
-fn import_litellm_file(path: &Path) -> Result<Vec<Rate>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    import_litellm(&text)
 }
 
 /// Token counts as reported on a span (`None` = attribute absent). Read them from span

@@ -6,6 +6,7 @@
 pub mod debug;
 pub mod encode;
 pub mod file;
+pub mod ledger;
 pub mod otlp;
 pub mod otlp_http;
 pub mod persist;
@@ -21,6 +22,10 @@ use crate::telemetry::{ExporterIdLabels, SelfMetrics};
 
 /// A configured, not yet started exporter.
 pub trait ExporterBuilder: Send {
+    /// The signals this exporter takes (checked against the pipelines that name it).
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String>;
 }
 
@@ -33,6 +38,7 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("otlp_http", otlp_http::factory),
     ("file", file::factory),
     ("debug", debug::factory),
+    ("ledger", ledger::factory),
 ];
 
 /// An exporter's own builder plus the delivery options every exporter has.

@@ -859,7 +859,7 @@ impl CostProcessor {
         CostProcessor {
             id: id.to_string(),
             path: opts.rates,
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(crate::cost::registry::publish(Arc::new(table)).table),
             reload_interval: opts.reload.then_some(opts.reload_interval),
             sweep_interval: opts
                 .reload_interval
@@ -902,7 +902,7 @@ impl CostProcessor {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                *g = Arc::new(t);
+                *g = crate::cost::registry::publish(Arc::new(t)).table;
                 self.reloads.inc();
                 Ok(())
             }

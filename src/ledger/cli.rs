@@ -1,0 +1,248 @@
+//! `tollgate ledger …`: questions asked of a ledger from a shell (report, completeness,
+//! dispute, verify). Every command takes `--ledger URL` (or `TOLLGATE_LEDGER`) and a
+//! half-open `--from` / `--to` range (RFC 3339 or UTC dates).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Subcommand};
+use rust_decimal::Decimal;
+
+use super::query::{self, Dim, Format, Range};
+use super::store::{ConnectOptions, Target};
+use super::time::parse_instant;
+use super::Store;
+
+/// Where the ledger is and which period to read.
+#[derive(Args, Debug, Clone)]
+pub struct LedgerArgs {
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "TOLLGATE_LEDGER")]
+    pub ledger: String,
+    /// A file holding the PostgreSQL password (never on the command line).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Start of the period (inclusive): RFC 3339 or a UTC date such as 2026-11-01.
+    #[arg(long)]
+    pub from: String,
+    /// End of the period (exclusive).
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    /// Cost and tokens grouped by tenant, workflow, agent, provider, model, day or hour.
+    Report {
+        #[command(flatten)]
+        at: LedgerArgs,
+        /// Comma-separated dimensions: tenant,workflow,agent,provider,model,day,hour.
+        #[arg(long, default_value = "tenant")]
+        by: String,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Share of billable events and cost with a valid envelope; exit 1 below the SLO.
+    Completeness {
+        #[command(flatten)]
+        at: LedgerArgs,
+        /// The target share in percent.
+        #[arg(long, default_value = "99")]
+        slo: String,
+    },
+    /// Write a tenant's evidence pack (rows, rate tables, summary) into a directory.
+    Dispute {
+        #[command(flatten)]
+        at: LedgerArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute every row's cost from its stored tokens and rate table, check every digest;
+    /// exit 1 when any row disagrees.
+    Verify {
+        #[command(flatten)]
+        at: LedgerArgs,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{msg}");
+    ExitCode::from(2)
+}
+
+/// Opens the ledger named by the arguments (it must already exist for `sqlite:`).
+pub async fn open(a: &LedgerArgs) -> Result<(Store, Range), String> {
+    let from = parse_instant(&a.from).map_err(|e| format!("--from: {e}"))?;
+    let to = parse_instant(&a.to).map_err(|e| format!("--to: {e}"))?;
+    if to <= from {
+        return Err("--to must be after --from".into());
+    }
+    let password = match &a.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("--password-file {}: {e}", p.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => std::env::var("TOLLGATE_LEDGER_PASSWORD").ok(),
+    };
+    let opts = ConnectOptions {
+        password,
+        ..Default::default()
+    };
+    let target = Target::parse(&a.ledger, &opts).map_err(|e| e.to_string())?;
+    if let Target::Sqlite { path, .. } = &target {
+        if !path.exists() {
+            return Err(format!("ledger {}: no such file", path.display()));
+        }
+    }
+    let store = Store::open(&target).await.map_err(|e| e.to_string())?;
+    Ok((store, Range { from, to }))
+}
+
+pub fn run(cmd: &LedgerCmd) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: &LedgerCmd) -> ExitCode {
+    match cmd {
+        LedgerCmd::Report {
+            at,
+            by,
+            format,
+            out,
+        } => {
+            let by = match Dim::parse_list(by) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let format = match Format::from_str(format) {
+                Ok(f) => f,
+                Err(e) => return fail(e),
+            };
+            let (store, range) = match open(at).await {
+                Ok(x) => x,
+                Err(e) => return fail(e),
+            };
+            let text = match query::report(&store, range, &by)
+                .await
+                .and_then(|lines| query::render(&lines, &by, range, format))
+            {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            emit(&text, out.as_ref())
+        }
+        LedgerCmd::Completeness { at, slo } => {
+            let slo = match Decimal::from_str(slo) {
+                Ok(s) if s >= Decimal::ZERO && s <= Decimal::from(100) => s,
+                _ => {
+                    return fail(format!(
+                        "--slo: {slo:?} is not a percentage between 0 and 100"
+                    ))
+                }
+            };
+            let (store, range) = match open(at).await {
+                Ok(x) => x,
+                Err(e) => return fail(e),
+            };
+            match query::completeness(&store, range).await {
+                Ok(c) => {
+                    print!("{}", query::render_completeness(&c, range, slo));
+                    if c.meets(slo) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        LedgerCmd::Dispute { at, tenant, out } => {
+            let (store, range) = match open(at).await {
+                Ok(x) => x,
+                Err(e) => return fail(e),
+            };
+            match query::dispute(&store, tenant, range, out, &store.describe()).await {
+                Ok(n) => {
+                    println!(
+                        "evidence pack for tenant {tenant}: {n} rows in {}",
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        LedgerCmd::Verify { at } => {
+            let (store, range) = match open(at).await {
+                Ok(x) => x,
+                Err(e) => return fail(e),
+            };
+            verify(&store, range).await
+        }
+    }
+}
+
+fn emit(text: &str, out: Option<&PathBuf>) -> ExitCode {
+    match out {
+        Some(p) => match std::fs::write(p, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{}: {e}", p.display())),
+        },
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn verify(store: &Store, range: Range) -> ExitCode {
+    let rows = match query::rows(store, range, None).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut tables = query::Tables::new(store);
+    let mut bad = 0usize;
+    for r in &rows {
+        match query::check_row(r, &mut tables).await {
+            Ok(problems) => {
+                for p in &problems {
+                    println!("{}/{}: {p}", r.trace_id, r.span_id);
+                }
+                bad += usize::from(!problems.is_empty());
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    match query::check_split(store, range).await {
+        Ok(split) => {
+            for (t, s, p) in &split {
+                println!("{t}/{s}: {p}");
+            }
+            bad += split.len();
+        }
+        Err(e) => return fail(e),
+    }
+    if bad == 0 {
+        println!("verified {} rows: every cost recomputes exactly from its stored tokens and rate table, every digest matches", rows.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{bad} of {} rows disagree", rows.len());
+        ExitCode::from(1)
+    }
+}
