@@ -40,9 +40,12 @@ pub enum LedgerCmd {
         /// Comma-separated dimensions: tenant,workflow,agent,provider,model,day,hour.
         #[arg(long, default_value = "tenant")]
         by: String,
-        /// table, csv or json.
+        /// table, csv, json or html (the chargeback statement page; --by is then fixed).
         #[arg(long, default_value = "table")]
         format: String,
+        /// The completeness target shown on the html statement, in percent.
+        #[arg(long, default_value = "99")]
+        slo: String,
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -124,6 +127,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             at,
             by,
             format,
+            slo,
             out,
         } => {
             let by = match Dim::parse_list(by) {
@@ -138,10 +142,19 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 Ok(x) => x,
                 Err(e) => return fail(e),
             };
-            let text = match query::report(&store, range, &by)
-                .await
-                .and_then(|lines| query::render(&lines, &by, range, format))
-            {
+            let text = if format == Format::Html {
+                let slo = match parse_slo(slo) {
+                    Ok(s) => s,
+                    Err(e) => return fail(e),
+                };
+                super::html::statement(&store, range, slo, &store.describe()).await
+            } else {
+                match query::report(&store, range, &by).await {
+                    Ok(lines) => query::render(&lines, &by, range, format),
+                    Err(e) => Err(e),
+                }
+            };
+            let text = match text {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -195,6 +208,15 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             };
             verify(&store, range).await
         }
+    }
+}
+
+fn parse_slo(slo: &str) -> Result<Decimal, String> {
+    match Decimal::from_str(slo) {
+        Ok(s) if s >= Decimal::ZERO && s <= Decimal::from(100) => Ok(s),
+        _ => Err(format!(
+            "--slo: {slo:?} is not a percentage between 0 and 100"
+        )),
     }
 }
 

@@ -5,12 +5,14 @@
 //! - [`schema`]: the versioned schema, one definition for both backends;
 //! - [`store`]: the backends (embedded SQLite, PostgreSQL) behind one [`Store`];
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
+//! - [`html`]: the self-contained chargeback statement page;
 //! - [`cli`]: `tollgate ledger …`.
 //!
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
 //! usable without a running gateway.
 
 pub mod cli;
+pub mod html;
 pub mod query;
 pub mod row;
 pub mod schema;

@@ -413,12 +413,11 @@ impl Store {
             let inserted: HashSet<(String, String)> = if rows.is_empty() {
                 HashSet::new()
             } else {
-                client
-                    .query(&sql, &params)
-                    .await?
-                    .iter()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-                    .collect()
+                let mut set = HashSet::new();
+                for r in client.query(&sql, &params).await? {
+                    set.insert((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?));
+                }
+                set
             };
             out.written = inserted.len() as u64;
             // Rows of this batch that were not inserted: re-sends (or a key repeated within
@@ -431,10 +430,13 @@ impl Store {
                 {
                     continue;
                 }
-                let existing = client
+                let existing = match client
                     .query_opt(DIGEST_SQL, &[&r.trace_id, &r.span_id])
                     .await?
-                    .map(|x| x.get::<_, String>(0));
+                {
+                    Some(x) => Some(x.try_get::<_, String>(0)?),
+                    None => None,
+                };
                 if let Some((first, json)) = classify(r, existing, &mut out)? {
                     client
                         .execute(
@@ -699,14 +701,16 @@ async fn open_postgres(
         .await
         .map_err(|e| open_err(LedgerError::from(e).to_string()))?;
     let migrate = async {
-        let current: i64 = client
+        let current: i64 = match client
             .query_opt(
                 "SELECT value FROM tollgate_ledger_meta WHERE key = 'schema_version'",
                 &[],
             )
             .await?
-            .map(|r| r.get::<_, String>(0).parse().unwrap_or(0))
-            .unwrap_or(0);
+        {
+            Some(r) => r.try_get::<_, String>(0)?.parse().unwrap_or(0),
+            None => 0,
+        };
         if current > SCHEMA_VERSION {
             return Err(LedgerError::NewerSchema {
                 target: shown.to_string(),

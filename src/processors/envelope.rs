@@ -560,6 +560,19 @@ struct Tally {
 const POLICY_LABELS: [&str; 5] = ["pass", "route", "drop", "override", "shadow"];
 
 impl EnvelopeProcessor {
+    /// Warns when the ring holds the published demo key (`config/demo/demo-k1.hex`).
+    fn warn_if_demo_key(&self) {
+        let ring = match self.ring.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        for k in ring.iter() {
+            if k.fingerprint() == crate::envelope::DEMO_KEY_FINGERPRINT {
+                tracing::warn!(processor = %self.id, kid = %k.id, "envelope key is the PUBLISHED DEMO KEY (config/demo/demo-k1.hex): anyone can sign envelopes with it; replace it before real use (config/demo/README.md)");
+            }
+        }
+    }
+
     fn current_ring(&self) -> Arc<KeyRing> {
         match self.ring.read() {
             Ok(g) => g.clone(),
@@ -937,6 +950,8 @@ impl Processor for EnvelopeProcessor {
     }
 
     fn start(self: Arc<Self>, ctx: &StartCtx) {
+        // Said at start, once logging runs, and again on every reload that keeps it.
+        self.warn_if_demo_key();
         let Some(interval) = self.reload_interval else {
             return;
         };
