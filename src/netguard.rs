@@ -285,5 +285,5 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok((old as u64, lim.rlim_cur as u64))
+    Ok((old, lim.rlim_cur))
 }

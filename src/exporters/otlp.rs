@@ -244,15 +244,17 @@ pub struct OtlpExporter {
 }
 
 /// Whether a backend's answer says the request was too large: RESOURCE_EXHAUSTED without a
-/// retry delay (the Collector's "received message larger than max"), or tonic's OUT_OF_RANGE
-/// "message length too large".
+/// retry delay saying so (the Collector's "received message larger than max"), or tonic's
+/// OUT_OF_RANGE "message length too large". Other RESOURCE_EXHAUSTED answers (a quota) stay
+/// final, as the OTLP spec says.
 pub fn is_size_refusal(status: &tonic::Status) -> bool {
+    let m = status.message().to_ascii_lowercase();
+    let says_too_large = m.contains("too large") || m.contains("larger than");
     match status.code() {
-        Code::ResourceExhausted => crate::rpc::retry_delay(status.details()).is_none(),
-        Code::OutOfRange => {
-            let m = status.message().to_ascii_lowercase();
-            m.contains("too large") || m.contains("larger than")
+        Code::ResourceExhausted => {
+            says_too_large && crate::rpc::retry_delay(status.details()).is_none()
         }
+        Code::OutOfRange => says_too_large,
         _ => false,
     }
 }
