@@ -200,7 +200,10 @@ fn main() -> ExitCode {
     let paths = config_paths(&cli);
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Validate => match tollgate::service::parse_files(&paths) {
-            Ok(_) => {
+            Ok(parsed) => {
+                for w in &parsed.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("configuration is valid: {}", display_paths(&paths));
                 ExitCode::SUCCESS
             }
@@ -269,6 +272,9 @@ fn run(paths: &[PathBuf]) -> ExitCode {
         }
     };
     init_logging(&parsed.service.telemetry.log_level);
+    for w in &parsed.warnings {
+        tracing::warn!(path = %w.path, "{}", w.message);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

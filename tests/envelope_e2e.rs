@@ -160,7 +160,7 @@ async fn key_material_never_appears_in_any_output_at_trace_level() {
     std::fs::write(
         &cfg,
         format!(
-            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:{port}\" }} }}\nprocessors:\n  envelope:\n    keys:\n      - id: k1\n        secret_file: {}\nexporters:\n  otlp: {{ endpoint: \"{baddr}\", tls: {{ insecure: true }} }}\n  file: {{ path: {} }}\n  debug: {{ verbosity: detailed }}\nservice:\n  telemetry: {{ logs: {{ level: trace }}, metrics: {{ level: none }} }}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [envelope]\n      exporters: [otlp, file, debug]\n",
+            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:{port}\" }} }}\nprocessors:\n  envelope:\n    keys:\n      - id: k1\n        secret_file: {}\n    max_ingest_delay: 87600h\nexporters:\n  otlp: {{ endpoint: \"{baddr}\", tls: {{ insecure: true }} }}\n  file: {{ path: {} }}\n  debug: {{ verbosity: detailed }}\nservice:\n  telemetry: {{ logs: {{ level: trace }}, metrics: {{ level: none }} }}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [envelope]\n      exporters: [otlp, file, debug]\n",
             key.display(),
             out_file.display()
         ),

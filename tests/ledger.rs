@@ -349,11 +349,11 @@ fn expected_report_csv() -> String {
             _ => [10, 0, 0, 0, 0],
         }
     };
-    let mut s = String::from("tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens\n");
+    let mut s = String::from("tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,audio_input_tokens,audio_output_tokens,image_input_tokens,image_output_tokens\n");
     for ((tenant, reason), (events, priced, c)) in &lines {
         let t = tokens(tenant, reason);
         s.push_str(&format!(
-            "{tenant},{reason},USD,{events},{priced},{},{},{},{},{},{}\n",
+            "{tenant},{reason},USD,{events},{priced},{},{},{},{},{},{},0,0,0,0\n",
             c.normalize(),
             t[0],
             t[1],

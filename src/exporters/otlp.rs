@@ -51,6 +51,8 @@ pub struct OtlpExporterConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
 }
 
 /// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
@@ -61,10 +63,12 @@ pub struct OtlpOptions {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
 }
 
 impl OtlpOptions {
-    /// Reads `headers`, `compression`, `timeout` and `tls` from `m`.
+    /// Reads `headers`, `compression`, `timeout`, `tls` and `strip_token` from `m`.
     pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
         let tls = crate::tls::parse_client(m, d);
         let headers = super::parse_headers(m, d, |k, v| {
@@ -81,11 +85,13 @@ impl OtlpOptions {
         });
         let compression = Compression::parse(m, d);
         let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
+        let strip_token = encode::parse_strip_token(m, d);
         OtlpOptions {
             headers,
             compression,
             timeout,
             tls,
+            strip_token,
         }
     }
 
@@ -122,6 +128,7 @@ impl OtlpOptions {
             compression: self.compression,
             timeout: self.timeout,
             tls: self.tls.clone(),
+            strip_token: self.strip_token,
         }
     }
 }
@@ -206,6 +213,7 @@ impl OtlpExporterConfig {
             timeout: self.timeout,
             id: self.id,
             metrics: metrics.clone(),
+            strip_token: self.strip_token,
         })
     }
 }
@@ -217,6 +225,7 @@ pub struct OtlpExporter {
     compression: Option<CompressionEncoding>,
     timeout: Duration,
     metrics: Arc<crate::telemetry::SelfMetrics>,
+    strip_token: bool,
 }
 
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
@@ -312,7 +321,11 @@ impl Exporter for OtlpExporter {
         Box::pin(async move {
             match data {
                 Payload::Traces(r) => {
-                    let body = Bytes::from(encode::encode_traces(r));
+                    let body = if self.strip_token {
+                        Bytes::from(encode::encode_traces(&encode::without_token(r)))
+                    } else {
+                        Bytes::from(encode::encode_traces(r))
+                    };
                     self.send(
                         Signal::Traces,
                         encode::TRACE_EXPORT,

@@ -53,6 +53,8 @@ pub struct OtlpHttpConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see `encode::without_token`).
+    pub strip_token: bool,
 }
 
 fn check_url(m: &Map<'_>, key: &'static str, url: &str, d: &mut Diagnostics) -> Option<Uri> {
@@ -145,6 +147,7 @@ pub fn factory(
         compression,
         timeout,
         tls,
+        strip_token: super::encode::parse_strip_token(m, d),
     }))
 }
 
@@ -309,6 +312,12 @@ impl OtlpHttpExporter {
             message: format!("encoding the request failed: {e}"),
         };
         match (self.cfg.encoding, data) {
+            (BodyEncoding::Proto, Payload::Traces(r)) if self.cfg.strip_token => {
+                Ok(super::encode::without_token(r).encode_to_vec())
+            }
+            (BodyEncoding::Json, Payload::Traces(r)) if self.cfg.strip_token => {
+                to_json(super::encode::without_token(r).as_ref()).map_err(permanent)
+            }
             (BodyEncoding::Proto, Payload::Traces(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Metrics(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Logs(r)) => Ok(r.encode_to_vec()),

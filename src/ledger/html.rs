@@ -299,8 +299,8 @@ pub async fn statement(
                 l.keys[1].clone(),
                 l.currency.clone(),
                 l.events.to_string(),
-                (l.tokens[0] + l.tokens[2] + l.tokens[3]).to_string(),
-                (l.tokens[1] + l.tokens[4]).to_string(),
+                (l.tokens[0] + l.tokens[2] + l.tokens[3] + l.tokens[5] + l.tokens[7]).to_string(),
+                (l.tokens[1] + l.tokens[4] + l.tokens[6] + l.tokens[8]).to_string(),
                 money(l.cost),
             ]
         })

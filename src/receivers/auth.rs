@@ -113,7 +113,7 @@ impl ClientPolicy {
                 }
             },
         };
-        if tenant.is_none() && self.metadata_keys.is_empty() {
+        if tenant.is_none() && self.metadata_keys.is_empty() && self.tokens.is_none() {
             return Ok(self.anonymous.clone());
         }
         let mut metadata = BTreeMap::new();
@@ -128,7 +128,11 @@ impl ClientPolicy {
                 metadata.insert(k.as_str().to_string(), v);
             }
         }
-        Ok(Arc::new(ClientInfo { tenant, metadata }))
+        Ok(Arc::new(ClientInfo {
+            tenant,
+            metadata,
+            authenticated: self.tokens.is_some(),
+        }))
     }
 
     fn check(

@@ -173,6 +173,47 @@ fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
     out
 }
 
+/// Reads `protocol.otlp`: the `otlp` exporter's options (no `endpoint`) and each backend's
+/// delivery options. Absent, the `otlp` defaults apply.
+fn parse_protocol(
+    id: &ComponentId,
+    m: &Map<'_>,
+    d: &mut Diagnostics,
+) -> (OtlpOptions, QueueConfig, RetryConfig) {
+    let empty = Map::empty(m.key_path("protocol"));
+    let protocol = m.map("protocol", d);
+    let protocol_map = protocol.as_ref().unwrap_or(&empty);
+    let empty_otlp = Map::empty(protocol_map.key_path("otlp"));
+    let otlp_map = protocol_map.map("otlp", d);
+    let o = otlp_map.as_ref().unwrap_or(&empty_otlp);
+    if o.has("endpoint") {
+        d.error(
+            o.key_path("endpoint"),
+            "the backends come from `resolver`: remove protocol.otlp.endpoint",
+        );
+    }
+    let mut otlp = OtlpOptions::parse(o, d);
+    if !o.has("strip_token") {
+        // The backends are gateways that verify the envelope: they need the token.
+        otlp.strip_token = false;
+    }
+    let backend_queue = queue::parse(id, o, d);
+    if backend_queue.storage.is_some() {
+        d.error(
+            format!("{}.storage", o.key_path("sending_queue")),
+            "the per-backend queues are in memory (their data moves between backends at failover); put a persistent queue on the gateways",
+        );
+    }
+    let backend_retry = retry::parse(o, d);
+    if let Some(o) = &otlp_map {
+        o.finish(d);
+    }
+    if let Some(p) = &protocol {
+        p.finish(d);
+    }
+    (otlp, backend_queue, backend_retry)
+}
+
 pub fn factory(
     id: &ComponentId,
     m: &Map<'_>,
@@ -194,33 +235,7 @@ pub fn factory(
     if failover_after.is_zero() {
         d.error(m.key_path("failover_after"), "must be greater than 0");
     }
-    let empty = Map::empty(m.key_path("protocol"));
-    let protocol = m.map("protocol", d);
-    let protocol_map = protocol.as_ref().unwrap_or(&empty);
-    let empty_otlp = Map::empty(protocol_map.key_path("otlp"));
-    let otlp_map = protocol_map.map("otlp", d);
-    let o = otlp_map.as_ref().unwrap_or(&empty_otlp);
-    if o.has("endpoint") {
-        d.error(
-            o.key_path("endpoint"),
-            "the backends come from `resolver`: remove protocol.otlp.endpoint",
-        );
-    }
-    let otlp = OtlpOptions::parse(o, d);
-    let backend_queue = queue::parse(id, o, d);
-    if backend_queue.storage.is_some() {
-        d.error(
-            format!("{}.storage", o.key_path("sending_queue")),
-            "the per-backend queues are in memory (their data moves between backends at failover); put a persistent queue on the gateways",
-        );
-    }
-    let backend_retry = retry::parse(o, d);
-    if let Some(o) = &otlp_map {
-        o.finish(d);
-    }
-    if let Some(p) = &protocol {
-        p.finish(d);
-    }
+    let (otlp, backend_queue, backend_retry) = parse_protocol(id, m, d);
     // A resolver problem is already reported; the builder is kept so the exporter still
     // counts as defined (the configuration is refused anyway).
     let resolver = parse_resolver(m, d).unwrap_or(Resolver::Static(Vec::new()));
@@ -917,6 +932,29 @@ mod tests {
         // unless configured.
         assert!(!c.queue.enabled);
         assert!(!c.retry.enabled);
+    }
+
+    fn protocol(yaml: &str) -> (OtlpOptions, Vec<String>) {
+        let doc = crate::config::load_str(yaml).unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.loadbalancing", &doc, &mut d).unwrap();
+        let (otlp, _, _) = parse_protocol(&ComponentId("loadbalancing".into()), &m, &mut d);
+        m.finish(&mut d);
+        (otlp, d.problems().iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn the_envelope_token_is_kept_for_the_gateways_unless_told_otherwise() {
+        let (o, p) = protocol("protocol: { otlp: { tls: { insecure: true } } }\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(!o.strip_token);
+        let (o, p) = protocol("protocol: { otlp: { strip_token: true } }\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(o.strip_token);
+        // Without a protocol block: the otlp defaults, the token kept.
+        let (o, _) = protocol("{}\n");
+        assert!(!o.strip_token && !o.tls.insecure);
+        assert_eq!(o.timeout, Duration::from_secs(5));
     }
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
