@@ -13,6 +13,7 @@ pub mod otlp_http;
 pub mod persist;
 pub mod queue;
 pub mod retry;
+pub mod split;
 
 use std::sync::Arc;
 

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::split::Failure;
 use crate::exporters::{encode, ExporterBuilder};
 use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::service::{ParseCtx, StartCtx};
@@ -53,7 +54,13 @@ pub struct OtlpExporterConfig {
     pub tls: crate::tls::ClientTls,
     /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
     pub strip_token: bool,
+    /// Requests whose protobuf encoding is larger are split by items before sending
+    /// (0: never split ahead; a backend's size refusal is still split and retried).
+    pub max_request_size: usize,
 }
+
+/// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
 
 /// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
 /// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
@@ -65,10 +72,13 @@ pub struct OtlpOptions {
     pub tls: crate::tls::ClientTls,
     /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
     pub strip_token: bool,
+    /// See [`OtlpExporterConfig::max_request_size`].
+    pub max_request_size: usize,
 }
 
 impl OtlpOptions {
-    /// Reads `headers`, `compression`, `timeout`, `tls` and `strip_token` from `m`.
+    /// Reads `headers`, `compression`, `timeout`, `tls`, `strip_token` and
+    /// `max_request_size` from `m`.
     pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
         let tls = crate::tls::parse_client(m, d);
         let headers = super::parse_headers(m, d, |k, v| {
@@ -86,12 +96,16 @@ impl OtlpOptions {
         let compression = Compression::parse(m, d);
         let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
         let strip_token = encode::parse_strip_token(m, d);
+        let max_request_size = m
+            .u64_in("max_request_size", 0, 1 << 32, d)
+            .map_or(DEFAULT_MAX_REQUEST_SIZE, |n| n as usize);
         OtlpOptions {
             headers,
             compression,
             timeout,
             tls,
             strip_token,
+            max_request_size,
         }
     }
 
@@ -129,6 +143,7 @@ impl OtlpOptions {
             timeout: self.timeout,
             tls: self.tls.clone(),
             strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
         }
     }
 }
@@ -214,6 +229,7 @@ impl OtlpExporterConfig {
             id: self.id,
             metrics: metrics.clone(),
             strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
         })
     }
 }
@@ -226,6 +242,21 @@ pub struct OtlpExporter {
     timeout: Duration,
     metrics: Arc<crate::telemetry::SelfMetrics>,
     strip_token: bool,
+    max_request_size: usize,
+}
+
+/// Whether a backend's answer says the request was too large: RESOURCE_EXHAUSTED without a
+/// retry delay (the Collector's "received message larger than max"), or tonic's OUT_OF_RANGE
+/// "message length too large".
+pub fn is_size_refusal(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::ResourceExhausted => crate::rpc::retry_delay(status.details()).is_none(),
+        Code::OutOfRange => {
+            let m = status.message().to_ascii_lowercase();
+            m.contains("too large") || m.contains("larger than")
+        }
+        _ => false,
+    }
 }
 
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
@@ -290,7 +321,7 @@ impl OtlpExporter {
         path: &'static str,
         body: Bytes,
         partial: impl FnOnce(R) -> Option<(i64, String)>,
-    ) -> Result<(), ExportError> {
+    ) -> Result<(), Failure> {
         let resp = tokio::time::timeout(
             self.timeout,
             encode::export_encoded::<R>(
@@ -306,7 +337,10 @@ impl OtlpExporter {
             retry_after: None,
             message: format!("no answer from the backend within {:?}", self.timeout),
         })?
-        .map_err(|s| self.failure(s))?;
+        .map_err(|s| Failure {
+            too_large: std::error::Error::source(&s).is_none() && is_size_refusal(&s),
+            error: self.failure(s),
+        })?;
         if let Some((rejected, message)) = partial(resp.into_inner()) {
             self.partial(signal, rejected, &message);
         }
@@ -315,9 +349,19 @@ impl OtlpExporter {
 }
 
 impl Exporter for OtlpExporter {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        crate::exporters::split::send_sized(self, data, self.max_request_size)
+    }
+}
+
+impl crate::exporters::split::SendOnce for OtlpExporter {
+    fn exporter_id(&self) -> &str {
+        self.id.as_str()
+    }
+
     /// Encodes from the borrowed request (traces with the one-pass encoder of encode.rs), so a
     /// retrying queue keeps its copy without cloning every item for every attempt.
-    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn send_once<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             match data {
                 Payload::Traces(r) => {

@@ -86,7 +86,7 @@ fn chart(
         .max()
         .unwrap_or_default();
     let n = days.len().max(1);
-    let (w, h, left, bottom, top) = (760.0_f64, 260.0_f64, 70.0_f64, 40.0_f64, 10.0_f64);
+    let (w, h, left, bottom, top) = (760.0_f64, 260.0_f64, 110.0_f64, 40.0_f64, 10.0_f64);
     let plot_h = h - bottom - top;
     let slot = (w - left - 10.0) / n as f64;
     let bar = (slot * 0.7).min(60.0);

@@ -314,6 +314,30 @@ pub fn render(
         }
         Format::Table => {
             let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by)).collect();
+            // For people: modality token columns that are zero on every line are left out
+            // (CSV and JSON always carry every column).
+            let first_class = h.len() - TokenClass::ALL.len();
+            let keep: Vec<bool> = (0..h.len())
+                .map(|i| {
+                    let c = TokenClass::ALL.get(i.wrapping_sub(first_class));
+                    !c.is_some_and(|c| c.is_modality())
+                        || body.iter().any(|r| r.get(i).is_some_and(|v| v != "0"))
+                })
+                .collect();
+            let h: Vec<String> = h
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| x.clone())
+                .collect();
+            for r in &mut body {
+                *r = r
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(x, _)| x.clone())
+                    .collect();
+            }
             for (cur, (events, cost)) in totals(lines) {
                 let mut t = vec![String::new(); h.len()];
                 t[0] = "TOTAL".into();

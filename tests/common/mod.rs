@@ -640,6 +640,9 @@ pub struct HttpBackend {
     pub hits: Arc<Mutex<Vec<HttpHit>>>,
     /// When set, every request is answered with this (and still recorded).
     pub answer: Arc<Mutex<Option<Canned>>>,
+    /// When set, a request body (decompressed) larger than this is answered 413 and not
+    /// recorded (as a size-limited backend would).
+    pub max_body: Arc<Mutex<Option<usize>>>,
 }
 
 impl HttpBackend {
@@ -696,6 +699,15 @@ pub async fn start_http_backend(
                                     }
                                     _ => raw,
                                 };
+                            let max_body = *b.max_body.lock().unwrap();
+                            if max_body.is_some_and(|m| body.len() > m) {
+                                return Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(413)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
                             b.hits.lock().unwrap().push(HttpHit {
                                 path: parts.uri.path().to_string(),
                                 headers: parts.headers.clone(),
