@@ -142,6 +142,7 @@ exporters:
       otlp:
         tls: {{ insecure: true }}
         timeout: 10s
+        strip_token: false          # the gateways verify the envelope: forward the token
         sending_queue: {{ num_consumers: 4, queue_size: 5000 }}
         retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 0 }}
     resolver:
@@ -327,7 +328,7 @@ async fn every_trace_reaches_one_gateway_and_traces_spread_evenly() {
             .insert(*i);
     }
     assert_eq!(trace_gateway.len(), TRACES);
-    // The agent passed the envelope token on (its `loadbalancing` keeps it by default).
+    // The agent passed the envelope token on (`protocol.otlp.strip_token: false`).
     let roots: Vec<&Span> = received
         .iter()
         .map(|(_, s)| s)

@@ -192,11 +192,7 @@ fn parse_protocol(
             "the backends come from `resolver`: remove protocol.otlp.endpoint",
         );
     }
-    let mut otlp = OtlpOptions::parse(o, d);
-    if !o.has("strip_token") {
-        // The backends are gateways that verify the envelope: they need the token.
-        otlp.strip_token = false;
-    }
+    let otlp = OtlpOptions::parse(o, d);
     let backend_queue = queue::parse(id, o, d);
     if backend_queue.storage.is_some() {
         d.error(
@@ -944,17 +940,27 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_token_is_kept_for_the_gateways_unless_told_otherwise() {
+    fn protocol_otlp_takes_the_otlp_options_and_defaults() {
+        // Like `otlp`, the envelope token is stripped unless `strip_token: false` (which the
+        // fleet agent sets: its gateways verify the token).
         let (o, p) = protocol("protocol: { otlp: { tls: { insecure: true } } }\n");
         assert!(p.is_empty(), "{p:?}");
-        assert!(!o.strip_token);
-        let (o, p) = protocol("protocol: { otlp: { strip_token: true } }\n");
+        assert!(o.strip_token && o.tls.insecure);
+        let (o, p) = protocol(
+            "protocol: { otlp: { strip_token: false, max_request_size: 1000, timeout: 2s } }\n",
+        );
         assert!(p.is_empty(), "{p:?}");
-        assert!(o.strip_token);
-        // Without a protocol block: the otlp defaults, the token kept.
+        assert!(!o.strip_token);
+        assert_eq!(o.max_request_size, 1000);
+        assert_eq!(o.timeout, Duration::from_secs(2));
+        // Without a protocol block: the otlp defaults.
         let (o, _) = protocol("{}\n");
-        assert!(!o.strip_token && !o.tls.insecure);
+        assert!(o.strip_token && !o.tls.insecure);
         assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!(
+            o.max_request_size,
+            crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE
+        );
     }
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
