@@ -61,6 +61,7 @@ pub struct OtlpExporterConfig {
 
 /// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
+
 /// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
 /// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
 #[derive(Debug, Clone)]
@@ -69,8 +70,9 @@ pub struct OtlpOptions {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
-    /// Remove `tollgate.envelope` from what is sent.
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
     pub strip_token: bool,
+    /// See [`OtlpExporterConfig::max_request_size`].
     pub max_request_size: usize,
 }
 
