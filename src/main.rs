@@ -187,14 +187,45 @@ fn config_paths(cli: &Cli) -> Vec<PathBuf> {
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+/// The filter `RUST_LOG` asks for; unset or empty (`RUST_LOG=""`) means none (an empty
+/// filter would silence everything), and an invalid one is reported and ignored.
+fn env_filter() -> Option<tracing_subscriber::EnvFilter> {
+    let v = std::env::var("RUST_LOG").ok()?;
+    if v.trim().is_empty() {
+        return None;
+    }
+    match tracing_subscriber::EnvFilter::try_new(&v) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("RUST_LOG={v:?} is not a valid log filter ({e}); using the configured level");
+            None
+        }
+    }
+}
+
+type LevelHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Starts logging before the configuration is read (so what parsing logs, such as key
+/// fingerprints and "rate table loaded", is not lost), at `info` unless `RUST_LOG` says
+/// otherwise. Returns the handle to switch to the configured level once it is known, or
+/// `None` when `RUST_LOG` decides.
+fn init_logging() -> Option<LevelHandle> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = env_filter();
+    let is_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .try_init();
+    (!is_env).then_some(handle)
 }
 
 fn print_problems(problems: &[tollgate::config::Problem]) {
@@ -303,6 +334,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 fn run(paths: &[PathBuf]) -> ExitCode {
+    let level = init_logging();
     let parsed = match tollgate::service::parse_files(paths) {
         Ok(p) => p,
         Err(problems) => {
@@ -310,7 +342,30 @@ fn run(paths: &[PathBuf]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&parsed.service.telemetry.log_level);
+    match tollgate::netguard::raise_fd_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::info!(
+                from = old,
+                to = new,
+                "raised the open-files soft limit to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+    if let Some(handle) = level {
+        let configured = &parsed.service.telemetry.log_level;
+        match tracing_subscriber::EnvFilter::try_new(configured) {
+            Ok(f) => {
+                if let Err(e) = handle.reload(f) {
+                    tracing::warn!(error = %e, "could not apply service.telemetry.logs.level");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(level = %configured, error = %e, "service.telemetry.logs.level is not a valid filter; logging at info")
+            }
+        }
+    }
     for w in &parsed.warnings {
         tracing::warn!(path = %w.path, "{}", w.message);
     }

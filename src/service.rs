@@ -177,6 +177,26 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
     }
     for p in &service.pipelines {
         let base = format!("service.pipelines.{}", p.id);
+        // Listed twice, a receiver would feed the pipeline each request twice and an
+        // exporter would send it twice (the Collector refuses this too).
+        let mut seen_receivers = BTreeSet::new();
+        for (i, r) in p.receivers.iter().enumerate() {
+            if !seen_receivers.insert(r) {
+                d.error(
+                    format!("{base}.receivers[{i}]"),
+                    format!("receiver `{r}` is listed twice in this pipeline"),
+                );
+            }
+        }
+        let mut seen_exporters = BTreeSet::new();
+        for (i, e) in p.exporters.iter().enumerate() {
+            if !seen_exporters.insert(e) {
+                d.error(
+                    format!("{base}.exporters[{i}]"),
+                    format!("exporter `{e}` is listed twice in this pipeline"),
+                );
+            }
+        }
         for (i, r) in p.receivers.iter().enumerate() {
             if !receivers.contains_key(r) {
                 d.error(

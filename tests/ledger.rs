@@ -323,35 +323,6 @@ fn ledger_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A PostgreSQL database of its own for one test, on the cluster `.ci/run` starts
-/// (`TOLLGATE_TEST_POSTGRES`); `None` (the test says it is skipped) when there is none,
-/// unless `TOLLGATE_REQUIRE_POSTGRES` is set.
-async fn pg_database(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
-            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES is not"
-        );
-        eprintln!("SKIPPED: no PostgreSQL (set TOLLGATE_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tg_{name}_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{db}"))
-}
-
 /// The `report --by tenant --format csv` output for the workload, by hand: one line per
 /// tenant, the unattributed bucket split by envelope status, tokens per priced class.
 fn expected_report_csv() -> String {

@@ -534,7 +534,15 @@ impl RateTable {
             }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut t = Self::parse(&text, base)?;
+        let mut t = Self::parse(&text, base).map_err(|mut e| {
+            // Problems of the text as a whole name the file.
+            for p in &mut e.problems {
+                if p.path == "<rates>" {
+                    p.path = path.display().to_string();
+                }
+            }
+            e
+        })?;
         t.files.insert(0, path.to_path_buf());
         let name = path
             .file_name()
@@ -569,8 +577,12 @@ impl RateTable {
                 message,
             }],
         };
-        let docs = yaml_rust2::YamlLoader::load_from_str(text)
-            .map_err(|e| one("<rates>", format!("invalid YAML: {e}")))?;
+        let docs = crate::config::parse_yaml(text, "<rates>").map_err(|e| {
+            one(
+                "<rates>",
+                e.strip_prefix("<rates>: ").unwrap_or(&e).to_string(),
+            )
+        })?;
         let doc = docs.into_iter().next().unwrap_or(Yaml::Null);
         let mut d = Diagnostics::default();
         let Some(root) = Map::new("", &doc, &mut d) else {

@@ -109,6 +109,9 @@ pub struct ReportLine {
     pub priced: i64,
     pub cost: Decimal,
     pub tokens: Tokens,
+    /// For late events of a closed period billed in this one: that period (`2026-11`); empty
+    /// for ordinary lines.
+    pub adjustment_of: String,
 }
 
 fn int128(v: &Val) -> i128 {
@@ -148,10 +151,15 @@ pub async fn report(
         group.push("CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END");
     }
     group.push("COALESCE(currency, '')");
+    group.push("COALESCE(a.charge_period, '')");
+    // The billing view: late events of a closed period count, as their own lines, in the
+    // period they are billed to (see `periods`).
     let sql = format!(
-        "SELECT {g}, {sums} FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 GROUP BY {g}",
+        "SELECT {g}, {sums} FROM {from} WHERE {range} GROUP BY {g}",
         g = group.join(", "),
-        sums = sums()
+        sums = sums(),
+        from = super::periods::BILLING_FROM,
+        range = super::periods::BILLING_RANGE,
     );
     let rows = store
         .select(&sql, vec![Val::Int(range.from), Val::Int(range.to)])
@@ -176,7 +184,8 @@ pub async fn report(
             String::new()
         };
         let currency = text(&r[i]);
-        let s = &r[i + 1..];
+        let adjustment_of = text(&r[i + 1]);
+        let s = &r[i + 2..];
         out.push(ReportLine {
             keys,
             unattributed_reason,
@@ -185,14 +194,22 @@ pub async fn report(
             priced: int128(&s[1]) as i64,
             cost: join_cost(int128(&s[2]), int128(&s[3])),
             tokens: std::array::from_fn(|k| int128(&s[4 + k])),
+            adjustment_of,
         });
     }
     out.sort_by(|a, b| {
-        (&a.keys, &a.unattributed_reason, &a.currency).cmp(&(
-            &b.keys,
-            &b.unattributed_reason,
-            &b.currency,
-        ))
+        (
+            &a.adjustment_of,
+            &a.keys,
+            &a.unattributed_reason,
+            &a.currency,
+        )
+            .cmp(&(
+                &b.adjustment_of,
+                &b.keys,
+                &b.unattributed_reason,
+                &b.currency,
+            ))
     });
     Ok(out)
 }
@@ -233,8 +250,17 @@ impl FromStr for Format {
     }
 }
 
-fn header(by: &[Dim]) -> Vec<String> {
-    let mut h: Vec<String> = by.iter().map(|d| d.name().to_string()).collect();
+/// Whether a report has adjustment lines: then (only then) it has an `adjustment_of` column.
+fn has_adjustments(lines: &[ReportLine]) -> bool {
+    lines.iter().any(|l| !l.adjustment_of.is_empty())
+}
+
+fn header(by: &[Dim], adjustments: bool) -> Vec<String> {
+    let mut h: Vec<String> = Vec::new();
+    if adjustments {
+        h.push("adjustment_of".into());
+    }
+    h.extend(by.iter().map(|d| d.name().to_string()));
     if by.contains(&Dim::Tenant) {
         h.push("unattributed_reason".into());
     }
@@ -247,8 +273,12 @@ fn header(by: &[Dim]) -> Vec<String> {
     h
 }
 
-fn cells(l: &ReportLine, by: &[Dim]) -> Vec<String> {
-    let mut c = l.keys.clone();
+fn cells(l: &ReportLine, by: &[Dim], adjustments: bool) -> Vec<String> {
+    let mut c = Vec::new();
+    if adjustments {
+        c.push(l.adjustment_of.clone());
+    }
+    c.extend(l.keys.iter().cloned());
     if by.contains(&Dim::Tenant) {
         c.push(l.unattributed_reason.clone());
     }
@@ -267,7 +297,8 @@ pub fn render(
     range: Range,
     format: Format,
 ) -> Result<String, LedgerError> {
-    let h = header(by);
+    let adj = has_adjustments(lines);
+    let h = header(by, adj);
     match format {
         Format::Html => Err(LedgerError::Io(
             "the html statement is rendered by html::statement".into(),
@@ -277,7 +308,7 @@ pub fn render(
             let io = |e: csv::Error| LedgerError::Io(e.to_string());
             w.write_record(&h).map_err(io)?;
             for l in lines {
-                w.write_record(cells(l, by)).map_err(io)?;
+                w.write_record(cells(l, by, adj)).map_err(io)?;
             }
             let bytes = w.into_inner().map_err(|e| LedgerError::Io(e.to_string()))?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -288,7 +319,7 @@ pub fn render(
                 .map(|l| {
                     let m: serde_json::Map<String, serde_json::Value> = h
                         .iter()
-                        .zip(cells(l, by))
+                        .zip(cells(l, by, adj))
                         .map(|(k, v)| (k.clone(), serde_json::Value::String(v)))
                         .collect();
                     serde_json::Value::Object(m)
@@ -313,7 +344,7 @@ pub fn render(
             Ok(s)
         }
         Format::Table => {
-            let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by)).collect();
+            let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by, adj)).collect();
             // For people: modality token columns that are zero on every line are left out
             // (CSV and JSON always carry every column).
             let first_class = h.len() - TokenClass::ALL.len();

@@ -115,7 +115,26 @@ pub const MIGRATIONS: &[&str] = &[
         sources TEXT NOT NULL,
         first_seen_ns BIGINT NOT NULL
     );",
-    // 1 → 2: budget alerts (issue 16), and the ingest-time index budgets read by.
+    // 1 → 2: closed periods and late-data adjustments (`super::periods`).
+    "CREATE TABLE ledger_periods (
+        period TEXT PRIMARY KEY,
+        start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL,
+        closed_ns BIGINT NOT NULL,
+        statement TEXT NOT NULL,
+        digest TEXT NOT NULL
+    );
+    CREATE TABLE ledger_adjustments (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        charge_period TEXT NOT NULL,
+        billing_period TEXT NOT NULL,
+        billing_start_ns BIGINT NOT NULL,
+        recorded_ns BIGINT NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
+    );
+    CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
+    // 2 → 3: budget alerts (issue 16), and the ingest-time index budgets read by.
     super::budget::MIGRATION,
 ];
 

@@ -437,6 +437,7 @@ fn scan(
     let idx = index();
     let mut llm = false;
     for (i, kv) in attrs.iter().enumerate() {
+        work::step(1);
         let pos = u32::try_from(i).unwrap_or(NONE);
         match idx.lookup(&kv.key) {
             Some(Entry::Rule(r)) => {
@@ -472,6 +473,7 @@ fn rescan_rules(attrs: &[KeyValue], cur: &mut [u32; N_RULES]) {
     let idx = index();
     cur.fill(NONE);
     for (i, kv) in attrs.iter().enumerate() {
+        work::step(1);
         if let Some(r) = idx.rule_of(&kv.key) {
             if cur[r] == NONE {
                 cur[r] = u32::try_from(i).unwrap_or(NONE);
@@ -542,9 +544,13 @@ fn normalize(
     report: &mut Report,
 ) -> bool {
     found.sort_unstable_by_key(Found::priority);
-    let mut remove: Vec<usize> = Vec::new();
+    // Positions to remove, as a mark per attribute (one pass to apply, whatever the count).
+    let mut remove: Vec<bool> = Vec::new();
+    // First position of each name, built once when a target without a rule slot needs it.
+    let mut by_name: Option<std::collections::HashMap<String, usize>> = None;
     let mut changed = false;
     for f in found.iter() {
+        work::step(1);
         let i = f.attr as usize;
         let Some(target) = target_of(f.source, opts) else {
             continue;
@@ -559,7 +565,17 @@ fn normalize(
         };
         let existing = match target.rule {
             Some(r) => (cur[r] != NONE).then_some(cur[r] as usize),
-            None => attrs.iter().position(|kv| kv.key == target.name),
+            None => by_name
+                .get_or_insert_with(|| {
+                    let mut m = std::collections::HashMap::with_capacity(attrs.len());
+                    for (p, kv) in attrs.iter().enumerate() {
+                        work::step(1);
+                        m.entry(kv.key.clone()).or_insert(p);
+                    }
+                    m
+                })
+                .get(target.name)
+                .copied(),
         };
         if let Some(t) = existing {
             let equivalent = match &mapped {
@@ -577,7 +593,10 @@ fn normalize(
             let keep_for_pricing =
                 !equivalent && crate::cost::usage::ATTRIBUTES.contains(&attrs[i].key.as_str());
             if !opts.keep_originals && !keep_for_pricing {
-                remove.push(i);
+                if remove.is_empty() {
+                    remove = vec![false; attrs.len()];
+                }
+                remove[i] = true;
                 changed = true;
             }
             continue;
@@ -601,18 +620,55 @@ fn normalize(
         if let Some(r) = target.rule {
             cur[r] = u32::try_from(new_pos).unwrap_or(NONE);
         }
+        if let Some(m) = by_name.as_mut() {
+            m.entry(target.name.to_string()).or_insert(new_pos);
+        }
         report.renamed += 1;
         changed = true;
     }
     if !remove.is_empty() {
         let mut pos = 0usize;
         attrs.retain(|_| {
-            let keep = !remove.contains(&pos);
+            work::step(1);
+            let keep = !remove.get(pos).copied().unwrap_or(false);
             pos += 1;
             keep
         });
     }
     changed
+}
+
+/// Counts the per-attribute steps of [`process_span`] in tests, so linear time is asserted
+/// by counting work rather than timing it (a no-op outside tests).
+pub(crate) mod work {
+    #[cfg(test)]
+    thread_local! {
+        static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    #[inline(always)]
+    pub fn step(_n: u64) {
+        #[cfg(test)]
+        STEPS.with(|s| s.set(s.get() + _n));
+    }
+
+    /// Steps counted on this thread so far (tests only).
+    #[cfg(test)]
+    pub fn steps() -> u64 {
+        STEPS.with(|s| s.get())
+    }
+}
+
+/// Removes repeated violation ids, keeping the first of each in order (linear).
+fn dedup_violations(v: &mut Vec<String>) {
+    if v.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    v.retain(|id| {
+        work::step(1);
+        seen.insert(id.clone())
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -925,6 +981,7 @@ pub fn process_span(span: &mut Span, opts: &Options) -> Report {
     }
     let mut violations = std::mem::take(&mut report.violations);
     validate(span, &cur, opts, &mut violations);
+    dedup_violations(&mut violations);
     report.violations = violations;
     report
 }
@@ -1402,6 +1459,60 @@ mod tests {
         assert_eq!(rep.renamed, 0);
         assert_eq!(sp.attributes, attrs);
         assert_eq!(rep.violations, vec!["missing:gen_ai.operation.name"]);
+    }
+
+    /// Issue 21: 300k duplicate `gen_ai.system` attributes took 16 s (a `retain` with
+    /// `Vec::contains`). Work is counted per attribute step: it must grow linearly, and the
+    /// violations must be deduplicated (1,000 duplicates gave 1,002 entries).
+    #[test]
+    fn duplicate_sources_are_normalised_in_linear_work_with_deduplicated_violations() {
+        let dup_span = |n: usize, key: &str| {
+            let mut attrs = vec![
+                s("gen_ai.operation.name", "chat"),
+                s("gen_ai.request.model", "gpt-4o"),
+            ];
+            for k in 0..n {
+                // Every other value conflicts with the first.
+                attrs.push(s(key, if k % 2 == 0 { "openai" } else { "anthropic" }));
+            }
+            span(CLIENT, attrs)
+        };
+        let custom = Options {
+            custom_mappings: vec![("acme.tag".to_string(), "acme.current_tag".to_string())],
+            ..Options::default()
+        };
+        for (key, opts) in [("gen_ai.system", Options::default()), ("acme.tag", custom)] {
+            let mut per_attr = Vec::new();
+            for n in [1_000usize, 300_000] {
+                let mut sp = dup_span(n, key);
+                let before = work::steps();
+                let rep = process_span(&mut sp, &opts);
+                let steps = work::steps() - before;
+                per_attr.push(steps as f64 / n as f64);
+                assert!(steps <= 6 * n as u64 + 64, "{key} n={n}: {steps} steps");
+                let target = if key == "acme.tag" {
+                    "acme.current_tag"
+                } else {
+                    "gen_ai.provider.name"
+                };
+                assert_eq!(count(&sp, target), 1, "{key}");
+                assert_eq!(count(&sp, key), 0, "{key}");
+                let mut unique = rep.violations.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), rep.violations.len(), "{:?}", rep.violations);
+                assert!(
+                    rep.violations.contains(&format!("conflict:{target}")),
+                    "{:?}",
+                    rep.violations
+                );
+            }
+            // Linear: the steps per attribute do not grow with the count.
+            assert!(
+                per_attr[1] <= per_attr[0] * 1.1 + 0.1,
+                "{key}: {per_attr:?}"
+            );
+        }
     }
 
     #[test]
