@@ -110,6 +110,10 @@ fn row(i: u64, base_ns: i64) -> Row {
         gateway_instance: "bench".into(),
         ingest_time_ns: t,
         source_digest: String::new(),
+        k8s_cluster: None,
+        k8s_namespace: None,
+        k8s_pod: None,
+        k8s_controller: None,
     };
     r.source_digest = tollgate::ledger::row::source_digest(&r);
     r

@@ -2,13 +2,16 @@
 //! dispute, verify). Every command takes `--ledger URL` (or `TOLLGATE_LEDGER`) and a
 //! half-open `--from` / `--to` range (RFC 3339 or UTC dates).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use clap::{Args, Subcommand};
 use rust_decimal::Decimal;
 
+use super::allocate::{self, Policy};
+use super::allocated::{self, SourceInfo};
+use super::opencost;
 use super::query::{self, Dim, Format, Range};
 use super::store::{ConnectOptions, Target};
 use super::time::parse_instant;
@@ -128,6 +131,25 @@ pub enum LedgerCmd {
         #[arg(long)]
         period: String,
     },
+    /// Split self-hosted model servers' infrastructure cost (OpenCost allocations) over the
+    /// tenants they served in each window, print it, and record it as allocated cost rows.
+    Allocate {
+        #[command(flatten)]
+        at: LedgerArgs,
+        /// A saved OpenCost `GET /allocation` response (a file), or an OpenCost base URL
+        /// (`http://HOST:9003`) to query for the period.
+        #[arg(long)]
+        opencost: String,
+        /// The allocation policy (YAML: id, version, weight, weights, idle, unit, currency).
+        #[arg(long)]
+        policy: PathBuf,
+        /// For a URL: the window step to ask OpenCost for (an OpenCost duration: 1h, 10m, 1d).
+        #[arg(long, default_value = "1h")]
+        step: String,
+        /// Print the split without recording it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -209,10 +231,12 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 };
                 super::html::statement(&store, range, slo, &store.describe()).await
             } else {
-                match query::report(&store, range, &by).await {
-                    Ok(lines) => query::render(&lines, &by, range, format),
-                    Err(e) => Err(e),
-                }
+                let report = async {
+                    let lines = query::report(&store, range, &by).await?;
+                    let alloc = allocated::report(&store, range, &by).await?;
+                    query::render(&lines, &alloc, &by, range, format)
+                };
+                report.await
             };
             let text = match text {
                 Ok(t) => t,
@@ -301,7 +325,71 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             password_file,
             period,
         } => super::commands::close(ledger, password_file.as_ref(), period).await,
+        LedgerCmd::Allocate {
+            at,
+            opencost,
+            policy,
+            step,
+            dry_run,
+        } => match allocate(at, opencost, policy, step, *dry_run).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
     }
+}
+
+async fn allocate(
+    at: &LedgerArgs,
+    opencost: &str,
+    policy_path: &Path,
+    step: &str,
+    dry_run: bool,
+) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+
+    let text = std::fs::read_to_string(policy_path)
+        .map_err(|e| format!("--policy {}: {e}", policy_path.display()))?;
+    let policy = Policy::parse(&text, &format!("--policy {}", policy_path.display()))?;
+    let (store, range) = open(at).await?;
+    let live = opencost.starts_with("http://") || opencost.starts_with("https://");
+    let body = if live {
+        opencost::fetch(opencost, range.from, range.to, step)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        std::fs::read(opencost).map_err(|e| format!("--opencost {opencost}: {e}"))?
+    };
+    let source = SourceInfo {
+        name: opencost.to_string(),
+        digest: super::row::hex(&Sha256::digest(&body)),
+    };
+    let all = opencost::parse(&body, opencost).map_err(|e| e.to_string())?;
+    let (allocs, skipped): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|a| a.window_start >= range.from && a.window_end <= range.to);
+    let events = allocated::events(&store, range)
+        .await
+        .map_err(|e| e.to_string())?;
+    let out = allocate::allocate(&allocs, &events, &policy)?;
+    let rates = allocate::phase_rates(&allocs, &out, &policy)?;
+    let mut text = allocated::render(&allocs, &out, &rates, &policy, &source, range, &skipped);
+    if dry_run {
+        text.push_str("dry run: nothing recorded\n");
+    } else {
+        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        let (removed, written) =
+            allocated::write(&store, range, &allocs, &out, &policy, &source, now)
+                .await
+                .map_err(|e| e.to_string())?;
+        text.push_str(&format!(
+            "recorded {written} allocated cost rows in {} (replacing {removed} from earlier runs for these windows)\n",
+            store.describe()
+        ));
+    }
+    Ok(text)
 }
 
 fn parse_slo(slo: &str) -> Result<Decimal, String> {
@@ -350,6 +438,20 @@ async fn verify(store: &Store, range: Range) -> ExitCode {
                 println!("{t}/{s}: {p}");
             }
             bad += split.len();
+        }
+        Err(e) => return fail(e),
+    }
+    match allocated::check(store, range).await {
+        Ok((n, problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            bad += problems.len();
+            if n > 0 && problems.is_empty() {
+                println!(
+                    "verified {n} allocated cost rows: every allocation's rows sum to its cost"
+                );
+            }
         }
         Err(e) => return fail(e),
     }

@@ -9,16 +9,21 @@
 //! - [`reconcile`]: reconciliation against a provider's invoice under a versioned policy;
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
 //! - [`html`]: the self-contained chargeback statement page;
+//! - [`opencost`], [`allocate`], [`allocated`]: OpenCost allocation data split over the
+//!   tenants a self-hosted model server served (`tollgate ledger allocate`);
 //! - [`cli`]: `tollgate ledger …`.
 //!
 //! The `ledger` exporter (`crate::exporters::ledger`) writes rows; everything here is also
 //! usable without a running gateway.
 
+pub mod allocate;
+pub mod allocated;
 pub mod budget;
 pub mod cli;
 mod commands;
 pub mod focus;
 pub mod html;
+pub mod opencost;
 pub mod periods;
 pub mod query;
 pub mod reconcile;

@@ -312,7 +312,7 @@ fn sha256_hex(text: &str) -> String {
 pub async fn statement(store: &Store, period: Period) -> Result<Statement, LedgerError> {
     let range = period.range();
     let lines = query::report(store, range, &[Dim::Tenant]).await?;
-    let text = query::render(&lines, &[Dim::Tenant], range, Format::Csv)?;
+    let text = query::render(&lines, &[], &[Dim::Tenant], range, Format::Csv)?;
     let totals = query::totals(&lines);
     Ok(Statement {
         period,

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 
 use crate::cost::{price, Rate, RateTable, TokenClass};
 
+use super::allocated::AllocatedLine;
 use super::row::{source_digest, Row, CLASSES};
 use super::schema::{self, join_cost, split_cost, Val, COLUMNS};
 use super::time::{format_day, format_hour, format_instant};
@@ -225,6 +226,15 @@ pub fn totals(lines: &[ReportLine]) -> BTreeMap<String, (i64, Decimal)> {
     t
 }
 
+/// Exact totals per currency over allocated lines.
+pub fn allocated_totals(lines: &[AllocatedLine]) -> BTreeMap<String, Decimal> {
+    let mut t: BTreeMap<String, Decimal> = BTreeMap::new();
+    for l in lines {
+        *t.entry(l.currency.clone()).or_default() += l.cost;
+    }
+    t
+}
+
 /// How a report is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -291,14 +301,36 @@ fn cells(l: &ReportLine, by: &[Dim], adjustments: bool) -> Vec<String> {
 }
 
 /// Renders a report; the same lines always render to the same bytes.
+///
+/// Allocated infrastructure cost (`tollgate ledger allocate`) is shown apart from the
+/// ledger's own events, only when there is some: its own table section, an `allocated` list
+/// in JSON, and in CSV rows marked `allocated` in a trailing `source` column (the ledger's
+/// rows then say `ledger`).
 pub fn render(
     lines: &[ReportLine],
+    allocated: &[AllocatedLine],
     by: &[Dim],
     range: Range,
     format: Format,
 ) -> Result<String, LedgerError> {
     let adj = has_adjustments(lines);
-    let h = header(by, adj);
+    let mut h = header(by, adj);
+    let allocated_cells = |a: &AllocatedLine| -> Vec<String> {
+        let mut c = Vec::new();
+        if adj {
+            c.push(String::new());
+        }
+        c.extend(a.keys.iter().cloned());
+        if by.contains(&Dim::Tenant) {
+            c.push(String::new());
+        }
+        c.push(a.currency.clone());
+        c.push(String::new());
+        c.push(String::new());
+        c.push(a.cost.normalize().to_string());
+        c.extend(std::iter::repeat_n(String::new(), TokenClass::ALL.len()));
+        c
+    };
     match format {
         Format::Html => Err(LedgerError::Io(
             "the html statement is rendered by html::statement".into(),
@@ -306,9 +338,22 @@ pub fn render(
         Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let io = |e: csv::Error| LedgerError::Io(e.to_string());
+            let marked = !allocated.is_empty();
+            if marked {
+                h.push("source".into());
+            }
             w.write_record(&h).map_err(io)?;
             for l in lines {
-                w.write_record(cells(l, by, adj)).map_err(io)?;
+                let mut c = cells(l, by, adj);
+                if marked {
+                    c.push("ledger".into());
+                }
+                w.write_record(c).map_err(io)?;
+            }
+            for a in allocated {
+                let mut c = allocated_cells(a);
+                c.push("allocated".into());
+                w.write_record(c).map_err(io)?;
             }
             let bytes = w.into_inner().map_err(|e| LedgerError::Io(e.to_string()))?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -331,13 +376,36 @@ pub fn render(
                     serde_json::json!({"currency": cur, "events": events.to_string(), "cost": cost.normalize().to_string()})
                 })
                 .collect();
-            let doc = serde_json::json!({
+            let mut doc = serde_json::json!({
                 "from": format_instant(range.from),
                 "to": format_instant(range.to),
                 "by": by.iter().map(|d| d.name()).collect::<Vec<_>>(),
                 "rows": rows,
                 "totals": totals,
             });
+            if !allocated.is_empty() {
+                let mut keys: Vec<String> = by.iter().map(|d| d.name().to_string()).collect();
+                keys.extend(["currency".to_string(), "cost".to_string()]);
+                let rows: Vec<serde_json::Value> = allocated
+                    .iter()
+                    .map(|a| {
+                        let mut vals = a.keys.clone();
+                        vals.extend([a.currency.clone(), a.cost.normalize().to_string()]);
+                        serde_json::Value::Object(
+                            keys.iter()
+                                .cloned()
+                                .zip(vals.into_iter().map(serde_json::Value::String))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let totals: Vec<serde_json::Value> = allocated_totals(allocated)
+                    .into_iter()
+                    .map(|(cur, cost)| serde_json::json!({"currency": cur, "cost": cost.normalize().to_string()}))
+                    .collect();
+                doc["allocated"] = serde_json::Value::Array(rows);
+                doc["allocated_totals"] = serde_json::Value::Array(totals);
+            }
             let mut s =
                 serde_json::to_string_pretty(&doc).map_err(|e| LedgerError::Io(e.to_string()))?;
             s.push('\n');
@@ -378,7 +446,7 @@ pub fn render(
                 t[ci + 3] = cost.normalize().to_string();
                 body.push(t);
             }
-            Ok(table(
+            let mut text = table(
                 &h,
                 &body,
                 &format!(
@@ -386,7 +454,36 @@ pub fn render(
                     format_instant(range.from),
                     format_instant(range.to)
                 ),
-            ))
+            );
+            if !allocated.is_empty() {
+                let ah: Vec<String> = by
+                    .iter()
+                    .map(|d| d.name().to_string())
+                    .chain(["currency".to_string(), "cost".to_string()])
+                    .collect();
+                let mut rows: Vec<Vec<String>> = allocated
+                    .iter()
+                    .map(|a| {
+                        let mut c = a.keys.clone();
+                        c.extend([a.currency.clone(), a.cost.normalize().to_string()]);
+                        c
+                    })
+                    .collect();
+                for (cur, cost) in allocated_totals(allocated) {
+                    let mut t = vec![String::new(); ah.len()];
+                    t[0] = "TOTAL".into();
+                    t[ah.len() - 2] = cur;
+                    t[ah.len() - 1] = cost.normalize().to_string();
+                    rows.push(t);
+                }
+                text.push('\n');
+                text.push_str(&table(
+                    &ah,
+                    &rows,
+                    "allocated infrastructure cost (OpenCost, `tollgate ledger allocate`; by window start; provider = opencost, model = the model server)\n",
+                ));
+            }
+            Ok(text)
         }
     }
 }

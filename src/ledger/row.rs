@@ -123,6 +123,18 @@ pub struct Row {
     pub ingest_time_ns: i64,
     /// SHA-256 of the source content ([`source_digest`]).
     pub source_digest: String,
+    /// Kubernetes identity of the serving workload, from the resource (`k8s.cluster.name`,
+    /// `k8s.namespace.name`, `k8s.pod.name`, and the first of `k8s.deployment.name`,
+    /// `k8s.statefulset.name`, `k8s.daemonset.name`): the OpenCost allocation join key.
+    /// Like `service_name`, not part of the source digest.
+    #[serde(default)]
+    pub k8s_cluster: Option<String>,
+    #[serde(default)]
+    pub k8s_namespace: Option<String>,
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub k8s_controller: Option<String>,
 }
 
 fn nonempty<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
@@ -254,6 +266,12 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         gateway_instance: ctx.gateway_instance.to_string(),
         ingest_time_ns: ctx.ingest_time_ns,
         source_digest: String::new(),
+        k8s_cluster: owned(ctx.resource, "k8s.cluster.name"),
+        k8s_namespace: owned(ctx.resource, "k8s.namespace.name"),
+        k8s_pod: owned(ctx.resource, "k8s.pod.name"),
+        k8s_controller: owned(ctx.resource, "k8s.deployment.name")
+            .or_else(|| owned(ctx.resource, "k8s.statefulset.name"))
+            .or_else(|| owned(ctx.resource, "k8s.daemonset.name")),
     };
     let u = usage_of(&row.usage);
     if let Ok(t) = validate(&u) {
@@ -430,6 +448,50 @@ mod tests {
         assert_eq!(r.service_name, None);
         assert_eq!(r.lineage_depth, None);
         assert_eq!(r.gateway_instance, "gw-test");
+        assert_eq!(
+            (r.k8s_cluster, r.k8s_namespace, r.k8s_pod, r.k8s_controller),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn kubernetes_identity_is_read_off_the_resource() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![kv("tollgate.cost.status", s("unpriced_model"))],
+            ..Default::default()
+        };
+        let resource = [
+            kv("k8s.cluster.name", s("prod")),
+            kv("k8s.namespace.name", s("ml")),
+            kv("k8s.pod.name", s("vllm-0")),
+            kv("k8s.statefulset.name", s("vllm")),
+        ];
+        let ctx = Context {
+            resource: &resource,
+            ..CTX
+        };
+        let (r, _) = from_span(&span, &ctx);
+        assert_eq!(r.k8s_cluster.as_deref(), Some("prod"));
+        assert_eq!(r.k8s_namespace.as_deref(), Some("ml"));
+        assert_eq!(r.k8s_pod.as_deref(), Some("vllm-0"));
+        assert_eq!(r.k8s_controller.as_deref(), Some("vllm"));
+        // A deployment wins over a stateful set; resource context is not source content.
+        let with_deploy = [
+            kv("k8s.deployment.name", s("vllm-llama")),
+            kv("k8s.statefulset.name", s("vllm")),
+        ];
+        let (r2, _) = from_span(
+            &span,
+            &Context {
+                resource: &with_deploy,
+                ..CTX
+            },
+        );
+        assert_eq!(r2.k8s_controller.as_deref(), Some("vllm-llama"));
+        assert_eq!(r2.k8s_pod, None);
+        assert_eq!(r2.source_digest, r.source_digest);
     }
 
     #[test]

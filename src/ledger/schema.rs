@@ -136,6 +136,49 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
     // 2 → 3: budget alerts (issue 16), and the ingest-time index budgets read by.
     super::budget::MIGRATION,
+    // 3 → 4: Kubernetes identity of the serving workload, read off the span's resource, for the
+    // OpenCost allocation join (self-hosted model servers).
+    "ALTER TABLE ledger_events ADD COLUMN k8s_cluster TEXT;
+    ALTER TABLE ledger_events ADD COLUMN k8s_namespace TEXT;
+    ALTER TABLE ledger_events ADD COLUMN k8s_pod TEXT;
+    ALTER TABLE ledger_events ADD COLUMN k8s_controller TEXT;
+    CREATE INDEX ledger_events_k8s ON ledger_events (k8s_cluster, k8s_namespace, charge_time_ns);",
+    // 4 → 5: allocated infrastructure cost: OpenCost allocations split over tenants
+    // (`tollgate ledger allocate`, src/ledger/allocate.rs).
+    "CREATE TABLE ledger_allocated (
+        window_start_ns BIGINT NOT NULL,
+        window_end_ns BIGINT NOT NULL,
+        charge_hour BIGINT NOT NULL,
+        allocation TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        controller_kind TEXT NOT NULL,
+        controller TEXT NOT NULL,
+        pod TEXT NOT NULL,
+        line TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        events BIGINT NOT NULL,
+        tokens_input BIGINT NOT NULL,
+        tokens_output BIGINT NOT NULL,
+        tokens_cache_read BIGINT NOT NULL,
+        tokens_cache_write BIGINT NOT NULL,
+        tokens_reasoning BIGINT NOT NULL,
+        weight TEXT NOT NULL,
+        source_cost TEXT NOT NULL,
+        cost TEXT NOT NULL,
+        cost_nanos BIGINT NOT NULL,
+        cost_atto BIGINT NOT NULL,
+        currency TEXT NOT NULL,
+        policy_id TEXT NOT NULL,
+        policy_version TEXT NOT NULL,
+        policy_digest TEXT NOT NULL,
+        rule_version TEXT NOT NULL,
+        source TEXT NOT NULL,
+        source_digest TEXT NOT NULL,
+        recorded_ns BIGINT NOT NULL,
+        PRIMARY KEY (window_start_ns, allocation, line, tenant_id)
+    );
+    CREATE INDEX ledger_allocated_hour ON ledger_allocated (charge_hour);",
 ];
 
 /// A column value, the common ground of both backends.
@@ -248,6 +291,10 @@ pub const COLUMNS: &[&str] = &[
     "gateway_instance",
     "ingest_time_ns",
     "source_digest",
+    "k8s_cluster",
+    "k8s_namespace",
+    "k8s_pod",
+    "k8s_controller",
 ];
 
 /// Whether column `i` holds integers (else text).
@@ -335,6 +382,10 @@ pub fn to_vals(r: &Row) -> Vec<Val> {
     v.push(Val::Text(r.gateway_instance.clone()));
     v.push(Val::Int(r.ingest_time_ns));
     v.push(Val::Text(r.source_digest.clone()));
+    v.push(Val::text(&r.k8s_cluster));
+    v.push(Val::text(&r.k8s_namespace));
+    v.push(Val::text(&r.k8s_pod));
+    v.push(Val::text(&r.k8s_controller));
     v
 }
 
@@ -408,6 +459,10 @@ pub fn from_vals(vals: &[Val]) -> Result<Row, LedgerError> {
         gateway_instance: req_text("gateway_instance")?,
         ingest_time_ns: int("ingest_time_ns").unwrap_or(0),
         source_digest: req_text("source_digest")?,
+        k8s_cluster: text("k8s_cluster"),
+        k8s_namespace: text("k8s_namespace"),
+        k8s_pod: text("k8s_pod"),
+        k8s_controller: text("k8s_controller"),
     })
 }
 
@@ -444,12 +499,19 @@ mod tests {
 
     #[test]
     fn columns_and_values_line_up() {
-        // 38 fixed columns, 11 reported counts, tokens/price/cost per class.
-        assert_eq!(COLUMNS.len(), 38 + 11 + 3 * CLASSES);
+        // 38 fixed columns, 4 Kubernetes identity columns, 11 reported counts, and
+        // tokens/price/cost per class.
+        assert_eq!(COLUMNS.len(), 38 + 4 + 11 + 3 * CLASSES);
         let mut seen = std::collections::HashSet::new();
         assert!(COLUMNS.iter().all(|c| seen.insert(*c)));
         for c in COLUMNS {
-            assert!(MIGRATIONS[0].contains(&format!("\n        {c} ")), "{c}");
+            assert!(
+                MIGRATIONS[0].contains(&format!("\n        {c} "))
+                    || MIGRATIONS
+                        .iter()
+                        .any(|m| m.contains(&format!("ADD COLUMN {c} "))),
+                "{c}"
+            );
         }
     }
 }

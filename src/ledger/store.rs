@@ -581,6 +581,42 @@ impl Store {
         }
     }
 
+    /// Runs statements in one transaction: all of them take effect, or none.
+    pub async fn execute_all(&self, stmts: Vec<(String, Vec<Val>)>) -> Result<u64, LedgerError> {
+        match &*self.inner {
+            Inner::Sqlite { conn, .. } => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || -> Result<u64, LedgerError> {
+                    let mut conn = lock(&conn);
+                    let tx = conn.transaction()?;
+                    let mut n = 0u64;
+                    for (sql, params) in &stmts {
+                        n += tx.execute(sql, rusqlite::params_from_iter(params.iter()))? as u64;
+                    }
+                    tx.commit()?;
+                    Ok(n)
+                })
+                .await
+                .map_err(|e| LedgerError::Io(e.to_string()))?
+            }
+            Inner::Postgres { client, .. } => {
+                client.batch_execute("BEGIN").await?;
+                let mut n = 0u64;
+                for (sql, params) in stmts {
+                    match self.execute(&sql, params).await {
+                        Ok(k) => n += k,
+                        Err(e) => {
+                            let _ = client.batch_execute("ROLLBACK").await;
+                            return Err(e);
+                        }
+                    }
+                }
+                client.batch_execute("COMMIT").await?;
+                Ok(n)
+            }
+        }
+    }
+
     /// The sources of a stored rate table.
     pub async fn rate_table(
         &self,

@@ -4,7 +4,8 @@ gateway or to another gateway, as an SDK retry or a replay would).
 
 usage: ledger_workload.py WORKLOAD_JSON KEY_HEX_FILE
   WORKLOAD_JSON: {"traces": [{"service", "tenant", "workflow", "envelope": "valid"|"tampered"|"none",
-                  "start_ns", "spans": [{"name", "offset_ms", "attrs": {...}}]}]}
+                  "start_ns", "resource": {...} (optional, e.g. k8s.pod.name),
+                  "spans": [{"name", "offset_ms", "attrs": {...}}]}]}
   The first span of a trace is its root; the others are its children.
 stdout, first line: JSON list of {"name", "trace_id", "span_id"} (hex).
 stdin commands, one per line, each answered with one line "ok" or "fail ...":
@@ -32,7 +33,7 @@ def build(workload, master):
     spans = []
     for t in workload["traces"]:
         memory = InMemorySpanExporter()
-        provider = TracerProvider(resource=Resource.create({"service.name": t["service"]}))
+        provider = TracerProvider(resource=Resource.create({"service.name": t["service"], **t.get("resource", {})}))
         provider.add_span_processor(EnvelopeSpanProcessor())
         provider.add_span_processor(SimpleSpanProcessor(memory))
         tracer = provider.get_tracer("ledger-workload")
