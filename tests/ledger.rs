@@ -286,10 +286,19 @@ async fn start_gw(dir: &Path, url: &str, name: &str, queue: &str) -> GatewayProc
 }
 
 async fn wait_metric(gw: &GatewayProcess, series: &str, want: f64) {
+    wait_metric_until(gw, series, want, |v| v == want).await
+}
+
+/// Waits until `series` is at least `want` (counters that retries keep raising).
+async fn wait_metric_at_least(gw: &GatewayProcess, series: &str, want: f64) {
+    wait_metric_until(gw, series, want, |v| v >= want).await
+}
+
+async fn wait_metric_until(gw: &GatewayProcess, series: &str, want: f64, ok: impl Fn(f64) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = gw.metrics_text().await;
-        if metric_value(&text, series) == Some(want) {
+        if metric_value(&text, series).is_some_and(&ok) {
             return;
         }
         assert!(
@@ -614,7 +623,7 @@ async fn kill_9_with_a_persistent_queue_loses_no_acknowledged_event() {
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     sender.send(gw.grpc);
-    wait_metric(
+    wait_metric_at_least(
         &gw,
         "tollgate_ledger_errors_total{exporter=\"ledger\"}",
         1.0,
@@ -659,7 +668,7 @@ async fn postgres_ledger_down_then_back_loses_nothing() {
         .await
         .unwrap();
     sender.send(gw.grpc);
-    wait_metric(
+    wait_metric_at_least(
         &gw,
         "tollgate_ledger_errors_total{exporter=\"ledger\"}",
         1.0,
