@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod exporters;
 pub mod extensions;
 pub mod ledger;
+pub mod netguard;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;

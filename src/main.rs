@@ -55,14 +55,14 @@ enum EnvelopeCmd {
         key_encoding: String,
         #[arg(long)]
         kid: String,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        originator: String,
-        #[arg(long)]
-        workflow: String,
-        #[arg(long)]
-        operation: String,
+        #[arg(long, required_unless_present = "batch")]
+        tenant: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        originator: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        workflow: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        operation: Option<String>,
         /// Unique per envelope; random when omitted.
         #[arg(long)]
         issuance: Option<String>,
@@ -72,25 +72,38 @@ enum EnvelopeCmd {
         /// RFC 3339 or Unix seconds; now when omitted.
         #[arg(long)]
         issued_at: Option<String>,
+        /// Read one claims JSON object (all seven fields) per stdin line; print one token (or
+        /// `error: ...`) per line.
+        #[arg(long, conflicts_with_all = ["tenant", "originator", "workflow", "operation", "issuance", "ttl", "issued_at"])]
+        batch: bool,
     },
     /// Append a lineage hop (needs no key; prints the new token).
     Append {
-        token: String,
+        #[arg(required_unless_present = "batch")]
+        token: Option<String>,
         /// The hop record as JSON, e.g. '{"kind":"retry","attempt":2}'.
-        #[arg(long)]
-        record: String,
+        #[arg(long, required_unless_present = "batch")]
+        record: Option<String>,
+        /// Read `TOKEN RECORD` (one space between) per stdin line; print one token (or
+        /// `error: ...`) per line.
+        #[arg(long, conflicts_with_all = ["token", "record"])]
+        batch: bool,
     },
     /// Verify a token against a key ring file and explain the outcome stage by stage.
     Verify {
         /// YAML file with a `keys:` list (same schema as the envelope processor's).
         #[arg(long)]
         keys: PathBuf,
-        token: String,
+        #[arg(required_unless_present = "batch")]
+        token: Option<String>,
         /// The span start to check times against (RFC 3339 or Unix seconds); now by default.
         #[arg(long)]
         span_start: Option<String>,
         #[arg(long, default_value = "300s")]
         skew: String,
+        /// Read one token per stdin line; print one JSON result per line.
+        #[arg(long, conflicts_with = "token")]
+        batch: bool,
     },
 }
 
@@ -174,14 +187,45 @@ fn config_paths(cli: &Cli) -> Vec<PathBuf> {
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+/// The filter `RUST_LOG` asks for; unset or empty (`RUST_LOG=""`) means none (an empty
+/// filter would silence everything), and an invalid one is reported and ignored.
+fn env_filter() -> Option<tracing_subscriber::EnvFilter> {
+    let v = std::env::var("RUST_LOG").ok()?;
+    if v.trim().is_empty() {
+        return None;
+    }
+    match tracing_subscriber::EnvFilter::try_new(&v) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("RUST_LOG={v:?} is not a valid log filter ({e}); using the configured level");
+            None
+        }
+    }
+}
+
+type LevelHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Starts logging before the configuration is read (so what parsing logs, such as key
+/// fingerprints and "rate table loaded", is not lost), at `info` unless `RUST_LOG` says
+/// otherwise. Returns the handle to switch to the configured level once it is known, or
+/// `None` when `RUST_LOG` decides.
+fn init_logging() -> Option<LevelHandle> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = env_filter();
+    let is_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .try_init();
+    (!is_env).then_some(handle)
 }
 
 fn print_problems(problems: &[tollgate::config::Problem]) {
@@ -200,7 +244,10 @@ fn main() -> ExitCode {
     let paths = config_paths(&cli);
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Validate => match tollgate::service::parse_files(&paths) {
-            Ok(_) => {
+            Ok(parsed) => {
+                for w in &parsed.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("configuration is valid: {}", display_paths(&paths));
                 ExitCode::SUCCESS
             }
@@ -223,13 +270,21 @@ fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
             key_file,
             key_encoding,
             kid,
-            tenant,
-            originator,
-            workflow,
-            operation,
+            batch: true,
+            ..
+        } => cli::sign_batch(key_file, key_encoding, kid),
+        EnvelopeCmd::Sign {
+            key_file,
+            key_encoding,
+            kid,
+            tenant: Some(tenant),
+            originator: Some(originator),
+            workflow: Some(workflow),
+            operation: Some(operation),
             issuance,
             ttl,
             issued_at,
+            batch: false,
         } => cli::sign(&cli::SignArgs {
             key_file,
             key_encoding,
@@ -242,13 +297,31 @@ fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
             ttl,
             issued_at: issued_at.as_deref(),
         }),
-        EnvelopeCmd::Append { token, record } => cli::append(token, record),
+        EnvelopeCmd::Append { batch: true, .. } => cli::append_batch(),
+        EnvelopeCmd::Append {
+            token: Some(token),
+            record: Some(record),
+            batch: false,
+        } => cli::append(token, record),
         EnvelopeCmd::Verify {
             keys,
-            token,
             span_start,
             skew,
+            batch: true,
+            ..
+        } => cli::verify_batch(keys, span_start.as_deref(), skew),
+        EnvelopeCmd::Verify {
+            keys,
+            token: Some(token),
+            span_start,
+            skew,
+            batch: false,
         } => cli::verify(keys, token, span_start.as_deref(), skew),
+        // clap's required_unless_present rules out the remaining shapes.
+        _ => {
+            eprintln!("error: missing arguments (see --help)");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -261,6 +334,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 fn run(paths: &[PathBuf]) -> ExitCode {
+    let level = init_logging();
     let parsed = match tollgate::service::parse_files(paths) {
         Ok(p) => p,
         Err(problems) => {
@@ -268,7 +342,33 @@ fn run(paths: &[PathBuf]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&parsed.service.telemetry.log_level);
+    match tollgate::netguard::raise_fd_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::info!(
+                from = old,
+                to = new,
+                "raised the open-files soft limit to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+    if let Some(handle) = level {
+        let configured = &parsed.service.telemetry.log_level;
+        match tracing_subscriber::EnvFilter::try_new(configured) {
+            Ok(f) => {
+                if let Err(e) = handle.reload(f) {
+                    tracing::warn!(error = %e, "could not apply service.telemetry.logs.level");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(level = %configured, error = %e, "service.telemetry.logs.level is not a valid filter; logging at info")
+            }
+        }
+    }
+    for w in &parsed.warnings {
+        tracing::warn!(path = %w.path, "{}", w.message);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

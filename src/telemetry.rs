@@ -238,7 +238,11 @@ pub async fn serve_metrics(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = crate::netguard::GuardedListener::new(
+        tokio::net::TcpListener::bind(addr).await?,
+        crate::netguard::Limits::small_endpoint(),
+        "service.telemetry.metrics",
+    );
     let bound = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",

@@ -323,35 +323,6 @@ fn ledger_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A PostgreSQL database of its own for one test, on the cluster `.ci/run` starts
-/// (`TOLLGATE_TEST_POSTGRES`); `None` (the test says it is skipped) when there is none,
-/// unless `TOLLGATE_REQUIRE_POSTGRES` is set.
-async fn pg_database(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
-            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES is not"
-        );
-        eprintln!("SKIPPED: no PostgreSQL (set TOLLGATE_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tg_{name}_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{db}"))
-}
-
 /// The `report --by tenant --format csv` output for the workload, by hand: one line per
 /// tenant, the unattributed bucket split by envelope status, tokens per priced class.
 fn expected_report_csv() -> String {
@@ -378,11 +349,11 @@ fn expected_report_csv() -> String {
             _ => [10, 0, 0, 0, 0],
         }
     };
-    let mut s = String::from("tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens\n");
+    let mut s = String::from("tenant,unattributed_reason,currency,events,priced_events,cost,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,audio_input_tokens,audio_output_tokens,image_input_tokens,image_output_tokens\n");
     for ((tenant, reason), (events, priced, c)) in &lines {
         let t = tokens(tenant, reason);
         s.push_str(&format!(
-            "{tenant},{reason},USD,{events},{priced},{},{},{},{},{},{}\n",
+            "{tenant},{reason},USD,{events},{priced},{},{},{},{},{},{},0,0,0,0\n",
             c.normalize(),
             t[0],
             t[1],

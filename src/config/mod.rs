@@ -45,11 +45,82 @@ pub fn load_str(text: &str) -> Result<Yaml, Vec<Problem>> {
     load_str_named(text, "<config>")
 }
 
+/// Deepest nesting of sequences and mappings accepted in any YAML the gateway reads.
+pub const MAX_YAML_DEPTH: usize = 64;
+/// Most nodes that aliases (`*name`) may expand to in one YAML text.
+pub const MAX_ALIAS_EXPANSION: u64 = 100_000;
+
+/// Parses YAML text safely: before building any tree, an event pass (which does not recurse)
+/// refuses nesting deeper than [`MAX_YAML_DEPTH`] (which would overflow the stack) and
+/// aliases expanding to more than [`MAX_ALIAS_EXPANSION`] nodes (an alias bomb, which would
+/// exhaust memory). Used for every YAML the gateway reads: configuration, token files, rate
+/// tables, at start and on reload. Errors start with `name` (the file).
+pub fn parse_yaml(text: &str, name: &str) -> Result<Vec<Yaml>, String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    // Open collections: (anchor id, nodes in it so far, expansions included).
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    let mut expanded = 0u64;
+    loop {
+        let (ev, mark) = parser
+            .next_token()
+            .map_err(|e| format!("{name}: invalid YAML: {e}"))?;
+        let add = |open: &mut Vec<(usize, u64)>, n: u64| {
+            if let Some(top) = open.last_mut() {
+                top.1 = top.1.saturating_add(n);
+            }
+        };
+        match ev {
+            Event::StreamEnd => break,
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    anchored.insert(anchor, 1);
+                }
+                add(&mut open, 1);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_YAML_DEPTH {
+                    return Err(format!(
+                        "{name}: YAML nested deeper than {MAX_YAML_DEPTH} levels (line {})",
+                        mark.line()
+                    ));
+                }
+                open.push((anchor, 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, n)) = open.pop() {
+                    if anchor > 0 {
+                        anchored.insert(anchor, n);
+                    }
+                    add(&mut open, n);
+                }
+            }
+            Event::Alias(id) => {
+                let n = anchored.get(&id).copied().unwrap_or(1);
+                expanded = expanded.saturating_add(n);
+                if expanded > MAX_ALIAS_EXPANSION {
+                    return Err(format!(
+                        "{name}: YAML aliases expand to more than {MAX_ALIAS_EXPANSION} nodes (line {}); an alias bomb is refused",
+                        mark.line()
+                    ));
+                }
+                add(&mut open, n);
+            }
+            _ => {}
+        }
+    }
+    YamlLoader::load_from_str(text).map_err(|e| format!("{name}: invalid YAML: {e}"))
+}
+
 fn load_str_named(text: &str, name: &str) -> Result<Yaml, Vec<Problem>> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| {
+    let docs = parse_yaml(text, name).map_err(|e| {
         vec![Problem {
             path: name.to_string(),
-            message: format!("invalid YAML: {e}"),
+            message: e
+                .strip_prefix(&format!("{name}: "))
+                .unwrap_or(&e)
+                .to_string(),
         }]
     })?;
     let mut doc = docs.into_iter().next().unwrap_or(Yaml::Hash(Hash::new()));
@@ -113,6 +184,33 @@ fn substitute(y: &mut Yaml, path: &str, d: &mut Diagnostics) {
 
 /// Expands references in `s`; returns the text and whether `s` was a single reference.
 fn expand(s: &str) -> Result<(String, bool), String> {
+    expand_at(s, 0)
+}
+
+/// How deeply defaults may nest (`${env:A:-${env:B:-x}}` is two).
+const MAX_DEFAULT_NESTING: usize = 8;
+
+/// The index of the `}` closing a `${` whose body starts at `body` (nested `${...}` skipped).
+fn closing_brace(body: &str) -> Option<usize> {
+    let b = body.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'$' if b.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn expand_at(s: &str, nesting: usize) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     let mut refs = 0;
@@ -128,9 +226,7 @@ fn expand(s: &str) -> Result<(String, bool), String> {
             literal = true;
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
+            let end = closing_brace(body).ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
             let inner = &body[..end];
             let inner = inner.strip_prefix("env:").unwrap_or(inner);
             let (name, default) = match inner.split_once(":-") {
@@ -142,16 +238,27 @@ fn expand(s: &str) -> Result<(String, bool), String> {
                     "invalid environment variable name {name:?} in {s:?}"
                 ));
             }
-            match std::env::var(name) {
-                Ok(v) => out.push_str(&v),
-                Err(_) => match default {
-                    Some(dflt) => out.push_str(dflt),
-                    None => {
+            // As in the shell, a default applies when the variable is unset or empty.
+            match (std::env::var(name), default) {
+                (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+                (_, Some(dflt)) => {
+                    if nesting >= MAX_DEFAULT_NESTING {
                         return Err(format!(
-                            "environment variable {name} is not set (use ${{env:{name}:-default}} to give a default)"
-                        ))
+                            "defaults nested deeper than {MAX_DEFAULT_NESTING} levels in {s:?}"
+                        ));
                     }
-                },
+                    out.push_str(&expand_at(dflt, nesting + 1)?.0);
+                }
+                (Ok(_), None) => {
+                    return Err(format!(
+                        "environment variable {name} is set but empty (use ${{env:{name}:-default}} to give a default)"
+                    ))
+                }
+                (Err(_), None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{env:{name}:-default}} to give a default)"
+                    ))
+                }
             }
             refs += 1;
             rest = &body[end + 1..];
@@ -383,6 +490,37 @@ mod tests {
             .unwrap_err();
         assert_eq!(e[0].path, "exporters.otlp.endpoint");
         assert!(e[0].message.contains("TG_TEST_SURELY_UNSET is not set"));
+    }
+
+    /// Issue 21, item 16: `${env:EP}` set to "" silently meant the default endpoint, and
+    /// nested defaults were not expanded.
+    #[test]
+    fn empty_env_is_an_error_and_nested_defaults_expand() {
+        std::env::set_var("TG_TEST_EMPTY_EP", "");
+        std::env::set_var("TG_TEST_INNER_HOST", "inner");
+        let e =
+            load_str("exporters:\n  otlp:\n    endpoint: ${env:TG_TEST_EMPTY_EP}\n").unwrap_err();
+        assert_eq!(e[0].path, "exporters.otlp.endpoint");
+        assert!(
+            e[0].message.contains("TG_TEST_EMPTY_EP is set but empty"),
+            "{}",
+            e[0].message
+        );
+        let y = load_str(concat!(
+            "a: ${env:TG_TEST_EMPTY_EP:-fallback}\n",
+            "b: ${env:TG_TEST_UNSET_Y:-${env:TG_TEST_INNER_HOST:-x}}:4317\n",
+            "c: ${env:TG_TEST_UNSET_Y:-${env:TG_TEST_UNSET_Z:-${env:TG_TEST_UNSET_W:-7}}}\n",
+        ))
+        .unwrap();
+        assert_eq!(y["a"], Yaml::String("fallback".into()));
+        assert_eq!(y["b"], Yaml::String("inner:4317".into()));
+        assert_eq!(y["c"], Yaml::Integer(7));
+        let e = load_str("a: ${env:TG_TEST_UNSET_Y:-${env:TG_TEST_UNSET_Z}}\n").unwrap_err();
+        assert!(
+            e[0].message.contains("TG_TEST_UNSET_Z is not set"),
+            "{}",
+            e[0].message
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ pub mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use yaml_rust2::Yaml;
 
 use crate::config::node::kind_of;
@@ -305,28 +304,160 @@ pub(crate) fn decode_secret(raw: Vec<u8>, enc: SecretEncoding) -> Result<Vec<u8>
 /// window. Time checks are applied per span on top (see [`VerifyCache::verify`]).
 pub type SignatureOutcome = Result<Arc<Verified>, Failure>;
 
-/// A bounded cache of signature outcomes keyed by the exact token text and the ring's
-/// generation: a cached entry is only ever reused for the identical token under the identical
-/// key-ring content, so it can never let a different token, chain or ring state through.
+/// A cache of signature outcomes, keyed by the SHA-256 digest of the exact token text and
+/// the ring's generation: a cached entry is only ever reused for the identical token under
+/// the identical key-ring content, so it can never let a different token, chain or ring state
+/// through. Bounded by entries and by bytes (an estimate of what an entry holds), evicting
+/// the least recently used entry; entries expire after `ttl`. Malformed tokens are not cached
+/// (they are refused before any expensive work, so caching them would only let one-off
+/// garbage evict useful entries).
 pub struct VerifyCache {
-    map: DashMap<Box<str>, (u64, SignatureOutcome)>,
+    inner: std::sync::Mutex<Lru>,
     max_entries: usize,
+    max_bytes: usize,
+    ttl: std::time::Duration,
+}
+
+/// Default byte bound of the verify cache.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Default lifetime of a verify cache entry.
+pub const DEFAULT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Bookkeeping bytes charged per entry on top of the token's length.
+const ENTRY_OVERHEAD: usize = 256;
+
+type Digest = [u8; 32];
+
+struct Entry {
+    generation: u64,
+    outcome: SignatureOutcome,
+    cost: usize,
+    inserted: std::time::Instant,
+    tick: u64,
+}
+
+#[derive(Default)]
+struct Lru {
+    map: std::collections::HashMap<Digest, Entry>,
+    /// Use order: tick → digest (the smallest tick is the least recently used).
+    order: std::collections::BTreeMap<u64, Digest>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Lru {
+    fn remove(&mut self, key: &Digest) {
+        if let Some(e) = self.map.remove(key) {
+            self.order.remove(&e.tick);
+            self.bytes -= e.cost;
+        }
+    }
+    fn evict_oldest(&mut self) -> bool {
+        let Some((_, key)) = self.order.pop_first() else {
+            return false;
+        };
+        if let Some(e) = self.map.remove(&key) {
+            self.bytes -= e.cost;
+        }
+        true
+    }
+}
+
+fn digest(tok: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(tok.as_bytes()).into()
 }
 
 impl VerifyCache {
+    /// A cache of at most `max_entries` entries (0 disables caching), with the default byte
+    /// bound and lifetime.
     pub fn new(max_entries: usize) -> Self {
+        Self::with_limits(max_entries, DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_TTL)
+    }
+
+    pub fn with_limits(max_entries: usize, max_bytes: usize, ttl: std::time::Duration) -> Self {
         VerifyCache {
-            map: DashMap::new(),
+            inner: std::sync::Mutex::new(Lru::default()),
             max_entries,
+            max_bytes,
+            ttl,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.inner.lock().map_or(0, |g| g.map.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether a fresh entry for `tok` under ring generation `gen` is cached.
+    pub fn contains(&self, tok: &str, gen: u64) -> bool {
+        self.inner.lock().is_ok_and(|g| {
+            g.map
+                .get(&digest(tok))
+                .is_some_and(|e| e.generation == gen && e.inserted.elapsed() < self.ttl)
+        })
+    }
+
+    /// Bytes charged to the cached entries now.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |g| g.bytes)
+    }
+
+    fn lookup(&self, key: &Digest, gen: u64) -> Option<SignatureOutcome> {
+        let mut g = self.inner.lock().ok()?;
+        let lru = &mut *g;
+        let fresh = {
+            let e = lru.map.get(key)?;
+            e.generation == gen && e.inserted.elapsed() < self.ttl
+        };
+        if !fresh {
+            lru.remove(key);
+            return None;
+        }
+        lru.tick += 1;
+        let tick = lru.tick;
+        let e = lru.map.get_mut(key)?;
+        lru.order.remove(&e.tick);
+        e.tick = tick;
+        lru.order.insert(tick, *key);
+        Some(e.outcome.clone())
+    }
+
+    fn store(&self, key: Digest, gen: u64, outcome: &SignatureOutcome, token_len: usize) {
+        let cost = token_len + ENTRY_OVERHEAD;
+        if self.max_entries == 0 || cost > self.max_bytes {
+            return;
+        }
+        if matches!(outcome, Err(f) if f.status == token::Status::Malformed) {
+            return;
+        }
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let lru = &mut *g;
+        lru.remove(&key);
+        while lru.map.len() >= self.max_entries || lru.bytes + cost > self.max_bytes {
+            if !lru.evict_oldest() {
+                break;
+            }
+        }
+        lru.tick += 1;
+        let tick = lru.tick;
+        lru.order.insert(tick, key);
+        lru.bytes += cost;
+        lru.map.insert(
+            key,
+            Entry {
+                generation: gen,
+                outcome: outcome.clone(),
+                cost,
+                inserted: std::time::Instant::now(),
+                tick,
+            },
+        );
     }
 
     /// Verifies `tok` for a span starting at `span_start` (Unix seconds).
@@ -337,25 +468,19 @@ impl VerifyCache {
         span_start: i64,
         skew: i64,
     ) -> Result<Arc<Verified>, Failure> {
-        let gen = ring.generation();
-        let cached = self
-            .map
-            .get(tok)
-            .filter(|e| e.value().0 == gen)
-            .map(|e| e.value().1.clone());
-        let sig = match cached {
-            Some(o) => o,
-            None => {
-                let o = signature_outcome(tok, ring);
-                if self.max_entries > 0 {
-                    if self.map.len() >= self.max_entries {
-                        // Bounded memory: start over rather than grow (a full cache is
-                        // a sign of many one-off tokens, where caching does not help).
-                        self.map.clear();
-                    }
-                    self.map.insert(tok.into(), (gen, o.clone()));
+        let sig = if tok.len() > token::MAX_TOKEN_LEN {
+            // Malformed at once: no digest, no parse, no cache entry.
+            signature_outcome(tok, ring)
+        } else {
+            let gen = ring.generation();
+            let key = digest(tok);
+            match self.lookup(&key, gen) {
+                Some(o) => o,
+                None => {
+                    let o = signature_outcome(tok, ring);
+                    self.store(key, gen, &o, tok.len());
+                    o
                 }
-                o
             }
         };
         let v = sig?;
@@ -373,6 +498,99 @@ fn signature_outcome(tok: &str, ring: &KeyRing) -> SignatureOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use token::{Claims, Key, Status};
+
+    const M: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const T0: i64 = 1_700_000_000;
+
+    fn ring() -> KeyRing {
+        [Key::new("k1", M.to_vec(), None, None, KeyStatus::Active).unwrap()]
+            .into_iter()
+            .collect()
+    }
+
+    fn tok(op: usize) -> String {
+        token::sign(
+            M,
+            "k1",
+            &Claims {
+                tenant_id: "acme".into(),
+                originator_id: "user:42".into(),
+                workflow_id: "wf".into(),
+                operation_id: format!("op-{op}"),
+                issuance_id: "iss".into(),
+                issued_at: T0,
+                expires_at: T0 + 3600,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn huge_tokens_are_malformed_at_once_and_never_cached() {
+        let r = ring();
+        let c = VerifyCache::new(10_000);
+        let good = tok(1);
+        for i in 0..50u8 {
+            // 1 MiB: a valid token followed by junk, distinct each time.
+            let mut t = good.clone();
+            t.push_str(&"A".repeat(1024 * 1024 - t.len() - 1));
+            t.push(char::from(b'a' + i % 26));
+            let f = c.verify(&t, &r, T0 + 1, 0).unwrap_err();
+            assert_eq!(f.status, Status::Malformed);
+            assert!(f.detail.contains("8192-byte limit"), "{}", f.detail);
+        }
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+        // Other malformed tokens are not cached either; a bad signature is.
+        assert!(c.verify("tg1.nope", &r, T0 + 1, 0).is_err());
+        assert_eq!(c.len(), 0);
+        let mut bad_sig = tok(2);
+        bad_sig.pop();
+        bad_sig.push(if good.ends_with('A') { 'B' } else { 'A' });
+        let f = c.verify(&bad_sig, &r, T0 + 1, 0).unwrap_err();
+        assert_ne!(f.status, Status::Malformed, "{f:?}");
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used() {
+        let r = ring();
+        let gen = r.generation();
+        let cost = tok(100).len() + ENTRY_OVERHEAD;
+        let c = VerifyCache::with_limits(1_000, 3 * cost, Duration::from_secs(60));
+        for i in 0..100 {
+            assert!(c.verify(&tok(i), &r, T0 + 1, 0).is_ok());
+            assert!(c.bytes() <= 3 * cost, "{} > {}", c.bytes(), 3 * cost);
+        }
+        assert_eq!(c.len(), 3);
+        // 97, 98, 99 cached; touching 97 makes 98 the least recently used.
+        assert!(c.verify(&tok(97), &r, T0 + 1, 0).is_ok());
+        assert!(c.verify(&tok(500), &r, T0 + 1, 0).is_ok());
+        assert!(c.contains(&tok(97), gen));
+        assert!(!c.contains(&tok(98), gen));
+        assert!(c.contains(&tok(99), gen) && c.contains(&tok(500), gen));
+        // The entry bound holds too.
+        let c = VerifyCache::with_limits(2, usize::MAX, Duration::from_secs(60));
+        for i in 0..10 {
+            assert!(c.verify(&tok(i), &r, T0 + 1, 0).is_ok());
+        }
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let r = ring();
+        let c = VerifyCache::with_limits(100, usize::MAX, Duration::from_millis(30));
+        assert!(c.verify(&tok(1), &r, T0 + 1, 0).is_ok());
+        assert!(c.contains(&tok(1), r.generation()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!c.contains(&tok(1), r.generation()));
+        // Verifying again replaces the expired entry (still one entry).
+        assert!(c.verify(&tok(1), &r, T0 + 1, 0).is_ok());
+        assert_eq!(c.len(), 1);
+        assert!(c.contains(&tok(1), r.generation()));
+    }
 
     #[test]
     fn rfc3339_times() {

@@ -865,7 +865,17 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, EnvelopeError> {
     parse_inner(token).map_err(EnvelopeError::Malformed)
 }
 
+/// The longest token accepted: the spec's fields (claims of a few hundred bytes, at most
+/// [`MAX_HOPS`] hops) make a few KiB generous; anything longer is malformed before any work.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
 fn parse_inner(token: &str) -> Result<Parsed<'_>, String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(format!(
+            "token: {} bytes, longer than the {MAX_TOKEN_LEN}-byte limit",
+            token.len()
+        ));
+    }
     let mut parts = token.split('.');
     let (Some(version), Some(kid), Some(claims_b64), Some(hops_part), Some(tag_b64), None) = (
         parts.next(),

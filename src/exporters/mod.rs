@@ -7,11 +7,13 @@ pub mod debug;
 pub mod encode;
 pub mod file;
 pub mod ledger;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod otlp_http;
 pub mod persist;
 pub mod queue;
 pub mod retry;
+pub mod split;
 
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("file", file::factory),
     ("debug", debug::factory),
     ("ledger", ledger::factory),
+    ("loadbalancing", loadbalancing::factory),
 ];
 
 /// An exporter's own builder plus the delivery options every exporter has.
@@ -84,8 +87,19 @@ pub fn configure(
 ) -> Option<Configured> {
     // Read even when the type's own options failed, so their problems are reported too and
     // the two keys are never called unknown.
-    let queue = queue::parse(id, m, d);
-    let retry = retry::parse(m, d);
+    let mut queue = queue::parse(id, m, d);
+    let mut retry = retry::parse(m, d);
+    if id.kind() == "loadbalancing" {
+        // Its backends have their own queues and retries (`protocol.otlp`); in front of them
+        // both are off unless configured, so a client is answered once its data is in the
+        // backends' queues, and told to retry when it cannot be.
+        if !m.has("sending_queue") {
+            queue.enabled = false;
+        }
+        if !m.has("retry_on_failure") {
+            retry.enabled = false;
+        }
+    }
     Some(Configured {
         id: id.clone(),
         queue,

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::split::Failure;
 use crate::exporters::{encode, ExporterBuilder};
 use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::service::{ParseCtx, StartCtx};
@@ -51,6 +52,98 @@ pub struct OtlpExporterConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
+    /// Requests whose protobuf encoding is larger are split by items before sending
+    /// (0: never split ahead; a backend's size refusal is still split and retried).
+    pub max_request_size: usize,
+}
+
+/// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
+/// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
+/// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
+#[derive(Debug, Clone)]
+pub struct OtlpOptions {
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    pub timeout: Duration,
+    pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent.
+    pub strip_token: bool,
+    pub max_request_size: usize,
+}
+
+impl OtlpOptions {
+    /// Reads `headers`, `compression`, `timeout`, `tls`, `strip_token` and
+    /// `max_request_size` from `m`.
+    pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
+        let tls = crate::tls::parse_client(m, d);
+        let headers = super::parse_headers(m, d, |k, v| {
+            let k = k.to_ascii_lowercase();
+            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
+                return Err(
+                    "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)",
+                );
+            }
+            if MetadataValue::<tonic::metadata::Ascii>::try_from(v).is_err() {
+                return Err("header value must be printable ASCII");
+            }
+            Ok((k, v.to_string()))
+        });
+        let compression = Compression::parse(m, d);
+        let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
+        let strip_token = encode::parse_strip_token(m, d);
+        let max_request_size = m
+            .u64_in("max_request_size", 0, 1 << 32, d)
+            .map_or(DEFAULT_MAX_REQUEST_SIZE, |n| n as usize);
+        OtlpOptions {
+            headers,
+            compression,
+            timeout,
+            tls,
+            strip_token,
+            max_request_size,
+        }
+    }
+
+    /// The URL tonic connects to for `endpoint` (`host:port` or a URL): `http://` with
+    /// `tls.insecure`, `https://` otherwise. The error names the key at fault (`endpoint` or
+    /// `tls`) and the rule it breaks.
+    pub fn endpoint_url(&self, endpoint: &str) -> Result<String, (&'static str, String)> {
+        let url = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if self.tls.insecure {
+            format!("http://{endpoint}")
+        } else {
+            format!("https://{endpoint}")
+        };
+        if url.starts_with("https://") && self.tls.insecure {
+            return Err((
+                "tls",
+                "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure"
+                    .into(),
+            ));
+        }
+        if Endpoint::from_shared(url.clone()).is_err() {
+            return Err(("endpoint", format!("not a valid endpoint: {url:?}")));
+        }
+        Ok(url)
+    }
+
+    /// A configured `otlp` exporter for one endpoint URL (from [`OtlpOptions::endpoint_url`]).
+    pub fn for_endpoint(&self, id: &ComponentId, endpoint: String) -> OtlpExporterConfig {
+        OtlpExporterConfig {
+            id: id.clone(),
+            endpoint,
+            headers: self.headers.clone(),
+            compression: self.compression,
+            timeout: self.timeout,
+            tls: self.tls.clone(),
+            strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
+        }
+    }
 }
 
 pub fn factory(
@@ -60,8 +153,7 @@ pub fn factory(
     d: &mut Diagnostics,
 ) -> Option<Box<dyn ExporterBuilder>> {
     let raw_endpoint = m.str("endpoint", d);
-    let tls = crate::tls::parse_client(m, d);
-    let insecure = tls.insecure;
+    let options = OtlpOptions::parse(m, d);
     let endpoint = match raw_endpoint {
         None => {
             d.error(
@@ -70,52 +162,29 @@ pub fn factory(
             );
             String::new()
         }
-        Some(e) => {
-            let url = if e.contains("://") {
+        Some(e) => match options.endpoint_url(&e) {
+            Ok(url) => url,
+            Err((key, rule)) => {
+                d.error(m.key_path(key), rule);
                 e
-            } else if insecure {
-                format!("http://{e}")
-            } else {
-                format!("https://{e}")
-            };
-            if url.starts_with("https://") && insecure {
-                d.error(
-                    m.key_path("tls"),
-                    "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure",
-                );
-            } else if Endpoint::from_shared(url.clone()).is_err() {
-                d.error(
-                    m.key_path("endpoint"),
-                    format!("not a valid endpoint: {url:?}"),
-                );
             }
-            url
-        }
+        },
     };
-    let headers = super::parse_headers(m, d, |k, v| {
-        let k = k.to_ascii_lowercase();
-        if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
-            return Err("not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)");
-        }
-        if MetadataValue::<tonic::metadata::Ascii>::try_from(v).is_err() {
-            return Err("header value must be printable ASCII");
-        }
-        Ok((k, v.to_string()))
-    });
-    let compression = Compression::parse(m, d);
-    let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
-    Some(Box::new(OtlpExporterConfig {
-        id: id.clone(),
-        endpoint,
-        headers,
-        compression,
-        timeout,
-        tls,
-    }))
+    Some(Box::new(options.for_endpoint(id, endpoint)))
 }
 
 impl ExporterBuilder for OtlpExporterConfig {
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+        Ok(Arc::new(self.build(&ctx.metrics)?))
+    }
+}
+
+impl OtlpExporterConfig {
+    /// The exporter for this configuration (its channel connects lazily).
+    pub fn build(
+        self,
+        metrics: &Arc<crate::telemetry::SelfMetrics>,
+    ) -> Result<OtlpExporter, String> {
         let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?;
         if self.endpoint.starts_with("https://") {
@@ -146,7 +215,7 @@ impl ExporterBuilder for OtlpExporterConfig {
                 metadata.insert(k, v);
             }
         }
-        Ok(Arc::new(OtlpExporter {
+        Ok(OtlpExporter {
             channel,
             metadata,
             compression: match self.compression {
@@ -156,8 +225,10 @@ impl ExporterBuilder for OtlpExporterConfig {
             },
             timeout: self.timeout,
             id: self.id,
-            metrics: ctx.metrics.clone(),
-        }))
+            metrics: metrics.clone(),
+            strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
+        })
     }
 }
 
@@ -168,6 +239,22 @@ pub struct OtlpExporter {
     compression: Option<CompressionEncoding>,
     timeout: Duration,
     metrics: Arc<crate::telemetry::SelfMetrics>,
+    strip_token: bool,
+    max_request_size: usize,
+}
+
+/// Whether a backend's answer says the request was too large: RESOURCE_EXHAUSTED without a
+/// retry delay (the Collector's "received message larger than max"), or tonic's OUT_OF_RANGE
+/// "message length too large".
+pub fn is_size_refusal(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::ResourceExhausted => crate::rpc::retry_delay(status.details()).is_none(),
+        Code::OutOfRange => {
+            let m = status.message().to_ascii_lowercase();
+            m.contains("too large") || m.contains("larger than")
+        }
+        _ => false,
+    }
 }
 
 /// Whether the OTLP spec lets a client retry after this gRPC status. RESOURCE_EXHAUSTED
@@ -232,7 +319,7 @@ impl OtlpExporter {
         path: &'static str,
         body: Bytes,
         partial: impl FnOnce(R) -> Option<(i64, String)>,
-    ) -> Result<(), ExportError> {
+    ) -> Result<(), Failure> {
         let resp = tokio::time::timeout(
             self.timeout,
             encode::export_encoded::<R>(
@@ -248,7 +335,10 @@ impl OtlpExporter {
             retry_after: None,
             message: format!("no answer from the backend within {:?}", self.timeout),
         })?
-        .map_err(|s| self.failure(s))?;
+        .map_err(|s| Failure {
+            too_large: std::error::Error::source(&s).is_none() && is_size_refusal(&s),
+            error: self.failure(s),
+        })?;
         if let Some((rejected, message)) = partial(resp.into_inner()) {
             self.partial(signal, rejected, &message);
         }
@@ -257,13 +347,27 @@ impl OtlpExporter {
 }
 
 impl Exporter for OtlpExporter {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        crate::exporters::split::send_sized(self, data, self.max_request_size)
+    }
+}
+
+impl crate::exporters::split::SendOnce for OtlpExporter {
+    fn exporter_id(&self) -> &str {
+        self.id.as_str()
+    }
+
     /// Encodes from the borrowed request (traces with the one-pass encoder of encode.rs), so a
     /// retrying queue keeps its copy without cloning every item for every attempt.
-    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn send_once<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             match data {
                 Payload::Traces(r) => {
-                    let body = Bytes::from(encode::encode_traces(r));
+                    let body = if self.strip_token {
+                        Bytes::from(encode::encode_traces(&encode::without_token(r)))
+                    } else {
+                        Bytes::from(encode::encode_traces(r))
+                    };
                     self.send(
                         Signal::Traces,
                         encode::TRACE_EXPORT,

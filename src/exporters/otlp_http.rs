@@ -30,6 +30,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::otlp::Compression;
+use crate::exporters::split::Failure;
 use crate::exporters::ExporterBuilder;
 use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::receivers::otlp_http::RpcStatus;
@@ -53,6 +54,10 @@ pub struct OtlpHttpConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see `encode::without_token`).
+    pub strip_token: bool,
+    /// Requests whose protobuf encoding is larger are split by items (0: never ahead).
+    pub max_request_size: usize,
 }
 
 fn check_url(m: &Map<'_>, key: &'static str, url: &str, d: &mut Diagnostics) -> Option<Uri> {
@@ -145,6 +150,12 @@ pub fn factory(
         compression,
         timeout,
         tls,
+        strip_token: super::encode::parse_strip_token(m, d),
+        max_request_size: m
+            .u64_in("max_request_size", 0, 1 << 32, d)
+            .map_or(crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE, |n| {
+                n as usize
+            }),
     }))
 }
 
@@ -309,6 +320,12 @@ impl OtlpHttpExporter {
             message: format!("encoding the request failed: {e}"),
         };
         match (self.cfg.encoding, data) {
+            (BodyEncoding::Proto, Payload::Traces(r)) if self.cfg.strip_token => {
+                Ok(super::encode::without_token(r).encode_to_vec())
+            }
+            (BodyEncoding::Json, Payload::Traces(r)) if self.cfg.strip_token => {
+                to_json(super::encode::without_token(r).as_ref()).map_err(permanent)
+            }
             (BodyEncoding::Proto, Payload::Traces(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Metrics(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Logs(r)) => Ok(r.encode_to_vec()),
@@ -352,10 +369,10 @@ impl OtlpHttpExporter {
         );
     }
 
-    async fn send(&self, data: &Payload) -> Result<(), ExportError> {
+    async fn send(&self, data: &Payload) -> Result<(), Failure> {
         let signal = data.signal();
         let Some(url) = self.cfg.urls[signal as usize].clone() else {
-            return Err(ExportError {
+            return Err(Failure::from(ExportError {
                 retryable: false,
                 retry_after: None,
                 message: format!(
@@ -363,17 +380,17 @@ impl OtlpHttpExporter {
                     signal.as_str(),
                     signal.as_str()
                 ),
-            });
+            }));
         };
         let body = self.compress(self.encode(data)?)?;
         let mut req = Request::post(url.clone());
         {
             let Some(h) = req.headers_mut() else {
-                return Err(ExportError {
+                return Err(Failure::from(ExportError {
                     retryable: false,
                     retry_after: None,
                     message: format!("cannot build a request for {url}"),
-                });
+                }));
             };
             h.insert(
                 header::CONTENT_TYPE,
@@ -447,19 +464,31 @@ impl OtlpHttpExporter {
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT
         );
-        Err(ExportError {
-            retryable,
-            retry_after: if retryable { delay } else { None },
-            message: format!(
-                "backend answered {status} for {url}: {}",
-                status_message(&ctype, &body)
-            ),
+        Err(Failure {
+            error: ExportError {
+                retryable,
+                retry_after: if retryable { delay } else { None },
+                message: format!(
+                    "backend answered {status} for {url}: {}",
+                    status_message(&ctype, &body)
+                ),
+            },
+            too_large: status == StatusCode::PAYLOAD_TOO_LARGE,
         })
     }
 }
 
 impl Exporter for OtlpHttpExporter {
     fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        crate::exporters::split::send_sized(self, data, self.cfg.max_request_size)
+    }
+}
+
+impl crate::exporters::split::SendOnce for OtlpHttpExporter {
+    fn exporter_id(&self) -> &str {
+        self.cfg.id.as_str()
+    }
+    fn send_once<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(self.send(data))
     }
 }

@@ -62,6 +62,8 @@ impl StorageConfig {
 pub enum StoreError {
     #[error("persistent queue is full ({used} of {max} bytes on disk)")]
     Full { used: u64, max: u64 },
+    #[error("the request takes {size} bytes in the persistent queue, more than its whole size ({max} bytes, storage.max_size_mib)")]
+    TooLarge { size: u64, max: u64 },
     #[error("persistent queue write failed: {0}")]
     Io(String),
     #[error("persistent queue is closed")]
@@ -114,8 +116,8 @@ pub struct Damage {
     pub segment: PathBuf,
     pub offset: u64,
     pub bytes: u64,
-    /// Where the damaged bytes were moved.
-    pub moved_to: PathBuf,
+    /// Where the damaged bytes were copied (`None` when there was no room).
+    pub moved_to: Option<PathBuf>,
 }
 
 /// What [`Store::open`] found.
@@ -296,6 +298,80 @@ fn scan(data: &[u8]) -> (Vec<(Body, Span)>, Vec<Span>) {
     (good, bad)
 }
 
+/// Deals with a segment's damaged ranges without ever needing free space to start: the
+/// damaged bytes are copied to `corrupt/` when there is room (best effort); a torn tail is
+/// cut off in place (truncation frees space); damage elsewhere is cut out by rewriting the
+/// segment when there is room, else left in place and skipped (found and reported again at
+/// the next start). Returns the segment's size; `offsets` follow the intact frames.
+#[allow(clippy::too_many_arguments)]
+fn set_aside(
+    dir: &Path,
+    n: u64,
+    path: &Path,
+    bytes: &[u8],
+    good: &[(Body, Span)],
+    bad: &[Span],
+    offsets: &mut [usize],
+    recovery: &mut Recovery,
+) -> u64 {
+    let cdir = dir.join("corrupt");
+    for r in bad {
+        let target = cdir.join(format!("{}-{}.bad", segment_name(n), r.start));
+        let copied = fs::create_dir_all(&cdir)
+            .and_then(|()| fs::write(&target, &bytes[r.clone()]))
+            .map_err(|e| {
+                let _ = fs::remove_file(&target);
+                tracing::warn!(segment = %path.display(), offset = r.start, bytes = r.len(), error = %e, "persistent queue: could not copy damaged bytes to corrupt/ (disk full?); they are skipped");
+            })
+            .is_ok();
+        recovery.damage.push(Damage {
+            segment: path.to_path_buf(),
+            offset: r.start as u64,
+            bytes: r.len() as u64,
+            moved_to: copied.then_some(target),
+        });
+    }
+    // Only a torn tail: cut it off in place.
+    if let [tail] = bad {
+        if tail.end == bytes.len() {
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(tail.start as u64).and_then(|()| f.sync_all()));
+            match cut {
+                Ok(()) => return tail.start as u64,
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "persistent queue: could not truncate a torn tail; it is skipped");
+                    return bytes.len() as u64;
+                }
+            }
+        }
+    }
+    // Rewrite the segment with the intact frames only, when there is room.
+    let mut clean = Vec::with_capacity(bytes.len());
+    let mut new_offsets = Vec::with_capacity(good.len());
+    for (_, r) in good {
+        new_offsets.push(clean.len());
+        clean.extend_from_slice(&bytes[r.clone()]);
+    }
+    let tmp = path.with_extension("tmp");
+    let rewritten = File::create(&tmp)
+        .and_then(|mut f| f.write_all(&clean).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    match rewritten {
+        Ok(()) => {
+            sync_dir(dir);
+            offsets.copy_from_slice(&new_offsets);
+            clean.len() as u64
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            tracing::warn!(segment = %path.display(), error = %e, "persistent queue: could not rewrite a damaged segment (disk full?); damaged ranges are left in place and skipped");
+            bytes.len() as u64
+        }
+    }
+}
+
 fn segment_name(n: u64) -> String {
     format!("{n:016}.seg")
 }
@@ -362,33 +438,16 @@ impl Store {
             // Where each intact frame ends up (moved up when damaged bytes are cut out).
             let mut offsets: Vec<usize> = good.iter().map(|(_, r)| r.start).collect();
             if !bad.is_empty() {
-                let cdir = dir.join("corrupt");
-                fs::create_dir_all(&cdir)?;
-                for r in &bad {
-                    let moved_to = cdir.join(format!("{}-{}.bad", segment_name(*n), r.start));
-                    fs::write(&moved_to, &bytes[r.clone()])?;
-                    recovery.damage.push(Damage {
-                        segment: path.clone(),
-                        offset: r.start as u64,
-                        bytes: r.len() as u64,
-                        moved_to,
-                    });
-                }
-                // Rewrite the segment with the intact frames only.
-                let mut clean = Vec::with_capacity(bytes.len());
-                for ((_, r), off) in good.iter().zip(offsets.iter_mut()) {
-                    *off = clean.len();
-                    clean.extend_from_slice(&bytes[r.clone()]);
-                }
-                let tmp = path.with_extension("tmp");
-                {
-                    let mut f = File::create(&tmp)?;
-                    f.write_all(&clean)?;
-                    f.sync_all()?;
-                }
-                fs::rename(&tmp, path)?;
-                sync_dir(&dir);
-                size = clean.len() as u64;
+                size = set_aside(
+                    &dir,
+                    *n,
+                    path,
+                    &bytes,
+                    &good,
+                    &bad,
+                    &mut offsets,
+                    &mut recovery,
+                );
             }
             drop(bytes);
             for ((body, r), off) in good.into_iter().zip(offsets) {
@@ -507,6 +566,12 @@ impl Store {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let f = frame(&data_body(id, pipeline, payload));
         let len = f.len() as u64;
+        if len > self.max_size {
+            return Err(StoreError::TooLarge {
+                size: len,
+                max: self.max_size,
+            });
+        }
         // Reserve the space up front so concurrent appends cannot overshoot the bound.
         let prev = self.used.fetch_add(len, Ordering::AcqRel);
         if prev + len > self.max_size {
@@ -647,6 +712,10 @@ impl Writer {
                 self.acknowledge(id);
             }
             self.reclaim();
+            if res.is_err() {
+                // Out of space: also reclaim the active segment once everything is done.
+                self.reclaim_active();
+            }
             if let Some(done) = close {
                 let _ = self.active.sync_all();
                 let _ = done.send(());
@@ -661,16 +730,34 @@ impl Writer {
             return Ok(());
         }
         let n = buf.len() as u64;
-        // Data bytes were reserved by `append`; marker bytes are counted here. The segment
-        // grows by the whole buffer even if the write fails half way (counted conservatively).
+        // Data bytes were reserved by `append`; marker bytes are counted here.
         self.used
             .fetch_add(n.saturating_sub(data_bytes), Ordering::AcqRel);
+        let before = self.segments.back().map_or(0, |s| s.size);
         if let Some(s) = self.segments.back_mut() {
             s.size += n;
         }
-        self.active.write_all(buf).map_err(|e| e.to_string())?;
-        if data_bytes > 0 && self.fsync {
-            self.active.sync_data().map_err(|e| e.to_string())?;
+        let written = self.active.write_all(buf).and_then(|()| {
+            if data_bytes > 0 && self.fsync {
+                self.active.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Cut a partly written group off again (truncation needs no space), so the
+            // segment ends on a whole frame and its size is known.
+            if self.active.set_len(before).is_ok() {
+                if let Some(s) = self.segments.back_mut() {
+                    s.size = before;
+                }
+                let _ = self
+                    .used
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                        Some(u.saturating_sub(n))
+                    });
+            }
+            return Err(e.to_string());
         }
         if self
             .segments
@@ -702,6 +789,33 @@ impl Writer {
         if let Some(seg) = self.owner.remove(&id) {
             if let Some(s) = self.segments.iter_mut().find(|s| s.number == seg) {
                 s.outstanding = s.outstanding.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Empties the active segment in place when it is the only one left and every record
+    /// in it is done (delivered or given up): after a write error on a full disk nothing
+    /// else would ever free its space.
+    fn reclaim_active(&mut self) {
+        let [only] = self.segments.make_contiguous() else {
+            return;
+        };
+        if only.outstanding > 0 || only.size == 0 {
+            return;
+        }
+        match self.active.set_len(0) {
+            Ok(()) => {
+                let freed = only.size;
+                only.size = 0;
+                let _ = self
+                    .used
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                        Some(u.saturating_sub(freed))
+                    });
+                tracing::info!(directory = %self.dir.display(), freed, "persistent queue: emptied the fully acknowledged active segment after a write error");
+            }
+            Err(e) => {
+                tracing::warn!(directory = %self.dir.display(), error = %e, "persistent queue: could not empty the active segment");
             }
         }
     }
@@ -830,8 +944,9 @@ mod tests {
         assert_eq!(tags, vec![1, 2]);
         assert_eq!(rec.damage.len(), 1);
         let dmg = &rec.damage[0];
-        assert!(dmg.bytes > 0 && dmg.moved_to.exists());
-        assert_eq!(fs::metadata(&dmg.moved_to).unwrap().len(), dmg.bytes);
+        let moved_to = dmg.moved_to.as_ref().unwrap();
+        assert!(dmg.bytes > 0 && moved_to.exists());
+        assert_eq!(fs::metadata(moved_to).unwrap().len(), dmg.bytes);
         drop(_s);
         // The segment was rewritten clean: a second start finds no damage and the same data.
         let (_s, rec) = Store::open(&c).unwrap();

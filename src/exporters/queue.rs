@@ -71,6 +71,9 @@ impl Default for QueueConfig {
 
 const MIB: u64 = 1024 * 1024;
 
+/// How long a part of a request too large for the persistent queue waits for room.
+const SPLIT_PART_WAIT: Duration = Duration::from_secs(30);
+
 /// Reads `sending_queue` from an exporter's options (defaults when absent).
 pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> QueueConfig {
     let mut c = QueueConfig::default();
@@ -313,6 +316,8 @@ pub struct Delivery {
     stopping: watch::Sender<bool>,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     last_full_warning: AtomicU64,
+    /// Cuts short the waits between retries ([`Delivery::retry_now`]).
+    wake: Notify,
 }
 
 impl Delivery {
@@ -340,6 +345,7 @@ impl Delivery {
             stopping,
             consumers: Mutex::new(Vec::new()),
             last_full_warning: AtomicU64::new(0),
+            wake: Notify::new(),
         };
         if !queue_cfg.enabled {
             return Ok(Arc::new(delivery));
@@ -374,7 +380,7 @@ impl Delivery {
                     segment = %dmg.segment.display(),
                     offset = dmg.offset,
                     bytes = dmg.bytes,
-                    moved_to = %dmg.moved_to.display(),
+                    moved_to = %dmg.moved_to.as_ref().map_or("(not copied: no room)".to_string(), |p| p.display().to_string()),
                     "persistent queue: damaged region moved aside; intact records kept"
                 );
                 metrics
@@ -438,6 +444,13 @@ impl Delivery {
         &self.id
     }
 
+    /// Ends the current wait of every request between retries, so each is attempted again
+    /// now (e.g. when the exporter knows the situation changed: the `loadbalancing`
+    /// exporter re-routes a failed backend's requests). The backoff itself continues.
+    pub fn retry_now(&self) {
+        self.wake.notify_waiters();
+    }
+
     /// What is still queued or being sent (in `sizer` units), and whether it is kept on disk
     /// for the next start.
     pub fn pending(&self) -> (u64, bool) {
@@ -490,6 +503,10 @@ impl Delivery {
         if let Some(store) = &self.store {
             let wait = self.ack == AckMode::Durable;
             match store.append(pipeline, &data, wait) {
+                Err(StoreError::TooLarge { size: bytes, max }) => {
+                    queue.release(size);
+                    return self.submit_too_large(pipeline, data, bytes, max).await;
+                }
                 Err(e) => {
                     queue.release(size);
                     return Err(self.refuse(pipeline, &data, &e.to_string()));
@@ -541,6 +558,56 @@ impl Delivery {
             record,
         });
         Ok(())
+    }
+
+    /// A request that can never fit the persistent queue: stored in halves (by items), and a
+    /// single item that does not fit is refused for good (retrying cannot help), counted
+    /// and reported to the client.
+    fn submit_too_large<'a>(
+        &'a self,
+        pipeline: &'a str,
+        data: Payload,
+        bytes: u64,
+        max: u64,
+    ) -> crate::pipeline::BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            match crate::exporters::split::halve(&data) {
+                Some((a, b)) => {
+                    drop(data);
+                    self.submit_part(pipeline, a).await?;
+                    self.submit_part(pipeline, b).await
+                }
+                None => {
+                    let e = ExportError {
+                        retryable: false,
+                        retry_after: None,
+                        message: format!(
+                            "exporter {}: a single item takes {bytes} bytes in the persistent queue, more than its whole size ({max} bytes, storage.max_size_mib); it can never be queued",
+                            self.id
+                        ),
+                    };
+                    self.count_failed(pipeline, data.signal(), data.item_count(), &e);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// One part of a split request. Parts wait (a bounded time) for room instead of being
+    /// refused at once: a request larger than the free space fits only once earlier parts
+    /// were delivered, and refusing it would have the client resend it all from the start.
+    async fn submit_part(&self, pipeline: &str, part: Payload) -> Result<(), ExportError> {
+        let deadline = tokio::time::Instant::now() + SPLIT_PART_WAIT;
+        let mut wait = Duration::from_millis(20);
+        loop {
+            match self.submit(pipeline, part.clone()).await {
+                Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Counts and reports a request the queue could not take; the client is told to retry.
@@ -635,10 +702,14 @@ impl Delivery {
             if leave_on_stop {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
                     _ = crate::telemetry::wait_true(stop.clone()) => return Outcome::Left,
                 }
             } else {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
             let _ = stop.borrow_and_update();
         }
@@ -909,6 +980,30 @@ mod tests {
         waiting.await.unwrap().unwrap();
         gate.add_permits(10);
         eventually("all sent", || *exp.calls.lock().unwrap() == 3).await;
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn retry_now_cuts_short_the_wait_between_retries() {
+        let exp = Arc::new(Scripted::default());
+        exp.script.lock().unwrap().push_back(retryable());
+        let slow = RetryConfig {
+            initial_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(60),
+            randomization_factor: 0.0,
+            ..RetryConfig::default()
+        };
+        let (d, _m) = start(exp.clone(), QueueConfig::default(), slow);
+        d.submit("traces", spans(1)).await.unwrap();
+        eventually("first attempt", || *exp.calls.lock().unwrap() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *exp.calls.lock().unwrap(),
+            1,
+            "waiting 60 s before the retry"
+        );
+        d.retry_now();
+        eventually("retried at once", || *exp.calls.lock().unwrap() == 2).await;
         d.shutdown().await;
     }
 

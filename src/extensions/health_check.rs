@@ -56,6 +56,11 @@ impl ExtensionBuilder for HealthCheck {
                         self.id, self.endpoint
                     )
                 })?;
+            let listener = crate::netguard::GuardedListener::new(
+                listener,
+                crate::netguard::Limits::small_endpoint(),
+                format!("extensions.{}", self.id),
+            );
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let h = health.clone();
             let app = axum::Router::new().route(

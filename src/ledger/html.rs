@@ -86,7 +86,7 @@ fn chart(
         .max()
         .unwrap_or_default();
     let n = days.len().max(1);
-    let (w, h, left, bottom, top) = (760.0_f64, 260.0_f64, 70.0_f64, 40.0_f64, 10.0_f64);
+    let (w, h, left, bottom, top) = (760.0_f64, 260.0_f64, 110.0_f64, 40.0_f64, 10.0_f64);
     let plot_h = h - bottom - top;
     let slot = (w - left - 10.0) / n as f64;
     let bar = (slot * 0.7).min(60.0);
@@ -299,8 +299,8 @@ pub async fn statement(
                 l.keys[1].clone(),
                 l.currency.clone(),
                 l.events.to_string(),
-                (l.tokens[0] + l.tokens[2] + l.tokens[3]).to_string(),
-                (l.tokens[1] + l.tokens[4]).to_string(),
+                (l.tokens[0] + l.tokens[2] + l.tokens[3] + l.tokens[5] + l.tokens[7]).to_string(),
+                (l.tokens[1] + l.tokens[4] + l.tokens[6] + l.tokens[8]).to_string(),
                 money(l.cost),
             ]
         })

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
-use crate::cost::{price, Rate, RateTable, TokenClass, Usage};
+use crate::cost::{price, Rate, RateTable, TokenClass};
 
 use super::allocated::AllocatedLine;
 use super::row::{source_digest, Row, CLASSES};
@@ -96,7 +96,7 @@ pub struct Range {
 }
 
 /// Token sums per class, in [`TokenClass::ALL`] order.
-pub type Tokens = [i128; 5];
+pub type Tokens = [i128; crate::cost::CLASSES];
 
 /// One line of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,14 @@ fn text(v: &Val) -> String {
     }
 }
 
-const SUMS: &str = "COUNT(*), SUM(CASE WHEN cost_status = 'priced' THEN 1 ELSE 0 END), CAST(COALESCE(SUM(cost_nanos), 0) AS TEXT), CAST(COALESCE(SUM(cost_atto), 0) AS TEXT), CAST(COALESCE(SUM(tokens_input), 0) AS TEXT), CAST(COALESCE(SUM(tokens_output), 0) AS TEXT), CAST(COALESCE(SUM(tokens_cache_read), 0) AS TEXT), CAST(COALESCE(SUM(tokens_cache_write), 0) AS TEXT), CAST(COALESCE(SUM(tokens_reasoning), 0) AS TEXT)";
+/// Events, priced events, the exact cost split and the tokens of every class.
+fn sums() -> String {
+    let mut s = String::from("COUNT(*), SUM(CASE WHEN cost_status = 'priced' THEN 1 ELSE 0 END), CAST(COALESCE(SUM(cost_nanos), 0) AS TEXT), CAST(COALESCE(SUM(cost_atto), 0) AS TEXT)");
+    for c in TokenClass::ALL {
+        let _ = write!(s, ", CAST(COALESCE(SUM(tokens_{}), 0) AS TEXT)", c.as_str());
+    }
+    s
+}
 
 /// The report: one line per distinct combination of the dimensions (and currency).
 pub async fn report(
@@ -143,8 +150,9 @@ pub async fn report(
     }
     group.push("COALESCE(currency, '')");
     let sql = format!(
-        "SELECT {g}, {SUMS} FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 GROUP BY {g}",
-        g = group.join(", ")
+        "SELECT {g}, {sums} FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 GROUP BY {g}",
+        g = group.join(", "),
+        sums = sums()
     );
     let rows = store
         .select(&sql, vec![Val::Int(range.from), Val::Int(range.to)])
@@ -177,13 +185,7 @@ pub async fn report(
             events: int128(&s[0]) as i64,
             priced: int128(&s[1]) as i64,
             cost: join_cost(int128(&s[2]), int128(&s[3])),
-            tokens: [
-                int128(&s[4]),
-                int128(&s[5]),
-                int128(&s[6]),
-                int128(&s[7]),
-                int128(&s[8]),
-            ],
+            tokens: std::array::from_fn(|k| int128(&s[4 + k])),
         });
     }
     out.sort_by(|a, b| {
@@ -376,6 +378,30 @@ pub fn render(
         }
         Format::Table => {
             let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by)).collect();
+            // For people: modality token columns that are zero on every line are left out
+            // (CSV and JSON always carry every column).
+            let first_class = h.len() - TokenClass::ALL.len();
+            let keep: Vec<bool> = (0..h.len())
+                .map(|i| {
+                    let c = TokenClass::ALL.get(i.wrapping_sub(first_class));
+                    !c.is_some_and(|c| c.is_modality())
+                        || body.iter().any(|r| r.get(i).is_some_and(|v| v != "0"))
+                })
+                .collect();
+            let h: Vec<String> = h
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| x.clone())
+                .collect();
+            for r in &mut body {
+                *r = r
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(x, _)| x.clone())
+                    .collect();
+            }
             for (cur, (events, cost)) in totals(lines) {
                 let mut t = vec![String::new(); h.len()];
                 t[0] = "TOTAL".into();
@@ -718,13 +744,7 @@ pub async fn check_row(r: &Row, tables: &mut Tables<'_>) -> Result<Vec<String>, 
         problems.push(format!("rate row {rate_id} is not in rate table {digest}"));
         return Ok(problems);
     };
-    let u = Usage {
-        input: r.usage[0],
-        output: r.usage[1],
-        cache_read: r.usage[2],
-        cache_write: r.usage[3],
-        reasoning: r.usage[4],
-    };
+    let u = super::row::usage_of(&r.usage);
     match price(rate, &u) {
         Err(e) => problems.push(format!("stored usage does not price: {e}")),
         Ok(b) => {
@@ -852,7 +872,7 @@ pub async fn dispute(
         "rates_digest",
         "currency",
     ];
-    let classes = ["input", "output", "cache_read", "cache_write", "reasoning"];
+    let classes = TokenClass::ALL.map(TokenClass::as_str);
     let dyn_cols: Vec<String> = classes
         .iter()
         .flat_map(|c| {
@@ -907,7 +927,7 @@ pub async fn dispute(
             opt(&r.rates_digest),
             opt(&r.currency),
         ];
-        for i in 0..5 {
+        for i in 0..crate::cost::CLASSES {
             rec.push(r.tokens[i].map(|t| t.to_string()).unwrap_or_default());
             rec.push(
                 r.unit_price[i]

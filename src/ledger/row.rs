@@ -7,11 +7,59 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 use crate::cost::registry::{self, Published};
-use crate::cost::{price, validate, TokenClass, Usage};
+use crate::cost::usage::{self as attrs_usage, parse_count};
+use crate::cost::{price, validate, TokenClass, Usage, CLASSES as N_CLASSES};
 use crate::pipeline::attrs::{get as find, get_str};
 
 /// The classes a row carries tokens and cost for, in [`TokenClass::ALL`] order.
-pub const CLASSES: [TokenClass; 5] = TokenClass::ALL;
+pub const CLASSES: [TokenClass; N_CLASSES] = TokenClass::ALL;
+
+/// The token counts a row keeps as the span reported them (the `usage_<field>` columns).
+pub const USAGE_FIELDS: [&str; 11] = [
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "reasoning",
+    "audio_input",
+    "audio_output",
+    "image_input",
+    "image_output",
+    "text_input",
+    "text_output",
+];
+
+/// The attributes read for each of [`USAGE_FIELDS`] (the first name is the current one).
+const USAGE_KEYS: [&[&str]; 11] = [
+    &[attrs_usage::INPUT],
+    &[attrs_usage::OUTPUT],
+    &[attrs_usage::CACHE_READ],
+    &[attrs_usage::CACHE_WRITE, attrs_usage::CACHE_CREATION],
+    &[attrs_usage::REASONING],
+    &[attrs_usage::AUDIO_INPUT],
+    &[attrs_usage::AUDIO_OUTPUT],
+    &[attrs_usage::IMAGE_INPUT],
+    &[attrs_usage::IMAGE_OUTPUT],
+    &[attrs_usage::TEXT_INPUT],
+    &[attrs_usage::TEXT_OUTPUT],
+];
+
+/// The cost engine's usage from a row's reported counts.
+pub fn usage_of(u: &[Option<i64>; 11]) -> Usage {
+    Usage {
+        input: u[0],
+        output: u[1],
+        cache_read: u[2],
+        cache_write: u[3],
+        reasoning: u[4],
+        audio_input: u[5],
+        audio_output: u[6],
+        image_input: u[7],
+        image_output: u[8],
+        text_input: u[9],
+        text_output: u[10],
+    }
+}
 
 /// One billable event. Every optional field is `None` when the span did not carry it: the
 /// ledger never fills a default that looks real.
@@ -54,15 +102,16 @@ pub struct Row {
     /// SHA-256 of the rate table's sources, the key of `ledger_rate_tables`.
     pub rates_digest: Option<String>,
     pub currency: Option<String>,
-    /// The token counts as the span reported them (input, output, cache_read, cache_write,
-    /// reasoning; cache_write read from `cache_write` or its alias `cache_creation`).
-    pub usage: [Option<i64>; 5],
-    /// Tokens per priced class (input = uncached input, output = non-reasoning output).
-    pub tokens: [Option<i64>; 5],
+    /// The token counts as the span reported them, in [`USAGE_FIELDS`] order (cache_write
+    /// read from `cache_write` or its alias `cache_creation`).
+    pub usage: [Option<i64>; 11],
+    /// Tokens per priced class, in [`TokenClass::ALL`] order (input = uncached input,
+    /// output = non-reasoning output; modality classes only when the rate prices them apart).
+    pub tokens: [Option<i64>; N_CLASSES],
     /// Price per million tokens applied per class.
-    pub unit_price: [Option<Decimal>; 5],
+    pub unit_price: [Option<Decimal>; N_CLASSES],
     /// Exact cost per class and in total.
-    pub cost: [Option<Decimal>; 5],
+    pub cost: [Option<Decimal>; N_CLASSES],
     pub cost_total: Option<Decimal>,
     /// The caller's own figure (`gen_ai.usage.cost.amount` or the legacy `gen_ai.usage.cost`),
     /// as text.
@@ -88,18 +137,6 @@ pub struct Row {
     pub k8s_controller: Option<String>,
 }
 
-/// The usage attributes read for each class (the first name is the current one).
-const USAGE_KEYS: [&[&str]; 5] = [
-    &["gen_ai.usage.input_tokens"],
-    &["gen_ai.usage.output_tokens"],
-    &["gen_ai.usage.cache_read.input_tokens"],
-    &[
-        "gen_ai.usage.cache_write.input_tokens",
-        "gen_ai.usage.cache_creation.input_tokens",
-    ],
-    &["gen_ai.usage.reasoning.output_tokens"],
-];
-
 fn nonempty<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     get_str(attrs, key).filter(|s| !s.is_empty())
 }
@@ -108,16 +145,13 @@ fn owned(attrs: &[KeyValue], key: &str) -> Option<String> {
     nonempty(attrs, key).map(str::to_string)
 }
 
-/// A token count as sent: an int, an integral double or a decimal string; anything else is
+/// A token count as sent, read by the one shared parser; anything that is not a count is
 /// `None` (the cost status then says why).
 fn raw_count(attrs: &[KeyValue], keys: &[&str]) -> Option<i64> {
-    keys.iter().find_map(|k| match find(attrs, k)? {
-        Value::IntValue(i) => Some(*i),
-        Value::DoubleValue(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            Some(*f as i64)
-        }
-        Value::StringValue(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
+    keys.iter().find_map(|k| {
+        parse_count(find(attrs, k)?)
+            .ok()
+            .and_then(|n| i64::try_from(n).ok())
     })
 }
 
@@ -186,7 +220,7 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
     };
     let envelope_token =
         owned(a, "tollgate.envelope").or_else(|| owned(ctx.resource, "tollgate.envelope"));
-    let usage: [Option<i64>; 5] = std::array::from_fn(|i| raw_count(a, USAGE_KEYS[i]));
+    let usage: [Option<i64>; 11] = std::array::from_fn(|i| raw_count(a, USAGE_KEYS[i]));
     let start = span.start_time_unix_nano.min(i64::MAX as u64) as i64;
     let mut row = Row {
         trace_id: hex(&span.trace_id),
@@ -219,9 +253,9 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         rates_digest: None,
         currency: None,
         usage,
-        tokens: [None; 5],
-        unit_price: [None; 5],
-        cost: [None; 5],
+        tokens: [None; N_CLASSES],
+        unit_price: [None; N_CLASSES],
+        cost: [None; N_CLASSES],
         cost_total: None,
         caller_cost: scalar_text(a, "gen_ai.usage.cost.amount")
             .or_else(|| scalar_text(a, "gen_ai.usage.cost"))
@@ -239,15 +273,11 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
             .or_else(|| owned(ctx.resource, "k8s.statefulset.name"))
             .or_else(|| owned(ctx.resource, "k8s.daemonset.name")),
     };
-    let u = Usage {
-        input: row.usage[0],
-        output: row.usage[1],
-        cache_read: row.usage[2],
-        cache_write: row.usage[3],
-        reasoning: row.usage[4],
-    };
+    let u = usage_of(&row.usage);
     if let Ok(t) = validate(&u) {
-        row.tokens = t.map(|v| Some(v.min(i64::MAX as u64) as i64));
+        for (i, v) in t.iter().enumerate() {
+            row.tokens[i] = Some((*v).min(i64::MAX as u64) as i64);
+        }
     }
     // A `duplicate` carries no pricing of its own: it is the same event again, priced here
     // with the table in use so that, should the first copy never have reached the ledger,
@@ -411,7 +441,7 @@ mod tests {
         assert_eq!(r.tenant_id, None);
         assert_eq!(r.envelope_status, "expired");
         assert_eq!(r.cost_status, "invalid_usage");
-        assert_eq!(r.usage, [None, Some(12), None, None, None]);
+        assert_eq!(r.usage[..5], [None, Some(12), None, None, None]);
         assert_eq!(r.cost_total, None);
         assert_eq!(r.rate_id, None);
         assert_eq!(r.provider, None);
@@ -495,7 +525,7 @@ mod tests {
         assert_eq!(r.tenant_id.as_deref(), Some("acme"));
         assert_eq!(r.lineage_kinds.as_deref(), Some("retry"));
         assert_eq!(r.lineage_depth, Some(1));
-        assert_eq!(r.usage, [Some(10), None, None, Some(4), None]);
+        assert_eq!(r.usage[..5], [Some(10), None, None, Some(4), None]);
         // The same span marked duplicate by a later pass has the same source digest.
         attrs[0] = kv("tollgate.cost.status", s("duplicate"));
         let again = Span {

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
-use super::row::Row;
+use super::row::{Row, USAGE_FIELDS};
 use super::LedgerError;
+use crate::cost::{TokenClass, CLASSES};
 
 /// The schema version this binary writes. A ledger with a newer version refuses to open.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -50,21 +51,39 @@ pub const MIGRATIONS: &[&str] = &[
         usage_cache_read BIGINT,
         usage_cache_write BIGINT,
         usage_reasoning BIGINT,
+        usage_audio_input BIGINT,
+        usage_audio_output BIGINT,
+        usage_image_input BIGINT,
+        usage_image_output BIGINT,
+        usage_text_input BIGINT,
+        usage_text_output BIGINT,
         tokens_input BIGINT,
         tokens_output BIGINT,
         tokens_cache_read BIGINT,
         tokens_cache_write BIGINT,
         tokens_reasoning BIGINT,
+        tokens_audio_input BIGINT,
+        tokens_audio_output BIGINT,
+        tokens_image_input BIGINT,
+        tokens_image_output BIGINT,
         price_input TEXT,
         price_output TEXT,
         price_cache_read TEXT,
         price_cache_write TEXT,
         price_reasoning TEXT,
+        price_audio_input TEXT,
+        price_audio_output TEXT,
+        price_image_input TEXT,
+        price_image_output TEXT,
         cost_input TEXT,
         cost_output TEXT,
         cost_cache_read TEXT,
         cost_cache_write TEXT,
         cost_reasoning TEXT,
+        cost_audio_input TEXT,
+        cost_audio_output TEXT,
+        cost_image_input TEXT,
+        cost_image_output TEXT,
         cost_total TEXT,
         cost_nanos BIGINT NOT NULL,
         cost_atto BIGINT NOT NULL,
@@ -123,6 +142,10 @@ pub const MIGRATIONS: &[&str] = &[
         tokens_cache_read BIGINT NOT NULL,
         tokens_cache_write BIGINT NOT NULL,
         tokens_reasoning BIGINT NOT NULL,
+        tokens_audio_input BIGINT NOT NULL,
+        tokens_audio_output BIGINT NOT NULL,
+        tokens_image_input BIGINT NOT NULL,
+        tokens_image_output BIGINT NOT NULL,
         weight TEXT NOT NULL,
         source_cost TEXT NOT NULL,
         cost TEXT NOT NULL,
@@ -208,21 +231,39 @@ pub const COLUMNS: &[&str] = &[
     "usage_cache_read",
     "usage_cache_write",
     "usage_reasoning",
+    "usage_audio_input",
+    "usage_audio_output",
+    "usage_image_input",
+    "usage_image_output",
+    "usage_text_input",
+    "usage_text_output",
     "tokens_input",
     "tokens_output",
     "tokens_cache_read",
     "tokens_cache_write",
     "tokens_reasoning",
+    "tokens_audio_input",
+    "tokens_audio_output",
+    "tokens_image_input",
+    "tokens_image_output",
     "price_input",
     "price_output",
     "price_cache_read",
     "price_cache_write",
     "price_reasoning",
+    "price_audio_input",
+    "price_audio_output",
+    "price_image_input",
+    "price_image_output",
     "cost_input",
     "cost_output",
     "cost_cache_read",
     "cost_cache_write",
     "cost_reasoning",
+    "cost_audio_input",
+    "cost_audio_output",
+    "cost_image_input",
+    "cost_image_output",
     "cost_total",
     "cost_nanos",
     "cost_atto",
@@ -354,9 +395,9 @@ pub fn from_vals(vals: &[Val]) -> Result<Row, LedgerError> {
                 .map_err(|e| LedgerError::Corrupt(format!("column {name}: {s:?}: {e}"))),
         }
     };
-    let classes = ["input", "output", "cache_read", "cache_write", "reasoning"];
-    let mut unit_price = [None; 5];
-    let mut cost = [None; 5];
+    let classes = TokenClass::ALL.map(TokenClass::as_str);
+    let mut unit_price = [None; CLASSES];
+    let mut cost = [None; CLASSES];
     for (i, c) in classes.iter().enumerate() {
         unit_price[i] = dec(&format!("price_{c}"))?;
         cost[i] = dec(&format!("cost_{c}"))?;
@@ -389,7 +430,7 @@ pub fn from_vals(vals: &[Val]) -> Result<Row, LedgerError> {
         rates_version: text("rates_version"),
         rates_digest: text("rates_digest"),
         currency: text("currency"),
-        usage: classes.map(|c| int(&format!("usage_{c}"))),
+        usage: USAGE_FIELDS.map(|c| int(&format!("usage_{c}"))),
         tokens: classes.map(|c| int(&format!("tokens_{c}"))),
         unit_price,
         cost,
@@ -441,7 +482,8 @@ mod tests {
 
     #[test]
     fn columns_and_values_line_up() {
-        assert_eq!(COLUMNS.len(), 62);
+        // 38 fixed columns, 11 reported counts, tokens/price/cost per class, 4 k8s columns.
+        assert_eq!(COLUMNS.len(), 38 + 11 + 3 * CLASSES + 4);
         let mut seen = std::collections::HashSet::new();
         assert!(COLUMNS.iter().all(|c| seen.insert(*c)));
         for c in COLUMNS {

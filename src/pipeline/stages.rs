@@ -133,8 +133,34 @@ pub struct ReceiverFanout {
 }
 
 impl ReceiverFanout {
-    pub async fn consume(&self, data: Payload, client: &Arc<ClientInfo>) -> Result<Ack, Refused> {
+    pub async fn consume(
+        &self,
+        mut data: Payload,
+        client: &Arc<ClientInfo>,
+    ) -> Result<Ack, Refused> {
         let signal = data.signal();
+        // Items with wrong-length ids are refused on their own, before any pipeline sees
+        // them: batched with other clients' data they would make a checking backend refuse
+        // everything.
+        let (bad_ids, bad_reasons) = crate::receivers::ids::remove_bad_ids(&mut data);
+        if bad_ids > 0 {
+            for (pipeline, _) in &self.pipelines {
+                self.metrics
+                    .receiver_refused
+                    .get(signal)
+                    .get_or_create(&ReceiverLabels {
+                        receiver: self.receiver_id.clone(),
+                        pipeline: pipeline.clone(),
+                    })
+                    .inc_by(bad_ids);
+            }
+            if data.item_count() == 0 {
+                return Ok(Ack {
+                    rejected: bad_ids,
+                    reasons: bad_reasons,
+                });
+            }
+        }
         let n = data.item_count();
         let last = self.pipelines.len().saturating_sub(1);
         let mut data = Some(data);
@@ -176,7 +202,11 @@ impl ReceiverFanout {
         }
         match err {
             Some(e) => Err(e),
-            None => Ok(ack),
+            None => {
+                ack.rejected += bad_ids;
+                ack.reasons.extend(bad_reasons);
+                Ok(ack)
+            }
         }
     }
 }

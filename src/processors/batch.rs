@@ -25,6 +25,9 @@ pub struct BatchConfig {
     /// Answer each client only once its data was handed on (queued or written by the
     /// exporter), with that outcome, instead of when it entered the batch.
     pub wait_for_export: bool,
+    /// How long a batch refused downstream (retryably) is held and retried before it is
+    /// given up (logged with its item count and the last refusal).
+    pub max_elapsed_time: Duration,
 }
 
 impl Default for BatchConfig {
@@ -34,6 +37,7 @@ impl Default for BatchConfig {
             send_batch_max_size: 0,
             timeout: Duration::from_millis(200),
             wait_for_export: false,
+            max_elapsed_time: Duration::from_secs(300),
         }
     }
 }
@@ -56,6 +60,13 @@ pub fn factory(
     }
     if let Some(v) = m.bool("wait_for_export", d) {
         c.wait_for_export = v;
+    }
+    if let Some(v) = m.duration("max_elapsed_time", d) {
+        if v.is_zero() {
+            d.error(m.key_path("max_elapsed_time"), "must be greater than zero");
+        } else {
+            c.max_elapsed_time = v;
+        }
     }
     if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
         d.error(
@@ -88,6 +99,7 @@ impl StageFactory for BatchConfig {
             held: Arc::new(Mutex::new(None)),
             wait: cfg.wait_for_export,
             failed: Mutex::new(None),
+            max_elapsed: cfg.max_elapsed_time,
         };
         let held = out.held.clone();
         let task = tokio::spawn(run(cfg, rx, next.clone(), out));
@@ -111,6 +123,8 @@ struct Out {
     wait: bool,
     /// The first refusal since the buffer was last empty (reported to its waiters).
     failed: Mutex<Option<Refused>>,
+    /// `max_elapsed_time`.
+    max_elapsed: Duration,
 }
 
 /// A request and, with `wait_for_export`, where to report its outcome.
@@ -265,6 +279,7 @@ async fn flush(
 async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, out: &Out) {
     let n = p.item_count();
     let mut wait = Duration::from_millis(50);
+    let started = tokio::time::Instant::now();
     loop {
         match next.consume(p.clone(), client).await {
             Ok(_) => break,
@@ -276,8 +291,19 @@ async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, ou
                 }
                 break;
             }
+            Err(e) if e.retryable && started.elapsed() >= out.max_elapsed => {
+                tracing::error!(
+                    pipeline = %out.pipeline,
+                    items = n,
+                    held_for = ?started.elapsed(),
+                    error = %e,
+                    "batch refused downstream for longer than max_elapsed_time; giving it up (these items are lost)"
+                );
+                break;
+            }
             Err(e) if e.retryable => {
                 let delay = e.retry_after.unwrap_or(wait).max(wait);
+                let delay = delay.min(out.max_elapsed.saturating_sub(started.elapsed()));
                 tracing::debug!(pipeline = %out.pipeline, items = n, error = %e, ?delay, "batch refused downstream; holding it and retrying");
                 if let Ok(mut g) = out.held.lock() {
                     *g = Some(Refused {

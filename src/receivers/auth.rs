@@ -113,7 +113,7 @@ impl ClientPolicy {
                 }
             },
         };
-        if tenant.is_none() && self.metadata_keys.is_empty() {
+        if tenant.is_none() && self.metadata_keys.is_empty() && self.tokens.is_none() {
             return Ok(self.anonymous.clone());
         }
         let mut metadata = BTreeMap::new();
@@ -128,7 +128,11 @@ impl ClientPolicy {
                 metadata.insert(k.as_str().to_string(), v);
             }
         }
-        Ok(Arc::new(ClientInfo { tenant, metadata }))
+        Ok(Arc::new(ClientInfo {
+            tenant,
+            metadata,
+            authenticated: self.tokens.is_some(),
+        }))
     }
 
     fn check(
@@ -187,10 +191,12 @@ pub fn parse(
             }
             (Some(f), None) => Some((
                 a.key_path("bearer_tokens_file"),
+                f.clone(),
                 std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}")),
             )),
             (None, Some(v)) => Some((
                 a.key_path("bearer_tokens_env"),
+                format!("environment variable {v}"),
                 std::env::var(&v).map_err(|_| format!("environment variable {v} is not set")),
             )),
             (None, None) => {
@@ -201,10 +207,10 @@ pub fn parse(
                 None
             }
         };
-        if let Some((path, text)) = source {
+        if let Some((path, source_name, text)) = source {
             match text {
                 Err(e) => d.error(path, e),
-                Ok(text) => match parse_tokens(&text) {
+                Ok(text) => match parse_tokens(&text, &source_name) {
                     Ok(t) => tokens = Some(t),
                     Err(e) => d.error(path, e),
                 },
@@ -242,15 +248,19 @@ pub fn parse(
 }
 
 /// Parses the tokens document; errors name the entry, never the token.
-fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
+fn parse_tokens(text: &str, name: &str) -> Result<Vec<TokenEntry>, String> {
     let doc = crate::config::load_str(text).map_err(|p| {
-        p.into_iter()
+        let all = p
+            .into_iter()
             .map(|p| p.message)
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        format!("{name}: {all}")
     })?;
     let mut d = Diagnostics::default();
     let mut out = Vec::new();
+    let mut first_index: std::collections::HashMap<[u8; 32], usize> =
+        std::collections::HashMap::new();
     if let Some(root) = Map::new("", &doc, &mut d) {
         match root.seq("tokens", &mut d) {
             None => d.error("tokens", "missing: a list of { token, tenant } entries"),
@@ -263,10 +273,24 @@ fn parse_tokens(text: &str) -> Result<Vec<TokenEntry>, String> {
                     let tenant = e.str("tenant", &mut d);
                     e.finish(&mut d);
                     match token {
-                        Some(t) if !t.trim().is_empty() => out.push(TokenEntry {
-                            digest: Sha256::digest(t.trim().as_bytes()).into(),
-                            tenant: tenant.filter(|t| !t.is_empty()),
-                        }),
+                        Some(t) if !t.trim().is_empty() => {
+                            let digest: [u8; 32] = Sha256::digest(t.trim().as_bytes()).into();
+                            // Bound to two entries, one token would silently mean the last
+                            // tenant listed; the token itself is never printed.
+                            match first_index.get(&digest) {
+                                Some(j) => d.error(
+                                    format!("tokens[{i}].token"),
+                                    format!("the same token as tokens[{j}]: each token must appear once (bound to one tenant)"),
+                                ),
+                                None => {
+                                    first_index.insert(digest, i);
+                                    out.push(TokenEntry {
+                                        digest,
+                                        tenant: tenant.filter(|t| !t.is_empty()),
+                                    });
+                                }
+                            }
+                        }
                         _ => d.error(format!("tokens[{i}].token"), "missing or empty"),
                     }
                 }
@@ -296,7 +320,7 @@ mod tests {
     fn policy(doc: &str) -> ClientPolicy {
         ClientPolicy {
             receiver: "otlp".into(),
-            tokens: Some(parse_tokens(doc).unwrap()),
+            tokens: Some(parse_tokens(doc, "tokens.yaml").unwrap()),
             metadata_keys: vec![http::HeaderName::from_static("x-team")],
             failures: Family::default(),
             anonymous: Arc::new(ClientInfo::default()),
@@ -344,12 +368,31 @@ mod tests {
 
     #[test]
     fn token_file_errors_name_the_entry_not_the_token() {
-        let e = parse_tokens("tokens:\n  - tenant: acme\n  - token: s3cret\n    tenat: x\n")
-            .err()
-            .unwrap();
+        let e = parse_tokens(
+            "tokens:\n  - tenant: acme\n  - token: s3cret\n    tenat: x\n",
+            "tokens.yaml",
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("tokens[0].token: missing or empty"), "{e}");
         assert!(e.contains("tokens[1].tenat: unknown key"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
-        assert!(parse_tokens("tokens: []\n").is_err());
+        assert!(parse_tokens("tokens: []\n", "tokens.yaml").is_err());
+    }
+
+    /// Issue 21, item 17: one token bound to two tenants was accepted (the last one won).
+    #[test]
+    fn a_duplicate_token_is_an_error_that_never_shows_the_token() {
+        let e = parse_tokens(
+            "tokens:\n  - { token: s3cret-a, tenant: acme }\n  - { token: other, tenant: beta }\n  - { token: \" s3cret-a \", tenant: beta }\n",
+            "tokens.yaml",
+        )
+        .err()
+        .expect("a duplicate token is refused");
+        assert_eq!(
+            e,
+            "tokens[2].token: the same token as tokens[0]: each token must appear once (bound to one tenant)"
+        );
+        assert!(!e.contains("s3cret"));
     }
 }

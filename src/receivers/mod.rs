@@ -2,9 +2,11 @@
 //! [`FACTORIES`].
 
 pub mod auth;
+pub mod ids;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod prescan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,6 +21,57 @@ pub struct GrpcConfig {
     pub endpoint: String,
     pub max_recv_bytes: usize,
     pub tls: Option<ServerTls>,
+    /// Connection cap, first-byte deadline and idle timeout of the listener.
+    pub limits: crate::netguard::Limits,
+    /// Streams (requests) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// How long one request may take, its message arriving included.
+    pub request_timeout: Duration,
+}
+
+/// Default `max_concurrent_streams` of the gRPC listener.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default `request_timeout` of the gRPC listener.
+pub const DEFAULT_GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// HTTP/2 keepalive: a PING this often, and a peer that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is disconnected.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Reads `max_connections`, `idle_timeout` (and `first_byte_timeout` when `first_byte` is
+/// `None`) of a listener; `request_timeout` must be below `idle_timeout`.
+pub fn parse_limits(
+    m: &Map<'_>,
+    first_byte: Option<Duration>,
+    request_timeout: Duration,
+    d: &mut Diagnostics,
+) -> crate::netguard::Limits {
+    let mut l = crate::netguard::Limits::default();
+    if let Some(n) = m.u64_in("max_connections", 1, 1 << 20, d) {
+        l.max_connections = n as usize;
+    }
+    let mut positive = |key: &'static str, default: Duration| match m.duration(key, d) {
+        Some(t) if t.is_zero() => {
+            d.error(m.key_path(key), "must be greater than zero");
+            default
+        }
+        Some(t) => t,
+        None => default,
+    };
+    l.first_byte_timeout = match first_byte {
+        Some(t) => t,
+        None => positive("first_byte_timeout", Duration::from_secs(10)),
+    };
+    l.idle_timeout = positive("idle_timeout", crate::netguard::DEFAULT_IDLE_TIMEOUT);
+    if l.idle_timeout <= request_timeout {
+        d.error(
+            m.key_path("idle_timeout"),
+            format!(
+                "must be longer than the request timeout ({request_timeout:?}), or in-flight requests would be cut"
+            ),
+        );
+    }
+    l
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +80,13 @@ pub struct OtlpReceiver {
     pub grpc: Option<GrpcConfig>,
     pub http: Option<HttpConfig>,
     pub policy: Arc<ClientPolicy>,
+    /// `max_items_per_request`: a request with more spans, data points or log records is
+    /// refused (counted by a pre-scan of the protobuf bytes, before the full decode).
+    pub max_items: u64,
 }
+
+/// Default `max_items_per_request`.
+pub const DEFAULT_MAX_ITEMS: u64 = 100_000;
 
 pub fn factory(
     id: &ComponentId,
@@ -48,11 +105,26 @@ pub fn factory(
                 check_endpoint(&g, &endpoint, d);
                 let mib = g.u64_in("max_recv_msg_size_mib", 1, 4096, d).unwrap_or(4);
                 let tls = crate::tls::parse_server(&g, d);
+                let max_concurrent_streams = g
+                    .u64_in("max_concurrent_streams", 1, u32::MAX as u64, d)
+                    .map_or(DEFAULT_MAX_CONCURRENT_STREAMS, |n| n as u32);
+                let request_timeout = match g.duration("request_timeout", d) {
+                    Some(t) if t.is_zero() => {
+                        d.error(g.key_path("request_timeout"), "must be greater than zero");
+                        DEFAULT_GRPC_REQUEST_TIMEOUT
+                    }
+                    Some(t) => t,
+                    None => DEFAULT_GRPC_REQUEST_TIMEOUT,
+                };
+                let limits = parse_limits(&g, None, request_timeout, d);
                 g.finish(d);
                 grpc = Some(GrpcConfig {
                     endpoint,
                     max_recv_bytes: mib as usize * MIB,
                     tls,
+                    limits,
+                    max_concurrent_streams,
+                    request_timeout,
                 });
             }
         }
@@ -76,11 +148,15 @@ pub fn factory(
         );
     }
     let policy = crate::receivers::auth::parse(&id.to_string(), cfg, ctx, d);
+    let max_items = cfg
+        .u64_in("max_items_per_request", 1, u32::MAX as u64, d)
+        .unwrap_or(DEFAULT_MAX_ITEMS);
     Some(Box::new(OtlpReceiver {
         id: id.clone(),
         grpc,
         http,
         policy,
+        max_items,
     }))
 }
 
@@ -163,6 +239,7 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
     );
     let read_timeout = timeout("read_timeout", otlp_http::DEFAULT_READ_TIMEOUT);
     let tls = crate::tls::parse_server(h, d);
+    let limits = parse_limits(h, Some(read_header_timeout), read_timeout, d);
     h.finish(d);
     HttpConfig {
         endpoint,
@@ -172,6 +249,7 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
         tls,
         read_header_timeout,
         read_timeout,
+        limits,
     }
 }
 
@@ -212,7 +290,11 @@ impl ReceiverBuilder for OtlpReceiver {
                     .local_addr()
                     .map_err(|e| format!("receiver {}: {e}", self.id))?;
                 endpoints.push(("grpc", addr));
-                let mut server = tonic::transport::Server::builder();
+                let mut server = tonic::transport::Server::builder()
+                    .max_concurrent_streams(Some(g.max_concurrent_streams))
+                    .timeout(g.request_timeout)
+                    .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                    .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
                 if let Some(tls) = &g.tls {
                     server = server.tls_config(tls.tonic()).map_err(|e| {
                         format!(
@@ -222,25 +304,42 @@ impl ReceiverBuilder for OtlpReceiver {
                     })?;
                 }
                 let router = server
-                    .add_service(OtlpGrpcService::<Traces>::new(
-                        sinks.traces.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ))
-                    .add_service(OtlpGrpcService::<Metrics>::new(
-                        sinks.metrics.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ))
-                    .add_service(OtlpGrpcService::<Logs>::new(
-                        sinks.logs.clone(),
-                        g.max_recv_bytes,
-                        self.policy.clone(),
-                    ));
-                // TCP_NODELAY: without it, small gRPC answers wait for the client's delayed ACK (Nagle),
-                // adding up to tens of milliseconds per request (bench/RESULTS.md).
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    .add_service(
+                        OtlpGrpcService::<Traces>::new(
+                            sinks.traces.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items)
+                        .with_request_timeout(g.request_timeout),
+                    )
+                    .add_service(
+                        OtlpGrpcService::<Metrics>::new(
+                            sinks.metrics.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items)
+                        .with_request_timeout(g.request_timeout),
+                    )
+                    .add_service(
+                        OtlpGrpcService::<Logs>::new(
+                            sinks.logs.clone(),
+                            g.max_recv_bytes,
+                            self.policy.clone(),
+                        )
+                        .with_max_items(self.max_items)
+                        .with_request_timeout(g.request_timeout),
+                    );
+                // TCP_NODELAY (set on every accepted connection): without it, small gRPC
+                // answers wait for the client's delayed ACK (Nagle), adding up to tens of
+                // milliseconds per request (bench/RESULTS.md).
+                let incoming = crate::netguard::GuardedListener::new(
+                    listener,
+                    g.limits,
+                    format!("receivers.{}.protocols.grpc", self.id),
+                )
+                .into_stream();
                 let rx = stop_rx.clone();
                 let id = self.id.clone();
                 tracing::info!(receiver = %id, endpoint = %addr, tls = g.tls.is_some(), "OTLP/gRPC receiver listening");
@@ -275,9 +374,15 @@ impl ReceiverBuilder for OtlpReceiver {
                     policy: self.policy.clone(),
                     read_header_timeout: h.read_header_timeout,
                     read_timeout: h.read_timeout,
+                    max_items: self.max_items,
                 });
                 tracing::info!(receiver = %self.id, endpoint = %addr, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
                 let tls = h.tls.as_ref().map(|t| t.config.clone());
+                let listener = crate::netguard::GuardedListener::new(
+                    listener,
+                    h.limits,
+                    format!("receivers.{}.protocols.http", self.id),
+                );
                 stops.push(tokio::spawn(otlp_http::serve(
                     listener,
                     shared,

@@ -157,6 +157,8 @@ pub struct OtlpGrpcService<S: OtlpSignal> {
     sink: Option<Arc<ReceiverFanout>>,
     max_recv_bytes: usize,
     policy: Arc<ClientPolicy>,
+    read_timeout: std::time::Duration,
+    max_items: u64,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -166,6 +168,8 @@ impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
             sink: self.sink.clone(),
             max_recv_bytes: self.max_recv_bytes,
             policy: self.policy.clone(),
+            read_timeout: self.read_timeout,
+            max_items: self.max_items,
             _s: PhantomData,
         }
     }
@@ -181,8 +185,22 @@ impl<S: OtlpSignal> OtlpGrpcService<S> {
             sink,
             max_recv_bytes,
             policy,
+            read_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_items: u64::MAX,
             _s: PhantomData,
         }
+    }
+
+    /// Refuses requests with more items than `n` (counted before the full decode).
+    pub fn with_max_items(mut self, n: u64) -> Self {
+        self.max_items = n;
+        self
+    }
+
+    /// How long a client may take to send its whole request message.
+    pub fn with_request_timeout(mut self, t: std::time::Duration) -> Self {
+        self.read_timeout = t;
+        self
     }
 }
 
@@ -195,7 +213,16 @@ pub async fn handle<S: OtlpSignal>(
     sink: Option<&ReceiverFanout>,
     body: Bytes,
     client: &Arc<ClientInfo>,
+    max_items: u64,
 ) -> Result<S::Response, Status> {
+    let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+    if items > max_items {
+        return Err(Status::resource_exhausted(too_many_items(
+            S::SIGNAL,
+            items,
+            max_items,
+        )));
+    }
     let req = S::Request::decode(body).map_err(|e| {
         Status::invalid_argument(format!(
             "request body is not a valid {}: {e}",
@@ -218,8 +245,17 @@ pub async fn handle<S: OtlpSignal>(
     }
 }
 
+/// The refusal of a request over `max_items_per_request` (permanent: the client must split it).
+pub fn too_many_items(signal: crate::pipeline::Signal, items: u64, max: u64) -> String {
+    format!(
+        "the request holds {items} {}, more than max_items_per_request ({max}); send smaller requests",
+        signal.item_name()
+    )
+}
+
 struct Export<S: OtlpSignal> {
     sink: Option<Arc<ReceiverFanout>>,
+    max_items: u64,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -235,6 +271,7 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
     type Future = tonic::codegen::BoxFuture<tonic::Response<S::Response>, Status>;
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.sink.clone();
+        let max_items = self.max_items;
         let client = request
             .extensions()
             .get::<Arc<ClientInfo>>()
@@ -242,7 +279,7 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
             .unwrap_or_else(default_client);
         let body = request.into_inner();
         Box::pin(async move {
-            handle::<S>(sink.as_deref(), body, &client)
+            handle::<S>(sink.as_deref(), body, &client, max_items)
                 .await
                 .map(tonic::Response::new)
         })
@@ -253,6 +290,7 @@ impl<S, B> tonic::codegen::Service<http::Request<B>> for OtlpGrpcService<S>
 where
     S: OtlpSignal,
     B: tonic::codegen::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -266,6 +304,8 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let sink = self.sink.clone();
         let limit = self.max_recv_bytes;
+        let read_timeout = self.read_timeout;
+        let max_items = self.max_items;
         let policy = self.policy.clone();
         let is_export = req
             .uri()
@@ -285,14 +325,29 @@ where
                 }
                 Err(f) => return Ok(Status::unauthenticated(f.message()).into_http()),
             }
+            // The request message is taken off the wire and decompressed here (every gzip
+            // member, trailing data refused, truncated frames INVALID_ARGUMENT), then handed
+            // to tonic uncompressed.
+            let (mut parts, body) = req.into_parts();
+            let message = match read_message(&parts.headers, body, limit, read_timeout).await {
+                Ok(m) => m,
+                Err(st) => return Ok(st.into_http()),
+            };
+            parts.headers.remove("grpc-encoding");
+            let mut framed = Vec::with_capacity(5 + message.len());
+            framed.push(0);
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            drop(message);
+            let req =
+                http::Request::from_parts(parts, http_body_util::Full::new(Bytes::from(framed)));
             let mut grpc = Grpc::new(RawCodec::<S::Response>(PhantomData))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(limit);
             let svc = Export::<S> {
                 sink,
+                max_items,
                 _s: PhantomData,
             };
             let mut resp = grpc.unary(svc, req).await;
@@ -300,6 +355,119 @@ where
             Ok(resp)
         })
     }
+}
+
+/// Default for how long a client may take to send a whole request message.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads the one length-prefixed message of a unary request and decompresses it
+/// (`grpc-encoding` gzip or zstd) into at most `limit` bytes.
+pub async fn read_message<B>(
+    headers: &http::HeaderMap,
+    body: B,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, Status>
+where
+    B: tonic::codegen::Body,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    use http_body_util::BodyExt;
+    let too_large = || {
+        Status::resource_exhausted(format!(
+            "request message is larger than max_recv_msg_size_mib ({} MiB)",
+            limit / (1024 * 1024)
+        ))
+    };
+    let collected = http_body_util::Limited::new(body, limit.saturating_add(5)).collect();
+    let body = match tokio::time::timeout(within, collected).await {
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "the request message did not arrive within {within:?}"
+            )))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(Status::invalid_argument(format!(
+                "reading the request failed: {e}"
+            )))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let frame = parse_frame(&body, limit)?;
+    if !frame.compressed {
+        return Ok(body.slice(5..));
+    }
+    let encoding = headers
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let c = match encoding {
+        "gzip" => crate::receivers::otlp_http::BodyCompression::Gzip,
+        "zstd" => crate::receivers::otlp_http::BodyCompression::Zstd,
+        "identity" => {
+            return Err(Status::invalid_argument(
+                "the message is flagged compressed but no grpc-encoding was sent",
+            ))
+        }
+        other => {
+            return Err(Status::unimplemented(format!(
+                "grpc-encoding {other:?} is not supported: use gzip or zstd"
+            )))
+        }
+    };
+    match crate::receivers::otlp_http::inflate(body.slice(5..), c, limit) {
+        Ok(b) => Ok(b),
+        Err(crate::receivers::otlp_http::BodyError::TooLarge) => Err(too_large()),
+        Err(crate::receivers::otlp_http::BodyError::Bad(m)) => Err(Status::invalid_argument(
+            m.replace("request body", "request message"),
+        )),
+    }
+}
+
+/// The header of a unary request's single gRPC frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub compressed: bool,
+    pub len: usize,
+}
+
+/// Checks that `body` is exactly one complete gRPC frame of at most `limit` bytes.
+pub fn parse_frame(body: &[u8], limit: usize) -> Result<Frame, Status> {
+    let Some(h) = body.get(..5) else {
+        return Err(Status::invalid_argument(format!(
+            "truncated gRPC frame: {} bytes arrived, a frame header is 5",
+            body.len()
+        )));
+    };
+    let compressed = match h[0] {
+        0 => false,
+        1 => true,
+        f => {
+            return Err(Status::invalid_argument(format!(
+                "invalid gRPC frame: compressed flag {f} (must be 0 or 1)"
+            )))
+        }
+    };
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    if len > limit {
+        return Err(Status::resource_exhausted(format!(
+            "request message is larger than max_recv_msg_size_mib ({} MiB)",
+            limit / (1024 * 1024)
+        )));
+    }
+    let got = body.len() - 5;
+    if got < len {
+        return Err(Status::invalid_argument(format!(
+            "truncated gRPC frame: the header announces {len} bytes, {got} arrived"
+        )));
+    }
+    if got > len {
+        return Err(Status::invalid_argument(
+            "a unary request must carry exactly one message; more bytes followed it",
+        ));
+    }
+    Ok(Frame { compressed, len })
 }
 
 /// tonic reports an over-limit message as OUT_OF_RANGE; OTLP clients and the collector

@@ -58,6 +58,8 @@ pub struct HttpConfig {
     pub read_header_timeout: Duration,
     /// A request whose body has not fully arrived within this is answered 408.
     pub read_timeout: Duration,
+    /// Connection cap and idle timeout (the first-byte deadline is `read_header_timeout`).
+    pub limits: crate::netguard::Limits,
 }
 
 /// Cross-origin settings for browser clients.
@@ -266,19 +268,19 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum BodyCompression {
+pub(crate) enum BodyCompression {
     Identity,
     Gzip,
     Zstd,
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Bad(String),
 }
 
 /// Decompresses into at most `limit` bytes.
-fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyError> {
+pub(crate) fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyError> {
     fn read_limited(r: impl Read, what: &str, limit: usize) -> Result<Bytes, BodyError> {
         let mut out = Vec::new();
         r.take(limit as u64 + 1)
@@ -291,8 +293,10 @@ fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyE
     }
     match c {
         BodyCompression::Identity => Ok(body),
+        // Every member (RFC 1952 allows several, and Go's reader reads them all); bytes
+        // after the last member that do not start another are an error, never ignored.
         BodyCompression::Gzip => {
-            read_limited(flate2::read::GzDecoder::new(&body[..]), "gzip", limit)
+            read_limited(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit)
         }
         BodyCompression::Zstd => {
             let dec = zstd::stream::read::Decoder::new(&body[..])
@@ -312,6 +316,8 @@ pub struct Shared {
     pub policy: Arc<ClientPolicy>,
     pub read_header_timeout: Duration,
     pub read_timeout: Duration,
+    /// `max_items_per_request` of the receiver.
+    pub max_items: u64,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -473,6 +479,20 @@ where
     S: OtlpSignal,
     S::Request: DeserializeOwned,
 {
+    let too_many = |items: u64| {
+        status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            enc,
+            code::RESOURCE_EXHAUSTED,
+            crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
+        )
+    };
+    if enc == Encoding::Proto {
+        let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+        if items > shared.max_items {
+            return too_many(items);
+        }
+    }
     let req = match enc {
         Encoding::Proto => S::Request::decode(body).map_err(|e| {
             format!(
@@ -480,6 +500,13 @@ where
                 type_name::<S::Request>()
             )
         }),
+        // An OTLP/JSON request is an object; serde would also take a struct from an array.
+        Encoding::Json if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            Err(format!(
+                "request body is not valid OTLP/JSON for {}: expected a JSON object",
+                type_name::<S::Request>()
+            ))
+        }
         Encoding::Json => serde_json::from_slice::<S::Request>(&body).map_err(|e| {
             format!(
                 "request body is not valid OTLP/JSON for {}: {e}",
@@ -491,6 +518,13 @@ where
         Ok(r) => r,
         Err(m) => return status(StatusCode::BAD_REQUEST, enc, code::INVALID_ARGUMENT, m),
     };
+    let payload = S::into_payload(req);
+    if enc == Encoding::Json {
+        let items = payload.item_count();
+        if items > shared.max_items {
+            return too_many(items);
+        }
+    }
     let Some(sink) = shared.sinks.get(S::SIGNAL) else {
         return status(
             StatusCode::NOT_FOUND,
@@ -503,7 +537,7 @@ where
             ),
         );
     };
-    match sink.consume(S::into_payload(req), client).await {
+    match sink.consume(payload, client).await {
         Ok(ack) => {
             let body = match enc {
                 Encoding::Proto => S::response(&ack).encode_to_vec(),
@@ -615,7 +649,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
 /// lets in-flight requests finish.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::netguard::GuardedListener,
     shared: Arc<Shared>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -626,21 +660,20 @@ pub async fn serve(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(shared.read_header_timeout);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(crate::receivers::otlp::DEFAULT_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(Some(crate::receivers::otlp::KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(crate::receivers::otlp::KEEPALIVE_TIMEOUT);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
+        // The listener caps connections, closes idle ones and logs accept errors (at a
+        // bounded rate); the first-byte deadline is applied below.
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(receiver = %shared.receiver, error = %e, "accepting an OTLP/HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = listener.accept() => x,
             _ = crate::telemetry::wait_true(stop.clone()) => break,
         };
-        let _ = tcp.set_nodelay(true);
         let sh = shared.clone();
         let svc = hyper::service::service_fn(move |req| {
             let sh = sh.clone();

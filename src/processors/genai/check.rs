@@ -17,7 +17,8 @@
 //!    order, then custom mappings in the order given. When a lower-precedence
 //!    source is present with a *different* value than the winner, nothing is
 //!    resolved silently: the winner's value is kept and `conflict:<target>` is
-//!    reported. With `keep_originals = false` the source attribute is removed
+//!    reported (and a conflicting `gen_ai.usage.cache_creation.input_tokens` is left in
+//!    place, so `cost` refuses the span as `invalid_usage`). With `keep_originals = false` the source attribute is removed
 //!    (renamed in place when it is the winner); with `keep_originals = true` it
 //!    is left as is and the current name is appended.
 //!    [`Report::renamed`] counts attributes written under a current name
@@ -32,8 +33,8 @@
 //! | `type:<attr>:<actual>` | the value type differs from the registry type; `<actual>` is one of [`ACTUAL_TYPES`] |
 //! | `range:<attr>` | a count attribute ([`COUNT_ATTRIBUTES`]) is negative, or `server.port` is outside 0..=65535 |
 //! | `range:gen_ai.usage.cache_read.input_tokens>input_tokens` | cache reads exceed `gen_ai.usage.input_tokens` |
-//! | `range:gen_ai.usage.cache_creation.input_tokens>input_tokens` | cache writes exceed `gen_ai.usage.input_tokens` |
-//! | `range:gen_ai.usage.cache_read+cache_creation>input_tokens` | neither alone, but their sum exceeds `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_write.input_tokens>input_tokens` | cache writes exceed `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_read+cache_write>input_tokens` | neither alone, but their sum exceeds `gen_ai.usage.input_tokens` |
 //! | `range:gen_ai.usage.reasoning.output_tokens>output_tokens` | reasoning tokens exceed `gen_ai.usage.output_tokens` |
 //! | `conflict:<attr>` | two source names for `<attr>` carry different values |
 //! | `unknown_value:<attr>` | strict mode only: an enum attribute carries a value that is not a well-known member |
@@ -58,9 +59,11 @@
 //! # Types
 //!
 //! * `int` attributes arriving as `string` or `double` are `type:` violations.
-//!   With [`Options::coerce_numeric_strings`], a string that parses as a
-//!   non-negative integer (`u64` syntax, fitting in `i64`) is converted in
-//!   place to an int value and is **not** reported; other strings still are.
+//!   With [`Options::coerce_numeric_strings`], a string that is a token count by
+//!   the shared rule of [`crate::cost::usage::parse_count`] (plain ASCII digits,
+//!   fitting in `i64`), and on `gen_ai.usage.*` a whole double of at most 2^53,
+//!   is converted in place to an int value and is **not** reported; other values
+//!   still are.
 //! * `double` attributes accept `int` values (lossless; SDKs such as
 //!   OpenTelemetry JS encode integral numbers as int).
 //! * Array attributes accept an empty array; `any` attributes are not checked.
@@ -85,6 +88,8 @@ use std::sync::OnceLock;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
+
+use crate::cost::usage::parse_count;
 
 use super::rules::{
     rule_index, AttrRule, AttrType, Condition, GenAiSpan, Mapping, Unmapped, ATTRIBUTES,
@@ -200,11 +205,10 @@ const SPAN_KIND_NAMES: &[&str] = &[
 pub const RANGE_CACHE_READ_GT_INPUT: &str =
     "range:gen_ai.usage.cache_read.input_tokens>input_tokens";
 /// Violation id: cache writes exceed input tokens.
-pub const RANGE_CACHE_CREATION_GT_INPUT: &str =
-    "range:gen_ai.usage.cache_creation.input_tokens>input_tokens";
+pub const RANGE_CACHE_WRITE_GT_INPUT: &str =
+    "range:gen_ai.usage.cache_write.input_tokens>input_tokens";
 /// Violation id: cache reads + writes exceed input tokens.
-pub const RANGE_CACHE_SUM_GT_INPUT: &str =
-    "range:gen_ai.usage.cache_read+cache_creation>input_tokens";
+pub const RANGE_CACHE_SUM_GT_INPUT: &str = "range:gen_ai.usage.cache_read+cache_write>input_tokens";
 /// Violation id: reasoning tokens exceed output tokens.
 pub const RANGE_REASONING_GT_OUTPUT: &str =
     "range:gen_ai.usage.reasoning.output_tokens>output_tokens";
@@ -230,7 +234,7 @@ const PROVIDER: usize = rule_index("gen_ai.provider.name");
 const INPUT: usize = rule_index("gen_ai.usage.input_tokens");
 const OUTPUT: usize = rule_index("gen_ai.usage.output_tokens");
 const CACHE_READ: usize = rule_index("gen_ai.usage.cache_read.input_tokens");
-const CACHE_CREATION: usize = rule_index("gen_ai.usage.cache_creation.input_tokens");
+const CACHE_WRITE: usize = rule_index("gen_ai.usage.cache_write.input_tokens");
 const REASONING: usize = rule_index("gen_ai.usage.reasoning.output_tokens");
 const ERROR_TYPE: usize = rule_index("error.type");
 const SERVER_ADDRESS: usize = rule_index("server.address");
@@ -243,7 +247,7 @@ const _: () = {
         INPUT,
         OUTPUT,
         CACHE_READ,
-        CACHE_CREATION,
+        CACHE_WRITE,
         REASONING,
         ERROR_TYPE,
         SERVER_ADDRESS,
@@ -433,6 +437,7 @@ fn scan(
     let idx = index();
     let mut llm = false;
     for (i, kv) in attrs.iter().enumerate() {
+        work::step(1);
         let pos = u32::try_from(i).unwrap_or(NONE);
         match idx.lookup(&kv.key) {
             Some(Entry::Rule(r)) => {
@@ -468,6 +473,7 @@ fn rescan_rules(attrs: &[KeyValue], cur: &mut [u32; N_RULES]) {
     let idx = index();
     cur.fill(NONE);
     for (i, kv) in attrs.iter().enumerate() {
+        work::step(1);
         if let Some(r) = idx.rule_of(&kv.key) {
             if cur[r] == NONE {
                 cur[r] = u32::try_from(i).unwrap_or(NONE);
@@ -538,9 +544,13 @@ fn normalize(
     report: &mut Report,
 ) -> bool {
     found.sort_unstable_by_key(Found::priority);
-    let mut remove: Vec<usize> = Vec::new();
+    // Positions to remove, as a mark per attribute (one pass to apply, whatever the count).
+    let mut remove: Vec<bool> = Vec::new();
+    // First position of each name, built once when a target without a rule slot needs it.
+    let mut by_name: Option<std::collections::HashMap<String, usize>> = None;
     let mut changed = false;
     for f in found.iter() {
+        work::step(1);
         let i = f.attr as usize;
         let Some(target) = target_of(f.source, opts) else {
             continue;
@@ -555,7 +565,17 @@ fn normalize(
         };
         let existing = match target.rule {
             Some(r) => (cur[r] != NONE).then_some(cur[r] as usize),
-            None => attrs.iter().position(|kv| kv.key == target.name),
+            None => by_name
+                .get_or_insert_with(|| {
+                    let mut m = std::collections::HashMap::with_capacity(attrs.len());
+                    for (p, kv) in attrs.iter().enumerate() {
+                        work::step(1);
+                        m.entry(kv.key.clone()).or_insert(p);
+                    }
+                    m
+                })
+                .get(target.name)
+                .copied(),
         };
         if let Some(t) = existing {
             let equivalent = match &mapped {
@@ -567,8 +587,16 @@ fn normalize(
             if !equivalent {
                 report.violations.push(format!("conflict:{}", target.name));
             }
-            if !opts.keep_originals {
-                remove.push(i);
+            // A conflicting source that the shared usage reader also reads (the
+            // `cache_creation` alias of `cache_write`) stays, so `cost` sees the conflict and
+            // refuses to price the span instead of silently using one value.
+            let keep_for_pricing =
+                !equivalent && crate::cost::usage::ATTRIBUTES.contains(&attrs[i].key.as_str());
+            if !opts.keep_originals && !keep_for_pricing {
+                if remove.is_empty() {
+                    remove = vec![false; attrs.len()];
+                }
+                remove[i] = true;
                 changed = true;
             }
             continue;
@@ -592,18 +620,55 @@ fn normalize(
         if let Some(r) = target.rule {
             cur[r] = u32::try_from(new_pos).unwrap_or(NONE);
         }
+        if let Some(m) = by_name.as_mut() {
+            m.entry(target.name.to_string()).or_insert(new_pos);
+        }
         report.renamed += 1;
         changed = true;
     }
     if !remove.is_empty() {
         let mut pos = 0usize;
         attrs.retain(|_| {
-            let keep = !remove.contains(&pos);
+            work::step(1);
+            let keep = !remove.get(pos).copied().unwrap_or(false);
             pos += 1;
             keep
         });
     }
     changed
+}
+
+/// Counts the per-attribute steps of [`process_span`] in tests, so linear time is asserted
+/// by counting work rather than timing it (a no-op outside tests).
+pub(crate) mod work {
+    #[cfg(test)]
+    thread_local! {
+        static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    #[inline(always)]
+    pub fn step(_n: u64) {
+        #[cfg(test)]
+        STEPS.with(|s| s.set(s.get() + _n));
+    }
+
+    /// Steps counted on this thread so far (tests only).
+    #[cfg(test)]
+    pub fn steps() -> u64 {
+        STEPS.with(|s| s.get())
+    }
+}
+
+/// Removes repeated violation ids, keeping the first of each in order (linear).
+fn dedup_violations(v: &mut Vec<String>) {
+    if v.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    v.retain(|id| {
+        work::step(1);
+        seen.insert(id.clone())
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -736,10 +801,6 @@ fn values_equivalent(a: Option<&AnyValue>, b: Option<&AnyValue>) -> bool {
     }
 }
 
-fn parse_non_negative(s: &str) -> Option<i64> {
-    s.parse::<u64>().ok().and_then(|n| i64::try_from(n).ok())
-}
-
 fn span_kind_name(kind: i32) -> &'static str {
     match kind {
         0 => "unspecified",
@@ -813,14 +874,14 @@ fn validate(span: &mut Span, cur: &[u32; N_RULES], opts: &Options, out: &mut Vec
     let int_at = |r: usize| at(r).and_then(|i| int_of(attrs[i].value.as_ref()));
     if let Some(input) = int_at(INPUT) {
         let read = int_at(CACHE_READ);
-        let creation = int_at(CACHE_CREATION);
+        let creation = int_at(CACHE_WRITE);
         let read_gt = read.is_some_and(|c| c > input);
         let creation_gt = creation.is_some_and(|c| c > input);
         if read_gt {
             out.push(RANGE_CACHE_READ_GT_INPUT.to_string());
         }
         if creation_gt {
-            out.push(RANGE_CACHE_CREATION_GT_INPUT.to_string());
+            out.push(RANGE_CACHE_WRITE_GT_INPUT.to_string());
         }
         if let (Some(a), Some(b), false, false) = (read, creation, read_gt, creation_gt) {
             if i128::from(a) + i128::from(b) > i128::from(input) {
@@ -850,8 +911,17 @@ fn check_attribute(
 ) {
     let actual = actual_type(kv.value.as_ref());
     if !type_matches(rule.ty, actual) {
+        // The same parser as `cost` and the ledger (crate::cost::usage::parse_count), so a
+        // value coerced here is the value priced there.
         let coerced = if rule.ty == AttrType::Int && opts.coerce_numeric_strings {
-            str_value(kv.value.as_ref()).and_then(parse_non_negative)
+            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(v @ Value::StringValue(_)) => parse_count(v).ok(),
+                Some(v @ Value::DoubleValue(_)) if rule.name.starts_with("gen_ai.usage.") => {
+                    parse_count(v).ok()
+                }
+                _ => None,
+            }
+            .and_then(|n| i64::try_from(n).ok())
         } else {
             None
         };
@@ -911,6 +981,7 @@ pub fn process_span(span: &mut Span, opts: &Options) -> Report {
     }
     let mut violations = std::mem::take(&mut report.violations);
     validate(span, &cur, opts, &mut violations);
+    dedup_violations(&mut violations);
     report.violations = violations;
     report
 }
@@ -943,7 +1014,7 @@ fn labels() -> &'static [String] {
         v.push(format!("range:{}", ATTRIBUTES[SERVER_PORT].name));
         for id in [
             RANGE_CACHE_READ_GT_INPUT,
-            RANGE_CACHE_CREATION_GT_INPUT,
+            RANGE_CACHE_WRITE_GT_INPUT,
             RANGE_CACHE_SUM_GT_INPUT,
             RANGE_REASONING_GT_OUTPUT,
         ] {
@@ -1390,6 +1461,60 @@ mod tests {
         assert_eq!(rep.violations, vec!["missing:gen_ai.operation.name"]);
     }
 
+    /// Issue 21: 300k duplicate `gen_ai.system` attributes took 16 s (a `retain` with
+    /// `Vec::contains`). Work is counted per attribute step: it must grow linearly, and the
+    /// violations must be deduplicated (1,000 duplicates gave 1,002 entries).
+    #[test]
+    fn duplicate_sources_are_normalised_in_linear_work_with_deduplicated_violations() {
+        let dup_span = |n: usize, key: &str| {
+            let mut attrs = vec![
+                s("gen_ai.operation.name", "chat"),
+                s("gen_ai.request.model", "gpt-4o"),
+            ];
+            for k in 0..n {
+                // Every other value conflicts with the first.
+                attrs.push(s(key, if k % 2 == 0 { "openai" } else { "anthropic" }));
+            }
+            span(CLIENT, attrs)
+        };
+        let custom = Options {
+            custom_mappings: vec![("acme.tag".to_string(), "acme.current_tag".to_string())],
+            ..Options::default()
+        };
+        for (key, opts) in [("gen_ai.system", Options::default()), ("acme.tag", custom)] {
+            let mut per_attr = Vec::new();
+            for n in [1_000usize, 300_000] {
+                let mut sp = dup_span(n, key);
+                let before = work::steps();
+                let rep = process_span(&mut sp, &opts);
+                let steps = work::steps() - before;
+                per_attr.push(steps as f64 / n as f64);
+                assert!(steps <= 6 * n as u64 + 64, "{key} n={n}: {steps} steps");
+                let target = if key == "acme.tag" {
+                    "acme.current_tag"
+                } else {
+                    "gen_ai.provider.name"
+                };
+                assert_eq!(count(&sp, target), 1, "{key}");
+                assert_eq!(count(&sp, key), 0, "{key}");
+                let mut unique = rep.violations.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), rep.violations.len(), "{:?}", rep.violations);
+                assert!(
+                    rep.violations.contains(&format!("conflict:{target}")),
+                    "{:?}",
+                    rep.violations
+                );
+            }
+            // Linear: the steps per attribute do not grow with the count.
+            assert!(
+                per_attr[1] <= per_attr[0] * 1.1 + 0.1,
+                "{key}: {per_attr:?}"
+            );
+        }
+    }
+
     #[test]
     fn custom_mappings_apply_after_builtins() {
         let opts = Options {
@@ -1766,7 +1891,7 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 60),
-                        i("gen_ai.usage.cache_creation.input_tokens", 40),
+                        i("gen_ai.usage.cache_write.input_tokens", 40),
                     ],
                 ),
                 &[],
@@ -1780,9 +1905,9 @@ mod tests {
                 "cache creation exceeds input",
                 with(
                     chat(),
-                    vec![i("gen_ai.usage.cache_creation.input_tokens", 150)],
+                    vec![i("gen_ai.usage.cache_write.input_tokens", 150)],
                 ),
-                &[RANGE_CACHE_CREATION_GT_INPUT],
+                &[RANGE_CACHE_WRITE_GT_INPUT],
             ),
             case(
                 "cache sum exceeds input",
@@ -1790,7 +1915,7 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 60),
-                        i("gen_ai.usage.cache_creation.input_tokens", 41),
+                        i("gen_ai.usage.cache_write.input_tokens", 41),
                     ],
                 ),
                 &[RANGE_CACHE_SUM_GT_INPUT],
@@ -1801,10 +1926,10 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 101),
-                        i("gen_ai.usage.cache_creation.input_tokens", 102),
+                        i("gen_ai.usage.cache_write.input_tokens", 102),
                     ],
                 ),
-                &[RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_CREATION_GT_INPUT],
+                &[RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_WRITE_GT_INPUT],
             ),
             case(
                 "reasoning exceeds output",
@@ -2059,7 +2184,7 @@ mod tests {
             "range:gen_ai.usage.input_tokens",
             "range:server.port",
             RANGE_CACHE_READ_GT_INPUT,
-            RANGE_CACHE_CREATION_GT_INPUT,
+            RANGE_CACHE_WRITE_GT_INPUT,
             RANGE_CACHE_SUM_GT_INPUT,
             RANGE_REASONING_GT_OUTPUT,
             "conflict:gen_ai.provider.name",

@@ -34,6 +34,11 @@ use crate::service::ParseCtx;
 
 /// Written on every LLM span in annotate and enforce mode: `valid` or `invalid`.
 pub const STATUS_ATTR: &str = "tollgate.genai.status";
+/// Default `max_attributes_per_span`.
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 1024;
+/// The `partial_success` reason for a span over `max_attributes_per_span`.
+pub const TOO_MANY_ATTRIBUTES: &str = "genai_semconv: too_many_attributes";
+
 /// Written on every LLM span in annotate and enforce mode: the violation ids.
 pub const VIOLATIONS_ATTR: &str = "tollgate.genai.violations";
 /// Prefix of the `partial_success` reason for spans removed in enforce mode.
@@ -77,6 +82,8 @@ pub struct GenAiProcessor {
     opts: check::Options,
     mode: Mode,
     shadow: bool,
+    /// `max_attributes_per_span`: spans with more attributes are refused (partial_success).
+    max_attributes: usize,
     spans: Family<SpanLabels, Counter>,
     violations: Family<ViolationLabels, Counter>,
 }
@@ -130,6 +137,9 @@ pub fn factory(
         },
     };
     let shadow = m.bool("shadow", d).unwrap_or(false);
+    let max_attributes = m
+        .u64_in("max_attributes_per_span", 1, u32::MAX as u64, d)
+        .map_or(DEFAULT_MAX_ATTRIBUTES, |n| n as usize);
     let mut opts = check::Options {
         normalize: m.bool("normalize", d).unwrap_or(true),
         keep_originals: m.bool("keep_originals", d).unwrap_or(false),
@@ -192,6 +202,7 @@ pub fn factory(
             opts,
             mode,
             shadow,
+            max_attributes,
             spans,
             violations,
         },
@@ -255,7 +266,7 @@ impl GenAiProcessor {
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| &ss.spans)
         {
-            if !self.maybe_llm(&span.attributes) {
+            if span.attributes.len() > self.max_attributes || !self.maybe_llm(&span.attributes) {
                 continue;
             }
             let mut copy = Span {
@@ -314,6 +325,10 @@ impl Processor for GenAiProcessor {
             for ss in &mut rs.scope_spans {
                 let before = ss.spans.len();
                 ss.spans.retain_mut(|span| {
+                    if span.attributes.len() > self.max_attributes {
+                        ctx.reject(1, TOO_MANY_ATTRIBUTES);
+                        return false;
+                    }
                     let mut report = check::process_span(span, &self.opts);
                     if !report.is_llm_span {
                         return true;
