@@ -62,7 +62,7 @@ fn batch_buckets() -> Histogram {
 }
 
 /// The instance name written on every row: `HOSTNAME`, else the kernel's host name.
-fn default_instance() -> String {
+pub(crate) fn default_instance() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -75,12 +75,9 @@ fn default_instance() -> String {
         .unwrap_or_else(|| "tollgate".into())
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
+/// The connection options of a ledger (`url`, `password_file` / `password_env`, `tls`,
+/// `sqlite.synchronous`) read from `m`, shared by the exporter and the `budget` extension.
+pub(crate) fn parse_target(m: &Map<'_>, d: &mut Diagnostics) -> Option<Target> {
     let url = m.str("url", d);
     if url.as_deref().is_none_or(str::is_empty) && !m.has("url") {
         d.error(
@@ -125,10 +122,6 @@ pub fn factory(
         }
         s.finish(d);
     }
-    let instance = m.str("instance_id", d).unwrap_or_else(default_instance);
-    let max_batch_rows = m
-        .u64_in("max_batch_rows", 1, 1_000_000, d)
-        .unwrap_or(10_000) as usize;
     let url = url?;
     let target = match Target::parse(&url, &opts) {
         Ok(t) => t,
@@ -143,6 +136,20 @@ pub fn factory(
             "password and tls apply to postgres:// ledgers only",
         );
     }
+    Some(target)
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Box<dyn ExporterBuilder>> {
+    let instance = m.str("instance_id", d).unwrap_or_else(default_instance);
+    let max_batch_rows = m
+        .u64_in("max_batch_rows", 1, 1_000_000, d)
+        .unwrap_or(10_000) as usize;
+    let target = parse_target(m, d)?;
     Some(Box::new(LedgerConfig {
         id: id.clone(),
         target,

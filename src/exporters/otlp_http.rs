@@ -495,9 +495,9 @@ impl crate::exporters::split::SendOnce for OtlpHttpExporter {
 
 /// Opens TCP (and TLS for https) connections for the pooled client.
 #[derive(Clone)]
-struct Connector {
-    tls: Option<tokio_rustls::TlsConnector>,
-    timeout: Duration,
+pub(crate) struct Connector {
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+    pub(crate) timeout: Duration,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -543,7 +543,7 @@ impl tower::Service<Uri> for Connector {
 }
 
 /// A plaintext or TLS connection.
-enum Conn {
+pub(crate) enum Conn {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
 }

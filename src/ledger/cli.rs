@@ -76,6 +76,61 @@ pub enum LedgerCmd {
         #[command(flatten)]
         at: LedgerArgs,
     },
+    /// Export the billing view as FOCUS Cost and Usage rows (CSV).
+    Export {
+        #[command(flatten)]
+        at: LedgerArgs,
+        /// The export format (only `focus`).
+        #[arg(long, default_value = "focus")]
+        format: String,
+        /// The charge period of a row: day or hour.
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        /// FOCUS version: 1.2 (default) or 1.0 (what focus-validator 1.0.0 checks).
+        #[arg(long, default_value = "1.2")]
+        focus_version: String,
+        /// A YAML file with the billing account and service naming (`billing:` keys).
+        #[arg(long)]
+        billing: Option<PathBuf>,
+        /// BillingAccountId (overrides the file).
+        #[arg(long)]
+        billing_account_id: Option<String>,
+        /// BillingAccountName (overrides the file).
+        #[arg(long)]
+        billing_account_name: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Match a provider's invoice (FOCUS or plain CSV) against the ledger per day, provider and
+    /// model; print the drift, the settled per-tenant statement and the unmatched lines.
+    Reconcile {
+        #[command(flatten)]
+        at: LedgerArgs,
+        /// The invoice: a FOCUS CSV export or `date,provider,model,cost,currency` CSV.
+        #[arg(long)]
+        invoice: PathBuf,
+        /// The reconciliation policy (YAML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Write drift.csv, statement.csv, unmatched.csv and summary.md into this directory
+        /// (else the summary goes to standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Close a month: record its statement and digest; later events for it become
+    /// adjustments of the next open month.
+    Close {
+        /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB`.
+        #[arg(long, env = "TOLLGATE_LEDGER")]
+        ledger: String,
+        /// A file holding the PostgreSQL password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The month, such as 2026-11 (UTC).
+        #[arg(long)]
+        period: String,
+    },
     /// Split self-hosted model servers' infrastructure cost (OpenCost allocations) over the
     /// tenants they served in each window, print it, and record it as allocated cost rows.
     Allocate {
@@ -97,7 +152,7 @@ pub enum LedgerCmd {
     },
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{msg}");
     ExitCode::from(2)
 }
@@ -109,7 +164,13 @@ pub async fn open(a: &LedgerArgs) -> Result<(Store, Range), String> {
     if to <= from {
         return Err("--to must be after --from".into());
     }
-    let password = match &a.password_file {
+    let store = connect(&a.ledger, a.password_file.as_ref()).await?;
+    Ok((store, Range { from, to }))
+}
+
+/// Opens a ledger (it must already exist for `sqlite:`).
+pub async fn connect(ledger: &str, password_file: Option<&PathBuf>) -> Result<Store, String> {
+    let password = match password_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
                 .map_err(|e| format!("--password-file {}: {e}", p.display()))?
@@ -122,14 +183,13 @@ pub async fn open(a: &LedgerArgs) -> Result<(Store, Range), String> {
         password,
         ..Default::default()
     };
-    let target = Target::parse(&a.ledger, &opts).map_err(|e| e.to_string())?;
+    let target = Target::parse(ledger, &opts).map_err(|e| e.to_string())?;
     if let Target::Sqlite { path, .. } = &target {
         if !path.exists() {
             return Err(format!("ledger {}: no such file", path.display()));
         }
     }
-    let store = Store::open(&target).await.map_err(|e| e.to_string())?;
-    Ok((store, Range { from, to }))
+    Store::open(&target).await.map_err(|e| e.to_string())
 }
 
 pub fn run(cmd: &LedgerCmd) -> ExitCode {
@@ -232,6 +292,39 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             };
             verify(&store, range).await
         }
+        LedgerCmd::Export {
+            at,
+            format,
+            granularity,
+            focus_version,
+            billing,
+            billing_account_id,
+            billing_account_name,
+            out,
+        } => {
+            super::commands::export(super::commands::ExportArgs {
+                at,
+                format,
+                granularity,
+                focus_version,
+                billing: billing.as_deref(),
+                billing_account_id: billing_account_id.as_deref(),
+                billing_account_name: billing_account_name.as_deref(),
+                out: out.as_ref(),
+            })
+            .await
+        }
+        LedgerCmd::Reconcile {
+            at,
+            invoice,
+            policy,
+            out,
+        } => super::commands::reconcile(at, invoice, policy, out.as_ref()).await,
+        LedgerCmd::Close {
+            ledger,
+            password_file,
+            period,
+        } => super::commands::close(ledger, password_file.as_ref(), period).await,
         LedgerCmd::Allocate {
             at,
             opencost,
@@ -308,7 +401,7 @@ fn parse_slo(slo: &str) -> Result<Decimal, String> {
     }
 }
 
-fn emit(text: &str, out: Option<&PathBuf>) -> ExitCode {
+pub(super) fn emit(text: &str, out: Option<&PathBuf>) -> ExitCode {
     match out {
         Some(p) => match std::fs::write(p, text) {
             Ok(()) => ExitCode::SUCCESS,

@@ -40,10 +40,16 @@ fn money(d: Decimal) -> String {
 }
 
 fn tenant_label(l: &ReportLine) -> String {
-    if l.keys[0] == UNATTRIBUTED {
+    let name = if l.keys[0] == UNATTRIBUTED {
         format!("{UNATTRIBUTED} ({})", l.unattributed_reason)
     } else {
         l.keys[0].clone()
+    };
+    if l.adjustment_of.is_empty() {
+        name
+    } else {
+        // A late event of a closed period, billed in this one (see `periods`).
+        format!("{name} (adjustment of {})", l.adjustment_of)
     }
 }
 
@@ -414,7 +420,7 @@ pub async fn statement(
 
     let _ = writeln!(
         o,
-        "<footer>Reproduce with <code>tollgate ledger report --ledger {} --from {} --to {} --format html --slo {}</code>. Figures are exact decimals summed from <code>ledger_events</code> rows with <code>charge_time_ns</code> in [from, to) (<code>cost = Σcost_nanos·10⁻⁹ + Σcost_atto·10⁻¹⁸</code>), the same query as <code>--format csv</code>; <code>tollgate ledger verify</code> recomputes every row from its stored rate table.</footer></body></html>",
+        "<footer>Reproduce with <code>tollgate ledger report --ledger {} --from {} --to {} --format html --slo {}</code>. Figures are exact decimals summed from <code>ledger_events</code> rows with <code>charge_time_ns</code> in [from, to) (<code>cost = Σcost_nanos·10⁻⁹ + Σcost_atto·10⁻¹⁸</code>; late events of a closed month count, as adjustment lines, in the month they are billed to), the same query as <code>--format csv</code>; <code>tollgate ledger verify</code> recomputes every row from its stored rate table.</footer></body></html>",
         esc(ledger_shown),
         esc(&from),
         esc(&to),

@@ -4,6 +4,9 @@
 //! - [`row`]: what one row holds and how it is read off an enriched span;
 //! - [`schema`]: the versioned schema, one definition for both backends;
 //! - [`store`]: the backends (embedded SQLite, PostgreSQL) behind one [`Store`];
+//! - [`periods`]: closed periods, late data as adjustments of the next open period;
+//! - [`focus`]: the FOCUS export;
+//! - [`reconcile`]: reconciliation against a provider's invoice under a versioned policy;
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
 //! - [`html`]: the self-contained chargeback statement page;
 //! - [`opencost`], [`allocate`], [`allocated`]: OpenCost allocation data split over the
@@ -15,14 +18,19 @@
 
 pub mod allocate;
 pub mod allocated;
+pub mod budget;
 pub mod cli;
+mod commands;
+pub mod focus;
 pub mod html;
 pub mod opencost;
+pub mod periods;
 pub mod query;
+pub mod reconcile;
 pub mod row;
 pub mod schema;
 pub mod store;
-mod time;
+pub mod time;
 
 pub use row::Row;
 pub use store::{Store, WriteOutcome};

@@ -110,6 +110,9 @@ pub struct ReportLine {
     pub priced: i64,
     pub cost: Decimal,
     pub tokens: Tokens,
+    /// For late events of a closed period billed in this one: that period (`2026-11`); empty
+    /// for ordinary lines.
+    pub adjustment_of: String,
 }
 
 fn int128(v: &Val) -> i128 {
@@ -149,10 +152,15 @@ pub async fn report(
         group.push("CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END");
     }
     group.push("COALESCE(currency, '')");
+    group.push("COALESCE(a.charge_period, '')");
+    // The billing view: late events of a closed period count, as their own lines, in the
+    // period they are billed to (see `periods`).
     let sql = format!(
-        "SELECT {g}, {sums} FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 GROUP BY {g}",
+        "SELECT {g}, {sums} FROM {from} WHERE {range} GROUP BY {g}",
         g = group.join(", "),
-        sums = sums()
+        sums = sums(),
+        from = super::periods::BILLING_FROM,
+        range = super::periods::BILLING_RANGE,
     );
     let rows = store
         .select(&sql, vec![Val::Int(range.from), Val::Int(range.to)])
@@ -177,7 +185,8 @@ pub async fn report(
             String::new()
         };
         let currency = text(&r[i]);
-        let s = &r[i + 1..];
+        let adjustment_of = text(&r[i + 1]);
+        let s = &r[i + 2..];
         out.push(ReportLine {
             keys,
             unattributed_reason,
@@ -186,14 +195,22 @@ pub async fn report(
             priced: int128(&s[1]) as i64,
             cost: join_cost(int128(&s[2]), int128(&s[3])),
             tokens: std::array::from_fn(|k| int128(&s[4 + k])),
+            adjustment_of,
         });
     }
     out.sort_by(|a, b| {
-        (&a.keys, &a.unattributed_reason, &a.currency).cmp(&(
-            &b.keys,
-            &b.unattributed_reason,
-            &b.currency,
-        ))
+        (
+            &a.adjustment_of,
+            &a.keys,
+            &a.unattributed_reason,
+            &a.currency,
+        )
+            .cmp(&(
+                &b.adjustment_of,
+                &b.keys,
+                &b.unattributed_reason,
+                &b.currency,
+            ))
     });
     Ok(out)
 }
@@ -243,8 +260,17 @@ impl FromStr for Format {
     }
 }
 
-fn header(by: &[Dim]) -> Vec<String> {
-    let mut h: Vec<String> = by.iter().map(|d| d.name().to_string()).collect();
+/// Whether a report has adjustment lines: then (only then) it has an `adjustment_of` column.
+fn has_adjustments(lines: &[ReportLine]) -> bool {
+    lines.iter().any(|l| !l.adjustment_of.is_empty())
+}
+
+fn header(by: &[Dim], adjustments: bool) -> Vec<String> {
+    let mut h: Vec<String> = Vec::new();
+    if adjustments {
+        h.push("adjustment_of".into());
+    }
+    h.extend(by.iter().map(|d| d.name().to_string()));
     if by.contains(&Dim::Tenant) {
         h.push("unattributed_reason".into());
     }
@@ -257,8 +283,12 @@ fn header(by: &[Dim]) -> Vec<String> {
     h
 }
 
-fn cells(l: &ReportLine, by: &[Dim]) -> Vec<String> {
-    let mut c = l.keys.clone();
+fn cells(l: &ReportLine, by: &[Dim], adjustments: bool) -> Vec<String> {
+    let mut c = Vec::new();
+    if adjustments {
+        c.push(l.adjustment_of.clone());
+    }
+    c.extend(l.keys.iter().cloned());
     if by.contains(&Dim::Tenant) {
         c.push(l.unattributed_reason.clone());
     }
@@ -283,9 +313,14 @@ pub fn render(
     range: Range,
     format: Format,
 ) -> Result<String, LedgerError> {
-    let mut h = header(by);
+    let adj = has_adjustments(lines);
+    let mut h = header(by, adj);
     let allocated_cells = |a: &AllocatedLine| -> Vec<String> {
-        let mut c = a.keys.clone();
+        let mut c = Vec::new();
+        if adj {
+            c.push(String::new());
+        }
+        c.extend(a.keys.iter().cloned());
         if by.contains(&Dim::Tenant) {
             c.push(String::new());
         }
@@ -293,7 +328,7 @@ pub fn render(
         c.push(String::new());
         c.push(String::new());
         c.push(a.cost.normalize().to_string());
-        c.extend(std::iter::repeat_n(String::new(), 5));
+        c.extend(std::iter::repeat_n(String::new(), TokenClass::ALL.len()));
         c
     };
     match format {
@@ -309,7 +344,7 @@ pub fn render(
             }
             w.write_record(&h).map_err(io)?;
             for l in lines {
-                let mut c = cells(l, by);
+                let mut c = cells(l, by, adj);
                 if marked {
                     c.push("ledger".into());
                 }
@@ -329,7 +364,7 @@ pub fn render(
                 .map(|l| {
                     let m: serde_json::Map<String, serde_json::Value> = h
                         .iter()
-                        .zip(cells(l, by))
+                        .zip(cells(l, by, adj))
                         .map(|(k, v)| (k.clone(), serde_json::Value::String(v)))
                         .collect();
                     serde_json::Value::Object(m)
@@ -377,7 +412,7 @@ pub fn render(
             Ok(s)
         }
         Format::Table => {
-            let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by)).collect();
+            let mut body: Vec<Vec<String>> = lines.iter().map(|l| cells(l, by, adj)).collect();
             // For people: modality token columns that are zero on every line are left out
             // (CSV and JSON always carry every column).
             let first_class = h.len() - TokenClass::ALL.len();

@@ -115,14 +115,35 @@ pub const MIGRATIONS: &[&str] = &[
         sources TEXT NOT NULL,
         first_seen_ns BIGINT NOT NULL
     );",
-    // Kubernetes identity of the serving workload, read off the span's resource, for the
+    // 1 → 2: closed periods and late-data adjustments (`super::periods`).
+    "CREATE TABLE ledger_periods (
+        period TEXT PRIMARY KEY,
+        start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL,
+        closed_ns BIGINT NOT NULL,
+        statement TEXT NOT NULL,
+        digest TEXT NOT NULL
+    );
+    CREATE TABLE ledger_adjustments (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        charge_period TEXT NOT NULL,
+        billing_period TEXT NOT NULL,
+        billing_start_ns BIGINT NOT NULL,
+        recorded_ns BIGINT NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
+    );
+    CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
+    // 2 → 3: budget alerts (issue 16), and the ingest-time index budgets read by.
+    super::budget::MIGRATION,
+    // 3 → 4: Kubernetes identity of the serving workload, read off the span's resource, for the
     // OpenCost allocation join (self-hosted model servers).
     "ALTER TABLE ledger_events ADD COLUMN k8s_cluster TEXT;
     ALTER TABLE ledger_events ADD COLUMN k8s_namespace TEXT;
     ALTER TABLE ledger_events ADD COLUMN k8s_pod TEXT;
     ALTER TABLE ledger_events ADD COLUMN k8s_controller TEXT;
     CREATE INDEX ledger_events_k8s ON ledger_events (k8s_cluster, k8s_namespace, charge_time_ns);",
-    // Allocated infrastructure cost: OpenCost allocations split over tenants
+    // 4 → 5: allocated infrastructure cost: OpenCost allocations split over tenants
     // (`tollgate ledger allocate`, src/ledger/allocate.rs).
     "CREATE TABLE ledger_allocated (
         window_start_ns BIGINT NOT NULL,
@@ -142,10 +163,6 @@ pub const MIGRATIONS: &[&str] = &[
         tokens_cache_read BIGINT NOT NULL,
         tokens_cache_write BIGINT NOT NULL,
         tokens_reasoning BIGINT NOT NULL,
-        tokens_audio_input BIGINT NOT NULL,
-        tokens_audio_output BIGINT NOT NULL,
-        tokens_image_input BIGINT NOT NULL,
-        tokens_image_output BIGINT NOT NULL,
         weight TEXT NOT NULL,
         source_cost TEXT NOT NULL,
         cost TEXT NOT NULL,
@@ -162,6 +179,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (window_start_ns, allocation, line, tenant_id)
     );
     CREATE INDEX ledger_allocated_hour ON ledger_allocated (charge_hour);",
+    // 5 → 6: allocated rows keep the modality token classes too.
+    "ALTER TABLE ledger_allocated ADD COLUMN tokens_audio_input BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_audio_output BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_image_input BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_image_output BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// A column value, the common ground of both backends.
@@ -482,8 +504,9 @@ mod tests {
 
     #[test]
     fn columns_and_values_line_up() {
-        // 38 fixed columns, 11 reported counts, tokens/price/cost per class, 4 k8s columns.
-        assert_eq!(COLUMNS.len(), 38 + 11 + 3 * CLASSES + 4);
+        // 38 fixed columns, 4 Kubernetes identity columns, 11 reported counts, and
+        // tokens/price/cost per class.
+        assert_eq!(COLUMNS.len(), 38 + 4 + 11 + 3 * CLASSES);
         let mut seen = std::collections::HashSet::new();
         assert!(COLUMNS.iter().all(|c| seen.insert(*c)));
         for c in COLUMNS {

@@ -117,6 +117,8 @@ pub fn redact(url: &str) -> String {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Closed periods as last seen by the write path (late events become adjustments).
+    closed: Arc<super::periods::ClosedCache>,
 }
 
 enum Inner {
@@ -240,6 +242,11 @@ impl Store {
         }
     }
 
+    /// Whether this is a PostgreSQL ledger (else an SQLite file).
+    pub fn is_postgres(&self) -> bool {
+        matches!(&*self.inner, Inner::Postgres { .. })
+    }
+
     pub fn describe(&self) -> String {
         match &*self.inner {
             Inner::Sqlite { path, .. } => path.display().to_string(),
@@ -278,6 +285,7 @@ impl Store {
         let mut conn = lock(conn);
         let tx = conn.transaction()?;
         let mut out = WriteOutcome::default();
+        let mut inserted: Vec<&Row> = Vec::new();
         let new_tables: Vec<&Published> = {
             let known = lock(known_tables);
             tables
@@ -303,6 +311,7 @@ impl Store {
                 let vals = schema::to_vals(r);
                 if ins.execute(rusqlite::params_from_iter(vals.iter()))? == 1 {
                     out.written += 1;
+                    inserted.push(r);
                     continue;
                 }
                 let existing: Option<String> = sel
@@ -325,6 +334,7 @@ impl Store {
                 }
             }
         }
+        super::periods::adjust_sqlite(&tx, &self.closed, &inserted)?;
         tx.commit()?;
         let mut known = lock(known_tables);
         known.extend(new_tables.iter().map(|p| p.digest.clone()));
@@ -423,11 +433,13 @@ impl Store {
             // Rows of this batch that were not inserted: re-sends (or a key repeated within
             // the batch, whose first occurrence was inserted above).
             let mut claimed: HashSet<(&str, &str)> = HashSet::new();
+            let mut new_rows: Vec<&Row> = Vec::new();
             for r in rows {
                 let key = (r.trace_id.as_str(), r.span_id.as_str());
                 if inserted.contains(&(r.trace_id.clone(), r.span_id.clone()))
                     && claimed.insert(key)
                 {
+                    new_rows.push(r);
                     continue;
                 }
                 let existing = match client
@@ -454,6 +466,7 @@ impl Store {
                         .await?;
                 }
             }
+            super::periods::adjust_postgres(client, &self.closed, &new_rows).await?;
             Ok(())
         }
         .await;
@@ -694,6 +707,7 @@ fn open_sqlite(path: &Path, sync: Synchronous) -> Result<Store, LedgerError> {
             path: path.to_path_buf(),
             known_tables: Mutex::new(HashSet::new()),
         }),
+        closed: Default::default(),
     })
 }
 
@@ -782,6 +796,7 @@ async fn open_postgres(
             known_tables: Mutex::new(HashSet::new()),
             shown: shown.to_string(),
         }),
+        closed: Default::default(),
     })
 }
 
