@@ -285,6 +285,5 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-    Ok((old as u64, lim.rlim_cur as u64))
+    Ok((old, lim.rlim_cur))
 }

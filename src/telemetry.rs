@@ -68,6 +68,8 @@ where
 /// The gateway's metrics registry and the core counters every stage shares.
 pub struct SelfMetrics {
     registry: Mutex<Registry>,
+    /// The service's memory budget (set by `memory_limiter`, charged by receivers).
+    pub memory_budget: crate::processors::memory_limiter::Budget,
     /// Metrics registered through [`SelfMetrics::register_shared`], by name.
     shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     pub receiver_accepted: PerSignal<ReceiverLabels>,
@@ -165,6 +167,7 @@ impl SelfMetrics {
             "Items a processor refused with the whole request",
         );
         SelfMetrics {
+            memory_budget: Default::default(),
             registry: Mutex::new(reg),
             shared: Mutex::new(HashMap::new()),
             receiver_accepted,

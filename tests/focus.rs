@@ -72,6 +72,10 @@ fn row(id: usize, e: &Ev, charge_ns: i64) -> Row {
     let mut r = Row {
         trace_id: format!("{:032x}", 0xf0c0_0000u64 + id as u64),
         span_id: format!("{:016x}", 0x5000u64 + id as u64),
+        k8s_cluster: None,
+        k8s_namespace: None,
+        k8s_pod: None,
+        k8s_controller: None,
         start_time_ns: charge_ns,
         charge_time_ns: charge_ns,
         tenant_id: e.tenant.map(str::to_string),
@@ -120,10 +124,6 @@ fn row(id: usize, e: &Ev, charge_ns: i64) -> Row {
         gateway_instance: "fixture".into(),
         ingest_time_ns: charge_ns,
         source_digest: String::new(),
-        k8s_cluster: None,
-        k8s_namespace: None,
-        k8s_pod: None,
-        k8s_controller: None,
     };
     r.source_digest = source_digest(&r);
     r

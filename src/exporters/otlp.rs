@@ -61,6 +61,7 @@ pub struct OtlpExporterConfig {
 
 /// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
+
 /// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
 /// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
 #[derive(Debug, Clone)]
@@ -69,8 +70,9 @@ pub struct OtlpOptions {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
-    /// Remove `tollgate.envelope` from what is sent.
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
     pub strip_token: bool,
+    /// See [`OtlpExporterConfig::max_request_size`].
     pub max_request_size: usize,
 }
 
@@ -244,15 +246,17 @@ pub struct OtlpExporter {
 }
 
 /// Whether a backend's answer says the request was too large: RESOURCE_EXHAUSTED without a
-/// retry delay (the Collector's "received message larger than max"), or tonic's OUT_OF_RANGE
-/// "message length too large".
+/// retry delay saying so (the Collector's "received message larger than max"), or tonic's
+/// OUT_OF_RANGE "message length too large". Other RESOURCE_EXHAUSTED answers (a quota) stay
+/// final, as the OTLP spec says.
 pub fn is_size_refusal(status: &tonic::Status) -> bool {
+    let m = status.message().to_ascii_lowercase();
+    let says_too_large = m.contains("too large") || m.contains("larger than");
     match status.code() {
-        Code::ResourceExhausted => crate::rpc::retry_delay(status.details()).is_none(),
-        Code::OutOfRange => {
-            let m = status.message().to_ascii_lowercase();
-            m.contains("too large") || m.contains("larger than")
+        Code::ResourceExhausted => {
+            says_too_large && crate::rpc::retry_delay(status.details()).is_none()
         }
+        Code::OutOfRange => says_too_large,
         _ => false,
     }
 }

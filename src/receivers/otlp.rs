@@ -272,7 +272,7 @@ impl ReceiverBuilder for OtlpReceiver {
         sinks: Sinks,
         ctx: &StartCtx,
     ) -> BoxFuture<'static, Result<RunningReceiver, String>> {
-        let _ = ctx;
+        let metrics = ctx.metrics.clone();
         Box::pin(async move {
             let mut endpoints = Vec::new();
             let mut stops: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -311,7 +311,8 @@ impl ReceiverBuilder for OtlpReceiver {
                             self.policy.clone(),
                         )
                         .with_max_items(self.max_items)
-                        .with_request_timeout(g.request_timeout),
+                        .with_request_timeout(g.request_timeout)
+                        .with_budget(metrics.clone()),
                     )
                     .add_service(
                         OtlpGrpcService::<Metrics>::new(
@@ -320,7 +321,8 @@ impl ReceiverBuilder for OtlpReceiver {
                             self.policy.clone(),
                         )
                         .with_max_items(self.max_items)
-                        .with_request_timeout(g.request_timeout),
+                        .with_request_timeout(g.request_timeout)
+                        .with_budget(metrics.clone()),
                     )
                     .add_service(
                         OtlpGrpcService::<Logs>::new(
@@ -329,7 +331,8 @@ impl ReceiverBuilder for OtlpReceiver {
                             self.policy.clone(),
                         )
                         .with_max_items(self.max_items)
-                        .with_request_timeout(g.request_timeout),
+                        .with_request_timeout(g.request_timeout)
+                        .with_budget(metrics.clone()),
                     );
                 // TCP_NODELAY (set on every accepted connection): without it, small gRPC
                 // answers wait for the client's delayed ACK (Nagle), adding up to tens of
@@ -375,6 +378,7 @@ impl ReceiverBuilder for OtlpReceiver {
                     read_header_timeout: h.read_header_timeout,
                     read_timeout: h.read_timeout,
                     max_items: self.max_items,
+                    metrics: metrics.clone(),
                 });
                 tracing::info!(receiver = %self.id, endpoint = %addr, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
                 let tls = h.tls.as_ref().map(|t| t.config.clone());

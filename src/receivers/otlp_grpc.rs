@@ -159,6 +159,8 @@ pub struct OtlpGrpcService<S: OtlpSignal> {
     policy: Arc<ClientPolicy>,
     read_timeout: std::time::Duration,
     max_items: u64,
+    /// The service's metrics, holding the memory budget requests are charged against.
+    budget: Option<Arc<crate::telemetry::SelfMetrics>>,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -170,6 +172,7 @@ impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
             policy: self.policy.clone(),
             read_timeout: self.read_timeout,
             max_items: self.max_items,
+            budget: self.budget.clone(),
             _s: PhantomData,
         }
     }
@@ -187,8 +190,15 @@ impl<S: OtlpSignal> OtlpGrpcService<S> {
             policy,
             read_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_items: u64::MAX,
+            budget: None,
             _s: PhantomData,
         }
+    }
+
+    /// Charges every request against the memory budget in `metrics` before decoding it.
+    pub fn with_budget(mut self, metrics: Arc<crate::telemetry::SelfMetrics>) -> Self {
+        self.budget = Some(metrics);
+        self
     }
 
     /// Refuses requests with more items than `n` (counted before the full decode).
@@ -214,6 +224,7 @@ pub async fn handle<S: OtlpSignal>(
     body: Bytes,
     client: &Arc<ClientInfo>,
     max_items: u64,
+    budget: Option<&crate::processors::memory_limiter::Budget>,
 ) -> Result<S::Response, Status> {
     let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
     if items > max_items {
@@ -223,6 +234,17 @@ pub async fn handle<S: OtlpSignal>(
             max_items,
         )));
     }
+    // Held until the request is answered: decoded, processed and handed on.
+    let _charge = match budget {
+        Some(b) => Some(
+            b.charge(crate::processors::memory_limiter::estimate_request_bytes(
+                body.len(),
+                items,
+            ))
+            .map_err(|r| refused_to_status(&r))?,
+        ),
+        None => None,
+    };
     let req = S::Request::decode(body).map_err(|e| {
         Status::invalid_argument(format!(
             "request body is not a valid {}: {e}",
@@ -256,6 +278,7 @@ pub fn too_many_items(signal: crate::pipeline::Signal, items: u64, max: u64) -> 
 struct Export<S: OtlpSignal> {
     sink: Option<Arc<ReceiverFanout>>,
     max_items: u64,
+    budget: Option<Arc<crate::telemetry::SelfMetrics>>,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -272,6 +295,7 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.sink.clone();
         let max_items = self.max_items;
+        let budget = self.budget.clone();
         let client = request
             .extensions()
             .get::<Arc<ClientInfo>>()
@@ -279,7 +303,8 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
             .unwrap_or_else(default_client);
         let body = request.into_inner();
         Box::pin(async move {
-            handle::<S>(sink.as_deref(), body, &client, max_items)
+            let budget = budget.as_deref().map(|m| &m.memory_budget);
+            handle::<S>(sink.as_deref(), body, &client, max_items, budget)
                 .await
                 .map(tonic::Response::new)
         })
@@ -306,6 +331,7 @@ where
         let limit = self.max_recv_bytes;
         let read_timeout = self.read_timeout;
         let max_items = self.max_items;
+        let budget = self.budget.clone();
         let policy = self.policy.clone();
         let is_export = req
             .uri()
@@ -348,6 +374,7 @@ where
             let svc = Export::<S> {
                 sink,
                 max_items,
+                budget,
                 _s: PhantomData,
             };
             let mut resp = grpc.unary(svc, req).await;

@@ -318,6 +318,8 @@ pub struct Shared {
     pub read_timeout: Duration,
     /// `max_items_per_request` of the receiver.
     pub max_items: u64,
+    /// The service's metrics, holding the memory budget requests are charged against.
+    pub metrics: Arc<crate::telemetry::SelfMetrics>,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -487,12 +489,23 @@ where
             crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
         )
     };
-    if enc == Encoding::Proto {
+    let prescanned = if enc == Encoding::Proto {
         let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
         if items > shared.max_items {
             return too_many(items);
         }
-    }
+        items
+    } else {
+        // OTLP/JSON: a realistic item takes well over 64 bytes of text.
+        body.len() as u64 / 64
+    };
+    // Held until the request is answered: decoded, processed and handed on.
+    let _charge = match shared.metrics.memory_budget.charge(
+        crate::processors::memory_limiter::estimate_request_bytes(body.len(), prescanned),
+    ) {
+        Ok(c) => c,
+        Err(r) => return refused_response(&r, enc),
+    };
     let req = match enc {
         Encoding::Proto => S::Request::decode(body).map_err(|e| {
             format!(

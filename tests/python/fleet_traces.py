@@ -3,7 +3,8 @@ Python SDK and prints the spans the endpoint acknowledged.
 
 usage: fleet_traces.py ENDPOINT TRACES SPANS_PER_TRACE PACE_MS
 
-Each trace is a root span `trace <i>` (attribute `seq` = i) with SPANS_PER_TRACE - 1 child
+Each trace is a root span `trace <i>` (attributes `seq` = i and a stand-in envelope token
+`tollgate.envelope` = `tg1.fleet-test.<i>`) with SPANS_PER_TRACE - 1 child
 LLM calls (`chat gpt-4o`, openai, input tokens 100 + i % 50, output tokens 10 + j for the j-th
 call); PACE_MS milliseconds pass between traces. Output: one line per acknowledged span,
 `<trace id hex> <span id hex> <input tokens> <output tokens>` (`- -` for root spans); the last
@@ -66,6 +67,8 @@ def main() -> int:
     for i in range(traces):
         with tracer.start_as_current_span(f"trace {i}") as root:
             root.set_attribute("seq", i)
+            # A stand-in envelope token: agents must pass it on to the gateways.
+            root.set_attribute("tollgate.envelope", f"tg1.fleet-test.{i}")
             for j in range(per - 1):
                 with tracer.start_as_current_span("chat gpt-4o") as child:
                     child.set_attribute("seq", i)

@@ -173,27 +173,13 @@ fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
     out
 }
 
-pub fn factory(
+/// Reads `protocol.otlp`: the `otlp` exporter's options (no `endpoint`) and each backend's
+/// delivery options. Absent, the `otlp` defaults apply.
+fn parse_protocol(
     id: &ComponentId,
     m: &Map<'_>,
-    _ctx: &ParseCtx,
     d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let routing_key = m
-        .str("routing_key", d)
-        .and_then(|k| match RoutingKey::parse(&k) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                d.error(m.key_path("routing_key"), e);
-                None
-            }
-        });
-    let failover_after = m
-        .duration("failover_after", d)
-        .unwrap_or(DEFAULT_FAILOVER_AFTER);
-    if failover_after.is_zero() {
-        d.error(m.key_path("failover_after"), "must be greater than 0");
-    }
+) -> (OtlpOptions, QueueConfig, RetryConfig) {
     let empty = Map::empty(m.key_path("protocol"));
     let protocol = m.map("protocol", d);
     let protocol_map = protocol.as_ref().unwrap_or(&empty);
@@ -221,6 +207,31 @@ pub fn factory(
     if let Some(p) = &protocol {
         p.finish(d);
     }
+    (otlp, backend_queue, backend_retry)
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Box<dyn ExporterBuilder>> {
+    let routing_key = m
+        .str("routing_key", d)
+        .and_then(|k| match RoutingKey::parse(&k) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                d.error(m.key_path("routing_key"), e);
+                None
+            }
+        });
+    let failover_after = m
+        .duration("failover_after", d)
+        .unwrap_or(DEFAULT_FAILOVER_AFTER);
+    if failover_after.is_zero() {
+        d.error(m.key_path("failover_after"), "must be greater than 0");
+    }
+    let (otlp, backend_queue, backend_retry) = parse_protocol(id, m, d);
     // A resolver problem is already reported; the builder is kept so the exporter still
     // counts as defined (the configuration is refused anyway).
     let resolver = parse_resolver(m, d).unwrap_or(Resolver::Static(Vec::new()));
@@ -917,6 +928,39 @@ mod tests {
         // unless configured.
         assert!(!c.queue.enabled);
         assert!(!c.retry.enabled);
+    }
+
+    fn protocol(yaml: &str) -> (OtlpOptions, Vec<String>) {
+        let doc = crate::config::load_str(yaml).unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.loadbalancing", &doc, &mut d).unwrap();
+        let (otlp, _, _) = parse_protocol(&ComponentId("loadbalancing".into()), &m, &mut d);
+        m.finish(&mut d);
+        (otlp, d.problems().iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn protocol_otlp_takes_the_otlp_options_and_defaults() {
+        // Like `otlp`, the envelope token is stripped unless `strip_token: false` (which the
+        // fleet agent sets: its gateways verify the token).
+        let (o, p) = protocol("protocol: { otlp: { tls: { insecure: true } } }\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(o.strip_token && o.tls.insecure);
+        let (o, p) = protocol(
+            "protocol: { otlp: { strip_token: false, max_request_size: 1000, timeout: 2s } }\n",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(!o.strip_token);
+        assert_eq!(o.max_request_size, 1000);
+        assert_eq!(o.timeout, Duration::from_secs(2));
+        // Without a protocol block: the otlp defaults.
+        let (o, _) = protocol("{}\n");
+        assert!(o.strip_token && !o.tls.insecure);
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!(
+            o.max_request_size,
+            crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE
+        );
     }
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
