@@ -165,7 +165,7 @@ fn events(t0: i64) -> Vec<Event> {
             pod: Some(c.pod.into()),
             controller: Some(c.controller.into()),
             charge_time_ns: t0 + c.window * HOUR_NS + (i as i64 + 1) * 60_000_000_000,
-            tokens: [c.input, c.output, 0, 0, 0],
+            tokens: [c.input, c.output, 0, 0, 0, 0, 0, 0, 0],
         })
         .collect()
 }
@@ -301,7 +301,7 @@ fn total_tokens_split_keeps_idle_and_lists_both_kinds_of_unmatched() {
     let u = &out.unmatched_events[0];
     assert_eq!(
         (u.pod.as_str(), u.tenant.as_str(), u.events, u.tokens),
-        ("vllm-c-0001", "globex", 1, [50, 50, 0, 0, 0])
+        ("vllm-c-0001", "globex", 1, [50, 50, 0, 0, 0, 0, 0, 0, 0])
     );
     // Cost per million tokens: vllm-llama's 1.37 + 2.75345 + 0.38 + 1.89 + 1.88 = 8.27345 over
     // input 1000+2000+600+1000+100 = 4700 and output 500+1000+400+0+100 = 2000 tokens; equal
@@ -472,7 +472,7 @@ fn the_invariant_holds_in_every_case() {
             "zero-token events",
             all.iter()
                 .map(|e| Event {
-                    tokens: [0; 5],
+                    tokens: [0; 9],
                     ..e.clone()
                 })
                 .collect(),
@@ -483,7 +483,7 @@ fn the_invariant_holds_in_every_case() {
         for (name, evs) in &cases {
             let out = allocate(&allocs, evs, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
             check_invariant(&allocs, &out);
-            if evs.iter().all(|e| e.tokens == [0; 5]) {
+            if evs.iter().all(|e| e.tokens == [0; 9]) {
                 assert_eq!(out.allocated, Decimal::ZERO, "{name}");
             }
         }
@@ -495,7 +495,7 @@ fn the_invariant_holds_in_every_case() {
     let zero: Vec<Event> = all
         .iter()
         .map(|e| Event {
-            tokens: [0; 5],
+            tokens: [0; 9],
             ..e.clone()
         })
         .collect();

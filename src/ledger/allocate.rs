@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::opencost::{Allocation, Kind};
 use super::row::hex;
+use crate::cost::{TokenClass, CLASSES};
 
 /// The version of the join and split rule implemented here.
 pub const RULE_VERSION: &str = "tollgate-opencost-join/1";
@@ -23,12 +24,13 @@ pub const UNATTRIBUTED: &str = "__unattributed__";
 /// What an allocation's cost is split by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Weight {
-    /// All tokens: input + output + cache_read + cache_write + reasoning.
+    /// All tokens, every class.
     TotalTokens,
-    /// Generated tokens: output + reasoning.
+    /// Generated tokens: the output-phase classes (output, reasoning, audio_output,
+    /// image_output).
     OutputTokens,
-    /// Σ weight × tokens per class, in [`crate::cost::TokenClass::ALL`] order.
-    Weighted([Decimal; 5]),
+    /// Σ weight × tokens per class, in [`TokenClass::ALL`] order.
+    Weighted([Decimal; CLASSES]),
 }
 
 /// Where idle cost goes.
@@ -57,7 +59,17 @@ pub struct Policy {
     pub digest: String,
 }
 
-const CLASS_NAMES: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
+/// Whether a class is generated (the output, decode phase) rather than read (the input,
+/// prefill phase).
+pub fn is_output(c: TokenClass) -> bool {
+    matches!(
+        c,
+        TokenClass::Output
+            | TokenClass::Reasoning
+            | TokenClass::AudioOutput
+            | TokenClass::ImageOutput
+    )
+}
 
 impl Policy {
     /// Parses a policy document; errors name the key.
@@ -115,13 +127,14 @@ impl Policy {
                         "{path}: weights: required for weight: weighted (a mapping of token class to a decimal factor)"
                     ));
                 };
-                let mut out = [Decimal::ZERO; 5];
+                let mut out = [Decimal::ZERO; CLASSES];
                 for (k, v) in w {
                     let name = k.as_str().unwrap_or_default();
-                    let Some(i) = CLASS_NAMES.iter().position(|c| *c == name) else {
+                    let Some(i) = TokenClass::ALL.iter().position(|c| c.as_str() == name) else {
+                        let names: Vec<&str> = TokenClass::ALL.iter().map(|c| c.as_str()).collect();
                         return Err(format!(
                             "{path}: weights.{name}: unknown token class (one of {})",
-                            CLASS_NAMES.join(", ")
+                            names.join(", ")
                         ));
                     };
                     let s = scalar(&format!("weights.{name}"), v)?;
@@ -187,35 +200,40 @@ impl Policy {
         })
     }
 
-    /// An event's weight under the policy.
-    pub fn weigh(&self, t: &[i64; 5]) -> Decimal {
-        let d = |i: usize| Decimal::from(t[i].max(0));
+    /// The policy's factor for a class.
+    fn factor(&self, c: TokenClass, i: usize) -> Decimal {
         match &self.weight {
-            Weight::TotalTokens => (0..5).map(d).sum(),
-            Weight::OutputTokens => d(1) + d(4),
-            Weight::Weighted(w) => (0..5).map(|i| w[i] * d(i)).sum(),
+            Weight::TotalTokens => Decimal::ONE,
+            Weight::OutputTokens if is_output(c) => Decimal::ONE,
+            Weight::OutputTokens => Decimal::ZERO,
+            Weight::Weighted(w) => w[i],
         }
     }
 
-    /// The weight of the input (prefill: input, cache_read, cache_write) and output (decode:
-    /// output, reasoning) phases of token counts.
-    pub fn phases(&self, t: &[i128; 5]) -> (Decimal, Decimal) {
-        let d = |i: usize| Decimal::from_i128_with_scale(t[i].max(0), 0);
-        let f = |i: usize| match &self.weight {
-            Weight::TotalTokens => Decimal::ONE,
-            Weight::OutputTokens => {
-                if i == 1 || i == 4 {
-                    Decimal::ONE
-                } else {
-                    Decimal::ZERO
-                }
+    /// An event's weight under the policy.
+    pub fn weigh(&self, t: &[i64; CLASSES]) -> Decimal {
+        TokenClass::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.factor(*c, i) * Decimal::from(t[i].max(0)))
+            .sum()
+    }
+
+    /// The weight of the input (prefill: input, cache_read, cache_write, audio_input,
+    /// image_input) and output (decode: output, reasoning, audio_output, image_output) phases
+    /// of token counts.
+    pub fn phases(&self, t: &[i128; CLASSES]) -> (Decimal, Decimal) {
+        let mut input = Decimal::ZERO;
+        let mut output = Decimal::ZERO;
+        for (i, c) in TokenClass::ALL.iter().enumerate() {
+            let w = self.factor(*c, i) * Decimal::from_i128_with_scale(t[i].max(0), 0);
+            if is_output(*c) {
+                output += w;
+            } else {
+                input += w;
             }
-            Weight::Weighted(w) => w[i],
-        };
-        (
-            f(0) * d(0) + f(2) * d(2) + f(3) * d(3),
-            f(1) * d(1) + f(4) * d(4),
-        )
+        }
+        (input, output)
     }
 }
 
@@ -228,8 +246,8 @@ pub struct Event {
     pub pod: Option<String>,
     pub controller: Option<String>,
     pub charge_time_ns: i64,
-    /// Tokens per class ([`crate::cost::TokenClass::ALL`] order), 0 when the row has none.
-    pub tokens: [i64; 5],
+    /// Tokens per class ([`TokenClass::ALL`] order), 0 when the row has none.
+    pub tokens: [i64; CLASSES],
 }
 
 impl Event {
@@ -289,7 +307,7 @@ pub struct Line {
     /// A tenant, `__unattributed__`, `__idle__` or `__unmatched__`.
     pub tenant: String,
     pub events: i64,
-    pub tokens: [i128; 5],
+    pub tokens: [i128; CLASSES],
     pub weight: Decimal,
     pub cost: Decimal,
 }
@@ -310,7 +328,7 @@ pub struct UnmatchedEvents {
     pub controller: String,
     pub tenant: String,
     pub events: i64,
-    pub tokens: [i128; 5],
+    pub tokens: [i128; CLASSES],
     pub first_ns: i64,
     pub last_ns: i64,
 }
@@ -407,7 +425,7 @@ pub fn split(amount: Decimal, weights: &[Decimal], unit: Decimal) -> Result<Vec<
 #[derive(Default, Clone)]
 struct Share {
     events: i64,
-    tokens: [i128; 5],
+    tokens: [i128; CLASSES],
     weight: Decimal,
 }
 
@@ -484,7 +502,7 @@ pub fn allocate(
                     controller: key.3,
                     tenant: key.4,
                     events: 0,
-                    tokens: [0; 5],
+                    tokens: [0; CLASSES],
                     first_ns: e.charge_time_ns,
                     last_ns: e.charge_time_ns,
                 });
@@ -565,7 +583,7 @@ pub fn allocate(
             kind: LineKind::Idle,
             tenant: IDLE.into(),
             events: 0,
-            tokens: [0; 5],
+            tokens: [0; CLASSES],
             weight: Decimal::ZERO,
             cost: a.total,
         };
@@ -609,7 +627,7 @@ pub fn allocate(
                     kind: LineKind::Unmatched,
                     tenant: UNMATCHED.into(),
                     events: 0,
-                    tokens: [0; 5],
+                    tokens: [0; CLASSES],
                     weight: Decimal::ZERO,
                     cost: part,
                 });
@@ -666,7 +684,7 @@ fn unmatched_line(i: usize, cost: Decimal) -> Line {
         kind: LineKind::Unmatched,
         tenant: UNMATCHED.into(),
         events: 0,
-        tokens: [0; 5],
+        tokens: [0; CLASSES],
         weight: Decimal::ZERO,
         cost,
     }
@@ -682,7 +700,7 @@ fn merge(lines: Vec<Line>) -> Vec<Line> {
                 m.cost += l.cost;
                 m.events += l.events;
                 m.weight += l.weight;
-                for c in 0..5 {
+                for c in 0..CLASSES {
                     m.tokens[c] += l.tokens[c];
                 }
             }
@@ -713,7 +731,7 @@ pub fn phase_rates(
     out: &Outcome,
     policy: &Policy,
 ) -> Result<Vec<PhaseRate>, String> {
-    let mut servers: BTreeMap<String, (Decimal, [i128; 5])> = BTreeMap::new();
+    let mut servers: BTreeMap<String, (Decimal, [i128; CLASSES])> = BTreeMap::new();
     for l in &out.lines {
         let server = match (l.kind, l.via) {
             (LineKind::Tenant, _) => allocs[l.alloc].server(),
@@ -725,7 +743,7 @@ pub fn phase_rates(
         let s = servers.entry(server).or_default();
         s.0 += l.cost;
         if l.kind == LineKind::Tenant {
-            for c in 0..5 {
+            for c in 0..CLASSES {
                 s.1[c] += l.tokens[c];
             }
         }
@@ -738,8 +756,14 @@ pub fn phase_rates(
         } else {
             split(cost, &[wi, wo], policy.unit)?
         };
-        let ti = tokens[0] + tokens[2] + tokens[3];
-        let to = tokens[1] + tokens[4];
+        let (mut ti, mut to) = (0i128, 0i128);
+        for (i, c) in TokenClass::ALL.iter().enumerate() {
+            if is_output(*c) {
+                to += tokens[i];
+            } else {
+                ti += tokens[i];
+            }
+        }
         for (phase, c, t) in [("input", parts[0], ti), ("output", parts[1], to)] {
             let per_million = if t > 0 {
                 Some(
@@ -808,13 +832,27 @@ mod tests {
             "p.yaml",
         )
         .unwrap();
-        assert_eq!(
-            p.weight,
-            Weight::Weighted([d("1"), d("4"), d("0"), d("0"), d("0")])
-        );
+        let mut w = [Decimal::ZERO; CLASSES];
+        w[0] = d("1");
+        w[1] = d("4");
+        assert_eq!(p.weight, Weight::Weighted(w));
         assert_eq!(p.idle, IdleRule::ProRata);
         assert_eq!(p.unit, d("0.01"));
-        assert_eq!(p.weigh(&[10, 5, 0, 0, 100]), d("30"));
+        // input 10×1 + output 5×4; reasoning has no weight here.
+        assert_eq!(p.weigh(&[10, 5, 0, 0, 100, 0, 0, 0, 0]), d("30"));
+        let out = Policy::parse("id: o\nversion: 1\nweight: output_tokens\n", "o").unwrap();
+        // output 5 + reasoning 100 + audio_output 2 + image_output 1.
+        assert_eq!(out.weigh(&[10, 5, 7, 7, 100, 3, 2, 9, 1]), d("108"));
+        assert_eq!(
+            out.phases(&[10, 5, 7, 7, 100, 3, 2, 9, 1]),
+            (Decimal::ZERO, d("108"))
+        );
+        let all = Policy::parse("id: t\nversion: 1\nweight: total_tokens\n", "t").unwrap();
+        // input phase: input 10 + cache_read 7 + cache_write 7 + audio_input 3 + image_input 9.
+        assert_eq!(
+            all.phases(&[10, 5, 7, 7, 100, 3, 2, 9, 1]),
+            (d("36"), d("108"))
+        );
         let err = |t: &str| Policy::parse(t, "p.yaml").unwrap_err();
         assert!(err("id: a\nversion: 1\n").contains("weight: required"));
         assert!(err("id: a\nversion: 1\nweight: tokens\n").contains("weight: \"tokens\""));

@@ -12,6 +12,7 @@ use super::query::{table, Dim, Range};
 use super::schema::{join_cost, Val, NANOS_PER_HOUR};
 use super::time::{format_day, format_hour, format_instant};
 use super::{LedgerError, Store};
+use crate::cost::TokenClass;
 
 fn int(v: &Val) -> i64 {
     match v {
@@ -25,12 +26,21 @@ fn opt(v: &Val) -> Option<String> {
     v.as_text().map(str::to_string)
 }
 
+/// `tokens_input, tokens_output, …` in [`TokenClass::ALL`] order.
+fn token_columns() -> String {
+    TokenClass::ALL
+        .iter()
+        .map(|c| format!("tokens_{}", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Events from self-hosted servers (with a pod or controller in their resource) charged in
 /// `range`.
 pub async fn events(store: &Store, range: Range) -> Result<Vec<Event>, LedgerError> {
     let rows = store
         .select(
-            "SELECT tenant_id, k8s_cluster, k8s_namespace, k8s_pod, k8s_controller, charge_time_ns, tokens_input, tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 AND (k8s_pod IS NOT NULL OR k8s_controller IS NOT NULL)",
+            &format!("SELECT tenant_id, k8s_cluster, k8s_namespace, k8s_pod, k8s_controller, charge_time_ns, {} FROM ledger_events WHERE charge_time_ns >= $1 AND charge_time_ns < $2 AND (k8s_pod IS NOT NULL OR k8s_controller IS NOT NULL)", token_columns()),
             vec![Val::Int(range.from), Val::Int(range.to)],
         )
         .await?;
@@ -89,7 +99,14 @@ pub async fn write(
             .to_string(),
         vec![Val::Int(range.from), Val::Int(range.to)],
     )];
-    let sql = "INSERT INTO ledger_allocated (window_start_ns, window_end_ns, charge_hour, allocation, cluster, namespace, controller_kind, controller, pod, line, tenant_id, events, tokens_input, tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning, weight, source_cost, cost, cost_nanos, cost_atto, currency, policy_id, policy_version, policy_digest, rule_version, source, source_digest, recorded_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)";
+    let sql = format!(
+        "INSERT INTO ledger_allocated (window_start_ns, window_end_ns, charge_hour, allocation, cluster, namespace, controller_kind, controller, pod, line, tenant_id, events, {}, weight, source_cost, cost, cost_nanos, cost_atto, currency, policy_id, policy_version, policy_digest, rule_version, source, source_digest, recorded_ns) VALUES ({})",
+        token_columns(),
+        (1..=12 + TokenClass::ALL.len() + 13)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for l in &out.lines {
         let a = &allocs[l.alloc];
         // An idle share is recorded under the server it was split through.
@@ -138,7 +155,7 @@ pub async fn write(
             Val::Text(source.digest.clone()),
             Val::Int(now_ns),
         ]);
-        stmts.push((sql.to_string(), v));
+        stmts.push((sql.clone(), v));
     }
     store.execute_all(stmts).await?;
     Ok((removed, out.lines.len()))

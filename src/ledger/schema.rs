@@ -179,6 +179,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (window_start_ns, allocation, line, tenant_id)
     );
     CREATE INDEX ledger_allocated_hour ON ledger_allocated (charge_hour);",
+    // 5 → 6: allocated rows keep the modality token classes too.
+    "ALTER TABLE ledger_allocated ADD COLUMN tokens_audio_input BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_audio_output BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_image_input BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE ledger_allocated ADD COLUMN tokens_image_output BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// A column value, the common ground of both backends.
