@@ -14,7 +14,9 @@
 #   BATCH_TIMEOUT=200ms      batch timeout of the full pipeline (the latency it adds)
 #   EXPORT_COMPRESSION=none  tollgate -> sink compression (none | gzip | zstd)
 #   PORT_BASE=24300          ports PORT_BASE..PORT_BASE+3 are used
-#   SCENARIOS="direct passthrough full full_nobatch"   MODES="sat fixed"
+#   SCENARIOS="direct passthrough full full_nobatch full_ledger"   MODES="sat fixed"
+#   BENCH_LEDGER_URL=sqlite:… (default: a fresh SQLite file per run) or postgres://… for
+#   full_ledger
 #   RESULTS=bench/RESULTS.md (set RESULTS= to print only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +34,13 @@ SINK_THREADS=${SINK_THREADS:-1}
 BATCH_TIMEOUT=${BATCH_TIMEOUT:-200ms}
 EXPORT_COMPRESSION=${EXPORT_COMPRESSION:-none}
 PORT_BASE=${PORT_BASE:-24300}
-SCENARIOS=${SCENARIOS:-direct passthrough full full_nobatch}
+SCENARIOS=${SCENARIOS:-direct passthrough full full_nobatch full_ledger}
 MODES=${MODES:-sat fixed}
 RESULTS=${RESULTS-bench/RESULTS.md}
 
 GW_PORT=$PORT_BASE
 SINK_PORT=$((PORT_BASE + 1))
+if [ -n "${BENCH_LEDGER_URL:-}" ]; then BENCH_LEDGER_URL_SET=1; fi
 export BENCH_GW_ENDPOINT=127.0.0.1:$GW_PORT
 export BENCH_SINK_ENDPOINT=127.0.0.1:$SINK_PORT
 export BENCH_HEALTH_ENDPOINT=127.0.0.1:$((PORT_BASE + 2))
@@ -82,7 +85,7 @@ hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 run_one() { # scenario mode
-  local scenario=$1 mode=$2 spans rate name=$1-$2 nonce unique gw="" cpu0=0 cpu1=0 hwm=0 rss=0
+  local scenario=$1 mode=$2 spans rate name=$1-$2 nonce unique gw="" cpu0=0 cpu1=0 hwm=0 rss=0 ledger_rows=0
   if [ "$mode" = sat ]; then spans=$SAT_SPANS; rate=0; else spans=$((FIXED_RATE * FIXED_SECS)); rate=$FIXED_RATE; fi
   unique=$(( (spans + SPR - 1) / SPR * SPR ))
   nonce=$(( (RANDOM << 8 ^ RANDOM) & 0xffffff ))
@@ -93,6 +96,9 @@ run_one() { # scenario mode
   pids+=("$sink")
   wait_port "$SINK_PORT" sink || { cat "$work/$name.sink.log" >&2; return 1; }
   local target=$BENCH_SINK_ENDPOINT
+  if [ "$scenario" = full_ledger ] && [ -z "${BENCH_LEDGER_URL_SET:-}" ]; then
+    export BENCH_LEDGER_URL="sqlite:$work/$name.ledger.db"
+  fi
   if [ "$scenario" != direct ]; then
     "$TG" --config "bench/configs/$scenario.yaml" >"$work/$name.tollgate.log" 2>&1 &
     gw=$!
@@ -111,6 +117,7 @@ run_one() { # scenario mode
     cpu1=$(cpu_ticks "$gw")
     hwm=$(hwm_kib "$gw")
     rss=$(rss_kib "$gw")
+    ledger_rows=$(curl -s "http://$BENCH_METRICS_ENDPOINT/metrics" 2>/dev/null | awk '/^tollgate_ledger_rows_written_total/ {print $2}')
     kill -TERM "$gw"
     wait "$gw" || true
   fi
@@ -118,7 +125,7 @@ run_one() { # scenario mode
   warnings=$(grep -ciE 'warn|error' "$work/$name.tollgate.log" 2>/dev/null || true)
   cat >"$work/$name.meta.json" <<EOF
 {"scenario":"$scenario","mode":"$mode","gw_cpu_ticks":$((cpu1 - cpu0)),"clk_tck":$(getconf CLK_TCK),
- "vmhwm_kib":$hwm,"vmrss_kib":$rss,"gateway_log_warnings":${warnings:-0}}
+ "vmhwm_kib":$hwm,"vmrss_kib":$rss,"gateway_log_warnings":${warnings:-0},"ledger_rows":${ledger_rows:-0}}
 EOF
 }
 
@@ -143,7 +150,7 @@ for f in sorted(os.listdir(work)):
 def fmt(x, d=0):
     return "–" if x is None else f"{x:,.{d}f}"
 
-order = [(s, mo) for s in ("direct", "passthrough", "full", "full_nobatch") for mo in ("sat", "fixed")]
+order = [(s, mo) for s in ("direct", "passthrough", "full", "full_nobatch", "full_ledger") for mo in ("sat", "fixed")]
 base = rows.get(("direct", "fixed"))
 lines = []
 lines.append("| run | spans/s | gateway CPU-s / M spans | spans/s per gateway core | peak RSS (VmHWM) | e2e p50 / p99 | added p50 / p99 | lost | dup | rejected / failed | gen / sink CPU-s |")
@@ -180,10 +187,16 @@ if ps and fs:
 if ps and ps["per_core"]:
     checks.append(f"- pass-through spans/s per gateway core: {ps['per_core']:,.0f} (target ≥ 250,000)")
 if ("passthrough", "fixed") in rows and base:
-    for s in ("passthrough", "full", "full_nobatch"):
+    for s in ("passthrough", "full", "full_nobatch", "full_ledger"):
         if (s, "fixed") in rows:
             m, g, k = rows[(s, "fixed")]
             checks.append(f"- {s} at {g['target_rate']:,}/s: added p99 {k['latency_us_p99']/1000 - base[2]['latency_us_p99']/1000:.2f} ms (target < 5 ms), peak RSS {m['vmhwm_kib']/1024:.1f} MiB (target < 100 MiB)")
+fl = summary.get(("full_ledger", "sat"))
+if fs and fl and fs["per_core"] and fl["per_core"]:
+    m, g, k = rows[("full_ledger", "sat")]
+    dur = (k["last_arrival_unix_ns"] - g["start_unix_ns"]) / 1e9
+    checks.append(f"- full + ledger CPU per span / full: {fs['per_core']/fl['per_core']*100:.0f} % (target ≤ 130 %); "
+                  f"ledger rows written at saturation: {m.get('ledger_rows', 0):,} in {dur:.1f} s = {m.get('ledger_rows', 0)/dur if dur > 0 else 0:,.0f} rows/s")
 checks.append(f"- spans lost, all runs: {sum(v['lost'] for v in summary.values())} (target 0)")
 
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")

@@ -8,6 +8,7 @@ pub mod cost;
 pub mod envelope;
 pub mod exporters;
 pub mod extensions;
+pub mod ledger;
 pub mod netguard;
 pub mod pipeline;
 pub mod processors;

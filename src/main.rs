@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: RatesCommand,
     },
+    /// Ask the chargeback ledger: report, completeness, dispute evidence, verify.
+    #[command(subcommand)]
+    Ledger(tollgate::ledger::cli::LedgerCmd),
 }
 
 #[derive(Subcommand)]
@@ -52,14 +55,14 @@ enum EnvelopeCmd {
         key_encoding: String,
         #[arg(long)]
         kid: String,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        originator: String,
-        #[arg(long)]
-        workflow: String,
-        #[arg(long)]
-        operation: String,
+        #[arg(long, required_unless_present = "batch")]
+        tenant: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        originator: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        workflow: Option<String>,
+        #[arg(long, required_unless_present = "batch")]
+        operation: Option<String>,
         /// Unique per envelope; random when omitted.
         #[arg(long)]
         issuance: Option<String>,
@@ -69,25 +72,38 @@ enum EnvelopeCmd {
         /// RFC 3339 or Unix seconds; now when omitted.
         #[arg(long)]
         issued_at: Option<String>,
+        /// Read one claims JSON object (all seven fields) per stdin line; print one token (or
+        /// `error: ...`) per line.
+        #[arg(long, conflicts_with_all = ["tenant", "originator", "workflow", "operation", "issuance", "ttl", "issued_at"])]
+        batch: bool,
     },
     /// Append a lineage hop (needs no key; prints the new token).
     Append {
-        token: String,
+        #[arg(required_unless_present = "batch")]
+        token: Option<String>,
         /// The hop record as JSON, e.g. '{"kind":"retry","attempt":2}'.
-        #[arg(long)]
-        record: String,
+        #[arg(long, required_unless_present = "batch")]
+        record: Option<String>,
+        /// Read `TOKEN RECORD` (one space between) per stdin line; print one token (or
+        /// `error: ...`) per line.
+        #[arg(long, conflicts_with_all = ["token", "record"])]
+        batch: bool,
     },
     /// Verify a token against a key ring file and explain the outcome stage by stage.
     Verify {
         /// YAML file with a `keys:` list (same schema as the envelope processor's).
         #[arg(long)]
         keys: PathBuf,
-        token: String,
+        #[arg(required_unless_present = "batch")]
+        token: Option<String>,
         /// The span start to check times against (RFC 3339 or Unix seconds); now by default.
         #[arg(long)]
         span_start: Option<String>,
         #[arg(long, default_value = "300s")]
         skew: String,
+        /// Read one token per stdin line; print one JSON result per line.
+        #[arg(long, conflicts_with = "token")]
+        batch: bool,
     },
 }
 
@@ -228,7 +244,10 @@ fn main() -> ExitCode {
     let paths = config_paths(&cli);
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Validate => match tollgate::service::parse_files(&paths) {
-            Ok(_) => {
+            Ok(parsed) => {
+                for w in &parsed.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("configuration is valid: {}", display_paths(&paths));
                 ExitCode::SUCCESS
             }
@@ -240,6 +259,7 @@ fn main() -> ExitCode {
         Command::Run => run(&paths),
         Command::Rates { command } => rates(command),
         Command::Envelope(cmd) => envelope(cmd),
+        Command::Ledger(cmd) => tollgate::ledger::cli::run(cmd),
     }
 }
 
@@ -250,13 +270,21 @@ fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
             key_file,
             key_encoding,
             kid,
-            tenant,
-            originator,
-            workflow,
-            operation,
+            batch: true,
+            ..
+        } => cli::sign_batch(key_file, key_encoding, kid),
+        EnvelopeCmd::Sign {
+            key_file,
+            key_encoding,
+            kid,
+            tenant: Some(tenant),
+            originator: Some(originator),
+            workflow: Some(workflow),
+            operation: Some(operation),
             issuance,
             ttl,
             issued_at,
+            batch: false,
         } => cli::sign(&cli::SignArgs {
             key_file,
             key_encoding,
@@ -269,13 +297,31 @@ fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
             ttl,
             issued_at: issued_at.as_deref(),
         }),
-        EnvelopeCmd::Append { token, record } => cli::append(token, record),
+        EnvelopeCmd::Append { batch: true, .. } => cli::append_batch(),
+        EnvelopeCmd::Append {
+            token: Some(token),
+            record: Some(record),
+            batch: false,
+        } => cli::append(token, record),
         EnvelopeCmd::Verify {
             keys,
-            token,
             span_start,
             skew,
+            batch: true,
+            ..
+        } => cli::verify_batch(keys, span_start.as_deref(), skew),
+        EnvelopeCmd::Verify {
+            keys,
+            token: Some(token),
+            span_start,
+            skew,
+            batch: false,
         } => cli::verify(keys, token, span_start.as_deref(), skew),
+        // clap's required_unless_present rules out the remaining shapes.
+        _ => {
+            eprintln!("error: missing arguments (see --help)");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -319,6 +365,9 @@ fn run(paths: &[PathBuf]) -> ExitCode {
                 tracing::warn!(level = %configured, error = %e, "service.telemetry.logs.level is not a valid filter; logging at info")
             }
         }
+    }
+    for w in &parsed.warnings {
+        tracing::warn!(path = %w.path, "{}", w.message);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

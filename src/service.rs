@@ -67,6 +67,38 @@ pub struct Parsed {
     pub extensions: BTreeMap<ComponentId, Box<dyn ExtensionBuilder>>,
     pub service: ServiceConfig,
     pub metrics: Arc<SelfMetrics>,
+    /// Problems that do not stop the gateway but make its results wrong or weaker (printed
+    /// by `tollgate validate`, logged at start).
+    pub warnings: Vec<Problem>,
+}
+
+/// Warnings about processor order: `cost` trusts only dimensions an `envelope` processor
+/// wrote earlier in the same pipeline.
+fn order_warnings(service: &ServiceConfig) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for p in &service.pipelines {
+        if p.signal != Signal::Traces {
+            continue;
+        }
+        let Some(ci) = p.processors.iter().position(|id| id.kind() == "cost") else {
+            continue;
+        };
+        let envelope = p.processors.iter().position(|id| id.kind() == "envelope");
+        let path = format!("service.pipelines.{}.processors[{ci}]", p.id);
+        let message = match envelope {
+            None => format!(
+                "`{}` runs without an `envelope` processor in this pipeline: every span is priced as unattributed (tollgate.tenant.id is trusted only when envelope wrote it in this pass)",
+                p.processors[ci]
+            ),
+            Some(ei) if ei > ci => format!(
+                "`{}` runs before `{}`: every span is priced as unattributed; put envelope first",
+                p.processors[ci], p.processors[ei]
+            ),
+            Some(_) => continue,
+        };
+        out.push(Problem { path, message });
+    }
+    out
 }
 
 /// Loads, merges and checks the given config files.
@@ -174,11 +206,19 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
             }
         }
         for (i, e) in p.exporters.iter().enumerate() {
-            if !exporters.contains_key(e) {
-                d.error(
+            match exporters.get(e) {
+                None => d.error(
                     format!("{base}.exporters[{i}]"),
                     missing("exporter", e, exporters.keys()),
-                );
+                ),
+                Some(c) if !c.builder.signals().contains(&p.signal) => d.error(
+                    format!("{base}.exporters[{i}]"),
+                    format!(
+                        "exporter `{e}` does not support {} pipelines",
+                        p.signal.as_str()
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         let mut seen = BTreeSet::new();
@@ -207,6 +247,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         }
     }
     if d.is_empty() {
+        let warnings = order_warnings(&service);
         Ok(Parsed {
             receivers,
             processors,
@@ -214,6 +255,7 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
             extensions,
             service,
             metrics,
+            warnings,
         })
     } else {
         Err(d.into_problems())
@@ -309,6 +351,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         mut extensions,
         service,
         metrics,
+        ..
     } = parsed;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let health = Arc::new(AtomicU8::new(Health::Starting as u8));
@@ -366,7 +409,16 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         let mut next: Arc<dyn Consumer> = Arc::new(ExporterFanout {
             exporters: p.exporters.iter().filter_map(&stage).collect(),
         });
-        for pid in p.processors.iter().rev() {
+        // The first genai_semconv / envelope / cost processor of a traces pipeline gets the
+        // strip stage in front of it (processors::strip).
+        let first_tollgate = (p.signal == Signal::Traces)
+            .then(|| {
+                p.processors
+                    .iter()
+                    .position(|id| processors::strip::TOLLGATE_PROCESSORS.contains(&id.kind()))
+            })
+            .flatten();
+        for (i, pid) in p.processors.iter().enumerate().rev() {
             let Some(spec) = processors.get(pid) else {
                 continue;
             };
@@ -386,6 +438,14 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                 }
                 Built::Stage(f) => f.make(&p.id, next, &ctx),
             };
+            if first_tollgate == Some(i) {
+                next = Arc::new(InlineStage {
+                    name: "tollgate/strip".to_string(),
+                    processor: Arc::new(processors::strip::StripCallerAttributes),
+                    next,
+                    divert_targets: HashMap::new(),
+                });
+            }
         }
         for r in &p.receivers {
             feeds

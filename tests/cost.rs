@@ -94,7 +94,7 @@ async fn spans_are_priced_and_duplicates_counted_once() {
     assert_eq!((priced.len(), dups), (3, 3));
     let s = priced[0];
     // 1200 × 2.50 + 300 × 10.00, per million = 0.006
-    assert_eq!(attr_f64(s, "gen_ai.usage.cost"), Some(0.006));
+    assert_eq!(attr_f64(s, "tollgate.cost.amount"), Some(0.006));
     assert_eq!(attr_f64(s, "tollgate.cost.input"), Some(0.003));
     assert_eq!(attr_f64(s, "tollgate.cost.output"), Some(0.003));
     assert_eq!(attr_f64(s, "tollgate.cost.cache_read"), Some(0.0));
@@ -118,7 +118,7 @@ async fn spans_are_priced_and_duplicates_counted_once() {
         .iter()
         .filter(|s| attr_str(&s.attributes, "tollgate.cost.status").as_deref() == Some("duplicate"))
     {
-        assert_eq!(attr(&d.attributes, "gen_ai.usage.cost"), None);
+        assert_eq!(attr(&d.attributes, "tollgate.cost.amount"), None);
     }
     let (code, body) = http_get(gw.metrics_endpoint().unwrap(), "/metrics").await;
     assert_eq!(code, 200);
@@ -464,7 +464,7 @@ async fn python_sdk_resending_the_same_batch_is_priced_once() {
         .filter(|s| attr_str(&s.attributes, "tollgate.cost.status").as_deref() == Some("duplicate"))
     {
         assert_eq!(
-            attr_f64(s, "gen_ai.usage.cost"),
+            attr_f64(s, "tollgate.cost.amount"),
             None,
             "a duplicate carries no cost"
         );

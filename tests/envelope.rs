@@ -81,6 +81,8 @@ processors:
       - id: k1
         secret_file: {key}
     reload_interval: 100ms
+    # The spans start at T0 (fixed, in the past): late telemetry, verified at its start time.
+    max_ingest_delay: 87600h
 {options}
 exporters:
   otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }}, sending_queue: {{ enabled: false }} }}

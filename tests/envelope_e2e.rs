@@ -160,7 +160,7 @@ async fn key_material_never_appears_in_any_output_at_trace_level() {
     std::fs::write(
         &cfg,
         format!(
-            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:{port}\" }} }}\nprocessors:\n  envelope:\n    keys:\n      - id: k1\n        secret_file: {}\nexporters:\n  otlp: {{ endpoint: \"{baddr}\", tls: {{ insecure: true }} }}\n  file: {{ path: {} }}\n  debug: {{ verbosity: detailed }}\nservice:\n  telemetry: {{ logs: {{ level: trace }}, metrics: {{ level: none }} }}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [envelope]\n      exporters: [otlp, file, debug]\n",
+            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: \"127.0.0.1:{port}\" }} }}\nprocessors:\n  envelope:\n    keys:\n      - id: k1\n        secret_file: {}\n    max_ingest_delay: 87600h\nexporters:\n  otlp: {{ endpoint: \"{baddr}\", tls: {{ insecure: true }} }}\n  file: {{ path: {} }}\n  debug: {{ verbosity: detailed }}\nservice:\n  telemetry: {{ logs: {{ level: trace }}, metrics: {{ level: none }} }}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [envelope]\n      exporters: [otlp, file, debug]\n",
             key.display(),
             out_file.display()
         ),
@@ -269,4 +269,177 @@ async fn key_material_never_appears_in_any_output_at_trace_level() {
         assert!(!o.contains("ZZZZZZZZZZZZZZZZ"), "secret bytes leaked");
         assert!(!o.contains(&hex(&tenant_key)), "derived tenant key leaked");
     }
+}
+
+/// Runs `tollgate envelope <args>` with `input` on stdin; returns (exit ok, stdout lines).
+fn cli_batch(args: &[&str], input: &str) -> (bool, Vec<String>) {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("envelope")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (
+        out.status.success(),
+        stdout.lines().map(str::to_owned).collect(),
+    )
+}
+
+#[test]
+fn cli_batch_modes_sign_append_and_verify_the_shared_vectors_in_one_process_each() {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/vectors/envelope-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = String::from("keys:\n");
+    for k in v["keys"].as_array().unwrap() {
+        let id = k["id"].as_str().unwrap();
+        let path = dir.path().join(format!("{id}.hex"));
+        std::fs::write(&path, k["secret_hex"].as_str().unwrap()).unwrap();
+        ring.push_str(&format!(
+            "  - id: {id}\n    secret_file: {}\n    status: {}\n",
+            path.display(),
+            k["status"].as_str().unwrap()
+        ));
+        for b in ["not_before", "not_after"] {
+            if let Some(t) = k[b].as_i64() {
+                ring.push_str(&format!("    {b}: {t}\n"));
+            }
+        }
+    }
+    let ring_path = dir.path().join("ring.yaml");
+    std::fs::write(&ring_path, ring).unwrap();
+    let ring_arg = ring_path.display().to_string();
+    let cases = v["cases"].as_array().unwrap();
+
+    // verify --batch: one JSON line per token, same status as the vector, for every case that
+    // shares the span start and skew of the first (the batch takes one --span-start).
+    let (span, skew) = (cases[0]["span_start"].as_i64().unwrap(), 300);
+    let batch: Vec<&serde_json::Value> = cases
+        .iter()
+        .filter(|c| {
+            c["span_start"].as_i64() == Some(span)
+                && c["skew"].as_i64() == Some(skew)
+                && c["cross_check"].as_object().is_none_or(|o| o.is_empty())
+                && !c["token"].as_str().unwrap().contains('\n')
+        })
+        .collect();
+    assert!(batch.len() >= 20, "only {} cases", batch.len());
+    let input: String = batch
+        .iter()
+        .map(|c| format!("{}\n", c["token"].as_str().unwrap()))
+        .collect();
+    let (ok, lines) = cli_batch(
+        &[
+            "verify",
+            "--batch",
+            "--keys",
+            &ring_arg,
+            "--span-start",
+            &span.to_string(),
+            "--skew",
+            "300s",
+        ],
+        &input,
+    );
+    assert!(!ok, "some vectors are not valid, so the exit code is 1");
+    assert_eq!(lines.len(), batch.len());
+    let mut statuses = std::collections::BTreeSet::new();
+    for (case, line) in batch.iter().zip(&lines) {
+        let got: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(got["status"], case["expected_status"], "{}", case["name"]);
+        statuses.insert(got["status"].as_str().unwrap().to_owned());
+        if got["status"] == "valid" {
+            for f in tollgate::envelope::token::CLAIM_FIELDS {
+                assert_eq!(got["claims"][f], case["claims"][f], "{} {f}", case["name"]);
+            }
+            assert_eq!(got["kid"], case["kid"]);
+            assert_eq!(
+                got["hops"].as_array().unwrap().len(),
+                case["hops"].as_array().unwrap().len()
+            );
+        } else {
+            assert!(got["stage"].is_string() && got["detail"].is_string());
+        }
+    }
+    assert!(statuses.len() >= 5, "{statuses:?}");
+
+    // sign --batch and append --batch rebuild every canonical active-key vector byte for byte.
+    let canonical: Vec<&serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["canonical"] == true && c["kid"] == "k-active")
+        .collect();
+    assert!(canonical.len() >= 3);
+    let key_file = dir.path().join("k-active.hex").display().to_string();
+    let mut input: String = canonical
+        .iter()
+        .map(|c| format!("{}\n", c["claims"]))
+        .collect();
+    input.push_str("{\"tenant_id\":\"a b\"}\n");
+    let (ok, signed) = cli_batch(
+        &[
+            "sign",
+            "--batch",
+            "--key-file",
+            &key_file,
+            "--kid",
+            "k-active",
+        ],
+        &input,
+    );
+    assert!(!ok, "the last line is an error");
+    assert_eq!(signed.len(), canonical.len() + 1);
+    assert!(
+        signed[canonical.len()].starts_with("error: "),
+        "{}",
+        signed[canonical.len()]
+    );
+    let mut tokens: Vec<String> = signed[..canonical.len()].to_vec();
+    let max_hops = canonical
+        .iter()
+        .map(|c| c["hops"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(max_hops >= 2);
+    for round in 0..max_hops {
+        let idx: Vec<usize> = (0..canonical.len())
+            .filter(|&i| canonical[i]["hops"].as_array().unwrap().len() > round)
+            .collect();
+        let input: String = idx
+            .iter()
+            .map(|&i| {
+                format!(
+                    "{} {}\n",
+                    tokens[i],
+                    canonical[i]["hops"][round].as_str().unwrap()
+                )
+            })
+            .collect();
+        let (ok, out) = cli_batch(&["append", "--batch"], &input);
+        assert!(ok);
+        assert_eq!(out.len(), idx.len());
+        for (&i, t) in idx.iter().zip(out) {
+            tokens[i] = t;
+        }
+    }
+    for (c, t) in canonical.iter().zip(&tokens) {
+        assert_eq!(t, c["token"].as_str().unwrap(), "{}", c["name"]);
+    }
+    let (ok, out) = cli_batch(
+        &["append", "--batch"],
+        &format!("{} {{\"kind\":\"re try\"}}\nno-space-here\n", tokens[0]),
+    );
+    assert!(!ok);
+    assert!(out[0].starts_with("error: invalid hop: hop.kind: value outside"));
+    assert!(out[1].starts_with("error: expected TOKEN, a space"));
 }

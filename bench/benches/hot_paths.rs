@@ -10,7 +10,6 @@ use std::sync::Arc;
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tollgate::cost::{price, RateTable, Usage};
@@ -186,13 +185,6 @@ fn envelope_verify_cached(b: Bencher, hops: usize) {
 /// Model names (response, request), provider and usage of one span.
 type PricingInput = (Option<String>, Option<String>, Option<String>, Usage);
 
-fn int_attr(span: &Span, key: &str) -> Option<i64> {
-    match tollgate::pipeline::attrs::get(&span.attributes, key) {
-        Some(Value::IntValue(v)) => Some(*v),
-        _ => None,
-    }
-}
-
 /// Rate lookup (response model, then request model, provider, effective date) and exact
 /// pricing of one span's usage.
 #[divan::bench]
@@ -208,13 +200,8 @@ fn cost_lookup_and_price(b: Bencher) {
                 get_str(a, "gen_ai.response.model").map(str::to_string),
                 get_str(a, "gen_ai.request.model").map(str::to_string),
                 get_str(a, "gen_ai.provider.name").map(str::to_string),
-                Usage {
-                    input: int_attr(s, "gen_ai.usage.input_tokens"),
-                    output: int_attr(s, "gen_ai.usage.output_tokens"),
-                    cache_read: int_attr(s, "gen_ai.usage.cache_read.input_tokens"),
-                    cache_write: int_attr(s, "gen_ai.usage.cache_creation.input_tokens"),
-                    reasoning: int_attr(s, "gen_ai.usage.reasoning.output_tokens"),
-                },
+                tollgate::cost::usage::read_usage(a, tollgate::cost::usage::DEFAULT_MAX_TOKENS)
+                    .unwrap_or_default(),
             )
         })
         .collect();

@@ -3,6 +3,7 @@
 //! `bench/README.md`.
 
 mod gen;
+mod ledger;
 mod sink;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Cmd {
     Gen(gen::GenArgs),
     /// Receive OTLP/gRPC traces, check every expected span id arrived, measure latency.
     Sink(sink::SinkArgs),
+    /// Write synthetic billable rows to a ledger and time `report` over them.
+    Ledger(ledger::LedgerArgs),
 }
 
 /// A failure reported to the user (one line, no backtrace).
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Gen(a) => gen::run(a).await,
             Cmd::Sink(a) => sink::run(a).await,
+            Cmd::Ledger(a) => ledger::run(a).await,
         }
     });
     match r {

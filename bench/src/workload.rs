@@ -248,7 +248,7 @@ fn span_attributes(
         vec![kv("gen_ai.request.temperature", Value::DoubleValue(0.2))],
         vec![kv("gen_ai.request.max_tokens", Value::IntValue(4096))],
         vec![kv(
-            "gen_ai.usage.cache_creation.input_tokens",
+            "gen_ai.usage.cache_write.input_tokens",
             Value::IntValue(cache_write),
         )],
     ];

@@ -95,6 +95,7 @@ pub fn rates_price(
         cache_read: Some(cache_read),
         cache_write: Some(cache_write),
         reasoning: Some(reasoning),
+        ..Default::default()
     };
     let b = match price(r, &usage) {
         Ok(b) => b,
@@ -114,6 +115,9 @@ pub fn rates_price(
         ),
     }
     for c in TokenClass::ALL {
+        if c.is_modality() && !b.prices.separate(c) {
+            continue;
+        }
         let how = match c {
             TokenClass::Input => format!("{input} - {cache_read} - {cache_write} = "),
             TokenClass::Output => format!("{output} - {reasoning} = "),

@@ -16,6 +16,8 @@
 //!   input tokens (all of them, cached included) are strictly above `above_input_tokens`.
 
 pub mod cli;
+pub mod registry;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,15 +38,30 @@ pub enum TokenClass {
     CacheRead,
     CacheWrite,
     Reasoning,
+    /// Audio input tokens, priced apart only when the row sets `audio_input`.
+    AudioInput,
+    /// Audio output tokens, priced apart only when the row sets `audio_output`.
+    AudioOutput,
+    /// Image input tokens, priced apart only when the row sets `image_input`.
+    ImageInput,
+    /// Image output tokens, priced apart only when the row sets `image_output`.
+    ImageOutput,
 }
 
+/// How many [`TokenClass`]es there are (the length of every per-class array).
+pub const CLASSES: usize = 9;
+
 impl TokenClass {
-    pub const ALL: [TokenClass; 5] = [
+    pub const ALL: [TokenClass; CLASSES] = [
         TokenClass::Input,
         TokenClass::Output,
         TokenClass::CacheRead,
         TokenClass::CacheWrite,
         TokenClass::Reasoning,
+        TokenClass::AudioInput,
+        TokenClass::AudioOutput,
+        TokenClass::ImageInput,
+        TokenClass::ImageOutput,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,7 +70,22 @@ impl TokenClass {
             TokenClass::CacheRead => "cache_read",
             TokenClass::CacheWrite => "cache_write",
             TokenClass::Reasoning => "reasoning",
+            TokenClass::AudioInput => "audio_input",
+            TokenClass::AudioOutput => "audio_output",
+            TokenClass::ImageInput => "image_input",
+            TokenClass::ImageOutput => "image_output",
         }
+    }
+
+    /// A per-modality class (priced apart only when the row has a price for it).
+    pub fn is_modality(self) -> bool {
+        matches!(
+            self,
+            TokenClass::AudioInput
+                | TokenClass::AudioOutput
+                | TokenClass::ImageInput
+                | TokenClass::ImageOutput
+        )
     }
 }
 
@@ -65,25 +97,40 @@ pub struct PriceSet {
     pub cache_read: Option<Decimal>,
     pub cache_write: Option<Decimal>,
     pub reasoning: Option<Decimal>,
+    pub audio_input: Option<Decimal>,
+    pub audio_output: Option<Decimal>,
+    pub image_input: Option<Decimal>,
+    pub image_output: Option<Decimal>,
 }
 
-/// Fully resolved prices per million tokens, indexed by [`TokenClass`] order.
+/// Fully resolved prices per million tokens, indexed by [`TokenClass`] order. A modality
+/// class the row has no price for holds the price of the total it stays in (input or
+/// output) and `separate` says it is not priced apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prices(pub [Decimal; 5]);
+pub struct Prices(pub [Decimal; CLASSES], pub [bool; CLASSES]);
 
 impl Prices {
     pub fn get(&self, c: TokenClass) -> Decimal {
         self.0[class_index(c)]
     }
+    /// Whether tokens of this class are priced apart (always for the five base classes;
+    /// for a modality class only when the row sets its price).
+    pub fn separate(&self, c: TokenClass) -> bool {
+        self.1[class_index(c)]
+    }
 }
 
-fn class_index(c: TokenClass) -> usize {
+pub fn class_index(c: TokenClass) -> usize {
     match c {
         TokenClass::Input => 0,
         TokenClass::Output => 1,
         TokenClass::CacheRead => 2,
         TokenClass::CacheWrite => 3,
         TokenClass::Reasoning => 4,
+        TokenClass::AudioInput => 5,
+        TokenClass::AudioOutput => 6,
+        TokenClass::ImageInput => 7,
+        TokenClass::ImageOutput => 8,
     }
 }
 
@@ -150,7 +197,34 @@ impl Rate {
         let cache_read = pick(|p| p.cache_read).unwrap_or(input);
         let cache_write = pick(|p| p.cache_write).unwrap_or(input);
         let reasoning = pick(|p| p.reasoning).unwrap_or(output);
-        Prices([input, output, cache_read, cache_write, reasoning])
+        let audio_input = pick(|p| p.audio_input);
+        let audio_output = pick(|p| p.audio_output);
+        let image_input = pick(|p| p.image_input);
+        let image_output = pick(|p| p.image_output);
+        Prices(
+            [
+                input,
+                output,
+                cache_read,
+                cache_write,
+                reasoning,
+                audio_input.unwrap_or(input),
+                audio_output.unwrap_or(output),
+                image_input.unwrap_or(input),
+                image_output.unwrap_or(output),
+            ],
+            [
+                true,
+                true,
+                true,
+                true,
+                true,
+                audio_input.is_some(),
+                audio_output.is_some(),
+                image_input.is_some(),
+                image_output.is_some(),
+            ],
+        )
     }
 }
 
@@ -379,6 +453,68 @@ pub struct RateTable {
     imported: Group,
     /// Every file the table was read from (the table itself, then imports), for reloads.
     pub files: Vec<PathBuf>,
+    /// The text of every file the table was built from, as read (the table itself first,
+    /// named by its file name, then each import under the path the table names it by): what
+    /// the ledger stores so any row can be re-priced from the ledger alone.
+    pub sources: Vec<Source>,
+}
+
+/// Reads an imported file by the name the table gives it: (how to name it in messages, text).
+type ReadImport<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
+
+/// One file a rate table was built from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    /// The name the table refers to it by (`import[].litellm`), or the table's file name.
+    pub name: String,
+    pub text: String,
+}
+
+impl RateTable {
+    /// The SHA-256 (hex) of the table's sources, in order: identifies exactly which prices a
+    /// version held, even if a version string was reused for different prices.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for s in &self.sources {
+            h.update((s.name.len() as u64).to_be_bytes());
+            h.update(s.name.as_bytes());
+            h.update((s.text.len() as u64).to_be_bytes());
+            h.update(s.text.as_bytes());
+        }
+        hex(&h.finalize())
+    }
+
+    /// Rebuilds a table from its stored sources (the first is the table itself; imports are
+    /// resolved among the others by name, never from the file system).
+    pub fn from_sources(sources: &[Source]) -> Result<RateTable, TableError> {
+        let Some((main, imports)) = sources.split_first() else {
+            return Err(TableError {
+                problems: vec![Problem {
+                    path: "<rates>".into(),
+                    message: "no sources".into(),
+                }],
+            });
+        };
+        let mut t = Self::parse_with(&main.text, &|name: &str| {
+            imports
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| (name.to_string(), s.text.clone()))
+                .ok_or_else(|| format!("{name}: not among the stored sources"))
+        })?;
+        t.sources.insert(0, main.clone());
+        Ok(t)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// A rate table that could not be loaded: every problem, each with its YAML path.
@@ -408,11 +544,33 @@ impl RateTable {
             e
         })?;
         t.files.insert(0, path.to_path_buf());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rates.yaml".into());
+        t.sources.insert(0, Source { name, text });
         Ok(t)
     }
 
     /// Parses a rate table from YAML text; imports are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<RateTable, TableError> {
+        Self::parse_with(text, &|name: &str| {
+            let file = base_dir.join(name);
+            let shown = file.display().to_string();
+            std::fs::read_to_string(&file)
+                .map(|text| (shown.clone(), text))
+                .map_err(|e| format!("{shown}: cannot read: {e}"))
+        })
+        .map(|mut t| {
+            t.files = t.sources.iter().map(|s| base_dir.join(&s.name)).collect();
+            t
+        })
+    }
+
+    /// Parses a rate table; `read` returns the text of an imported file by the name the
+    /// table gives it, with how to name it in messages. `sources` then holds the imports
+    /// (not the table itself).
+    fn parse_with(text: &str, read: ReadImport<'_>) -> Result<RateTable, TableError> {
         let one = |path: &str, message: String| TableError {
             problems: vec![Problem {
                 path: path.to_string(),
@@ -452,21 +610,23 @@ impl RateTable {
             }
         }
         let mut imported = Vec::new();
-        let mut files = Vec::new();
+        let mut sources = Vec::new();
         if let Some(items) = root.seq("import", &mut d) {
             for (i, y) in items.iter().enumerate() {
                 let Some(m) = Map::new(format!("import[{i}]"), y, &mut d) else {
                     continue;
                 };
                 if let Some(p) = m.str("litellm", &mut d) {
-                    let file = base_dir.join(&p);
-                    match import_litellm_file(&file) {
-                        Ok(mut rs) => imported.append(&mut rs),
-                        Err(e) => {
-                            d.error(m.key_path("litellm"), format!("{}: {e}", file.display()))
+                    match read(&p).and_then(|(shown, text)| {
+                        let rows = import_litellm(&text).map_err(|e| format!("{shown}: {e}"))?;
+                        Ok((rows, text))
+                    }) {
+                        Ok((mut rs, text)) => {
+                            imported.append(&mut rs);
+                            sources.push(Source { name: p, text });
                         }
+                        Err(e) => d.error(m.key_path("litellm"), e),
                     }
-                    files.push(file);
                 } else {
                     d.error(m.path().to_string(), "expected `litellm: <path to JSON>`");
                 }
@@ -485,7 +645,8 @@ impl RateTable {
             currency,
             explicit: Group::new(rows),
             imported: Group::new(imported),
-            files,
+            files: Vec::new(),
+            sources,
         })
     }
 
@@ -559,6 +720,10 @@ fn parse_price_set(m: &Map<'_>, required: bool, d: &mut Diagnostics) -> PriceSet
         cache_read: get("cache_read", d),
         cache_write: get("cache_write", d),
         reasoning: get("reasoning", d),
+        audio_input: get("audio_input", d),
+        audio_output: get("audio_output", d),
+        image_input: get("image_input", d),
+        image_output: get("image_output", d),
     };
     if required {
         if ps.input.is_none() && !m.has("input") {
@@ -765,13 +930,19 @@ pub fn per_token_to_per_million(text: &str) -> Result<Decimal, String> {
         .ok_or_else(|| format!("{text} per token is out of range"))
 }
 
-/// LiteLLM keys read (everything else in an entry is ignored).
-const LITELLM_KEYS: [(&str, TokenClass); 5] = [
+/// LiteLLM keys read (everything else in an entry is ignored). The modality keys are the
+/// per-token ones only: per-image, per-second and per-character prices cannot be applied to
+/// token counts.
+const LITELLM_KEYS: [(&str, TokenClass); 9] = [
     ("input_cost_per_token", TokenClass::Input),
     ("output_cost_per_token", TokenClass::Output),
     ("cache_read_input_token_cost", TokenClass::CacheRead),
     ("cache_creation_input_token_cost", TokenClass::CacheWrite),
     ("output_cost_per_reasoning_token", TokenClass::Reasoning),
+    ("input_cost_per_audio_token", TokenClass::AudioInput),
+    ("output_cost_per_audio_token", TokenClass::AudioOutput),
+    ("input_cost_per_image_token", TokenClass::ImageInput),
+    ("output_cost_per_image_token", TokenClass::ImageOutput),
 ];
 
 fn set_class(ps: &mut PriceSet, c: TokenClass, v: Decimal) {
@@ -781,6 +952,10 @@ fn set_class(ps: &mut PriceSet, c: TokenClass, v: Decimal) {
         TokenClass::CacheRead => ps.cache_read = Some(v),
         TokenClass::CacheWrite => ps.cache_write = Some(v),
         TokenClass::Reasoning => ps.reasoning = Some(v),
+        TokenClass::AudioInput => ps.audio_input = Some(v),
+        TokenClass::AudioOutput => ps.audio_output = Some(v),
+        TokenClass::ImageInput => ps.image_input = Some(v),
+        TokenClass::ImageOutput => ps.image_output = Some(v),
     }
 }
 
@@ -872,12 +1047,9 @@ pub fn import_litellm(text: &str) -> Result<Vec<Rate>, String> {
     Ok(rows)
 }
 
-fn import_litellm_file(path: &Path) -> Result<Vec<Rate>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    import_litellm(&text)
-}
-
-/// Token counts as reported on a span (`None` = attribute absent).
+/// Token counts as reported on a span (`None` = attribute absent). Read them from span
+/// attributes with [`usage::read_usage`]. The modality counts are breakdowns: they are part
+/// of `input` / `output`, never added to them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input: Option<i64>,
@@ -885,9 +1057,17 @@ pub struct Usage {
     pub cache_read: Option<i64>,
     pub cache_write: Option<i64>,
     pub reasoning: Option<i64>,
+    pub audio_input: Option<i64>,
+    pub audio_output: Option<i64>,
+    pub image_input: Option<i64>,
+    pub image_output: Option<i64>,
+    pub text_input: Option<i64>,
+    pub text_output: Option<i64>,
 }
 
 impl Usage {
+    /// No total count (`input`, `output`, cache, reasoning) is reported; modality
+    /// breakdowns alone are not usage.
     pub fn is_empty(&self) -> bool {
         self.input.is_none()
             && self.output.is_none()
@@ -902,7 +1082,7 @@ impl Usage {
 pub enum UsageError {
     #[error("{attr} is negative ({value})")]
     Negative { attr: &'static str, value: i64 },
-    #[error("cache_read ({cache_read}) + cache_creation ({cache_write}) input tokens exceed input_tokens ({input}), which per semconv 1.41 include them")]
+    #[error("cache_read ({cache_read}) + cache_write ({cache_write}) input tokens exceed input_tokens ({input}), which per semconv 1.41 include them")]
     CacheExceedsInput {
         input: i64,
         cache_read: i64,
@@ -910,6 +1090,13 @@ pub enum UsageError {
     },
     #[error("reasoning.output_tokens ({reasoning}) exceed output_tokens ({output}), which per semconv 1.41 include them")]
     ReasoningExceedsOutput { output: i64, reasoning: i64 },
+    #[error("{what} tokens priced at the row's modality prices ({modal}) exceed the {rest} ({left}) they are part of")]
+    ModalityExceeds {
+        what: &'static str,
+        rest: &'static str,
+        modal: u64,
+        left: u64,
+    },
     #[error("arithmetic overflow pricing these token counts")]
     Overflow,
 }
@@ -921,11 +1108,12 @@ pub struct Breakdown {
     pub request_input: u64,
     /// The tier applied (`None` = base prices).
     pub tier: Option<u64>,
-    /// Tokens per class, in [`TokenClass::ALL`] order.
-    pub tokens: [u64; 5],
+    /// Tokens per class, in [`TokenClass::ALL`] order. A modality class counts only the
+    /// tokens priced apart; otherwise they are inside `input` / `output`.
+    pub tokens: [u64; CLASSES],
     pub prices: Prices,
     /// Cost per class, in [`TokenClass::ALL`] order.
-    pub cost: [Decimal; 5],
+    pub cost: [Decimal; CLASSES],
     pub total: Decimal,
 }
 
@@ -952,7 +1140,7 @@ pub fn validate(u: &Usage) -> Result<[u64; 5], UsageError> {
     let input = get(u.input, "gen_ai.usage.input_tokens")?;
     let output = get(u.output, "gen_ai.usage.output_tokens")?;
     let cache_read = get(u.cache_read, "gen_ai.usage.cache_read.input_tokens")?;
-    let cache_write = get(u.cache_write, "gen_ai.usage.cache_creation.input_tokens")?;
+    let cache_write = get(u.cache_write, "gen_ai.usage.cache_write.input_tokens")?;
     let reasoning = get(u.reasoning, "gen_ai.usage.reasoning.output_tokens")?;
     let cached = cache_read
         .checked_add(cache_write)
@@ -994,13 +1182,61 @@ pub fn cost_of(tokens: u64, per_million: Decimal) -> Result<Decimal, UsageError>
     Ok(scaled.normalize())
 }
 
-/// Prices one span's usage with one row.
+/// Prices one span's usage with one row. Modality tokens are priced apart only for the
+/// modalities the row (or its tier) has a price for; they then come out of the uncached
+/// input (or the non-reasoning output) and must fit in it.
 pub fn price(rate: &Rate, u: &Usage) -> Result<Breakdown, UsageError> {
-    let tokens = validate(u)?;
+    let base = validate(u)?;
     let request_input = u.input.unwrap_or(0).max(0) as u64;
     let tier = rate.tier_for(request_input);
     let prices = rate.prices_for(tier);
-    let mut cost = [Decimal::ZERO; 5];
+    let mut tokens = [0u64; CLASSES];
+    tokens[..5].copy_from_slice(&base);
+    let modal = |v: Option<i64>, c: TokenClass| -> Result<u64, UsageError> {
+        if !prices.separate(c) {
+            return Ok(0);
+        }
+        let v = v.unwrap_or(0);
+        u64::try_from(v).map_err(|_| UsageError::Negative {
+            attr: match c {
+                TokenClass::AudioInput => "gen_ai.usage.audio.input_tokens",
+                TokenClass::AudioOutput => "gen_ai.usage.audio.output_tokens",
+                TokenClass::ImageInput => "gen_ai.usage.image.input_tokens",
+                _ => "gen_ai.usage.image.output_tokens",
+            },
+            value: v,
+        })
+    };
+    let (ai, ii) = (
+        modal(u.audio_input, TokenClass::AudioInput)?,
+        modal(u.image_input, TokenClass::ImageInput)?,
+    );
+    let (ao, io) = (
+        modal(u.audio_output, TokenClass::AudioOutput)?,
+        modal(u.image_output, TokenClass::ImageOutput)?,
+    );
+    let take = |total: u64, a: u64, b: u64, what, rest| -> Result<u64, UsageError> {
+        let m = a.checked_add(b).ok_or(UsageError::Overflow)?;
+        total.checked_sub(m).ok_or(UsageError::ModalityExceeds {
+            what,
+            rest,
+            modal: m,
+            left: total,
+        })
+    };
+    tokens[0] = take(tokens[0], ai, ii, "audio + image input", "uncached input")?;
+    tokens[1] = take(
+        tokens[1],
+        ao,
+        io,
+        "audio + image output",
+        "non-reasoning output",
+    )?;
+    tokens[5] = ai;
+    tokens[6] = ao;
+    tokens[7] = ii;
+    tokens[8] = io;
+    let mut cost = [Decimal::ZERO; CLASSES];
     let mut total = Decimal::ZERO;
     for (i, c) in TokenClass::ALL.iter().enumerate() {
         cost[i] = cost_of(tokens[i], prices.get(*c))?;

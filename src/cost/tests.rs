@@ -48,6 +48,7 @@ fn usage(i: i64, o: i64, cr: i64, cw: i64, r: i64) -> Usage {
         cache_read: Some(cr),
         cache_write: Some(cw),
         reasoning: Some(r),
+        ..Default::default()
     }
 }
 
@@ -76,7 +77,7 @@ fn every_token_class_hand_computed() {
     assert_eq!(b.cost_of(TokenClass::Output), dec("0.005"));
     assert_eq!(b.cost_of(TokenClass::Reasoning), Decimal::ZERO);
     assert_eq!(b.total, dec("0.0073125"));
-    assert_eq!(b.tokens, [700, 500, 200, 100, 0]);
+    assert_eq!(b.tokens[..5], [700, 500, 200, 100, 0]);
 }
 
 #[test]
@@ -422,4 +423,45 @@ fn shipped_table_is_valid() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rates.yaml");
     let tb = RateTable::load(&p).unwrap();
     assert!(tb.explicit_rows().len() >= 5);
+}
+
+#[test]
+fn modality_tokens_are_priced_apart_only_where_the_row_has_a_price() {
+    let tb = RateTable::parse(
+        "version: v\ncurrency: USD\nrates:\n  - model: a\n    per_million_tokens: { input: \"2.5\", output: \"10\", audio_input: \"40\", audio_output: \"80\" }\n",
+        Path::new("."),
+    )
+    .unwrap();
+    let r = tb.find("a", None, 0).unwrap().rate;
+    let u = Usage {
+        input: Some(1000),
+        output: Some(200),
+        audio_input: Some(300),
+        audio_output: Some(100),
+        image_input: Some(50),
+        text_input: Some(650),
+        ..Default::default()
+    };
+    let b = price(r, &u).unwrap();
+    // input 1000 - 300 audio = 700 at 2.5 (the 50 image tokens stay inside: no image price)
+    assert_eq!(b.tokens, [700, 100, 0, 0, 0, 300, 100, 0, 0]);
+    assert_eq!(b.cost_of(TokenClass::Input), dec("0.00175"));
+    assert_eq!(b.cost_of(TokenClass::Output), dec("0.001"));
+    assert_eq!(b.cost_of(TokenClass::AudioInput), dec("0.012"));
+    assert_eq!(b.cost_of(TokenClass::AudioOutput), dec("0.008"));
+    assert_eq!(b.total, dec("0.02275"));
+    assert!(!b.prices.separate(TokenClass::ImageInput));
+    let e = price(
+        r,
+        &Usage {
+            input: Some(10),
+            audio_input: Some(11),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "audio + image input tokens priced at the row's modality prices (11) exceed the uncached input (10) they are part of"
+    );
 }

@@ -215,6 +215,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// The fingerprint of `config/demo/demo-k1.hex`, the quick start's published demo key: a ring
+/// holding it attributes nothing, and the gateway says so at start.
+pub const DEMO_KEY_FINGERPRINT: &str = "c223db3af4edfeec";
+
 /// Loads every key's secret and builds the ring. Errors name the YAML path and never
 /// include secret bytes.
 pub fn load_ring(specs: &[KeySpec]) -> Result<KeyRing, Vec<crate::config::Problem>> {

@@ -114,7 +114,14 @@ impl Exporter for DebugExporter {
                         .flat_map(|ss| &ss.spans)
                     {
                         if detailed {
-                            tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %span.name, attributes = %render_attrs(&span.attributes), "span");
+                            // Never log envelope tokens.
+                            let attrs: Vec<KeyValue> = span
+                                .attributes
+                                .iter()
+                                .filter(|kv| kv.key != super::encode::TOKEN_ATTR)
+                                .cloned()
+                                .collect();
+                            tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %span.name, attributes = %render_attrs(&attrs), "span");
                         } else {
                             tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %span.name, "span");
                         }

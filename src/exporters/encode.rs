@@ -23,6 +23,47 @@ pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceSer
 pub const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
+/// The envelope token attribute (span or resource), removed by [`without_token`].
+pub const TOKEN_ATTR: &str = "tollgate.envelope";
+
+/// The `strip_token` option of the otlp, otlp_http and file exporters (default `true`).
+pub fn parse_strip_token(m: &crate::config::Map<'_>, d: &mut crate::config::Diagnostics) -> bool {
+    m.bool("strip_token", d).unwrap_or(true)
+}
+
+/// `req` without any `tollgate.envelope` attribute on spans or resources: what exporters with
+/// `strip_token: true` send, so backends never store replayable tokens. Exporters strip when
+/// they encode, so a sibling exporter of the same pipeline (the ledger) still sees the token.
+/// Borrows when there is nothing to strip.
+pub fn without_token(
+    req: &ExportTraceServiceRequest,
+) -> std::borrow::Cow<'_, ExportTraceServiceRequest> {
+    let has = |a: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        a.iter().any(|kv| kv.key == TOKEN_ATTR)
+    };
+    let any = req.resource_spans.iter().any(|rs| {
+        rs.resource.as_ref().is_some_and(|r| has(&r.attributes))
+            || rs
+                .scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .any(|sp| has(&sp.attributes))
+    });
+    if !any {
+        return std::borrow::Cow::Borrowed(req);
+    }
+    let mut out = req.clone();
+    for rs in &mut out.resource_spans {
+        if let Some(r) = rs.resource.as_mut() {
+            r.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+        }
+        for sp in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
+            sp.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Bytes of a length-delimited field `tag` holding `len` bytes.
 fn field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len

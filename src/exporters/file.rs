@@ -14,6 +14,7 @@ use crate::service::{ParseCtx, StartCtx};
 pub struct FileExporterConfig {
     id: ComponentId,
     path: PathBuf,
+    strip_token: bool,
 }
 
 pub fn factory(
@@ -32,6 +33,7 @@ pub fn factory(
     Some(Box::new(FileExporterConfig {
         id: id.clone(),
         path: PathBuf::from(path.unwrap_or_default()),
+        strip_token: super::encode::parse_strip_token(m, d),
     }))
 }
 
@@ -74,6 +76,7 @@ impl ExporterBuilder for FileExporterConfig {
         });
         Ok(Arc::new(FileExporter {
             path: self.path,
+            strip_token: self.strip_token,
             tx: Mutex::new(Some(tx)),
             task: Mutex::new(Some(task)),
         }))
@@ -82,6 +85,7 @@ impl ExporterBuilder for FileExporterConfig {
 
 pub struct FileExporter {
     path: PathBuf,
+    strip_token: bool,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -100,6 +104,14 @@ pub fn to_json_line(data: &Payload) -> Result<Vec<u8>, serde_json::Error> {
 impl Exporter for FileExporter {
     fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
+            let stripped;
+            let data = match data {
+                Payload::Traces(r) if self.strip_token => {
+                    stripped = Payload::Traces(super::encode::without_token(r).into_owned());
+                    &stripped
+                }
+                d => d,
+            };
             let line = to_json_line(data).map_err(|e| ExportError {
                 retryable: false,
                 retry_after: None,

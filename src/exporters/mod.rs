@@ -6,6 +6,8 @@
 pub mod debug;
 pub mod encode;
 pub mod file;
+pub mod ledger;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod otlp_http;
 pub mod persist;
@@ -22,6 +24,10 @@ use crate::telemetry::{ExporterIdLabels, SelfMetrics};
 
 /// A configured, not yet started exporter.
 pub trait ExporterBuilder: Send {
+    /// The signals this exporter takes (checked against the pipelines that name it).
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String>;
 }
 
@@ -34,6 +40,8 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("otlp_http", otlp_http::factory),
     ("file", file::factory),
     ("debug", debug::factory),
+    ("ledger", ledger::factory),
+    ("loadbalancing", loadbalancing::factory),
 ];
 
 /// An exporter's own builder plus the delivery options every exporter has.
@@ -79,8 +87,19 @@ pub fn configure(
 ) -> Option<Configured> {
     // Read even when the type's own options failed, so their problems are reported too and
     // the two keys are never called unknown.
-    let queue = queue::parse(id, m, d);
-    let retry = retry::parse(m, d);
+    let mut queue = queue::parse(id, m, d);
+    let mut retry = retry::parse(m, d);
+    if id.kind() == "loadbalancing" {
+        // Its backends have their own queues and retries (`protocol.otlp`); in front of them
+        // both are off unless configured, so a client is answered once its data is in the
+        // backends' queues, and told to retry when it cannot be.
+        if !m.has("sending_queue") {
+            queue.enabled = false;
+        }
+        if !m.has("retry_on_failure") {
+            retry.enabled = false;
+        }
+    }
     Some(Configured {
         id: id.clone(),
         queue,

@@ -52,6 +52,8 @@ pub struct OtlpExporterConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
     /// Requests whose protobuf encoding is larger are split by items before sending
     /// (0: never split ahead; a backend's size refusal is still split and retried).
     pub max_request_size: usize,
@@ -60,6 +62,92 @@ pub struct OtlpExporterConfig {
 /// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
 
+/// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
+/// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
+#[derive(Debug, Clone)]
+pub struct OtlpOptions {
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    pub timeout: Duration,
+    pub tls: crate::tls::ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see [`encode::without_token`]).
+    pub strip_token: bool,
+    /// See [`OtlpExporterConfig::max_request_size`].
+    pub max_request_size: usize,
+}
+
+impl OtlpOptions {
+    /// Reads `headers`, `compression`, `timeout`, `tls`, `strip_token` and
+    /// `max_request_size` from `m`.
+    pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
+        let tls = crate::tls::parse_client(m, d);
+        let headers = super::parse_headers(m, d, |k, v| {
+            let k = k.to_ascii_lowercase();
+            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
+                return Err(
+                    "not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)",
+                );
+            }
+            if MetadataValue::<tonic::metadata::Ascii>::try_from(v).is_err() {
+                return Err("header value must be printable ASCII");
+            }
+            Ok((k, v.to_string()))
+        });
+        let compression = Compression::parse(m, d);
+        let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
+        let strip_token = encode::parse_strip_token(m, d);
+        let max_request_size = m
+            .u64_in("max_request_size", 0, 1 << 32, d)
+            .map_or(DEFAULT_MAX_REQUEST_SIZE, |n| n as usize);
+        OtlpOptions {
+            headers,
+            compression,
+            timeout,
+            tls,
+            strip_token,
+            max_request_size,
+        }
+    }
+
+    /// The URL tonic connects to for `endpoint` (`host:port` or a URL): `http://` with
+    /// `tls.insecure`, `https://` otherwise. The error names the key at fault (`endpoint` or
+    /// `tls`) and the rule it breaks.
+    pub fn endpoint_url(&self, endpoint: &str) -> Result<String, (&'static str, String)> {
+        let url = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if self.tls.insecure {
+            format!("http://{endpoint}")
+        } else {
+            format!("https://{endpoint}")
+        };
+        if url.starts_with("https://") && self.tls.insecure {
+            return Err((
+                "tls",
+                "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure"
+                    .into(),
+            ));
+        }
+        if Endpoint::from_shared(url.clone()).is_err() {
+            return Err(("endpoint", format!("not a valid endpoint: {url:?}")));
+        }
+        Ok(url)
+    }
+
+    /// A configured `otlp` exporter for one endpoint URL (from [`OtlpOptions::endpoint_url`]).
+    pub fn for_endpoint(&self, id: &ComponentId, endpoint: String) -> OtlpExporterConfig {
+        OtlpExporterConfig {
+            id: id.clone(),
+            endpoint,
+            headers: self.headers.clone(),
+            compression: self.compression,
+            timeout: self.timeout,
+            tls: self.tls.clone(),
+            strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
+        }
+    }
+}
+
 pub fn factory(
     id: &ComponentId,
     m: &Map<'_>,
@@ -67,8 +155,7 @@ pub fn factory(
     d: &mut Diagnostics,
 ) -> Option<Box<dyn ExporterBuilder>> {
     let raw_endpoint = m.str("endpoint", d);
-    let tls = crate::tls::parse_client(m, d);
-    let insecure = tls.insecure;
+    let options = OtlpOptions::parse(m, d);
     let endpoint = match raw_endpoint {
         None => {
             d.error(
@@ -77,56 +164,29 @@ pub fn factory(
             );
             String::new()
         }
-        Some(e) => {
-            let url = if e.contains("://") {
+        Some(e) => match options.endpoint_url(&e) {
+            Ok(url) => url,
+            Err((key, rule)) => {
+                d.error(m.key_path(key), rule);
                 e
-            } else if insecure {
-                format!("http://{e}")
-            } else {
-                format!("https://{e}")
-            };
-            if url.starts_with("https://") && insecure {
-                d.error(
-                    m.key_path("tls"),
-                    "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure",
-                );
-            } else if Endpoint::from_shared(url.clone()).is_err() {
-                d.error(
-                    m.key_path("endpoint"),
-                    format!("not a valid endpoint: {url:?}"),
-                );
             }
-            url
-        }
+        },
     };
-    let headers = super::parse_headers(m, d, |k, v| {
-        let k = k.to_ascii_lowercase();
-        if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
-            return Err("not a valid gRPC metadata key (lowercase letters, digits, `-`, `_`, `.`)");
-        }
-        if MetadataValue::<tonic::metadata::Ascii>::try_from(v).is_err() {
-            return Err("header value must be printable ASCII");
-        }
-        Ok((k, v.to_string()))
-    });
-    let compression = Compression::parse(m, d);
-    let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
-    let max_request_size = m
-        .u64_in("max_request_size", 0, 1 << 32, d)
-        .map_or(DEFAULT_MAX_REQUEST_SIZE, |n| n as usize);
-    Some(Box::new(OtlpExporterConfig {
-        id: id.clone(),
-        endpoint,
-        headers,
-        compression,
-        timeout,
-        tls,
-        max_request_size,
-    }))
+    Some(Box::new(options.for_endpoint(id, endpoint)))
 }
 
 impl ExporterBuilder for OtlpExporterConfig {
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+        Ok(Arc::new(self.build(&ctx.metrics)?))
+    }
+}
+
+impl OtlpExporterConfig {
+    /// The exporter for this configuration (its channel connects lazily).
+    pub fn build(
+        self,
+        metrics: &Arc<crate::telemetry::SelfMetrics>,
+    ) -> Result<OtlpExporter, String> {
         let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?;
         if self.endpoint.starts_with("https://") {
@@ -157,7 +217,7 @@ impl ExporterBuilder for OtlpExporterConfig {
                 metadata.insert(k, v);
             }
         }
-        Ok(Arc::new(OtlpExporter {
+        Ok(OtlpExporter {
             channel,
             metadata,
             compression: match self.compression {
@@ -167,9 +227,10 @@ impl ExporterBuilder for OtlpExporterConfig {
             },
             timeout: self.timeout,
             id: self.id,
-            metrics: ctx.metrics.clone(),
+            metrics: metrics.clone(),
+            strip_token: self.strip_token,
             max_request_size: self.max_request_size,
-        }))
+        })
     }
 }
 
@@ -180,6 +241,7 @@ pub struct OtlpExporter {
     compression: Option<CompressionEncoding>,
     timeout: Duration,
     metrics: Arc<crate::telemetry::SelfMetrics>,
+    strip_token: bool,
     max_request_size: usize,
 }
 
@@ -308,7 +370,11 @@ impl crate::exporters::split::SendOnce for OtlpExporter {
         Box::pin(async move {
             match data {
                 Payload::Traces(r) => {
-                    let body = Bytes::from(encode::encode_traces(r));
+                    let body = if self.strip_token {
+                        Bytes::from(encode::encode_traces(&encode::without_token(r)))
+                    } else {
+                        Bytes::from(encode::encode_traces(r))
+                    };
                     self.send(
                         Signal::Traces,
                         encode::TRACE_EXPORT,

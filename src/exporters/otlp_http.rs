@@ -54,6 +54,8 @@ pub struct OtlpHttpConfig {
     pub compression: Compression,
     pub timeout: Duration,
     pub tls: ClientTls,
+    /// Remove `tollgate.envelope` from what is sent (see `encode::without_token`).
+    pub strip_token: bool,
     /// Requests whose protobuf encoding is larger are split by items (0: never ahead).
     pub max_request_size: usize,
 }
@@ -148,6 +150,7 @@ pub fn factory(
         compression,
         timeout,
         tls,
+        strip_token: super::encode::parse_strip_token(m, d),
         max_request_size: m
             .u64_in("max_request_size", 0, 1 << 32, d)
             .map_or(crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE, |n| {
@@ -317,6 +320,12 @@ impl OtlpHttpExporter {
             message: format!("encoding the request failed: {e}"),
         };
         match (self.cfg.encoding, data) {
+            (BodyEncoding::Proto, Payload::Traces(r)) if self.cfg.strip_token => {
+                Ok(super::encode::without_token(r).encode_to_vec())
+            }
+            (BodyEncoding::Json, Payload::Traces(r)) if self.cfg.strip_token => {
+                to_json(super::encode::without_token(r).as_ref()).map_err(permanent)
+            }
             (BodyEncoding::Proto, Payload::Traces(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Metrics(r)) => Ok(r.encode_to_vec()),
             (BodyEncoding::Proto, Payload::Logs(r)) => Ok(r.encode_to_vec()),
@@ -486,9 +495,9 @@ impl crate::exporters::split::SendOnce for OtlpHttpExporter {
 
 /// Opens TCP (and TLS for https) connections for the pooled client.
 #[derive(Clone)]
-struct Connector {
-    tls: Option<tokio_rustls::TlsConnector>,
-    timeout: Duration,
+pub(crate) struct Connector {
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+    pub(crate) timeout: Duration,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -534,7 +543,7 @@ impl tower::Service<Uri> for Connector {
 }
 
 /// A plaintext or TLS connection.
-enum Conn {
+pub(crate) enum Conn {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
 }

@@ -316,6 +316,8 @@ pub struct Delivery {
     stopping: watch::Sender<bool>,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     last_full_warning: AtomicU64,
+    /// Cuts short the waits between retries ([`Delivery::retry_now`]).
+    wake: Notify,
 }
 
 impl Delivery {
@@ -343,6 +345,7 @@ impl Delivery {
             stopping,
             consumers: Mutex::new(Vec::new()),
             last_full_warning: AtomicU64::new(0),
+            wake: Notify::new(),
         };
         if !queue_cfg.enabled {
             return Ok(Arc::new(delivery));
@@ -439,6 +442,13 @@ impl Delivery {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Ends the current wait of every request between retries, so each is attempted again
+    /// now (e.g. when the exporter knows the situation changed: the `loadbalancing`
+    /// exporter re-routes a failed backend's requests). The backoff itself continues.
+    pub fn retry_now(&self) {
+        self.wake.notify_waiters();
     }
 
     /// What is still queued or being sent (in `sizer` units), and whether it is kept on disk
@@ -692,10 +702,14 @@ impl Delivery {
             if leave_on_stop {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
                     _ = crate::telemetry::wait_true(stop.clone()) => return Outcome::Left,
                 }
             } else {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
             let _ = stop.borrow_and_update();
         }
@@ -966,6 +980,30 @@ mod tests {
         waiting.await.unwrap().unwrap();
         gate.add_permits(10);
         eventually("all sent", || *exp.calls.lock().unwrap() == 3).await;
+        d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn retry_now_cuts_short_the_wait_between_retries() {
+        let exp = Arc::new(Scripted::default());
+        exp.script.lock().unwrap().push_back(retryable());
+        let slow = RetryConfig {
+            initial_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(60),
+            randomization_factor: 0.0,
+            ..RetryConfig::default()
+        };
+        let (d, _m) = start(exp.clone(), QueueConfig::default(), slow);
+        d.submit("traces", spans(1)).await.unwrap();
+        eventually("first attempt", || *exp.calls.lock().unwrap() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *exp.calls.lock().unwrap(),
+            1,
+            "waiting 60 s before the retry"
+        );
+        d.retry_now();
+        eventually("retried at once", || *exp.calls.lock().unwrap() == 2).await;
         d.shutdown().await;
     }
 

@@ -1,6 +1,7 @@
-//! Extensions: components outside the data path (health check). One module plus one line in
+//! Extensions: components outside the data path (health check, budget API). One module plus one line in
 //! [`FACTORIES`] per type.
 
+pub mod budget;
 pub mod health_check;
 
 use std::net::SocketAddr;
@@ -23,4 +24,7 @@ pub trait ExtensionBuilder: Send {
 type Factory =
     fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<Box<dyn ExtensionBuilder>>;
 
-pub const FACTORIES: &[(&str, Factory)] = &[("health_check", health_check::factory)];
+pub const FACTORIES: &[(&str, Factory)] = &[
+    ("health_check", health_check::factory),
+    ("budget", budget::factory),
+];

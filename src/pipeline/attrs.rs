@@ -20,16 +20,17 @@ pub fn get_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
-/// Replaces attribute `key` (keeping its position) or appends it.
+/// Writes attribute `key`: removes every occurrence, then appends it (so a duplicate key a
+/// client sent can never survive next to the value written).
 pub fn set_any(attrs: &mut Vec<KeyValue>, key: &str, value: Option<AnyValue>) {
-    match attrs.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
+    if attrs.iter().any(|kv| kv.key == key) {
+        attrs.retain(|kv| kv.key != key);
     }
+    attrs.push(KeyValue {
+        key: key.to_string(),
+        value,
+        ..Default::default()
+    });
 }
 
 pub fn set(attrs: &mut Vec<KeyValue>, key: &str, v: Value) {

@@ -236,6 +236,8 @@ impl Refused {
 pub struct ClientInfo {
     /// The tenant bound to the client's credentials, when authentication binds one.
     pub tenant: Option<String>,
+    /// The client presented a valid bearer token (the receiver has `auth` on).
+    pub authenticated: bool,
     /// Request headers chosen by the receiver's `include_metadata`.
     pub metadata: BTreeMap<String, String>,
 }

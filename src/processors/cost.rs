@@ -20,19 +20,28 @@ use prometheus_client::metrics::MetricType;
 use rust_decimal::Decimal;
 
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::cost::{price, Breakdown, RateTable, TableError, TokenClass, Usage};
+use crate::cost::usage::{self, read_usage};
+use crate::cost::{parse_decimal, price, Breakdown, RateTable, TableError, TokenClass, CLASSES};
 use crate::pipeline::attrs::{
-    self, get as find, now_nanos as unix_nanos, now_secs as unix_now, set, set_str, string_kv as kv,
+    self, now_nanos as unix_nanos, now_secs as unix_now, set_str, string_kv as kv,
 };
 use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
 use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
 use crate::service::{ParseCtx, StartCtx};
 
-pub const COST_ATTR: &str = "gen_ai.usage.cost";
+/// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
+pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";
 pub const STATUS_ATTR: &str = "tollgate.cost.status";
 pub const REASON_ATTR: &str = "tollgate.cost.reason";
 pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
+/// caller's amount − tollgate's exact total, as an exact decimal string (same currency only).
+pub const CALLER_DRIFT_ATTR: &str = "tollgate.cost.caller_drift";
+/// The caller's own cost (semantic-conventions-genai PR #443); passed through untouched.
+pub const CALLER_AMOUNT_ATTR: &str = "gen_ai.usage.cost.amount";
+pub const CALLER_CURRENCY_ATTR: &str = "gen_ai.usage.cost.currency";
+/// The name tollgate wrote its total under before 0.2 (no convention defines it).
+pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
 pub const UNATTRIBUTED: &str = "__unattributed__";
 pub const OVERFLOW_TENANT: &str = "__other__";
 
@@ -44,15 +53,19 @@ pub enum Status {
     NoUsage,
     InvalidUsage,
     Duplicate,
+    /// An agent / workflow / tool / memory span: its usage (if any) is the sum of the model
+    /// calls under it, so it is never priced nor aggregated.
+    Rollup,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Priced,
         Status::UnpricedModel,
         Status::NoUsage,
         Status::InvalidUsage,
         Status::Duplicate,
+        Status::Rollup,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,9 +74,72 @@ impl Status {
             Status::NoUsage => "no_usage",
             Status::InvalidUsage => "invalid_usage",
             Status::Duplicate => "duplicate",
+            Status::Rollup => "rollup",
         }
     }
 }
+
+/// What a span's operation says about billing: the single definition of "billable".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Billing {
+    /// A model inference: `chat`, `text_completion`, `generate_content`, `embeddings`, or
+    /// OpenInference `LLM` / `EMBEDDING`.
+    Inference,
+    /// Not billed: the reason names the operation.
+    Rollup(String),
+    /// No operation name: priced on its usage, with this reason.
+    NoOperation,
+    /// An operation name tollgate does not know: priced on its usage, with this reason.
+    UnknownOperation(String),
+}
+
+/// `gen_ai.operation.name` values that are model inferences.
+pub const INFERENCE_OPERATIONS: [&str; 4] =
+    ["chat", "text_completion", "generate_content", "embeddings"];
+/// `gen_ai.operation.name` values that are never billed (their usage, when present, sums
+/// the model calls below them). Any operation containing `memory` is one too.
+pub const ROLLUP_OPERATIONS: [&str; 6] = [
+    "invoke_agent",
+    "invoke_workflow",
+    "create_agent",
+    "execute_tool",
+    "plan",
+    "retrieval",
+];
+
+/// Classifies a span by its operation (`gen_ai.operation.name`, else the OpenInference or
+/// OpenLLMetry span kind, which count even next to an operation name when they say
+/// AGENT / CHAIN / TOOL).
+pub fn billing(attrs: &[KeyValue]) -> Billing {
+    let oi_kind = attrs::get_str(attrs, "openinference.span.kind");
+    if let Some(k @ ("AGENT" | "CHAIN" | "TOOL")) = oi_kind {
+        return Billing::Rollup(format!(
+            "openinference.span.kind {k} is a roll-up of the model calls under it; not priced"
+        ));
+    }
+    let op = attrs::get_str(attrs, "gen_ai.operation.name").filter(|s| !s.is_empty());
+    match op {
+        Some(op) if INFERENCE_OPERATIONS.contains(&op) => Billing::Inference,
+        Some(op) if ROLLUP_OPERATIONS.contains(&op) || op.contains("memory") => {
+            Billing::Rollup(format!(
+                "operation {op} is not a model inference (its usage, if any, is counted on the model-call spans); not priced"
+            ))
+        }
+        Some(op) => Billing::UnknownOperation(format!(
+            "operation {op} is not a known model inference; priced on its usage"
+        )),
+        None => match (oi_kind, attrs::get_str(attrs, "traceloop.span.kind")) {
+            (Some("LLM" | "EMBEDDING"), _) => Billing::Inference,
+            (_, Some(k @ ("workflow" | "agent" | "tool" | "task"))) => Billing::Rollup(format!(
+                "traceloop.span.kind {k} is a roll-up of the model calls under it; not priced"
+            )),
+            _ => Billing::NoOperation,
+        },
+    }
+}
+
+/// The reason written on a span priced without an operation name.
+pub const NO_OPERATION_REASON: &str = "no gen_ai.operation.name; priced on its usage";
 
 /// The dimensions of one aggregate series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -92,37 +168,52 @@ struct TokenLabels {
 pub struct SeriesTotals {
     pub cost: Decimal,
     /// Tokens per class, in [`TokenClass::ALL`] order.
-    pub tokens: [u64; 5],
+    pub tokens: [u64; CLASSES],
 }
 
-/// Exact decimal aggregates, bounded to `max_series` series (beyond that, new series fold
-/// into `tenant="__other__", workflow="__other__"`).
+/// Exact decimal aggregates, bounded. A tenth of `max_series` (at least one) is reserved for
+/// unattributed spend and the rest for verified tenants, so unattributed traffic can never
+/// evict a verified tenant:
+/// * a new unattributed series beyond its share folds into one series per unattributed label,
+///   rates version and currency (`workflow`, `provider`, `model` = `__other__`);
+/// * a new verified series beyond its share keeps its tenant and folds its workflow into
+///   `__other__`; only when even those folded series reach the share again does it fold into
+///   `tenant="__other__"` (per provider and model).
 #[derive(Debug)]
 pub struct Aggregates {
-    max_series: usize,
-    series: Mutex<BTreeMap<SeriesKey, SeriesTotals>>,
+    unattributed_cap: usize,
+    attributed_cap: usize,
+    series: Mutex<Series>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Series {
+    map: BTreeMap<SeriesKey, SeriesTotals>,
+    unattributed: usize,
+    attributed: usize,
 }
 
 impl Aggregates {
     pub fn new(max_series: usize) -> Self {
+        let unattributed_cap = (max_series / 10).max(1);
         Aggregates {
-            max_series,
-            series: Mutex::new(BTreeMap::new()),
+            unattributed_cap,
+            attributed_cap: max_series.saturating_sub(unattributed_cap).max(1),
+            series: Mutex::new(Series::default()),
         }
     }
 
-    /// Adds one priced span; returns whether it overflowed into the `__other__` series.
-    pub fn add(&self, key: SeriesKey, b: &Breakdown) -> bool {
+    /// Adds one priced span; returns whether it was folded into an `__other__` series.
+    pub fn add(&self, key: SeriesKey, attributed: bool, b: &Breakdown) -> bool {
         let mut g = match self.series.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        Self::add_locked(&mut g, self.max_series, key, b)
+        self.add_locked(&mut g, key, attributed, b)
     }
 
-    /// Adds a request's priced spans under one lock; returns how many overflowed into the
-    /// `__other__` series.
-    pub fn add_all(&self, items: Vec<(SeriesKey, Breakdown)>) -> u64 {
+    /// Adds a request's priced spans under one lock; returns how many were folded.
+    pub fn add_all(&self, items: Vec<(SeriesKey, bool, Breakdown)>) -> u64 {
         if items.is_empty() {
             return 0;
         }
@@ -131,16 +222,17 @@ impl Aggregates {
             Err(p) => p.into_inner(),
         };
         let mut overflows = 0;
-        for (key, b) in items {
-            overflows += u64::from(Self::add_locked(&mut g, self.max_series, key, &b));
+        for (key, attributed, b) in items {
+            overflows += u64::from(self.add_locked(&mut g, key, attributed, &b));
         }
         overflows
     }
 
     fn add_locked(
-        g: &mut BTreeMap<SeriesKey, SeriesTotals>,
-        max_series: usize,
+        &self,
+        g: &mut Series,
         mut key: SeriesKey,
+        attributed: bool,
         b: &Breakdown,
     ) -> bool {
         let add = |e: &mut SeriesTotals| {
@@ -149,25 +241,43 @@ impl Aggregates {
                 e.tokens[i] = e.tokens[i].saturating_add(b.tokens_of(*c));
             }
         };
-        // One lookup for a known series (the common case), two for a new one.
-        if let Some(e) = g.get_mut(&key) {
+        // One lookup for a known series (the common case).
+        if let Some(e) = g.map.get_mut(&key) {
             add(e);
             return false;
         }
-        let mut overflow = false;
-        if g.len() >= max_series {
-            key.tenant = OVERFLOW_TENANT.to_string();
+        let mut folded = false;
+        if attributed {
+            if g.attributed >= self.attributed_cap {
+                folded = true;
+                key.workflow = OVERFLOW_TENANT.to_string();
+                if !g.map.contains_key(&key) && g.attributed >= 2 * self.attributed_cap {
+                    key.tenant = OVERFLOW_TENANT.to_string();
+                }
+            }
+        } else if g.unattributed >= self.unattributed_cap {
+            folded = true;
             key.workflow = OVERFLOW_TENANT.to_string();
-            overflow = true;
+            key.provider = OVERFLOW_TENANT.to_string();
+            key.model = OVERFLOW_TENANT.to_string();
         }
-        add(g.entry(key).or_default());
-        overflow
+        if let Some(e) = g.map.get_mut(&key) {
+            add(e);
+            return folded;
+        }
+        if attributed {
+            g.attributed += 1;
+        } else {
+            g.unattributed += 1;
+        }
+        add(g.map.entry(key).or_default());
+        folded
     }
 
     pub fn snapshot(&self) -> BTreeMap<SeriesKey, SeriesTotals> {
         match self.series.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
+            Ok(g) => g.map.clone(),
+            Err(p) => p.into_inner().map.clone(),
         }
     }
 
@@ -229,6 +339,9 @@ impl prometheus_client::collector::Collector for AggregatesCollector {
         )?;
         for (k, v) in &snap {
             for (i, c) in TokenClass::ALL.iter().enumerate() {
+                if c.is_modality() && v.tokens[i] == 0 {
+                    continue;
+                }
                 let labels = TokenLabels {
                     tenant: k.tenant.clone(),
                     workflow: k.workflow.clone(),
@@ -256,11 +369,35 @@ pub enum Seen {
     Untracked,
 }
 
-/// Remembers (trace id, span id) pairs for `window`, at most `max` of them.
+/// The dedup key: the verified tenant (`None`: the unattributed bucket), the full 16-byte
+/// trace id and the full 8-byte span id (receivers refuse other lengths).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    pub tenant: Option<String>,
+    pub ids: [u8; 24],
+}
+
+impl DedupKey {
+    /// `None` when an id does not have its OTLP length (never tracked, never a duplicate).
+    pub fn new(tenant: Option<&str>, trace_id: &[u8], span_id: &[u8]) -> Option<DedupKey> {
+        if trace_id.len() != 16 || span_id.len() != 8 {
+            return None;
+        }
+        let mut ids = [0u8; 24];
+        ids[..16].copy_from_slice(trace_id);
+        ids[16..].copy_from_slice(span_id);
+        Some(DedupKey {
+            tenant: tenant.map(str::to_string),
+            ids,
+        })
+    }
+}
+
+/// Remembers the priced spans' [`DedupKey`]s for `window`, at most `max` of them.
 pub struct Dedup {
     window: Duration,
     max: usize,
-    map: DashMap<[u8; 24], Instant>,
+    map: DashMap<DedupKey, Instant>,
     /// Entries in `map` (kept here: `DashMap::len` locks every shard).
     count: std::sync::atomic::AtomicUsize,
     last_sweep: Mutex<Instant>,
@@ -295,17 +432,14 @@ impl Dedup {
         }
     }
 
-    /// Whether this span was already seen within the window (and records it if not).
-    pub fn seen(&self, trace_id: &[u8], span_id: &[u8], now: Instant) -> Seen {
-        if self.window.is_zero() || (trace_id.is_empty() && span_id.is_empty()) {
+    /// Whether this priced span was already priced within the window (and records it if
+    /// not). Call it only for spans that are priced.
+    pub fn seen(&self, key: Option<DedupKey>, now: Instant) -> Seen {
+        let Some(key) = key else {
             return Seen::New;
-        }
-        let mut key = [0u8; 24];
-        for (k, b) in key[..16].iter_mut().zip(trace_id) {
-            *k = *b;
-        }
-        for (k, b) in key[16..].iter_mut().zip(span_id) {
-            *k = *b;
+        };
+        if self.window.is_zero() {
+            return Seen::New;
         }
         if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max
             && !self.map.contains_key(&key)
@@ -365,6 +499,11 @@ pub struct CostProcessor {
     dedup_entries: Gauge,
     dedup_full: Counter,
     series_overflow: Counter,
+    max_tokens: u64,
+    otlp_saturated: Counter,
+    unclassified: Family<UnclassifiedLabels, Counter>,
+    caller_checks: Family<CallerLabels, Counter>,
+    drift: Arc<Drift>,
 }
 
 /// Options of the `cost` processor.
@@ -378,6 +517,8 @@ pub struct CostOptions {
     pub max_series: usize,
     /// How often `tollgate.cost` / `tollgate.tokens` go into the metrics pipelines (0: never).
     pub metrics_interval: Duration,
+    /// A token count above this is `invalid_usage`.
+    pub max_tokens_per_span: u64,
 }
 
 pub fn factory(
@@ -404,6 +545,9 @@ pub fn factory(
         metrics_interval: m
             .duration("metrics_interval", d)
             .unwrap_or(Duration::from_secs(10)),
+        max_tokens_per_span: m
+            .u64_in("max_tokens_per_span", 1, i64::MAX as u64, d)
+            .unwrap_or(usage::DEFAULT_MAX_TOKENS),
     };
     if opts.reload && opts.reload_interval.is_zero() {
         d.error(m.key_path("reload_interval"), "must be more than 0");
@@ -429,11 +573,13 @@ pub fn factory(
 /// The aggregates as OTLP metrics: `tollgate.cost` (monotonic cumulative Sum, one metric per
 /// currency with unit `{<currency>}`, the exact sum rounded once to a double) and
 /// `tollgate.tokens` (monotonic cumulative Sum, unit `{token}`, by `gen_ai.token.type`).
+/// Token sums above `i64::MAX` are exported as `i64::MAX` (never wrapped); the second value
+/// is how many data points were saturated.
 pub fn aggregates_to_otlp(
     snapshot: &BTreeMap<SeriesKey, SeriesTotals>,
     start_ns: u64,
     now_ns: u64,
-) -> ExportMetricsServiceRequest {
+) -> (ExportMetricsServiceRequest, u64) {
     use opentelemetry_proto::tonic::metrics::v1::{
         metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
         ResourceMetrics, ScopeMetrics, Sum,
@@ -463,6 +609,7 @@ pub fn aggregates_to_otlp(
     };
     let mut by_currency: BTreeMap<&str, Vec<NumberDataPoint>> = BTreeMap::new();
     let mut tokens = Vec::new();
+    let mut saturated = 0u64;
     for (k, t) in snapshot {
         let cost = t.cost.to_string().parse::<f64>().unwrap_or(0.0);
         by_currency
@@ -470,12 +617,16 @@ pub fn aggregates_to_otlp(
             .or_default()
             .push(point(attrs(k), number_data_point::Value::AsDouble(cost)));
         for (i, class) in TokenClass::ALL.iter().enumerate() {
+            if class.is_modality() && t.tokens[i] == 0 {
+                continue;
+            }
             let mut a = attrs(k);
             a.push(kv("gen_ai.token.type", class.as_str()));
-            tokens.push(point(
-                a,
-                number_data_point::Value::AsInt(t.tokens[i] as i64),
-            ));
+            let n = i64::try_from(t.tokens[i]).unwrap_or_else(|_| {
+                saturated += 1;
+                i64::MAX
+            });
+            tokens.push(point(a, number_data_point::Value::AsInt(n)));
         }
     }
     let mut metrics: Vec<Metric> = by_currency
@@ -497,7 +648,7 @@ pub fn aggregates_to_otlp(
             ..Default::default()
         });
     }
-    ExportMetricsServiceRequest {
+    let req = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
                 attributes: vec![kv("service.name", "tollgate")],
@@ -516,32 +667,13 @@ pub fn aggregates_to_otlp(
             }],
             schema_url: String::new(),
         }],
-    }
+    };
+    (req, saturated)
 }
 
 /// A non-empty string attribute.
 fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs::get_str(attrs, key).filter(|s| !s.is_empty())
-}
-
-/// A token count: an int, an integral double or a decimal string.
-fn count_attr(attrs: &[KeyValue], key: &'static str) -> Result<Option<i64>, String> {
-    let Some(v) = find(attrs, key) else {
-        return Ok(None);
-    };
-    let bad = || format!("{key} is not a whole number");
-    match v {
-        Value::IntValue(i) => Ok(Some(*i)),
-        Value::DoubleValue(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            Ok(Some(*f as i64))
-        }
-        Value::StringValue(s) => s.trim().parse::<i64>().map(Some).map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
-fn set_f64(attrs: &mut Vec<KeyValue>, key: &str, d: Decimal) {
-    set(attrs, key, Value::DoubleValue(decimal_to_f64(d)));
 }
 
 fn f64_kv(key: &str, d: Decimal) -> KeyValue {
@@ -562,31 +694,109 @@ fn class_attr(c: TokenClass) -> &'static str {
         TokenClass::CacheRead => "tollgate.cost.cache_read",
         TokenClass::CacheWrite => "tollgate.cost.cache_write",
         TokenClass::Reasoning => "tollgate.cost.reasoning",
+        TokenClass::AudioInput => "tollgate.cost.audio_input",
+        TokenClass::AudioOutput => "tollgate.cost.audio_output",
+        TokenClass::ImageInput => "tollgate.cost.image_input",
+        TokenClass::ImageOutput => "tollgate.cost.image_output",
     }
 }
 
+/// Whether the `cost` processor looks at a span: an operation name, a provider, a usage
+/// count, or an OpenInference / OpenLLMetry span kind.
 pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
         kv.key == "gen_ai.operation.name"
             || kv.key == "gen_ai.provider.name"
-            || (kv.key.starts_with("gen_ai.usage.") && kv.key.ends_with("tokens"))
+            || kv.key == "openinference.span.kind"
+            || kv.key == "traceloop.span.kind"
+            || usage::ATTRIBUTES.contains(&kv.key.as_str())
     })
 }
 
-fn read_usage(attrs: &[KeyValue]) -> Result<Usage, String> {
-    Ok(Usage {
-        input: count_attr(attrs, "gen_ai.usage.input_tokens")?,
-        output: count_attr(attrs, "gen_ai.usage.output_tokens")?,
-        cache_read: count_attr(attrs, "gen_ai.usage.cache_read.input_tokens")?,
-        cache_write: count_attr(attrs, "gen_ai.usage.cache_creation.input_tokens")?,
-        reasoning: count_attr(attrs, "gen_ai.usage.reasoning.output_tokens")?,
-    })
+/// The caller's own cost as an exact decimal (int, double via its shortest text, or a
+/// decimal string).
+fn caller_decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::IntValue(i) => Some(Decimal::from(*i)),
+        Value::DoubleValue(f) if f.is_finite() => parse_decimal(&f.to_string()).ok(),
+        Value::StringValue(s) => parse_decimal(s).ok(),
+        _ => None,
+    }
+}
+
+/// What comparing the caller's figure with tollgate's found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallerCheck {
+    Match,
+    Differs,
+    OtherCurrency,
+    Unreadable,
+}
+
+impl CallerCheck {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallerCheck::Match => "match",
+            CallerCheck::Differs => "differs",
+            CallerCheck::OtherCurrency => "other_currency",
+            CallerCheck::Unreadable => "unreadable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    processor: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnclassifiedLabels {
+    processor: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct DriftLabels {
+    processor: String,
+    tenant: String,
+    currency: String,
+    /// `over`: the caller reported more than tollgate computed; `under`: less.
+    direction: String,
+}
+
+/// Exact sums of |caller − tollgate| per series, exposed as `tollgate_cost_caller_drift_total`.
+#[derive(Debug, Default)]
+struct Drift(Mutex<BTreeMap<DriftLabels, Decimal>>);
+
+#[derive(Debug)]
+struct DriftCollector(Arc<Drift>);
+
+impl prometheus_client::collector::Collector for DriftCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = match self.0 .0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut me = encoder.encode_descriptor(
+            "tollgate_cost_caller_drift",
+            "Exact sum of |caller-reported cost - tollgate's cost| on priced spans whose caller reported gen_ai.usage.cost.amount in the table's currency",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, v) in &snap {
+            let fe = me.encode_family(k)?;
+            ConstCounter::new(decimal_to_f64(*v)).encode(fe)?;
+        }
+        Ok(())
+    }
 }
 
 /// The result for one span: its status and, when priced, what to aggregate.
 pub struct Outcome {
     pub status: Status,
-    pub priced: Option<(SeriesKey, Breakdown)>,
+    /// The series, whether the span is attributed to a verified tenant, the price.
+    pub priced: Option<(SeriesKey, bool, Breakdown)>,
 }
 
 impl CostProcessor {
@@ -628,11 +838,28 @@ impl CostProcessor {
             "Priced spans aggregated under tenant=\"__other__\" because max_series was reached",
             Counter::default(),
         );
+        let otlp_saturated = metrics.register(
+            "tollgate_cost_otlp_saturated",
+            "tollgate.tokens data points exported as i64::MAX because the exact sum is larger",
+            Counter::default(),
+        );
+        let unclassified = metrics.register(
+            "tollgate_cost_unclassified_spans",
+            "Spans priced on their usage although their operation is not a known model inference, by reason (no_operation, unknown_operation)",
+            Family::<UnclassifiedLabels, Counter>::default(),
+        );
+        let caller_checks = metrics.register(
+            "tollgate_cost_caller_reported_spans",
+            "Priced spans carrying the caller's own cost, by comparison result (match, differs, other_currency, unreadable)",
+            Family::<CallerLabels, Counter>::default(),
+        );
+        let drift = Arc::new(Drift::default());
+        metrics.register_collector(Box::new(DriftCollector(drift.clone())));
         tracing::info!(processor = %id, version = %table.version, explicit = table.explicit_rows().len(), imported = table.imported_rows().len(), "rate table loaded");
         CostProcessor {
             id: id.to_string(),
             path: opts.rates,
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(crate::cost::registry::publish(Arc::new(table)).table),
             reload_interval: opts.reload.then_some(opts.reload_interval),
             sweep_interval: opts
                 .reload_interval
@@ -647,6 +874,11 @@ impl CostProcessor {
             dedup_entries,
             dedup_full,
             series_overflow,
+            max_tokens: opts.max_tokens_per_span,
+            otlp_saturated,
+            unclassified,
+            caller_checks,
+            drift,
         }
     }
 
@@ -670,7 +902,7 @@ impl CostProcessor {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                *g = Arc::new(t);
+                *g = crate::cost::registry::publish(Arc::new(t)).table;
                 self.reloads.inc();
                 Ok(())
             }
@@ -698,28 +930,27 @@ impl CostProcessor {
             .collect()
     }
 
-    /// Prices one span in place.
+    /// Prices one span in place. The span has been through the strip stage
+    /// ([`crate::processors::strip`]): a caller's legacy `gen_ai.usage.cost` is already in
+    /// `tollgate.cost.caller_reported`, and every `tollgate.*` on it was written in this pass.
     pub fn process_span(
         &self,
         span: &mut Span,
-        res_attrs: &[KeyValue],
         table: &RateTable,
         now: Instant,
     ) -> Option<Outcome> {
         if !is_llm_span(&span.attributes) {
             return None;
         }
-        // Only the gateway writes tollgate.cost.*; the caller's own cost is kept aside.
-        let caller = span
-            .attributes
-            .iter()
-            .position(|kv| kv.key == COST_ATTR)
-            .map(|i| span.attributes.remove(i));
+        // Only this processor writes tollgate.cost.* (the caller's figure, moved by the strip
+        // stage, is kept). The caller's gen_ai.usage.cost.amount is left untouched and copied.
         span.attributes
-            .retain(|kv| !kv.key.starts_with("tollgate.cost."));
-        if let Some(mut kv) = caller {
-            kv.key = CALLER_REPORTED_ATTR.to_string();
-            span.attributes.push(kv);
+            .retain(|kv| !kv.key.starts_with("tollgate.cost.") || kv.key == CALLER_REPORTED_ATTR);
+        let mut caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR).cloned();
+        if let Some(v) = &caller {
+            attrs::set(&mut span.attributes, CALLER_REPORTED_ATTR, v.clone());
+        } else {
+            caller = attrs::get(&span.attributes, CALLER_REPORTED_ATTR).cloned();
         }
         let attrs = &mut span.attributes;
         let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
@@ -732,20 +963,30 @@ impl CostProcessor {
                 priced: None,
             })
         };
-        let usage = match read_usage(attrs) {
+        let unclassified = match billing(attrs) {
+            Billing::Inference => None,
+            Billing::Rollup(reason) => return status(attrs, Status::Rollup, Some(&reason)),
+            Billing::NoOperation => Some(("no_operation", NO_OPERATION_REASON.to_string())),
+            Billing::UnknownOperation(reason) => Some(("unknown_operation", reason)),
+        };
+        let usage = match read_usage(attrs, self.max_tokens) {
             Ok(u) => u,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e)),
+            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
         if usage.is_empty() {
             return status(attrs, Status::NoUsage, None);
         }
-        match self.dedup.seen(&span.trace_id, &span.span_id, now) {
-            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
-            Seen::New => {}
-            Seen::Untracked => {
-                self.dedup_full.inc();
-            }
-        }
+        // Dimensions only from what the envelope processor wrote on this span in this pass
+        // (the strip stage removed anything else): a verified (or overridden) span has its
+        // tenant and workflow; every other span is the unattributed bucket.
+        let attributed = matches!(
+            attrs::get_str(attrs, "tollgate.envelope.status"),
+            Some("valid")
+        ) || attrs::get_str(attrs, "tollgate.envelope.override").is_some();
+        let tenant = attributed
+            .then(|| str_attr(attrs, "tollgate.tenant.id"))
+            .flatten();
+        let attributed = tenant.is_some();
         let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
         let at = if start == 0 { unix_now() } else { start };
         let provider = str_attr(attrs, "gen_ai.provider.name");
@@ -773,15 +1014,36 @@ impl CostProcessor {
             Ok(b) => b,
             Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
+        // Only priced spans are recorded, and a duplicate only of the same attribution.
+        match self
+            .dedup
+            .seen(DedupKey::new(tenant, &span.trace_id, &span.span_id), now)
+        {
+            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::New => {}
+            Seen::Untracked => {
+                self.dedup_full.inc();
+            }
+        }
+        let (tenant, workflow) = match tenant {
+            Some(t) => (
+                t.to_string(),
+                str_attr(attrs, "tollgate.workflow.id")
+                    .unwrap_or(UNATTRIBUTED)
+                    .to_string(),
+            ),
+            // The envelope processor's unattributed label when it ran, else the default.
+            None => (
+                str_attr(attrs, "tollgate.tenant.id")
+                    .filter(|_| attrs::get_str(attrs, "tollgate.envelope.status").is_some())
+                    .unwrap_or(UNATTRIBUTED)
+                    .to_string(),
+                UNATTRIBUTED.to_string(),
+            ),
+        };
         let key = SeriesKey {
-            tenant: str_attr(attrs, "tollgate.tenant.id")
-                .or_else(|| str_attr(res_attrs, "tollgate.tenant.id"))
-                .unwrap_or(UNATTRIBUTED)
-                .to_string(),
-            workflow: str_attr(attrs, "tollgate.workflow.id")
-                .or_else(|| str_attr(res_attrs, "tollgate.workflow.id"))
-                .unwrap_or(UNATTRIBUTED)
-                .to_string(),
+            workflow,
+            tenant,
             provider: provider
                 .or(m.rate.provider.as_deref())
                 .unwrap_or_default()
@@ -790,11 +1052,14 @@ impl CostProcessor {
             rates_version: table.version.clone(),
             currency: table.currency.clone(),
         };
-        set_f64(attrs, COST_ATTR, b.total);
         // Every tollgate.cost.* attribute except caller_reported was removed above, so these
         // are appended without searching.
-        attrs.reserve(10);
+        attrs.reserve(14);
+        attrs.push(f64_kv(AMOUNT_ATTR, b.total));
         for c in TokenClass::ALL {
+            if c.is_modality() && !b.prices.separate(c) {
+                continue;
+            }
             attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
         }
         attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
@@ -802,10 +1067,73 @@ impl CostProcessor {
         attrs.push(kv("tollgate.cost.rates_version", &table.version));
         attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
         attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+        if let Some((label, reason)) = unclassified {
+            attrs.push(kv(REASON_ATTR, &reason));
+            self.unclassified
+                .get_or_create(&UnclassifiedLabels {
+                    processor: self.id.clone(),
+                    reason: label.to_string(),
+                })
+                .inc();
+        }
+        if let Some(v) = &caller {
+            self.check_caller(attrs, v, &key, &b, &table.currency);
+        }
         Some(Outcome {
             status: Status::Priced,
-            priced: Some((key, b)),
+            priced: Some((key, attributed, b)),
         })
+    }
+
+    /// Compares the caller's own figure with tollgate's on a priced span: the signed
+    /// difference goes on the span and into `tollgate_cost_caller_drift_total` when the
+    /// caller's currency is the table's.
+    fn check_caller(
+        &self,
+        attrs: &mut Vec<KeyValue>,
+        caller: &Value,
+        key: &SeriesKey,
+        b: &Breakdown,
+        currency: &str,
+    ) {
+        let caller_currency = attrs::get_str(attrs, CALLER_CURRENCY_ATTR);
+        let result = match (caller_decimal(caller), caller_currency) {
+            (None, _) => CallerCheck::Unreadable,
+            (Some(_), c) if !c.is_some_and(|c| c.eq_ignore_ascii_case(currency)) => {
+                CallerCheck::OtherCurrency
+            }
+            (Some(amount), _) => {
+                let diff = amount - b.total;
+                attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                if diff.is_zero() {
+                    CallerCheck::Match
+                } else {
+                    let mut g = match self.drift.0.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    *g.entry(DriftLabels {
+                        processor: self.id.clone(),
+                        tenant: key.tenant.clone(),
+                        currency: currency.to_string(),
+                        direction: if diff.is_sign_positive() {
+                            "over"
+                        } else {
+                            "under"
+                        }
+                        .to_string(),
+                    })
+                    .or_default() += diff.abs();
+                    CallerCheck::Differs
+                }
+            }
+        };
+        self.caller_checks
+            .get_or_create(&CallerLabels {
+                processor: self.id.clone(),
+                result: result.as_str().to_string(),
+            })
+            .inc();
     }
 }
 
@@ -817,17 +1145,12 @@ impl Processor for CostProcessor {
     ) -> Result<(), Refused> {
         let table = self.current_table();
         let now = Instant::now();
-        let mut counts = [0u64; 5];
+        let mut counts = [0u64; Status::ALL.len()];
         let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
-            let res_attrs: &[KeyValue] = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
-                    let Some(o) = self.process_span(span, res_attrs, &table, now) else {
+                    let Some(o) = self.process_span(span, &table, now) else {
                         continue;
                     };
                     if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
@@ -875,7 +1198,10 @@ impl Processor for CostProcessor {
                     if snap.is_empty() {
                         continue;
                     }
-                    let req = aggregates_to_otlp(&snap, me.started_ns, unix_nanos());
+                    let (req, saturated) = aggregates_to_otlp(&snap, me.started_ns, unix_nanos());
+                    if saturated > 0 {
+                        me.otlp_saturated.inc_by(saturated);
+                    }
                     if let Err(e) = sink
                         .consume(crate::pipeline::Payload::Metrics(req), &client)
                         .await
@@ -961,6 +1287,7 @@ mod tests {
             dedup_max_entries: 1000,
             max_series,
             metrics_interval: Duration::ZERO,
+            max_tokens_per_span: usage::DEFAULT_MAX_TOKENS,
         };
         CostProcessor::new("cost", opts, table, &crate::telemetry::SelfMetrics::new())
     }
@@ -986,13 +1313,17 @@ mod tests {
                 kv("gen_ai.usage.input_tokens", Value::IntValue(input)),
                 kv("gen_ai.usage.output_tokens", Value::IntValue(output)),
                 kv("tollgate.tenant.id", Value::StringValue(tenant.into())),
+                kv(
+                    "tollgate.envelope.status",
+                    Value::StringValue("valid".into()),
+                ),
             ],
             ..Default::default()
         }
     }
 
     fn get<'a>(s: &'a Span, k: &str) -> Option<&'a Value> {
-        find(&s.attributes, k)
+        attrs::get(&s.attributes, k)
     }
 
     #[test]
@@ -1010,9 +1341,9 @@ mod tests {
                 1 + (i as i64 * 7919) % 5000,
                 (i as i64 * 104729) % 3000,
             );
-            p.process_span(&mut s, &[], &table, now)
+            p.process_span(&mut s, &table, now)
                 .and_then(|o| o.priced)
-                .map(|(k, b)| p.aggregates.add(k, &b));
+                .map(|(k, a, b)| p.aggregates.add(k, a, &b));
             let Some(Value::StringValue(exact)) = get(&s, "tollgate.cost.exact") else {
                 panic!("not priced");
             };
@@ -1032,15 +1363,18 @@ mod tests {
         let table = p.current_table();
         let now = Instant::now();
         let mut s = span(1, "acme", 1000, 100);
-        s.attributes.push(kv(COST_ATTR, Value::DoubleValue(9.99)));
+        s.attributes
+            .push(kv(CALLER_AMOUNT_ATTR, Value::DoubleValue(9.99)));
         s.attributes.push(kv(
             "tollgate.cost.rate_id",
             Value::StringValue("spoofed".into()),
         ));
-        let o = p.process_span(&mut s, &[], &table, now).unwrap();
+        let o = p.process_span(&mut s, &table, now).unwrap();
         assert_eq!(o.status, Status::Priced);
         // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
-        assert_eq!(get(&s, COST_ATTR), Some(&Value::DoubleValue(0.00012)));
+        assert_eq!(get(&s, AMOUNT_ATTR), Some(&Value::DoubleValue(0.00012)));
+        // The caller's figure passes through untouched.
+        assert_eq!(get(&s, CALLER_AMOUNT_ATTR), Some(&Value::DoubleValue(9.99)));
         assert_eq!(
             get(&s, "tollgate.cost.exact"),
             Some(&Value::StringValue("0.00012".into()))
@@ -1059,22 +1393,20 @@ mod tests {
         );
         // The same span again: duplicate, no cost.
         let mut again = span(1, "acme", 1000, 100);
-        let o = p.process_span(&mut again, &[], &table, now).unwrap();
+        let o = p.process_span(&mut again, &table, now).unwrap();
         assert_eq!(o.status, Status::Duplicate);
         assert!(o.priced.is_none());
-        assert_eq!(get(&again, COST_ATTR), None);
+        assert_eq!(get(&again, AMOUNT_ATTR), None);
         // A retry (new span id, same operation) is priced.
         let mut retry = span(2, "acme", 1000, 100);
         assert_eq!(
-            p.process_span(&mut retry, &[], &table, now).unwrap().status,
+            p.process_span(&mut retry, &table, now).unwrap().status,
             Status::Priced
         );
         let mut unknown = span(3, "acme", 1, 1);
         unknown.attributes[1] = kv("gen_ai.request.model", Value::StringValue("zz".into()));
         assert_eq!(
-            p.process_span(&mut unknown, &[], &table, now)
-                .unwrap()
-                .status,
+            p.process_span(&mut unknown, &table, now).unwrap().status,
             Status::UnpricedModel
         );
         let mut bad = span(4, "acme", 10, 1);
@@ -1083,7 +1415,7 @@ mod tests {
             Value::IntValue(11),
         ));
         assert_eq!(
-            p.process_span(&mut bad, &[], &table, now).unwrap().status,
+            p.process_span(&mut bad, &table, now).unwrap().status,
             Status::InvalidUsage
         );
         assert!(
@@ -1097,45 +1429,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            p.process_span(&mut none, &[], &table, now).unwrap().status,
-            Status::NoUsage
+            p.process_span(&mut none, &table, now).unwrap().status,
+            Status::Rollup
         );
         let mut plain = Span::default();
-        assert!(p.process_span(&mut plain, &[], &table, now).is_none());
+        assert!(p.process_span(&mut plain, &table, now).is_none());
     }
 
     #[test]
-    fn series_are_bounded() {
-        let p = processor(2);
+    fn series_are_bounded_and_verified_tenants_keep_their_label() {
+        // max_series 20: 2 reserved for unattributed spend, 18 for verified tenants.
+        let p = processor(20);
         let table = p.current_table();
         let now = Instant::now();
-        let mut overflowed = 0;
-        for i in 0..5u32 {
-            let mut s = span(i, &format!("t{i}"), 10, 10);
-            let (k, b) = p
-                .process_span(&mut s, &[], &table, now)
-                .unwrap()
-                .priced
-                .unwrap();
-            if p.aggregates.add(k, &b) {
-                overflowed += 1;
-            }
+        let add = |s: &mut Span| {
+            let (k, a, b) = p.process_span(s, &table, now).unwrap().priced.unwrap();
+            u64::from(p.aggregates.add(k, a, &b))
+        };
+        let mut folded = 0;
+        // Unattributed spans with 30 distinct providers fill only their reserved share.
+        for i in 0..30u32 {
+            let mut s = span(1000 + i, "x", 10, 10);
+            s.attributes.retain(|kv| !kv.key.starts_with("tollgate."));
+            s.attributes[0] = kv("gen_ai.provider.name", Value::StringValue(format!("p{i}")));
+            folded += add(&mut s);
         }
-        assert_eq!(overflowed, 3);
+        assert_eq!(folded, 28);
+        // 18 verified tenants still get their own series, a 19th keeps its tenant label.
+        for i in 0..19u32 {
+            folded += add(&mut span(i, &format!("t{i}"), 10, 10));
+        }
+        assert_eq!(folded, 29);
         let snap = p.aggregates.snapshot();
-        assert_eq!(snap.len(), 3);
-        assert!(snap.keys().any(|k| k.tenant == OVERFLOW_TENANT));
+        for i in 0..19 {
+            assert!(snap.keys().any(|k| k.tenant == format!("t{i}")), "t{i}");
+        }
+        assert!(snap
+            .keys()
+            .any(|k| k.tenant == "t18" && k.workflow == OVERFLOW_TENANT));
+        assert!(snap.keys().any(|k| k.tenant == UNATTRIBUTED
+            && k.provider == OVERFLOW_TENANT
+            && k.model == OVERFLOW_TENANT));
+        // 2 unattributed + 1 unattributed fold + 18 + 1 folded tenant series.
+        assert_eq!(snap.len(), 22);
     }
 
     #[test]
     fn dedup_window_and_bound() {
         let d = Dedup::new(Duration::from_secs(10), 2);
         let t0 = Instant::now();
-        assert_eq!(d.seen(&[1], &[1], t0), Seen::New);
-        assert_eq!(d.seen(&[1], &[1], t0), Seen::Duplicate);
-        assert_eq!(d.seen(&[1], &[1], t0 + Duration::from_secs(11)), Seen::New);
-        assert_eq!(d.seen(&[2], &[2], t0), Seen::New);
-        assert_eq!(d.seen(&[3], &[3], t0), Seen::Untracked);
+        let k = |tenant: Option<&str>, n: u8| DedupKey::new(tenant, &[n; 16], &[n; 8]);
+        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::New);
+        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::Duplicate);
+        // The same ids under another attribution are not a duplicate.
+        assert_eq!(d.seen(k(None, 1), t0), Seen::New);
+        assert_eq!(
+            d.seen(k(Some("a"), 1), t0 + Duration::from_secs(11)),
+            Seen::New
+        );
+        assert_eq!(d.seen(k(Some("a"), 3), t0), Seen::Untracked);
         assert!(d.len() <= 2);
+        // Ids of the wrong length are never keys (the receivers refuse them).
+        assert_eq!(DedupKey::new(None, &[1; 15], &[1; 8]), None);
+        assert_eq!(DedupKey::new(None, &[], &[]), None);
     }
 }

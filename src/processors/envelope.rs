@@ -33,6 +33,35 @@ pub const SHADOW_STATUS_ATTR: &str = "tollgate.envelope.shadow_status";
 pub const DETAIL_ATTR: &str = "tollgate.envelope.detail";
 pub const OVERRIDE_ATTR: &str = "tollgate.envelope.override";
 pub const TENANT_ATTR: &str = "tollgate.tenant.id";
+/// `true` on spans whose issuance id was seen on more than `reuse_max_traces` traces.
+pub const REUSE_ATTR: &str = "tollgate.envelope.reuse";
+
+/// The statuses the processor writes: the token statuses of the spec, then `stale` (the
+/// span's start time is outside `max_ingest_delay` / `clock_skew` of the gateway's clock).
+pub const STATUS_NAMES: [&str; 10] = [
+    "valid",
+    "missing",
+    "malformed",
+    "unknown_key",
+    "revoked_key",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "claims_mismatch",
+    "stale",
+];
+const N_STATUS: usize = STATUS_NAMES.len();
+/// Index of `stale` in [`STATUS_NAMES`].
+const STALE: usize = 9;
+/// The `stage` of a failure raised by the authenticated connection (never overridable).
+const CONNECTION_STAGE: &str = "connection";
+/// Statuses an override covers when it does not list its own.
+const DEFAULT_OVERRIDE_STATUSES: [Status; 4] = [
+    Status::UnknownKey,
+    Status::RevokedKey,
+    Status::BadSignature,
+    Status::Expired,
+];
 /// Attributes only the gateway may write: removed from spans whose envelope is not valid, so
 /// a client cannot pre-set them.
 const ENRICHMENT: [&str; 8] = [
@@ -62,6 +91,71 @@ pub struct Override {
     pub key_id: Option<String>,
     pub expires_at: i64,
     pub reason: String,
+    /// The failing statuses it lets pass (default [`DEFAULT_OVERRIDE_STATUSES`]).
+    pub statuses: Vec<Status>,
+}
+
+/// Counts distinct traces per (tenant, issuance id) within a window.
+struct ReuseTracker {
+    max_traces: usize,
+    window: std::time::Duration,
+    max_entries: usize,
+    map: std::sync::Mutex<HashMap<(String, String), ReuseEntry>>,
+}
+
+struct ReuseEntry {
+    since: std::time::Instant,
+    /// Distinct trace ids, at most `max_traces + 1` (beyond that every trace is a reuse).
+    traces: Vec<Vec<u8>>,
+}
+
+/// What [`ReuseTracker::observe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    No,
+    /// Over the bound; `true` the first time this issuance crossed it in its window.
+    Yes(bool),
+}
+
+impl ReuseTracker {
+    fn observe(
+        &self,
+        tenant: &str,
+        issuance: &str,
+        trace_id: &[u8],
+        now: std::time::Instant,
+    ) -> Reuse {
+        let mut g = match self.map.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let key = (tenant.to_string(), issuance.to_string());
+        if !g.contains_key(&key) && g.len() >= self.max_entries {
+            let w = self.window;
+            g.retain(|_, e| now.duration_since(e.since) < w);
+            if g.len() >= self.max_entries {
+                return Reuse::No;
+            }
+        }
+        let e = g.entry(key).or_insert_with(|| ReuseEntry {
+            since: now,
+            traces: Vec::new(),
+        });
+        if now.duration_since(e.since) >= self.window {
+            e.since = now;
+            e.traces.clear();
+        }
+        if e.traces.len() > self.max_traces {
+            return Reuse::Yes(false);
+        }
+        if !e.traces.iter().any(|t| t.as_slice() == trace_id) {
+            e.traces.push(trace_id.to_vec());
+            if e.traces.len() > self.max_traces {
+                return Reuse::Yes(true);
+            }
+        }
+        Reuse::No
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,10 +185,14 @@ pub struct EnvelopeProcessor {
     identity: Vec<(String, IdentityField)>,
     skew: i64,
     unattributed: String,
-    policies: [Policy; 9],
+    policies: [Policy; N_STATUS],
     shadow: bool,
     overrides: Vec<Override>,
     cache: VerifyCache,
+    max_ingest_delay: i64,
+    require_bound_credential: bool,
+    reuse: Option<ReuseTracker>,
+    reuse_count: Counter,
     spans: Family<SpanLabels, Counter>,
     override_uses: Family<OverrideLabels, Counter>,
     reload_failures: Counter,
@@ -103,6 +201,11 @@ pub struct EnvelopeProcessor {
 
 fn status_index(s: Status) -> usize {
     Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// A status name of [`STATUS_NAMES`] → its index.
+fn status_by_name(name: &str) -> Option<usize> {
+    STATUS_NAMES.iter().position(|n| *n == name)
 }
 
 pub fn factory(
@@ -151,19 +254,21 @@ pub fn factory(
     let unattributed = m
         .str("unattributed_tenant", d)
         .unwrap_or_else(|| "__unattributed__".into());
-    let mut policies: [Policy; 9] = std::array::from_fn(|_| Policy::Pass);
+    let mut policies: [Policy; N_STATUS] = std::array::from_fn(|_| Policy::Pass);
     let mut divert_targets = Vec::new();
     if let Some(on) = m.map("on", d) {
         for (name, y) in on.entries(d) {
             let path = on.key_path(&name);
-            let Ok(status) = name.parse::<Status>() else {
-                let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-                let hint = crate::config::node::closest(&name, names.iter().copied())
+            let Some(si) = status_by_name(&name) else {
+                let hint = crate::config::node::closest(&name, STATUS_NAMES.iter().copied())
                     .map(|b| format!("; did you mean `{b}`?"))
                     .unwrap_or_default();
                 d.error(
                     path,
-                    format!("unknown status{hint} (statuses: {})", names.join(", ")),
+                    format!(
+                        "unknown status{hint} (statuses: {})",
+                        STATUS_NAMES.join(", ")
+                    ),
                 );
                 continue;
             };
@@ -173,7 +278,7 @@ pub fn factory(
                         divert_targets.push(t.clone());
                     }
                 }
-                policies[status_index(status)] = p;
+                policies[si] = p;
             }
         }
     }
@@ -206,16 +311,51 @@ pub fn factory(
                     "missing: say why (an incident or ticket id), it is logged with every use",
                 );
             }
+            let mut statuses = DEFAULT_OVERRIDE_STATUSES.to_vec();
+            if let Some(list) = o.str_list("statuses", d) {
+                statuses.clear();
+                for (j, name) in list.iter().enumerate() {
+                    let path = format!("{}[{j}]", o.key_path("statuses"));
+                    match name.parse::<Status>() {
+                        Ok(Status::Valid | Status::Missing) | Err(_) => d.error(
+                            path,
+                            format!(
+                                "`{name}` cannot be overridden (statuses: malformed, unknown_key, revoked_key, bad_signature, expired, not_yet_valid, claims_mismatch)"
+                            ),
+                        ),
+                        Ok(st) => statuses.push(st),
+                    }
+                }
+            }
             o.finish(d);
             overrides.push(Override {
                 tenant,
                 key_id,
                 expires_at: expires_at.unwrap_or(0),
                 reason,
+                statuses,
             });
         }
     }
     let cache_max = m.u64("cache_max_entries", d).unwrap_or(10_000) as usize;
+    let max_ingest_delay = m
+        .duration("max_ingest_delay", d)
+        .unwrap_or(Duration::from_secs(24 * 3600))
+        .as_secs() as i64;
+    let require_bound_credential = m.bool("require_bound_credential", d).unwrap_or(false);
+    let reuse_max_traces = m.u64("reuse_max_traces", d).unwrap_or(10) as usize;
+    let reuse_window = m
+        .duration("reuse_window", d)
+        .unwrap_or(Duration::from_secs(3600));
+    if reuse_max_traces > 0 && reuse_window.is_zero() {
+        d.error(m.key_path("reuse_window"), "must be more than 0");
+    }
+    let reuse = (reuse_max_traces > 0).then(|| ReuseTracker {
+        max_traces: reuse_max_traces,
+        window: reuse_window,
+        max_entries: 100_000,
+        map: std::sync::Mutex::new(HashMap::new()),
+    });
 
     let metrics = &ctx.metrics;
     let spans = metrics.register_shared(
@@ -235,6 +375,14 @@ pub fn factory(
         .register_shared(
             "tollgate_envelope_key_reload_failures",
             "Key ring reloads rejected (the previous ring stays in use)",
+            Family::<ProcLabels, Counter>::default,
+        )
+        .get_or_create(&me)
+        .clone();
+    let reuse_count = metrics
+        .register_shared(
+            "tollgate_envelope_reused_issuances",
+            "Issuance ids seen on more than reuse_max_traces distinct traces within reuse_window (counted once per window)",
             Family::<ProcLabels, Counter>::default,
         )
         .get_or_create(&me)
@@ -262,6 +410,10 @@ pub fn factory(
         shadow,
         overrides,
         cache: VerifyCache::new(cache_max),
+        max_ingest_delay,
+        require_bound_credential,
+        reuse,
+        reuse_count,
         spans,
         override_uses,
         reload_failures,
@@ -384,6 +536,13 @@ fn enrich_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
     });
 }
 
+/// Why a span is not `valid`.
+enum Failed {
+    /// Outside `max_ingest_delay` / `clock_skew` of the gateway's clock.
+    Stale(String),
+    Token(token::Failure),
+}
+
 /// What to do with one span.
 enum Action {
     Keep,
@@ -393,14 +552,27 @@ enum Action {
 
 /// Per-request tallies, flushed to metrics once per request.
 struct Tally {
-    by: [[u64; 5]; 9],
-    dropped: [u64; 9],
+    by: [[u64; 5]; N_STATUS],
+    dropped: [u64; N_STATUS],
     overrides: Vec<(usize, Status, u64)>,
 }
 
 const POLICY_LABELS: [&str; 5] = ["pass", "route", "drop", "override", "shadow"];
 
 impl EnvelopeProcessor {
+    /// Warns when the ring holds the published demo key (`config/demo/demo-k1.hex`).
+    fn warn_if_demo_key(&self) {
+        let ring = match self.ring.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        for k in ring.iter() {
+            if k.fingerprint() == crate::envelope::DEMO_KEY_FINGERPRINT {
+                tracing::warn!(processor = %self.id, kid = %k.id, "envelope key is the PUBLISHED DEMO KEY (config/demo/demo-k1.hex): anyone can sign envelopes with it; replace it before real use (config/demo/README.md)");
+            }
+        }
+    }
+
     fn current_ring(&self) -> Arc<KeyRing> {
         match self.ring.read() {
             Ok(g) => g.clone(),
@@ -408,29 +580,65 @@ impl EnvelopeProcessor {
         }
     }
 
-    /// Verifies one span's envelope and its identity cross-checks.
+    /// Verifies one span's envelope: ingest delay (`stale`), the connection's credential,
+    /// the token, then the identity cross-checks. `Err(None)` is `stale`.
     fn check(
         &self,
         span: &Span,
         res_attrs: &[KeyValue],
         client: &ClientInfo,
         ring: &KeyRing,
-    ) -> Result<Arc<Verified>, token::Failure> {
+        now: i64,
+    ) -> Result<Arc<Verified>, Failed> {
         let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
             .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR));
         let tok = match tok {
             Some(t) if !token::is_blank(t) => t,
             _ => {
-                return Err(token::Failure {
+                return Err(Failed::Token(token::Failure {
                     status: Status::Missing,
                     stage: "parse",
                     detail: "no tollgate.envelope on the span or its resource".into(),
-                })
+                }))
             }
         };
         let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
-        let start = if start == 0 { unix_now() } else { start };
-        let v = self.cache.verify(tok, ring, start, self.skew)?;
+        let start = if start == 0 { now } else { start };
+        if start < now.saturating_sub(self.max_ingest_delay) {
+            return Err(Failed::Stale(format!(
+                "span starts {} s before the gateway's clock; max_ingest_delay is {} s",
+                now.saturating_sub(start),
+                self.max_ingest_delay
+            )));
+        }
+        if start > now.saturating_add(self.skew) {
+            return Err(Failed::Stale(format!(
+                "span starts {} s after the gateway's clock; clock_skew is {} s",
+                start.saturating_sub(now),
+                self.skew
+            )));
+        }
+        if self.require_bound_credential && client.authenticated && client.tenant.is_none() {
+            return Err(Failed::Token(token::Failure {
+                status: Status::ClaimsMismatch,
+                stage: CONNECTION_STAGE,
+                detail: "the connection's bearer token is not bound to a tenant; require_bound_credential needs a tenant-bound token for attribution".into(),
+            }));
+        }
+        let v = self
+            .cache
+            .verify(tok, ring, start, self.skew)
+            .map_err(Failed::Token)?;
+        if let Some(t) = client.tenant.as_deref() {
+            token::cross_check(&v.claims, &[(IdentityField::TenantId, t)]).map_err(|mut f| {
+                f.stage = CONNECTION_STAGE;
+                f.detail = format!(
+                    "{} (the connection's bearer token is bound to this tenant)",
+                    f.detail
+                );
+                Failed::Token(f)
+            })?;
+        }
         let mut observed: Vec<(IdentityField, &str)> = Vec::new();
         for (attr, field) in &self.identity {
             if let Some(val) =
@@ -439,30 +647,39 @@ impl EnvelopeProcessor {
                 observed.push((*field, val));
             }
         }
-        if let Some(t) = client.tenant.as_deref() {
-            observed.push((IdentityField::TenantId, t));
-        }
         if !observed.is_empty() {
-            token::cross_check(&v.claims, &observed)?;
+            token::cross_check(&v.claims, &observed).map_err(Failed::Token)?;
         }
         Ok(v)
     }
 
     /// The override that covers a failing envelope, with the (possibly untrusted) claims.
+    /// Never for a failure the authenticated connection raised, never for a status the
+    /// override does not list, and never for another tenant than the connection's.
     fn find_override(
         &self,
         span: &Span,
         res_attrs: &[KeyValue],
+        failure: &token::Failure,
+        client: &ClientInfo,
         now: i64,
     ) -> Option<(usize, Verified)> {
-        if self.overrides.is_empty() {
+        if self.overrides.is_empty() || failure.stage == CONNECTION_STAGE {
             return None;
         }
         let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
             .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR))?;
         let p = token::parse(tok).ok()?;
+        if client
+            .tenant
+            .as_deref()
+            .is_some_and(|t| t != p.claims.tenant_id)
+        {
+            return None;
+        }
         let i = self.overrides.iter().position(|o| {
             o.expires_at > now
+                && o.statuses.contains(&failure.status)
                 && (o.tenant.as_deref() == Some(p.claims.tenant_id.as_str())
                     || o.key_id.as_deref() == Some(p.kid))
         })?;
@@ -476,6 +693,7 @@ impl EnvelopeProcessor {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         span: &mut Span,
@@ -483,57 +701,72 @@ impl EnvelopeProcessor {
         client: &ClientInfo,
         ring: &KeyRing,
         now: i64,
+        clock: std::time::Instant,
         tally: &mut Tally,
     ) -> Action {
-        let outcome = self.check(span, res_attrs, client, ring);
-        let status = match &outcome {
-            Ok(_) => Status::Valid,
-            Err(f) => f.status,
+        let outcome = self.check(span, res_attrs, client, ring, now);
+        let (si, status_name) = match &outcome {
+            Ok(_) => (0, "valid"),
+            Err(Failed::Stale(_)) => (STALE, "stale"),
+            Err(Failed::Token(f)) => (status_index(f.status), f.status.as_str()),
         };
-        let si = status_index(status);
         if self.shadow {
-            set_str(&mut span.attributes, SHADOW_STATUS_ATTR, status.as_str());
+            set_str(&mut span.attributes, SHADOW_STATUS_ATTR, status_name);
             tally.by[si][4] += 1;
             return Action::Keep;
         }
-        set_str(&mut span.attributes, STATUS_ATTR, status.as_str());
+        set_str(&mut span.attributes, STATUS_ATTR, status_name);
         match outcome {
             Ok(v) => {
-                // One pass drops whatever the client sent under the gateway's names; the
-                // enrichment is then appended without searching.
+                // One pass drops whatever is under the gateway's names; the enrichment is
+                // then appended without searching.
                 span.attributes.retain(|kv| {
                     !kv.key.starts_with("tollgate.")
                         || !(ENRICHMENT.contains(&kv.key.as_str())
                             || kv.key == DETAIL_ATTR
-                            || kv.key == OVERRIDE_ATTR)
+                            || kv.key == OVERRIDE_ATTR
+                            || kv.key == REUSE_ATTR)
                 });
                 enrich_fresh(&mut span.attributes, &v);
+                self.flag_reuse(span, &v, clock);
             }
-            Err(f) => {
-                if let Some((oi, claims)) = self.find_override(span, res_attrs, now) {
+            Err(failed) => {
+                let detail = match &failed {
+                    Failed::Stale(d) => d.clone(),
+                    Failed::Token(f) => f.detail.clone(),
+                };
+                let over = match &failed {
+                    Failed::Token(f) => self.find_override(span, res_attrs, f, client, now),
+                    Failed::Stale(_) => None,
+                };
+                if let (Some((oi, claims)), Failed::Token(f)) = (over, &failed) {
                     enrich(&mut span.attributes, &claims);
-                    set_str(&mut span.attributes, DETAIL_ATTR, &f.detail);
+                    set_str(&mut span.attributes, DETAIL_ATTR, &detail);
                     set_str(
                         &mut span.attributes,
                         OVERRIDE_ATTR,
                         &self.overrides[oi].reason,
                     );
+                    self.flag_reuse(span, &claims, clock);
                     tally.by[si][3] += 1;
                     match tally
                         .overrides
                         .iter_mut()
-                        .find(|(i, s, _)| *i == oi && *s == status)
+                        .find(|(i, s, _)| *i == oi && *s == f.status)
                     {
                         Some(e) => e.2 += 1,
-                        None => tally.overrides.push((oi, status, 1)),
+                        None => tally.overrides.push((oi, f.status, 1)),
                     }
                     return Action::Keep;
                 }
-                span.attributes
-                    .retain(|kv| !ENRICHMENT.contains(&kv.key.as_str()) && kv.key != OVERRIDE_ATTR);
+                span.attributes.retain(|kv| {
+                    !ENRICHMENT.contains(&kv.key.as_str())
+                        && kv.key != OVERRIDE_ATTR
+                        && kv.key != REUSE_ATTR
+                });
                 set_str(&mut span.attributes, TENANT_ATTR, &self.unattributed);
-                if status != Status::Missing {
-                    set_str(&mut span.attributes, DETAIL_ATTR, &f.detail);
+                if si != status_index(Status::Missing) {
+                    set_str(&mut span.attributes, DETAIL_ATTR, &detail);
                 }
             }
         }
@@ -554,6 +787,28 @@ impl EnvelopeProcessor {
         }
     }
 
+    /// Flags the span when its issuance id was seen on more than `reuse_max_traces` traces.
+    fn flag_reuse(&self, span: &mut Span, v: &Verified, now: std::time::Instant) {
+        let Some(r) = &self.reuse else {
+            return;
+        };
+        match r.observe(
+            &v.claims.tenant_id,
+            &v.claims.issuance_id,
+            &span.trace_id,
+            now,
+        ) {
+            Reuse::No => {}
+            Reuse::Yes(first) => {
+                if first {
+                    self.reuse_count.inc();
+                    tracing::warn!(processor = %self.id, tenant = %v.claims.tenant_id, issuance_id = %v.claims.issuance_id, max_traces = r.max_traces, "envelope issuance seen on more traces than reuse_max_traces");
+                }
+                set_attr(&mut span.attributes, REUSE_ATTR, Value::BoolValue(true));
+            }
+        }
+    }
+
     fn flush_tally(&self, tally: Tally, ctx: &mut ProcessCtx<'_>) {
         for (si, row) in tally.by.iter().enumerate() {
             for (pi, n) in row.iter().enumerate() {
@@ -561,17 +816,14 @@ impl EnvelopeProcessor {
                     self.spans
                         .get_or_create(&SpanLabels {
                             processor: self.id.clone(),
-                            status: Status::ALL[si].as_str().to_string(),
+                            status: STATUS_NAMES[si].to_string(),
                             policy: POLICY_LABELS[pi].to_string(),
                         })
                         .inc_by(*n);
                 }
             }
             if tally.dropped[si] > 0 {
-                ctx.reject(
-                    tally.dropped[si],
-                    &format!("envelope {}", Status::ALL[si].as_str()),
-                );
+                ctx.reject(tally.dropped[si], &format!("envelope {}", STATUS_NAMES[si]));
             }
         }
         for (oi, status, n) in tally.overrides {
@@ -640,9 +892,10 @@ impl Processor for EnvelopeProcessor {
     ) -> Result<(), Refused> {
         let ring = self.current_ring();
         let now = unix_now();
+        let clock = std::time::Instant::now();
         let mut tally = Tally {
-            by: [[0; 5]; 9],
-            dropped: [0; 9],
+            by: [[0; 5]; N_STATUS],
+            dropped: [0; N_STATUS],
             overrides: Vec::new(),
         };
         let mut routed: HashMap<usize, Vec<ResourceSpans>> = HashMap::new();
@@ -658,7 +911,7 @@ impl Processor for EnvelopeProcessor {
                 let mut kept = Vec::with_capacity(spans.len());
                 let mut out: HashMap<usize, Vec<Span>> = HashMap::new();
                 for mut span in spans {
-                    match self.decide(&mut span, res_attrs, client, &ring, now, &mut tally) {
+                    match self.decide(&mut span, res_attrs, client, &ring, now, clock, &mut tally) {
                         Action::Keep => kept.push(span),
                         Action::Route(si) => out.entry(si).or_default().push(span),
                         Action::Drop => {}
@@ -697,6 +950,8 @@ impl Processor for EnvelopeProcessor {
     }
 
     fn start(self: Arc<Self>, ctx: &StartCtx) {
+        // Said at start, once logging runs, and again on every reload that keeps it.
+        self.warn_if_demo_key();
         let Some(interval) = self.reload_interval else {
             return;
         };

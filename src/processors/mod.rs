@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod genai;
 pub mod memory_limiter;
 pub mod reload;
+pub mod strip;
 
 use std::sync::Arc;
 

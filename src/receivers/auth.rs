@@ -113,7 +113,7 @@ impl ClientPolicy {
                 }
             },
         };
-        if tenant.is_none() && self.metadata_keys.is_empty() {
+        if tenant.is_none() && self.metadata_keys.is_empty() && self.tokens.is_none() {
             return Ok(self.anonymous.clone());
         }
         let mut metadata = BTreeMap::new();
@@ -128,7 +128,11 @@ impl ClientPolicy {
                 metadata.insert(k.as_str().to_string(), v);
             }
         }
-        Ok(Arc::new(ClientInfo { tenant, metadata }))
+        Ok(Arc::new(ClientInfo {
+            tenant,
+            metadata,
+            authenticated: self.tokens.is_some(),
+        }))
     }
 
     fn check(
@@ -165,13 +169,9 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-/// Reads the receiver-level `auth` and `include_metadata` options.
-pub fn parse(
-    receiver: &str,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Arc<ClientPolicy> {
+/// The `auth` option (`bearer_tokens_file` or `bearer_tokens_env`): `None` when absent or
+/// wrong (then `d` says why).
+fn read_tokens(m: &Map<'_>, d: &mut Diagnostics) -> Option<Vec<TokenEntry>> {
     let mut tokens = None;
     if let Some(a) = m.map("auth", d) {
         let file = a.str("bearer_tokens_file", d);
@@ -213,6 +213,47 @@ pub fn parse(
             }
         }
     }
+    tokens
+}
+
+/// Bearer tokens alone (no `include_metadata`), for an HTTP API outside the data path (the
+/// `budget` extension); `auth` is required. Failures are counted under `receiver` = `name`.
+pub fn parse_bearer(
+    name: &str,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Arc<ClientPolicy> {
+    if !m.has("auth") {
+        d.error(
+            m.key_path("auth"),
+            "missing: { bearer_tokens_file: FILE } (the receivers' token file format)",
+        );
+    }
+    let tokens = read_tokens(m, d);
+    let failures = ctx.metrics.register_shared(
+        "tollgate_receiver_auth_failures",
+        "Requests refused because the bearer token was missing or invalid",
+        Family::<AuthFailureLabels, Counter>::default,
+    );
+    Arc::new(ClientPolicy {
+        receiver: name.to_string(),
+        // Absent or unreadable tokens: nobody gets in (the config error stops start-up).
+        tokens: Some(tokens.unwrap_or_default()),
+        metadata_keys: Vec::new(),
+        failures,
+        anonymous: Arc::new(ClientInfo::default()),
+    })
+}
+
+/// Reads the receiver-level `auth` and `include_metadata` options.
+pub fn parse(
+    receiver: &str,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Arc<ClientPolicy> {
+    let tokens = read_tokens(m, d);
     let mut metadata_keys = Vec::new();
     if let Some(list) = m.str_list("include_metadata", d) {
         for (i, k) in list.iter().enumerate() {

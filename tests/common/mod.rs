@@ -1041,3 +1041,32 @@ pub fn status_with_retry_info(code: tonic::Code, delay: Duration) -> Status {
     let details = tollgate::rpc::status_with_retry_delay(code as i32, "slow down", delay);
     Status::with_details(code, "slow down", details)
 }
+
+/// A PostgreSQL database of its own for one test, on the cluster `.ci/run` starts
+/// (`TOLLGATE_TEST_POSTGRES`); `None` (the test says it is skipped) when there is none,
+/// unless `TOLLGATE_REQUIRE_POSTGRES` is set.
+pub async fn pg_database(name: &str) -> Option<String> {
+    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
+            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES is not"
+        );
+        eprintln!("SKIPPED: no PostgreSQL (set TOLLGATE_TEST_POSTGRES, see .ci/postgres.sh)");
+        return None;
+    };
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db = format!("tg_{name}_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{db}"))
+}

@@ -17,7 +17,8 @@
 //!    order, then custom mappings in the order given. When a lower-precedence
 //!    source is present with a *different* value than the winner, nothing is
 //!    resolved silently: the winner's value is kept and `conflict:<target>` is
-//!    reported. With `keep_originals = false` the source attribute is removed
+//!    reported (and a conflicting `gen_ai.usage.cache_creation.input_tokens` is left in
+//!    place, so `cost` refuses the span as `invalid_usage`). With `keep_originals = false` the source attribute is removed
 //!    (renamed in place when it is the winner); with `keep_originals = true` it
 //!    is left as is and the current name is appended.
 //!    [`Report::renamed`] counts attributes written under a current name
@@ -32,8 +33,8 @@
 //! | `type:<attr>:<actual>` | the value type differs from the registry type; `<actual>` is one of [`ACTUAL_TYPES`] |
 //! | `range:<attr>` | a count attribute ([`COUNT_ATTRIBUTES`]) is negative, or `server.port` is outside 0..=65535 |
 //! | `range:gen_ai.usage.cache_read.input_tokens>input_tokens` | cache reads exceed `gen_ai.usage.input_tokens` |
-//! | `range:gen_ai.usage.cache_creation.input_tokens>input_tokens` | cache writes exceed `gen_ai.usage.input_tokens` |
-//! | `range:gen_ai.usage.cache_read+cache_creation>input_tokens` | neither alone, but their sum exceeds `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_write.input_tokens>input_tokens` | cache writes exceed `gen_ai.usage.input_tokens` |
+//! | `range:gen_ai.usage.cache_read+cache_write>input_tokens` | neither alone, but their sum exceeds `gen_ai.usage.input_tokens` |
 //! | `range:gen_ai.usage.reasoning.output_tokens>output_tokens` | reasoning tokens exceed `gen_ai.usage.output_tokens` |
 //! | `conflict:<attr>` | two source names for `<attr>` carry different values |
 //! | `unknown_value:<attr>` | strict mode only: an enum attribute carries a value that is not a well-known member |
@@ -58,9 +59,11 @@
 //! # Types
 //!
 //! * `int` attributes arriving as `string` or `double` are `type:` violations.
-//!   With [`Options::coerce_numeric_strings`], a string that parses as a
-//!   non-negative integer (`u64` syntax, fitting in `i64`) is converted in
-//!   place to an int value and is **not** reported; other strings still are.
+//!   With [`Options::coerce_numeric_strings`], a string that is a token count by
+//!   the shared rule of [`crate::cost::usage::parse_count`] (plain ASCII digits,
+//!   fitting in `i64`), and on `gen_ai.usage.*` a whole double of at most 2^53,
+//!   is converted in place to an int value and is **not** reported; other values
+//!   still are.
 //! * `double` attributes accept `int` values (lossless; SDKs such as
 //!   OpenTelemetry JS encode integral numbers as int).
 //! * Array attributes accept an empty array; `any` attributes are not checked.
@@ -85,6 +88,8 @@ use std::sync::OnceLock;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
+
+use crate::cost::usage::parse_count;
 
 use super::rules::{
     rule_index, AttrRule, AttrType, Condition, GenAiSpan, Mapping, Unmapped, ATTRIBUTES,
@@ -200,11 +205,10 @@ const SPAN_KIND_NAMES: &[&str] = &[
 pub const RANGE_CACHE_READ_GT_INPUT: &str =
     "range:gen_ai.usage.cache_read.input_tokens>input_tokens";
 /// Violation id: cache writes exceed input tokens.
-pub const RANGE_CACHE_CREATION_GT_INPUT: &str =
-    "range:gen_ai.usage.cache_creation.input_tokens>input_tokens";
+pub const RANGE_CACHE_WRITE_GT_INPUT: &str =
+    "range:gen_ai.usage.cache_write.input_tokens>input_tokens";
 /// Violation id: cache reads + writes exceed input tokens.
-pub const RANGE_CACHE_SUM_GT_INPUT: &str =
-    "range:gen_ai.usage.cache_read+cache_creation>input_tokens";
+pub const RANGE_CACHE_SUM_GT_INPUT: &str = "range:gen_ai.usage.cache_read+cache_write>input_tokens";
 /// Violation id: reasoning tokens exceed output tokens.
 pub const RANGE_REASONING_GT_OUTPUT: &str =
     "range:gen_ai.usage.reasoning.output_tokens>output_tokens";
@@ -230,7 +234,7 @@ const PROVIDER: usize = rule_index("gen_ai.provider.name");
 const INPUT: usize = rule_index("gen_ai.usage.input_tokens");
 const OUTPUT: usize = rule_index("gen_ai.usage.output_tokens");
 const CACHE_READ: usize = rule_index("gen_ai.usage.cache_read.input_tokens");
-const CACHE_CREATION: usize = rule_index("gen_ai.usage.cache_creation.input_tokens");
+const CACHE_WRITE: usize = rule_index("gen_ai.usage.cache_write.input_tokens");
 const REASONING: usize = rule_index("gen_ai.usage.reasoning.output_tokens");
 const ERROR_TYPE: usize = rule_index("error.type");
 const SERVER_ADDRESS: usize = rule_index("server.address");
@@ -243,7 +247,7 @@ const _: () = {
         INPUT,
         OUTPUT,
         CACHE_READ,
-        CACHE_CREATION,
+        CACHE_WRITE,
         REASONING,
         ERROR_TYPE,
         SERVER_ADDRESS,
@@ -583,7 +587,12 @@ fn normalize(
             if !equivalent {
                 report.violations.push(format!("conflict:{}", target.name));
             }
-            if !opts.keep_originals {
+            // A conflicting source that the shared usage reader also reads (the
+            // `cache_creation` alias of `cache_write`) stays, so `cost` sees the conflict and
+            // refuses to price the span instead of silently using one value.
+            let keep_for_pricing =
+                !equivalent && crate::cost::usage::ATTRIBUTES.contains(&attrs[i].key.as_str());
+            if !opts.keep_originals && !keep_for_pricing {
                 if remove.is_empty() {
                     remove = vec![false; attrs.len()];
                 }
@@ -792,10 +801,6 @@ fn values_equivalent(a: Option<&AnyValue>, b: Option<&AnyValue>) -> bool {
     }
 }
 
-fn parse_non_negative(s: &str) -> Option<i64> {
-    s.parse::<u64>().ok().and_then(|n| i64::try_from(n).ok())
-}
-
 fn span_kind_name(kind: i32) -> &'static str {
     match kind {
         0 => "unspecified",
@@ -869,14 +874,14 @@ fn validate(span: &mut Span, cur: &[u32; N_RULES], opts: &Options, out: &mut Vec
     let int_at = |r: usize| at(r).and_then(|i| int_of(attrs[i].value.as_ref()));
     if let Some(input) = int_at(INPUT) {
         let read = int_at(CACHE_READ);
-        let creation = int_at(CACHE_CREATION);
+        let creation = int_at(CACHE_WRITE);
         let read_gt = read.is_some_and(|c| c > input);
         let creation_gt = creation.is_some_and(|c| c > input);
         if read_gt {
             out.push(RANGE_CACHE_READ_GT_INPUT.to_string());
         }
         if creation_gt {
-            out.push(RANGE_CACHE_CREATION_GT_INPUT.to_string());
+            out.push(RANGE_CACHE_WRITE_GT_INPUT.to_string());
         }
         if let (Some(a), Some(b), false, false) = (read, creation, read_gt, creation_gt) {
             if i128::from(a) + i128::from(b) > i128::from(input) {
@@ -906,8 +911,17 @@ fn check_attribute(
 ) {
     let actual = actual_type(kv.value.as_ref());
     if !type_matches(rule.ty, actual) {
+        // The same parser as `cost` and the ledger (crate::cost::usage::parse_count), so a
+        // value coerced here is the value priced there.
         let coerced = if rule.ty == AttrType::Int && opts.coerce_numeric_strings {
-            str_value(kv.value.as_ref()).and_then(parse_non_negative)
+            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(v @ Value::StringValue(_)) => parse_count(v).ok(),
+                Some(v @ Value::DoubleValue(_)) if rule.name.starts_with("gen_ai.usage.") => {
+                    parse_count(v).ok()
+                }
+                _ => None,
+            }
+            .and_then(|n| i64::try_from(n).ok())
         } else {
             None
         };
@@ -1000,7 +1014,7 @@ fn labels() -> &'static [String] {
         v.push(format!("range:{}", ATTRIBUTES[SERVER_PORT].name));
         for id in [
             RANGE_CACHE_READ_GT_INPUT,
-            RANGE_CACHE_CREATION_GT_INPUT,
+            RANGE_CACHE_WRITE_GT_INPUT,
             RANGE_CACHE_SUM_GT_INPUT,
             RANGE_REASONING_GT_OUTPUT,
         ] {
@@ -1877,7 +1891,7 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 60),
-                        i("gen_ai.usage.cache_creation.input_tokens", 40),
+                        i("gen_ai.usage.cache_write.input_tokens", 40),
                     ],
                 ),
                 &[],
@@ -1891,9 +1905,9 @@ mod tests {
                 "cache creation exceeds input",
                 with(
                     chat(),
-                    vec![i("gen_ai.usage.cache_creation.input_tokens", 150)],
+                    vec![i("gen_ai.usage.cache_write.input_tokens", 150)],
                 ),
-                &[RANGE_CACHE_CREATION_GT_INPUT],
+                &[RANGE_CACHE_WRITE_GT_INPUT],
             ),
             case(
                 "cache sum exceeds input",
@@ -1901,7 +1915,7 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 60),
-                        i("gen_ai.usage.cache_creation.input_tokens", 41),
+                        i("gen_ai.usage.cache_write.input_tokens", 41),
                     ],
                 ),
                 &[RANGE_CACHE_SUM_GT_INPUT],
@@ -1912,10 +1926,10 @@ mod tests {
                     chat(),
                     vec![
                         i("gen_ai.usage.cache_read.input_tokens", 101),
-                        i("gen_ai.usage.cache_creation.input_tokens", 102),
+                        i("gen_ai.usage.cache_write.input_tokens", 102),
                     ],
                 ),
-                &[RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_CREATION_GT_INPUT],
+                &[RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_WRITE_GT_INPUT],
             ),
             case(
                 "reasoning exceeds output",
@@ -2170,7 +2184,7 @@ mod tests {
             "range:gen_ai.usage.input_tokens",
             "range:server.port",
             RANGE_CACHE_READ_GT_INPUT,
-            RANGE_CACHE_CREATION_GT_INPUT,
+            RANGE_CACHE_WRITE_GT_INPUT,
             RANGE_CACHE_SUM_GT_INPUT,
             RANGE_REASONING_GT_OUTPUT,
             "conflict:gen_ai.provider.name",

@@ -29,7 +29,8 @@
 //!
 //! * `gen_ai.usage.input_tokens`: "This value SHOULD include all types of input
 //!   tokens, including cached tokens."
-//! * `gen_ai.usage.cache_read.input_tokens` / `gen_ai.usage.cache_creation.input_tokens`:
+//! * `gen_ai.usage.cache_read.input_tokens` / `gen_ai.usage.cache_creation.input_tokens`
+//!   (now `gen_ai.usage.cache_write.input_tokens`, semantic-conventions-genai #440):
 //!   "The value SHOULD be included in `gen_ai.usage.input_tokens`."
 //! * `gen_ai.usage.reasoning.output_tokens`: "The value SHOULD be included in
 //!   `gen_ai.usage.output_tokens`."
@@ -338,10 +339,53 @@ pub const ATTRIBUTE_RULES: &[AttrRule] = &[
         "The number of input tokens served from a provider-managed cache. SHOULD be included in gen_ai.usage.input_tokens.",
     ),
     rule(
-        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
         T::Int,
         R::Recommended,
-        "The number of input tokens written to a provider-managed cache. SHOULD be included in gen_ai.usage.input_tokens.",
+        "The number of input tokens written to a provider-managed cache. SHOULD be included in gen_ai.usage.input_tokens. (semantic-conventions-genai #440; v1.41.0 called it gen_ai.usage.cache_creation.input_tokens)",
+    ),
+    // Per-modality breakdowns: part of the totals above, never added to them.
+    rule(
+        "gen_ai.usage.text.input_tokens",
+        T::Int,
+        R::Recommended,
+        "Text input tokens; part of gen_ai.usage.input_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.text.output_tokens",
+        T::Int,
+        R::Recommended,
+        "Text output tokens; part of gen_ai.usage.output_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.image.input_tokens",
+        T::Int,
+        R::Recommended,
+        "Image input tokens; part of gen_ai.usage.input_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.image.output_tokens",
+        T::Int,
+        R::Recommended,
+        "Image output tokens; part of gen_ai.usage.output_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.audio.input_tokens",
+        T::Int,
+        R::Recommended,
+        "Audio input tokens; part of gen_ai.usage.input_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.audio.output_tokens",
+        T::Int,
+        R::Recommended,
+        "Audio output tokens; part of gen_ai.usage.output_tokens.",
+    ),
+    rule(
+        "gen_ai.usage.video.input_tokens",
+        T::Int,
+        R::Recommended,
+        "Video input tokens; part of gen_ai.usage.input_tokens.",
     ),
     rule(
         "gen_ai.usage.reasoning.output_tokens",
@@ -533,8 +577,15 @@ pub const COUNT_ATTRIBUTES: &[&str] = &[
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.text.input_tokens",
+    "gen_ai.usage.text.output_tokens",
+    "gen_ai.usage.image.input_tokens",
+    "gen_ai.usage.image.output_tokens",
+    "gen_ai.usage.audio.input_tokens",
+    "gen_ai.usage.audio.output_tokens",
+    "gen_ai.usage.video.input_tokens",
     "gen_ai.request.max_tokens",
     "gen_ai.request.choice.count",
     "gen_ai.embeddings.dimension.count",
@@ -921,6 +972,11 @@ pub const MAPPING_RULES: &[Mapping] = &[
         SOURCE_SEMCONV_DEPRECATED,
     ),
     map(
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
+        SOURCE_SEMCONV_DEPRECATED,
+    ),
+    map(
         "gen_ai.openai.request.seed",
         "gen_ai.request.seed",
         SOURCE_SEMCONV_DEPRECATED,
@@ -955,7 +1011,7 @@ pub const MAPPING_RULES: &[Mapping] = &[
     ),
     map(
         "gen_ai.usage.cache_creation_input_tokens",
-        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
         SOURCE_OPENLLMETRY,
     ),
     map(
@@ -1016,7 +1072,7 @@ pub const MAPPING_RULES: &[Mapping] = &[
     ),
     map(
         "llm.token_count.prompt_details.cache_write",
-        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
         SOURCE_OPENINFERENCE,
     ),
     map(

@@ -1,0 +1,1240 @@
+//! The `loadbalancing` exporter: the Collector's exporter of that name, with failover.
+//!
+//! Each request is split by `routing_key` ([`split`]) over a consistent-hash ring of
+//! backends ([`ring`]) and each part is handed to its backend's own delivery layer (an
+//! `otlp` exporter built from `protocol.otlp`, behind its own sending queue and retries). The
+//! client is answered once every part is queued.
+//!
+//! Backends come from a resolver: a `static` list or a `dns` name looked up every
+//! `interval`. A backend whose sends keep failing (retryable failures, no success in
+//! between) for `failover_after` leaves the ring: its keys go to the next members of the
+//! ring and its queued and retrying requests are split again over the remaining members
+//! instead of waiting for it. While out, it is probed (a TCP connect) and rejoins the ring,
+//! taking its keys back, once it accepts connections. Affinity is best-effort around such a
+//! move: a trace can be split between the old and the new owner.
+
+pub mod ring;
+pub mod split;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::otlp::{OtlpExporter, OtlpOptions};
+use crate::exporters::queue::{self, Delivery, QueueConfig};
+use crate::exporters::retry::{self, RetryConfig};
+use crate::exporters::ExporterBuilder;
+use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::service::{ParseCtx, StartCtx};
+use crate::telemetry::SelfMetrics;
+
+use ring::Ring;
+use split::RoutingKey;
+
+/// The port a backend without one is reached on (OTLP/gRPC).
+pub const DEFAULT_PORT: u16 = 4317;
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolver {
+    /// `host:port` of every backend.
+    Static(Vec<String>),
+    Dns {
+        hostname: String,
+        port: u16,
+        interval: Duration,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancingConfig {
+    pub id: ComponentId,
+    pub routing_key: Option<RoutingKey>,
+    pub otlp: OtlpOptions,
+    /// Each backend's own `sending_queue` and `retry_on_failure` (from `protocol.otlp`).
+    pub backend_queue: QueueConfig,
+    pub backend_retry: RetryConfig,
+    pub resolver: Resolver,
+    pub failover_after: Duration,
+}
+
+/// `host` or `host:port` → `host:port`; the error says what is wrong with it.
+fn host_port(s: &str) -> Result<String, String> {
+    if s.contains("://") {
+        return Err(format!(
+            "{s:?}: a host:port without a scheme (plaintext or TLS is set by protocol.otlp.tls)"
+        ));
+    }
+    let a: http::uri::Authority = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a host:port: {e}"))?;
+    if a.as_str().contains('@') || a.host().is_empty() {
+        return Err(format!("{s:?} is not a host:port"));
+    }
+    Ok(match a.port_u16() {
+        Some(_) => a.as_str().to_string(),
+        None => format!("{}:{DEFAULT_PORT}", a.host()),
+    })
+}
+
+fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
+    let Some(r) = m.map("resolver", d) else {
+        d.error(
+            m.key_path("resolver"),
+            "missing: `static: { hostnames: [...] }` or `dns: { hostname: ... }`",
+        );
+        return None;
+    };
+    let stat = r.map("static", d);
+    let dns = r.map("dns", d);
+    let out = match (stat, dns) {
+        (Some(_), Some(_)) => {
+            d.error(
+                r.path(),
+                "set exactly one resolver: `static` or `dns`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            d.error(
+                r.path(),
+                "missing: `static: { hostnames: [...] }` or `dns: { hostname: ... }`",
+            );
+            None
+        }
+        (Some(s), None) => {
+            let mut hosts = Vec::new();
+            match s.str_list("hostnames", d) {
+                None => d.error(
+                    s.key_path("hostnames"),
+                    "missing: the backends' host:port list",
+                ),
+                Some(list) if list.is_empty() => d.error(
+                    s.key_path("hostnames"),
+                    "empty: list at least one backend host:port",
+                ),
+                Some(list) => {
+                    for (i, h) in list.iter().enumerate() {
+                        let path = format!("{}[{i}]", s.key_path("hostnames"));
+                        match host_port(h) {
+                            Ok(hp) if hosts.contains(&hp) => {
+                                d.error(path, format!("{hp} is listed twice"))
+                            }
+                            Ok(hp) => hosts.push(hp),
+                            Err(e) => d.error(path, e),
+                        }
+                    }
+                }
+            }
+            s.finish(d);
+            Some(Resolver::Static(hosts))
+        }
+        (None, Some(n)) => {
+            let hostname = n.str("hostname", d).unwrap_or_default();
+            if hostname.is_empty() {
+                d.error(
+                    n.key_path("hostname"),
+                    "missing: the name whose addresses are the backends",
+                );
+            } else if hostname.contains(':') || hostname.contains('/') {
+                d.error(
+                    n.key_path("hostname"),
+                    format!("{hostname:?}: a bare host name (the port goes in `port`)"),
+                );
+            }
+            let port = n
+                .u64_in("port", 1, u64::from(u16::MAX), d)
+                .map_or(DEFAULT_PORT, |p| p as u16);
+            let interval = n.duration("interval", d).unwrap_or(Duration::from_secs(5));
+            let timeout = n.duration("timeout", d).unwrap_or(Duration::from_secs(1));
+            for (k, v) in [("interval", interval), ("timeout", timeout)] {
+                if v.is_zero() {
+                    d.error(n.key_path(k), "must be greater than 0");
+                }
+            }
+            n.finish(d);
+            Some(Resolver::Dns {
+                hostname,
+                port,
+                interval,
+                timeout,
+            })
+        }
+    };
+    r.finish(d);
+    out
+}
+
+/// Reads `protocol.otlp`: the `otlp` exporter's options (no `endpoint`) and each backend's
+/// delivery options. Absent, the `otlp` defaults apply.
+fn parse_protocol(
+    id: &ComponentId,
+    m: &Map<'_>,
+    d: &mut Diagnostics,
+) -> (OtlpOptions, QueueConfig, RetryConfig) {
+    let empty = Map::empty(m.key_path("protocol"));
+    let protocol = m.map("protocol", d);
+    let protocol_map = protocol.as_ref().unwrap_or(&empty);
+    let empty_otlp = Map::empty(protocol_map.key_path("otlp"));
+    let otlp_map = protocol_map.map("otlp", d);
+    let o = otlp_map.as_ref().unwrap_or(&empty_otlp);
+    if o.has("endpoint") {
+        d.error(
+            o.key_path("endpoint"),
+            "the backends come from `resolver`: remove protocol.otlp.endpoint",
+        );
+    }
+    let otlp = OtlpOptions::parse(o, d);
+    let backend_queue = queue::parse(id, o, d);
+    if backend_queue.storage.is_some() {
+        d.error(
+            format!("{}.storage", o.key_path("sending_queue")),
+            "the per-backend queues are in memory (their data moves between backends at failover); put a persistent queue on the gateways",
+        );
+    }
+    let backend_retry = retry::parse(o, d);
+    if let Some(o) = &otlp_map {
+        o.finish(d);
+    }
+    if let Some(p) = &protocol {
+        p.finish(d);
+    }
+    (otlp, backend_queue, backend_retry)
+}
+
+pub fn factory(
+    id: &ComponentId,
+    m: &Map<'_>,
+    _ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<Box<dyn ExporterBuilder>> {
+    let routing_key = m
+        .str("routing_key", d)
+        .and_then(|k| match RoutingKey::parse(&k) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                d.error(m.key_path("routing_key"), e);
+                None
+            }
+        });
+    let failover_after = m
+        .duration("failover_after", d)
+        .unwrap_or(DEFAULT_FAILOVER_AFTER);
+    if failover_after.is_zero() {
+        d.error(m.key_path("failover_after"), "must be greater than 0");
+    }
+    let (otlp, backend_queue, backend_retry) = parse_protocol(id, m, d);
+    // A resolver problem is already reported; the builder is kept so the exporter still
+    // counts as defined (the configuration is refused anyway).
+    let resolver = parse_resolver(m, d).unwrap_or(Resolver::Static(Vec::new()));
+    Some(Box::new(LoadBalancingConfig {
+        id: id.clone(),
+        routing_key,
+        otlp,
+        backend_queue,
+        backend_retry,
+        resolver,
+        failover_after,
+    }))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub exporter: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RingChangeLabels {
+    pub exporter: String,
+    pub backend: String,
+    /// `added`, `removed` (resolver), `failed_over`, `restored`.
+    pub change: String,
+}
+
+/// The exporter's own series (shared by every `loadbalancing` exporter of a service).
+#[derive(Clone)]
+struct LbMetrics {
+    sent: [Family<BackendLabels, Counter>; 3],
+    rerouted: [Family<BackendLabels, Counter>; 3],
+    send_failures: Family<BackendLabels, Counter>,
+    queue_size: Family<BackendLabels, Gauge>,
+    in_ring: Family<BackendLabels, Gauge>,
+    ring_changes: Family<RingChangeLabels, Counter>,
+}
+
+impl LbMetrics {
+    fn new(m: &SelfMetrics) -> LbMetrics {
+        let per_signal = |prefix: &str, help: &str| -> [Family<BackendLabels, Counter>; 3] {
+            Signal::ALL.map(|s| {
+                m.register_shared(
+                    &format!("{prefix}_{}", s.item_name()),
+                    &format!("{help} ({})", s.item_name().replace('_', " ")),
+                    Family::<BackendLabels, Counter>::default,
+                )
+            })
+        };
+        LbMetrics {
+            sent: per_signal(
+                "tollgate_loadbalancer_backend_sent",
+                "Items a loadbalancing backend accepted",
+            ),
+            rerouted: per_signal(
+                "tollgate_loadbalancer_rerouted",
+                "Items moved off a backend that left the ring (failover or resolver) to the remaining members",
+            ),
+            send_failures: m.register_shared(
+                "tollgate_loadbalancer_backend_send_failures",
+                "Failed send attempts to a loadbalancing backend",
+                Family::<BackendLabels, Counter>::default,
+            ),
+            queue_size: m.register_shared(
+                "tollgate_loadbalancer_backend_queue_size",
+                "A loadbalancing backend's sending queue size (per protocol.otlp.sending_queue.sizer)",
+                Family::<BackendLabels, Gauge>::default,
+            ),
+            in_ring: m.register_shared(
+                "tollgate_loadbalancer_backend_in_ring",
+                "1 while the backend is a member of the ring, 0 while failed over or removed",
+                Family::<BackendLabels, Gauge>::default,
+            ),
+            ring_changes: m.register_shared(
+                "tollgate_loadbalancer_ring_changes",
+                "Ring membership changes by backend and kind (added, removed, failed_over, restored)",
+                Family::<RingChangeLabels, Counter>::default,
+            ),
+        }
+    }
+}
+
+/// How a backend's sends are going.
+#[derive(Default)]
+struct Health {
+    /// The first failure since the last success.
+    failing_since: Mutex<Option<Instant>>,
+    /// Out of the ring after `failover_after` of failures (or removed by the resolver).
+    out: AtomicBool,
+    last_probe: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn is_out(&self) -> bool {
+        self.out.load(Ordering::Acquire)
+    }
+    fn succeeded(&self) {
+        if let Ok(mut f) = self.failing_since.lock() {
+            *f = None;
+        }
+    }
+    fn failed(&self) {
+        if let Ok(mut f) = self.failing_since.lock() {
+            f.get_or_insert_with(Instant::now);
+        }
+    }
+    fn failing_for(&self) -> Option<Duration> {
+        self.failing_since
+            .lock()
+            .ok()
+            .and_then(|f| f.map(|t| t.elapsed()))
+    }
+}
+
+struct Backend {
+    endpoint: String,
+    delivery: Arc<Delivery>,
+    health: Arc<Health>,
+}
+
+/// The ring and the backend behind each member index.
+#[derive(Default)]
+struct Routing {
+    ring: Ring,
+    backends: Vec<Arc<Backend>>,
+}
+
+struct Shared {
+    id: String,
+    routing_key: Option<RoutingKey>,
+    otlp: OtlpOptions,
+    backend_queue: QueueConfig,
+    backend_retry: RetryConfig,
+    failover_after: Duration,
+    metrics: Arc<SelfMetrics>,
+    lb: LbMetrics,
+    /// Every resolved backend, by `host:port`.
+    backends: Mutex<BTreeMap<String, Arc<Backend>>>,
+    routing: RwLock<Arc<Routing>>,
+    warned_fallback: [AtomicBool; 3],
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn labels(&self, backend: &str) -> BackendLabels {
+        BackendLabels {
+            exporter: self.id.clone(),
+            backend: backend.to_string(),
+        }
+    }
+
+    fn ring_change(&self, backend: &str, change: &str) {
+        self.lb
+            .ring_changes
+            .get_or_create(&RingChangeLabels {
+                exporter: self.id.clone(),
+                backend: backend.to_string(),
+                change: change.to_string(),
+            })
+            .inc();
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        self.routing.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Rebuilds the ring from the resolved backends that are not out.
+    fn rebuild(&self, backends: &BTreeMap<String, Arc<Backend>>) {
+        let ring = Ring::new(
+            backends
+                .values()
+                .filter(|b| !b.health.is_out())
+                .map(|b| b.endpoint.clone()),
+        );
+        // Index-aligned with the ring's members.
+        let members: Vec<Arc<Backend>> = ring
+            .members()
+            .iter()
+            .filter_map(|m| backends.get(m).cloned())
+            .collect();
+        for b in backends.values() {
+            self.lb
+                .in_ring
+                .get_or_create(&self.labels(&b.endpoint))
+                .set(i64::from(!b.health.is_out()));
+        }
+        if let Ok(mut r) = self.routing.write() {
+            *r = Arc::new(Routing {
+                ring,
+                backends: members,
+            });
+        }
+    }
+
+    fn key_for(&self, signal: Signal) -> RoutingKey {
+        match RoutingKey::for_signal(self.routing_key, signal) {
+            Ok(k) => k,
+            Err(fallback) => {
+                if !self.warned_fallback[signal as usize].swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        exporter = %self.id,
+                        signal = signal.as_str(),
+                        routing_key = self.routing_key.map_or("", RoutingKey::as_str),
+                        used = fallback.as_str(),
+                        "routing_key does not apply to this signal; routing by the signal's default"
+                    );
+                }
+                fallback
+            }
+        }
+    }
+
+    /// Splits `data` over the current ring and queues each part at its backend.
+    async fn route(&self, data: &Payload) -> Result<(), ExportError> {
+        let routing = self.routing();
+        if routing.ring.is_empty() {
+            let resolved = self.backends.lock().map(|b| b.len()).unwrap_or(0);
+            return Err(ExportError {
+                retryable: true,
+                message: format!(
+                    "exporter {}: no backend to send to ({resolved} resolved, none in the ring)",
+                    self.id
+                ),
+                retry_after: Some(queue::FULL_RETRY_AFTER),
+            });
+        }
+        let key = self.key_for(data.signal());
+        let owner = |h: u64| routing.ring.owner_index(h).unwrap_or(0);
+        let parts = split::split(data, key, &owner);
+        let mut first_err = None;
+        for (i, part) in parts {
+            let Some(b) = routing.backends.get(i) else {
+                // The ring and its backend list are built together; never drop data silently.
+                first_err.get_or_insert(ExportError {
+                    retryable: true,
+                    message: format!("exporter {}: ring member {i} has no backend", self.id),
+                    retry_after: None,
+                });
+                continue;
+            };
+            if let Err(e) = b.delivery.submit(data.signal().as_str(), part).await {
+                first_err.get_or_insert(ExportError {
+                    message: format!("backend {}: {}", b.endpoint, e.message),
+                    ..e
+                });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes `b` out of the ring once it has been failing for `failover_after`; whether it
+    /// is out.
+    fn check_failover(&self, b: &Arc<Backend>) -> bool {
+        if b.health.is_out() {
+            return true;
+        }
+        let Some(failing) = b.health.failing_for() else {
+            return false;
+        };
+        if failing < self.failover_after {
+            return false;
+        }
+        let Ok(backends) = self.backends.lock() else {
+            return false;
+        };
+        if b.health.out.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        self.rebuild(&backends);
+        let remaining = backends.values().filter(|x| !x.health.is_out()).count();
+        drop(backends);
+        let (queued, _) = b.delivery.pending();
+        self.ring_change(&b.endpoint, "failed_over");
+        tracing::warn!(
+            exporter = %self.id,
+            backend = %b.endpoint,
+            failing_for = ?failing,
+            queued,
+            remaining,
+            "backend unreachable past failover_after: its keys and queued data move to the next ring members"
+        );
+        true
+    }
+
+    fn restore(&self, b: &Arc<Backend>) {
+        let Ok(backends) = self.backends.lock() else {
+            return;
+        };
+        if !backends.contains_key(&b.endpoint) || !b.health.out.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        b.health.succeeded();
+        self.rebuild(&backends);
+        let all: Vec<Arc<Backend>> = backends.values().cloned().collect();
+        drop(backends);
+        self.ring_change(&b.endpoint, "restored");
+        tracing::info!(exporter = %self.id, backend = %b.endpoint, "backend reachable again: it takes its keys back");
+        // Requests held while no member was left may go now.
+        for x in all {
+            x.delivery.retry_now();
+        }
+    }
+
+    /// A request of backend `from`, which is out of the ring, split over the members left.
+    async fn reroute(&self, from: &str, data: &Payload) -> Result<(), ExportError> {
+        self.route(data).await?;
+        self.lb.rerouted[data.signal() as usize]
+            .get_or_create(&self.labels(from))
+            .inc_by(data.item_count());
+        tracing::debug!(exporter = %self.id, backend = from, items = data.item_count(), "re-routed a request of a backend out of the ring");
+        Ok(())
+    }
+
+    fn make_backend(self: &Arc<Self>, endpoint: &str) -> Result<Arc<Backend>, String> {
+        let url = self
+            .otlp
+            .endpoint_url(endpoint)
+            .map_err(|(key, e)| format!("exporters.{}: backend {endpoint}: {key}: {e}", self.id))?;
+        let backend_id = ComponentId(format!("{}/{endpoint}", self.id));
+        let inner = self
+            .otlp
+            .for_endpoint(&backend_id, url)
+            .build(&self.metrics)?;
+        let health = Arc::new(Health::default());
+        let exporter = Arc::new(BackendExporter {
+            inner,
+            health: health.clone(),
+            endpoint: endpoint.to_string(),
+            shared: Arc::downgrade(self),
+        });
+        let delivery = Delivery::start(
+            &backend_id,
+            exporter,
+            &self.backend_queue,
+            self.backend_retry,
+            self.metrics.clone(),
+        )?;
+        Ok(Arc::new(Backend {
+            endpoint: endpoint.to_string(),
+            delivery,
+            health,
+        }))
+    }
+
+    /// Makes the resolved set `endpoints`: new backends join the ring, gone ones leave it
+    /// and their queued data is re-routed while their queue drains.
+    fn apply(self: &Arc<Self>, endpoints: &BTreeSet<String>) {
+        let mut added = Vec::new();
+        for e in endpoints {
+            let known = self
+                .backends
+                .lock()
+                .map(|b| b.contains_key(e))
+                .unwrap_or(true);
+            if !known {
+                match self.make_backend(e) {
+                    Ok(b) => added.push(b),
+                    Err(err) => {
+                        tracing::error!(exporter = %self.id, backend = %e, error = %err, "cannot set up backend")
+                    }
+                }
+            }
+        }
+        let Ok(mut backends) = self.backends.lock() else {
+            return;
+        };
+        for b in &added {
+            backends.insert(b.endpoint.clone(), b.clone());
+        }
+        let gone: Vec<Arc<Backend>> = backends
+            .values()
+            .filter(|b| !endpoints.contains(&b.endpoint))
+            .cloned()
+            .collect();
+        for b in &gone {
+            backends.remove(&b.endpoint);
+            b.health.out.store(true, Ordering::Release);
+        }
+        if added.is_empty() && gone.is_empty() {
+            return;
+        }
+        self.rebuild(&backends);
+        let members = backends.len();
+        drop(backends);
+        for b in &added {
+            self.ring_change(&b.endpoint, "added");
+            tracing::info!(exporter = %self.id, backend = %b.endpoint, members, "backend added to the ring");
+        }
+        for b in gone {
+            self.ring_change(&b.endpoint, "removed");
+            self.lb
+                .in_ring
+                .get_or_create(&self.labels(&b.endpoint))
+                .set(0);
+            tracing::info!(exporter = %self.id, backend = %b.endpoint, members, "backend no longer resolved: removed from the ring, its queued data re-routed");
+            // Draining goes through the exporter, which re-routes everything it is handed;
+            // requests waiting to be retried are hurried along until the queue is empty.
+            tokio::spawn(async move {
+                let drain = b.delivery.shutdown();
+                tokio::pin!(drain);
+                loop {
+                    b.delivery.retry_now();
+                    tokio::select! {
+                        _ = &mut drain => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            });
+        }
+    }
+
+    fn all_backends(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .lock()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One pass of the health loop: fail over backends failing for too long, hurry their
+    /// queued data away, probe the ones out of the ring, export queue sizes.
+    async fn tick(&self, probe_every: Duration) {
+        for b in self.all_backends() {
+            let (queued, _) = b.delivery.pending();
+            self.lb
+                .queue_size
+                .get_or_create(&self.labels(&b.endpoint))
+                .set(queued as i64);
+            if !b.health.is_out() {
+                if self.check_failover(&b) {
+                    b.delivery.retry_now();
+                }
+                continue;
+            }
+            if queued > 0 {
+                b.delivery.retry_now();
+            }
+            let due = b
+                .health
+                .last_probe
+                .lock()
+                .map(|mut last| {
+                    let due = last.is_none_or(|t| t.elapsed() >= probe_every);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                })
+                .unwrap_or(false);
+            if due && probe(&b.endpoint, self.otlp.timeout.min(Duration::from_secs(1))).await {
+                self.restore(&b);
+            }
+        }
+    }
+}
+
+/// Whether `host:port` accepts a TCP connection within `timeout`.
+async fn probe(endpoint: &str, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// One backend's `otlp` exporter, watching its health: what it is handed while its backend
+/// is out of the ring goes to the other members instead.
+struct BackendExporter {
+    inner: OtlpExporter,
+    health: Arc<Health>,
+    endpoint: String,
+    shared: Weak<Shared>,
+}
+
+impl Exporter for BackendExporter {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            let shared = self.shared.upgrade();
+            if let Some(s) = &shared {
+                if self.health.is_out() {
+                    return s.reroute(&self.endpoint, data).await;
+                }
+            }
+            let res = self.inner.export(data).await;
+            let Some(s) = shared else {
+                return res;
+            };
+            match res {
+                Ok(()) => {
+                    self.health.succeeded();
+                    s.lb.sent[data.signal() as usize]
+                        .get_or_create(&s.labels(&self.endpoint))
+                        .inc_by(data.item_count());
+                    Ok(())
+                }
+                Err(e) => {
+                    s.lb.send_failures
+                        .get_or_create(&s.labels(&self.endpoint))
+                        .inc();
+                    if !e.retryable {
+                        return Err(e);
+                    }
+                    self.health.failed();
+                    let me = s
+                        .backends
+                        .lock()
+                        .ok()
+                        .and_then(|b| b.get(&self.endpoint).cloned());
+                    match me {
+                        Some(b) if s.check_failover(&b) => s.reroute(&self.endpoint, data).await,
+                        _ => Err(e),
+                    }
+                }
+            }
+        })
+    }
+}
+
+struct LoadBalancingExporter {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl LoadBalancingConfig {
+    /// The exporter's state, with no backend yet.
+    fn shared(&self, metrics: &Arc<SelfMetrics>) -> Arc<Shared> {
+        Arc::new(Shared {
+            id: self.id.to_string(),
+            routing_key: self.routing_key,
+            otlp: self.otlp.clone(),
+            backend_queue: self.backend_queue.clone(),
+            backend_retry: self.backend_retry,
+            failover_after: self.failover_after,
+            lb: LbMetrics::new(metrics),
+            metrics: metrics.clone(),
+            backends: Mutex::new(BTreeMap::new()),
+            routing: RwLock::new(Arc::new(Routing::default())),
+            warned_fallback: Default::default(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// How often the health loop runs, and how often a backend out of the ring is probed.
+    fn health_intervals(&self) -> (Duration, Duration) {
+        let tick =
+            (self.failover_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let probe_every =
+            (self.failover_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        (tick, probe_every)
+    }
+}
+
+/// The health loop (see [`Shared::tick`]) until the exporter stops.
+fn spawn_health(
+    s: Arc<Shared>,
+    tick: Duration,
+    probe_every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !s.stopping.load(Ordering::Acquire) {
+            s.tick(probe_every).await;
+            tokio::time::sleep(tick).await;
+        }
+    })
+}
+
+impl ExporterBuilder for LoadBalancingConfig {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
+        let shared = self.shared(&ctx.metrics);
+        let (tick, probe_every) = self.health_intervals();
+        let mut tasks = Vec::new();
+        match self.resolver {
+            Resolver::Static(hosts) => {
+                // Each backend is checked here so a bad one stops the start with its name.
+                for h in &hosts {
+                    shared.otlp.endpoint_url(h).map_err(|(key, e)| {
+                        format!("exporters.{}: backend {h}: {key}: {e}", self.id)
+                    })?;
+                }
+                shared.apply(&hosts.into_iter().collect());
+            }
+            Resolver::Dns {
+                hostname,
+                port,
+                interval,
+                timeout,
+            } => {
+                let s = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    resolve_loop(s, hostname, port, interval, timeout).await
+                }));
+            }
+        }
+        tasks.push(spawn_health(shared.clone(), tick, probe_every));
+        Ok(Arc::new(LoadBalancingExporter {
+            shared,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+}
+
+/// Looks `hostname` up every `interval` and applies the result; a failed lookup keeps the
+/// backends of the last good one.
+async fn resolve_loop(
+    s: Arc<Shared>,
+    hostname: String,
+    port: u16,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let mut last_error: Option<String> = None;
+    while !s.stopping.load(Ordering::Acquire) {
+        let res =
+            tokio::time::timeout(timeout, tokio::net::lookup_host((hostname.as_str(), port))).await;
+        match res {
+            Ok(Ok(addrs)) => {
+                let set: BTreeSet<String> = addrs.map(|a| a.to_string()).collect();
+                if set.is_empty() {
+                    tracing::warn!(exporter = %s.id, hostname, "DNS lookup returned no address; keeping the current backends");
+                } else {
+                    s.apply(&set);
+                }
+                last_error = None;
+            }
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                if last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(exporter = %s.id, hostname, error = %e, "DNS lookup failed; keeping the current backends");
+                }
+                last_error = Some(e);
+            }
+            Err(_) => {
+                tracing::warn!(exporter = %s.id, hostname, ?timeout, "DNS lookup timed out; keeping the current backends");
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+impl Exporter for LoadBalancingExporter {
+    fn export<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(self.shared.route(data))
+    }
+
+    /// Drains every backend's queue (a backend out of the ring keeps re-routing to the
+    /// others while they drain), then stops the resolver and health loop.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let backends = self.shared.all_backends();
+            let drains: Vec<_> = backends
+                .into_iter()
+                .map(|b| tokio::spawn(async move { b.delivery.shutdown().await }))
+                .collect();
+            for d in drains {
+                let _ = d.await;
+            }
+            self.shared.stopping.store(true, Ordering::Release);
+            let tasks = self
+                .tasks
+                .lock()
+                .map(|mut t| std::mem::take(&mut *t))
+                .unwrap_or_default();
+            for t in tasks {
+                t.abort();
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(exporter: &str) -> Vec<String> {
+        let yaml = format!(
+            "receivers: {{ otlp: {{ protocols: {{ grpc: }} }} }}\nexporters:\n  loadbalancing:\n{exporter}\nservice:\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [loadbalancing] }}\n"
+        );
+        let doc = crate::config::load_str(&yaml).unwrap();
+        match crate::service::parse(&doc) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_config_parses_with_the_otlp_options() {
+        let yaml = "receivers: { otlp: { protocols: { grpc: } } }\nexporters:\n  loadbalancing:\n    routing_key: service\n    failover_after: 2s\n    protocol:\n      otlp:\n        tls: { insecure: true }\n        compression: zstd\n        timeout: 3s\n        headers: { x-key: v }\n        sending_queue: { queue_size: 7 }\n        retry_on_failure: { initial_interval: 1s }\n    resolver:\n      static: { hostnames: [\"gw-1:4317\", gw-2] }\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [loadbalancing] }\n";
+        let doc = crate::config::load_str(yaml).unwrap();
+        let parsed = match crate::service::parse(&doc) {
+            Ok(p) => p,
+            Err(p) => panic!("{p:?}"),
+        };
+        let c = &parsed.exporters[&ComponentId("loadbalancing".into())];
+        // In front of the per-backend queues, the exporter's own queue and retries are off
+        // unless configured.
+        assert!(!c.queue.enabled);
+        assert!(!c.retry.enabled);
+    }
+
+    fn protocol(yaml: &str) -> (OtlpOptions, Vec<String>) {
+        let doc = crate::config::load_str(yaml).unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.loadbalancing", &doc, &mut d).unwrap();
+        let (otlp, _, _) = parse_protocol(&ComponentId("loadbalancing".into()), &m, &mut d);
+        m.finish(&mut d);
+        (otlp, d.problems().iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn protocol_otlp_takes_the_otlp_options_and_defaults() {
+        // Like `otlp`, the envelope token is stripped unless `strip_token: false` (which the
+        // fleet agent sets: its gateways verify the token).
+        let (o, p) = protocol("protocol: { otlp: { tls: { insecure: true } } }\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(o.strip_token && o.tls.insecure);
+        let (o, p) = protocol(
+            "protocol: { otlp: { strip_token: false, max_request_size: 1000, timeout: 2s } }\n",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(!o.strip_token);
+        assert_eq!(o.max_request_size, 1000);
+        assert_eq!(o.timeout, Duration::from_secs(2));
+        // Without a protocol block: the otlp defaults.
+        let (o, _) = protocol("{}\n");
+        assert!(o.strip_token && !o.tls.insecure);
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!(
+            o.max_request_size,
+            crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE
+        );
+    }
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// A recording OTLP/gRPC backend: span ids received.
+    #[derive(Clone, Default)]
+    struct Rec(Arc<Mutex<Vec<u64>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Rec {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut ids = self.0.lock().unwrap();
+            for rs in req.into_inner().resource_spans {
+                for ss in rs.scope_spans {
+                    for sp in ss.spans {
+                        ids.push(u64::from_be_bytes(sp.span_id.try_into().unwrap()));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    async fn serve(rec: Rec, listener: tokio::net::TcpListener) {
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(rec)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap();
+        });
+    }
+
+    async fn recording_backend() -> (Rec, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let rec = Rec::default();
+        serve(rec.clone(), l).await;
+        (rec, addr)
+    }
+
+    /// An address nothing listens on (yet).
+    fn closed_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    /// `n` spans with ids `first..`, each its own trace.
+    fn traces(first: u64, n: u64) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (first..first + n)
+                        .map(|i| Span {
+                            trace_id: [i.to_be_bytes(), [7; 8]].concat(),
+                            span_id: i.to_be_bytes().to_vec(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn config(failover_after: Duration) -> LoadBalancingConfig {
+        let doc = crate::config::load_str("tls: { insecure: true }\ntimeout: 1s\n").unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("x", &doc, &mut d).unwrap();
+        LoadBalancingConfig {
+            id: ComponentId("loadbalancing".into()),
+            routing_key: None,
+            otlp: OtlpOptions::parse(&m, &mut d),
+            backend_queue: QueueConfig::default(),
+            backend_retry: RetryConfig {
+                initial_interval: Duration::from_millis(20),
+                max_interval: Duration::from_millis(100),
+                max_elapsed_time: Duration::ZERO,
+                ..RetryConfig::default()
+            },
+            resolver: Resolver::Static(Vec::new()),
+            failover_after,
+        }
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn series(m: &SelfMetrics, name: &str, backend: &str, extra: &str) -> Option<f64> {
+        let want = format!("{name}{{exporter=\"loadbalancing\",backend=\"{backend}\"{extra}}}");
+        m.encode().lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == want).then(|| v.parse().ok())?
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backend_the_resolver_drops_has_its_queue_moved_to_the_others() {
+        let metrics = Arc::new(SelfMetrics::new());
+        // No failover by time in this test: only the resolver removes the backend.
+        let cfg = config(Duration::from_secs(3600));
+        let shared = cfg.shared(&metrics);
+        let (rec, up) = recording_backend().await;
+        let down = closed_addr();
+        shared.apply(&[up.clone(), down.clone()].into_iter().collect());
+        shared.route(&traces(0, 400)).await.unwrap();
+        // About half the traces are the unreachable backend's: queued there, retrying.
+        eventually("the reachable backend's share", || {
+            !rec.0.lock().unwrap().is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = rec.0.lock().unwrap().len();
+        assert!(
+            (100..300).contains(&first),
+            "{first} of 400 at the reachable backend"
+        );
+        shared.apply(&[up.clone()].into_iter().collect());
+        eventually("every span at the remaining backend", || {
+            rec.0.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == 400
+        })
+        .await;
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &down,
+                ",change=\"removed\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_rerouted_spans_total",
+                &down,
+                ""
+            ),
+            Some((400 - first) as f64)
+        );
+        assert_eq!(
+            series(&metrics, "tollgate_loadbalancer_backend_in_ring", &down, ""),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_every_backend_out_data_is_held_then_delivered_when_one_returns() {
+        let metrics = Arc::new(SelfMetrics::new());
+        let cfg = config(Duration::from_millis(200));
+        let (tick, probe_every) = cfg.health_intervals();
+        let shared = cfg.shared(&metrics);
+        let addr = closed_addr();
+        shared.apply(&[addr.clone()].into_iter().collect());
+        let health = spawn_health(shared.clone(), tick, probe_every);
+        // Accepted into the (only) backend's queue, which cannot deliver.
+        shared.route(&traces(0, 50)).await.unwrap();
+        eventually("failed over", || {
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &addr,
+                ",change=\"failed_over\"",
+            ) == Some(1.0)
+        })
+        .await;
+        // No member left: new data is refused with a retryable status, queued data waits.
+        let e = shared.route(&traces(50, 10)).await.unwrap_err();
+        assert!(
+            e.retryable && e.message.contains("no backend to send to"),
+            "{e:?}"
+        );
+        assert_eq!(shared.all_backends()[0].delivery.pending().0, 1);
+        // The backend comes up on its address: probed, restored, and the held data arrives.
+        let rec = Rec::default();
+        serve(
+            rec.clone(),
+            tokio::net::TcpListener::bind(&addr).await.unwrap(),
+        )
+        .await;
+        eventually("held data delivered after the return", || {
+            rec.0.lock().unwrap().len() == 50
+        })
+        .await;
+        assert_eq!(
+            series(
+                &metrics,
+                "tollgate_loadbalancer_ring_changes_total",
+                &addr,
+                ",change=\"restored\""
+            ),
+            Some(1.0)
+        );
+        shared.route(&traces(60, 10)).await.unwrap();
+        eventually("new data too", || rec.0.lock().unwrap().len() == 60).await;
+        shared.stopping.store(true, Ordering::Release);
+        health.abort();
+    }
+
+    #[test]
+    fn hostnames_get_the_default_port_and_no_scheme() {
+        assert_eq!(host_port("gw").unwrap(), "gw:4317");
+        assert_eq!(host_port("10.0.0.1:9999").unwrap(), "10.0.0.1:9999");
+        assert_eq!(host_port("[::1]:9").unwrap(), "[::1]:9");
+        assert!(host_port("http://gw:4317")
+            .unwrap_err()
+            .contains("without a scheme"));
+        assert!(host_port("user@gw:1").is_err());
+    }
+
+    #[test]
+    fn config_problems_name_their_path() {
+        let p = problems("    routing_key: traceid\n    failover_after: 0s\n    protocol:\n      otlp:\n        endpoint: gw:4317\n        compression: lz4\n        sending_queue: { storage: { directory: /tmp/q } }\n        bogus: 1\n    resolver:\n      static: { hostnames: [\"gw:1\", \"gw:1\", \"http://x:1\"] }");
+        let want = [
+            "exporters.loadbalancing.routing_key: unknown routing_key \"traceid\": use traceID or service (traces), resource, metric, streamID or service (metrics)",
+            "exporters.loadbalancing.failover_after: must be greater than 0",
+            "exporters.loadbalancing.protocol.otlp.endpoint: the backends come from `resolver`: remove protocol.otlp.endpoint",
+            "exporters.loadbalancing.protocol.otlp.compression: unknown compression \"lz4\": use gzip, zstd or none",
+            "exporters.loadbalancing.protocol.otlp.sending_queue.storage: the per-backend queues are in memory (their data moves between backends at failover); put a persistent queue on the gateways",
+            "exporters.loadbalancing.protocol.otlp.bogus: unknown key",
+            "exporters.loadbalancing.resolver.static.hostnames[1]: gw:1 is listed twice",
+            "exporters.loadbalancing.resolver.static.hostnames[2]: \"http://x:1\": a host:port without a scheme (plaintext or TLS is set by protocol.otlp.tls)",
+        ];
+        for w in want {
+            assert!(
+                p.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+
+        let p = problems(
+            "    resolver:\n      static: { hostnames: [a:1] }\n      dns: { hostname: gw }",
+        );
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver: set exactly one resolver: `static` or `dns`, not both"]
+        );
+        let p = problems("    protocol: { otlp: { tls: { insecure: true } } }");
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver: missing: `static: { hostnames: [...] }` or `dns: { hostname: ... }`"]
+        );
+        let p =
+            problems("    resolver:\n      dns: { hostname: \"gw:4317\", port: 0, interval: 0s }");
+        for w in [
+            "exporters.loadbalancing.resolver.dns.hostname: \"gw:4317\": a bare host name (the port goes in `port`)",
+            "exporters.loadbalancing.resolver.dns.port:",
+            "exporters.loadbalancing.resolver.dns.interval: must be greater than 0",
+        ] {
+            assert!(p.iter().any(|x| x.starts_with(w)), "missing {w:?} in {p:#?}");
+        }
+        let p = problems("    resolver:\n      static: { hostnames: [] }");
+        assert_eq!(
+            p,
+            vec!["exporters.loadbalancing.resolver.static.hostnames: empty: list at least one backend host:port"]
+        );
+    }
+}
