@@ -251,11 +251,10 @@ pub struct OtlpExporter {
 /// final, as the OTLP spec says.
 pub fn is_size_refusal(status: &tonic::Status) -> bool {
     let m = status.message().to_ascii_lowercase();
-    // "received message larger than max" (grpc-go), "message length too large" (tonic),
-    // "size limit, of N bytes, exceeded while decompressing message" (tonic, compressed).
-    let says_too_large = m.contains("too large")
-        || m.contains("larger than")
-        || (m.contains("size limit") && m.contains("exceeded"));
+    // The Collector: "received message larger than max"; tonic: "message length too large",
+    // "size limit ... exceeded while decompressing message".
+    let says_too_large =
+        m.contains("too large") || m.contains("larger than") || m.contains("size limit");
     match status.code() {
         Code::ResourceExhausted => {
             says_too_large && crate::rpc::retry_delay(status.details()).is_none()
