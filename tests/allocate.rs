@@ -863,34 +863,6 @@ async fn sqlite_allocate_end_to_end() {
     end_to_end(&url).await;
 }
 
-/// A PostgreSQL database of its own on the cluster `.ci/run` starts; `None` when there is
-/// none (unless `TOLLGATE_REQUIRE_POSTGRES` is set).
-async fn pg_database(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
-            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES is not"
-        );
-        eprintln!("SKIPPED: no PostgreSQL (set TOLLGATE_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tg_{name}_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{db}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_allocate_end_to_end() {
     let Some(url) = pg_database("allocate").await else {

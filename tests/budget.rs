@@ -264,35 +264,6 @@ async fn wait_metric_at_least(gw: &Gw, series: &str, want: f64) {
     }
 }
 
-/// A PostgreSQL database of its own for one test, on the cluster `.ci/postgres.sh` starts
-/// (`TOLLGATE_TEST_POSTGRES`); `None` (the test says it is skipped) when there is none,
-/// unless `TOLLGATE_REQUIRE_POSTGRES` is set.
-async fn pg_database(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
-            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES is not"
-        );
-        eprintln!("SKIPPED: no PostgreSQL (set TOLLGATE_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tg_budget_{name}_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{db}"))
-}
-
 /// The test's own full recount: every `cost_total` of the tenant's events in the window
 /// (optionally one workflow), summed here as decimals; and the number of alert rows.
 async fn recount(url: &str, tenant: &str, workflow: Option<&str>) -> (Decimal, usize) {

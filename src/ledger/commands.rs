@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use super::cli::{connect, emit, fail, open, LedgerArgs};
+use super::args::{connect, emit, fail, open, LedgerArgs};
 use super::focus::{self, FocusVersion, Granularity};
 use super::periods::{self, CloseOutcome, Period};
 use super::reconcile::{self, Policy};

@@ -18,6 +18,7 @@
 
 pub mod allocate;
 pub mod allocated;
+pub mod args;
 pub mod budget;
 pub mod cli;
 mod commands;

@@ -187,6 +187,29 @@ fn sqlite_val(v: rusqlite::types::ValueRef<'_>) -> Val {
     }
 }
 
+type PgParam = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+/// [`Val`]s as PostgreSQL parameters (NULL is typed as text, which both bind sites accept).
+fn pg_params(params: Vec<Val>) -> Vec<PgParam> {
+    params
+        .into_iter()
+        .map(|v| -> PgParam {
+            match v {
+                Val::Null => Box::new(Option::<String>::None),
+                Val::Int(i) => Box::new(i),
+                Val::Text(s) => Box::new(s),
+            }
+        })
+        .collect()
+}
+
+fn pg_refs(boxed: &[PgParam]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    boxed
+        .iter()
+        .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 fn now_ns() -> i64 {
     crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64
 }
@@ -509,20 +532,8 @@ impl Store {
                 .map_err(|e| LedgerError::Io(e.to_string()))?
             }
             Inner::Postgres { client, .. } => {
-                let boxed: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
-                    .into_iter()
-                    .map(|v| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                        match v {
-                            Val::Null => Box::new(Option::<String>::None),
-                            Val::Int(i) => Box::new(i),
-                            Val::Text(s) => Box::new(s),
-                        }
-                    })
-                    .collect();
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = boxed
-                    .iter()
-                    .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let boxed = pg_params(params);
+                let refs = pg_refs(&boxed);
                 let rows = client.query(sql, &refs).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
@@ -562,20 +573,8 @@ impl Store {
                 .map_err(|e| LedgerError::Io(e.to_string()))?
             }
             Inner::Postgres { client, .. } => {
-                let boxed: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
-                    .into_iter()
-                    .map(|v| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                        match v {
-                            Val::Null => Box::new(Option::<String>::None),
-                            Val::Int(i) => Box::new(i),
-                            Val::Text(s) => Box::new(s),
-                        }
-                    })
-                    .collect();
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = boxed
-                    .iter()
-                    .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let boxed = pg_params(params);
+                let refs = pg_refs(&boxed);
                 Ok(client.execute(sql, &refs).await?)
             }
         }
