@@ -216,7 +216,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 Ok(x) => x,
                 Err(e) => return fail(e),
             };
-            match query::dispute(&store, tenant, range, out, &store.describe()).await {
+            match super::dispute::dispute(&store, tenant, range, out, &store.describe()).await {
                 Ok(n) => {
                     println!(
                         "evidence pack for tenant {tenant}: {n} rows in {}",

@@ -22,6 +22,7 @@ pub mod args;
 pub mod budget;
 pub mod cli;
 mod commands;
+pub mod dispute;
 pub mod focus;
 pub mod html;
 pub mod opencost;
