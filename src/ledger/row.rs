@@ -141,8 +141,18 @@ fn nonempty<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     get_str(attrs, key).filter(|s| !s.is_empty())
 }
 
+/// A string attribute as stored: NUL characters (which PostgreSQL text cannot hold, so one
+/// hostile value would fail every batch it rides in) become U+FFFD on both backends.
 fn owned(attrs: &[KeyValue], key: &str) -> Option<String> {
-    nonempty(attrs, key).map(str::to_string)
+    nonempty(attrs, key).map(storable)
+}
+
+fn storable(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
 }
 
 /// A token count as sent, read by the one shared parser; anything that is not a count is
@@ -158,7 +168,7 @@ fn raw_count(attrs: &[KeyValue], keys: &[&str]) -> Option<i64> {
 /// Any scalar attribute as text (for the caller-reported cost, whatever type it was sent as).
 fn scalar_text(attrs: &[KeyValue], key: &str) -> Option<String> {
     match find(attrs, key)? {
-        Value::StringValue(s) => Some(s.clone()),
+        Value::StringValue(s) => Some(storable(s)),
         Value::IntValue(i) => Some(i.to_string()),
         Value::DoubleValue(f) => Some(f.to_string()),
         Value::BoolValue(b) => Some(b.to_string()),
@@ -425,6 +435,7 @@ mod tests {
                 kv("gen_ai.usage.output_tokens", Value::DoubleValue(12.0)),
                 // Only the envelope processor's word counts, and it said not valid.
                 kv("tollgate.envelope.status", s("expired")),
+                kv("gen_ai.request.model", s("gpt\u{0}4o")),
                 kv("tollgate.tenant.id", s("__unattributed__")),
             ],
             ..Default::default()
@@ -445,6 +456,11 @@ mod tests {
         assert_eq!(r.cost_total, None);
         assert_eq!(r.rate_id, None);
         assert_eq!(r.provider, None);
+        assert_eq!(
+            r.request_model.as_deref(),
+            Some("gpt\u{FFFD}4o"),
+            "NUL is not storable"
+        );
         assert_eq!(r.service_name, None);
         assert_eq!(r.lineage_depth, None);
         assert_eq!(r.gateway_instance, "gw-test");
