@@ -689,27 +689,13 @@ async fn postgres_ledger_down_then_back_loses_nothing() {
     assert_exactly_the_workload(&url, &sender).await;
 }
 
-/// Start-up refuses a ledger it cannot trust, naming it: a file that is not a SQLite
-/// database, and a schema newer than the binary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_or_newer_ledgers_stop_start_up_with_a_clear_error() {
-    let (dir, _) = setup();
-    let bad = dir.path().join("corrupt.db");
-    std::fs::write(&bad, vec![0x42u8; 8192]).unwrap();
+/// `tollgate run` on a config whose ledger is the SQLite file `db`: it must exit 1; returns
+/// everything it printed.
+fn start_fails(dir: &Path, db: &Path) -> String {
     let (grpc, metrics) = free_addrs();
-    let cfg = dir.path().join("corrupt.yaml");
-    std::fs::write(
-        &cfg,
-        gateway_yaml(
-            dir.path(),
-            &format!("sqlite:{}", bad.display()),
-            "gw",
-            grpc,
-            metrics,
-            "",
-        ),
-    )
-    .unwrap();
+    let cfg = dir.join("start-fails.yaml");
+    let url = format!("sqlite:{}", db.display());
+    std::fs::write(&cfg, gateway_yaml(dir, &url, "gw", grpc, metrics, "")).unwrap();
     let out = Command::new(bin())
         .args(["run", "--config"])
         .arg(&cfg)
@@ -718,6 +704,17 @@ async fn corrupt_or_newer_ledgers_stop_start_up_with_a_clear_error() {
     let err =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+/// Start-up refuses a ledger it cannot trust, naming it: a file that is not a SQLite
+/// database, and a schema newer than the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_newer_ledgers_stop_start_up_with_a_clear_error() {
+    let (dir, _) = setup();
+    let bad = dir.path().join("corrupt.db");
+    std::fs::write(&bad, vec![0x42u8; 8192]).unwrap();
+    let err = start_fails(dir.path(), &bad);
     assert!(
         err.contains(&format!("cannot open ledger {}", bad.display()))
             && err.contains("not a database"),
@@ -728,26 +725,7 @@ async fn corrupt_or_newer_ledgers_stop_start_up_with_a_clear_error() {
     let c = rusqlite::Connection::open(&newer).unwrap();
     c.execute_batch("CREATE TABLE tollgate_ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO tollgate_ledger_meta VALUES ('schema_version', '999');").unwrap();
     drop(c);
-    std::fs::write(
-        &cfg,
-        gateway_yaml(
-            dir.path(),
-            &format!("sqlite:{}", newer.display()),
-            "gw",
-            grpc,
-            metrics,
-            "",
-        ),
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = start_fails(dir.path(), &newer);
     assert!(
         err.contains(&format!(
             "ledger {} has schema version 999, newer than this binary's {}",
