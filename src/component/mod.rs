@@ -7,7 +7,10 @@
 //! [`Consumer`] directly.
 
 pub mod attrs;
-mod stages;
+pub mod host;
+pub mod memory;
+pub mod reload;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,7 +23,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
-pub use stages::{ExporterFanout, ExporterStage, InlineStage, ReceiverFanout};
+pub use host::{Health, ParseCtx, Pipelines, StartCtx};
 
 /// A boxed, sendable future (stages are trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -318,7 +321,7 @@ pub trait Processor: Send + Sync + 'static {
     }
     /// Called once when the service starts (inside the runtime), for background work such
     /// as reloading a key ring or rate table.
-    fn start(self: Arc<Self>, _ctx: &crate::service::StartCtx) {}
+    fn start(self: Arc<Self>, _ctx: &StartCtx) {}
 }
 
 /// Why an exporter could not deliver.

@@ -4,6 +4,8 @@
 //! Certificate and key files are read and checked while the configuration is parsed, so
 //! `tollgate validate` reports a missing or malformed file with its YAML path.
 
+pub mod connector;
+
 use std::path::Path;
 use std::sync::Arc;
 

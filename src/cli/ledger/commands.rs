@@ -1,14 +1,14 @@
 //! `tollgate ledger export | reconcile | close`: argument handling and output around
-//! [`super::focus`], [`super::reconcile`] and [`super::periods`].
+//! [`crate::ledger::focus`], [`crate::ledger::reconcile`] and [`crate::ledger::periods`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use super::args::{connect, emit, fail, open, LedgerArgs};
-use super::focus::{self, FocusVersion, Granularity};
-use super::periods::{self, CloseOutcome, Period};
-use super::reconcile::{self, Policy};
+use crate::ledger::focus::{self, FocusVersion, Granularity};
+use crate::ledger::periods::{self, CloseOutcome, Period};
+use crate::ledger::reconcile::{self, Policy};
 
 pub struct ExportArgs<'a> {
     pub at: &'a LedgerArgs,

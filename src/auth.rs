@@ -24,9 +24,9 @@ use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::component::ClientInfo;
+use crate::component::ParseCtx;
 use crate::config::{Diagnostics, Map};
-use crate::pipeline::ClientInfo;
-use crate::service::ParseCtx;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::token::{self, Claims, StageOutcome};
-use super::{load_ring, parse_key_specs, parse_time, SecretEncoding};
 use crate::config::{self, Diagnostics, Map};
+use crate::envelope::token::{self, Claims, StageOutcome};
+use crate::envelope::{load_ring, parse_key_specs, parse_time, SecretEncoding};
 
 /// Arguments of `envelope sign`.
 pub struct SignArgs<'a> {
@@ -55,7 +55,8 @@ fn load_secret(key_file: &Path, key_encoding: &str) -> Result<Vec<u8>, String> {
     };
     let raw =
         std::fs::read(key_file).map_err(|e| format!("--key-file {}: {e}", key_file.display()))?;
-    super::decode_secret(raw, enc).map_err(|e| format!("--key-file {}: {e}", key_file.display()))
+    crate::envelope::decode_secret(raw, enc)
+        .map_err(|e| format!("--key-file {}: {e}", key_file.display()))
 }
 
 pub fn sign(a: &SignArgs<'_>) -> ExitCode {

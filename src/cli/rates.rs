@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{price, Origin, RateTable, TokenClass, Usage};
+use crate::cost::{price, Origin, RateTable, TokenClass, Usage};
 
 fn load(path: &Path) -> Option<RateTable> {
     match RateTable::load(path) {

@@ -2,6 +2,9 @@
 //! dispute, verify). Every command takes `--ledger URL` (or `TOLLGATE_LEDGER`) and a
 //! half-open `--from` / `--to` range (RFC 3339 or UTC dates).
 
+mod args;
+mod commands;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -9,12 +12,12 @@ use std::str::FromStr;
 use clap::Subcommand;
 use rust_decimal::Decimal;
 
-use super::allocate::{self, Policy};
-use super::allocated::{self, SourceInfo};
-pub use super::args::{connect, emit, fail, open, LedgerArgs};
-use super::opencost;
-use super::query::{self, Dim, Format, Range};
-use super::Store;
+use crate::ledger::allocate::{self, Policy};
+use crate::ledger::allocated::{self, SourceInfo};
+use crate::ledger::opencost;
+use crate::ledger::query::{self, Dim, Format, Range};
+use crate::ledger::Store;
+pub use args::{connect, emit, fail, open, LedgerArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum LedgerCmd {
@@ -171,7 +174,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                     Ok(s) => s,
                     Err(e) => return fail(e),
                 };
-                super::html::statement(&store, range, slo, &store.describe()).await
+                crate::ledger::html::statement(&store, range, slo, &store.describe()).await
             } else {
                 let report = async {
                     let lines = query::report(&store, range, &by).await?;
@@ -216,7 +219,9 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 Ok(x) => x,
                 Err(e) => return fail(e),
             };
-            match super::dispute::dispute(&store, tenant, range, out, &store.describe()).await {
+            match crate::ledger::dispute::dispute(&store, tenant, range, out, &store.describe())
+                .await
+            {
                 Ok(n) => {
                     println!(
                         "evidence pack for tenant {tenant}: {n} rows in {}",
@@ -244,7 +249,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             billing_account_name,
             out,
         } => {
-            super::commands::export(super::commands::ExportArgs {
+            commands::export(commands::ExportArgs {
                 at,
                 format,
                 granularity,
@@ -261,12 +266,12 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             invoice,
             policy,
             out,
-        } => super::commands::reconcile(at, invoice, policy, out.as_ref()).await,
+        } => commands::reconcile(at, invoice, policy, out.as_ref()).await,
         LedgerCmd::Close {
             ledger,
             password_file,
             period,
-        } => super::commands::close(ledger, password_file.as_ref(), period).await,
+        } => commands::close(ledger, password_file.as_ref(), period).await,
         LedgerCmd::Allocate {
             at,
             opencost,
@@ -306,7 +311,7 @@ async fn allocate(
     };
     let source = SourceInfo {
         name: opencost.to_string(),
-        digest: super::row::hex(&Sha256::digest(&body)),
+        digest: crate::ledger::row::hex(&Sha256::digest(&body)),
     };
     let all = opencost::parse(&body, opencost).map_err(|e| e.to_string())?;
     let (allocs, skipped): (Vec<_>, Vec<_>) = all
@@ -321,7 +326,7 @@ async fn allocate(
     if dry_run {
         text.push_str("dry run: nothing recorded\n");
     } else {
-        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        let now = crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64;
         let (removed, written) =
             allocated::write(&store, range, &allocs, &out, &policy, &source, now)
                 .await

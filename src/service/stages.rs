@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{
+use crate::component::telemetry::{ReceiverLabels, SelfMetrics};
+use crate::component::{
     Ack, BoxFuture, ClientInfo, Consumer, ExportError, Payload, ProcessCtx, Processor, Refused,
 };
 use crate::exporters::queue::Delivery;
-use crate::telemetry::{ReceiverLabels, SelfMetrics};
 
 /// Runs an in-place [`Processor`] and hands the (possibly smaller) payload on.
 pub struct InlineStage {
@@ -132,12 +132,18 @@ pub struct ReceiverFanout {
     pub metrics: Arc<SelfMetrics>,
 }
 
+impl Consumer for ReceiverFanout {
+    fn consume<'a>(
+        &'a self,
+        data: Payload,
+        client: &'a Arc<ClientInfo>,
+    ) -> BoxFuture<'a, Result<Ack, Refused>> {
+        Box::pin(self.fan_out(data, client))
+    }
+}
+
 impl ReceiverFanout {
-    pub async fn consume(
-        &self,
-        mut data: Payload,
-        client: &Arc<ClientInfo>,
-    ) -> Result<Ack, Refused> {
+    async fn fan_out(&self, mut data: Payload, client: &Arc<ClientInfo>) -> Result<Ack, Refused> {
         let signal = data.signal();
         // Items with wrong-length ids are refused on their own, before any pipeline sees
         // them: batched with other clients' data they would make a checking backend refuse

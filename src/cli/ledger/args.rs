@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::query::Range;
-use super::store::{ConnectOptions, Target};
-use super::time::parse_instant;
-use super::Store;
+use crate::ledger::query::Range;
+use crate::ledger::store::{ConnectOptions, Target};
+use crate::ledger::time::parse_instant;
+use crate::ledger::Store;
 
 /// Where the ledger is and which period to read.
 #[derive(Args, Debug, Clone)]

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::pipeline::Signal;
+use crate::component::Signal;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverLabels {
@@ -69,7 +69,7 @@ where
 pub struct SelfMetrics {
     registry: Mutex<Registry>,
     /// The service's memory budget (set by `memory_limiter`, charged by receivers).
-    pub memory_budget: crate::processors::memory_limiter::Budget,
+    pub memory_budget: crate::component::memory::Budget,
     /// Metrics registered through [`SelfMetrics::register_shared`], by name.
     shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     pub receiver_accepted: PerSignal<ReceiverLabels>,

@@ -10,54 +10,19 @@ use std::sync::Arc;
 
 use yaml_rust2::Yaml;
 
-use crate::config::{self, ComponentId, Diagnostics, Map, Problem, ServiceConfig};
+pub mod config;
+pub mod stages;
+
+use crate::component::telemetry::SelfMetrics;
+use crate::component::{Consumer, Health, ParseCtx, Pipelines, Signal, StartCtx};
+use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::exporters::queue::Delivery;
 use crate::exporters::{self, Configured};
 use crate::extensions::{self, ExtensionBuilder, RunningExtension};
-use crate::pipeline::{
-    Consumer, ExporterFanout, ExporterStage, InlineStage, ReceiverFanout, Signal,
-};
 use crate::processors::{self, Built, ProcessorSpec};
-use crate::receivers::{self, ReceiverBuilder, RunningReceiver, Sinks};
-use crate::telemetry::SelfMetrics;
-
-/// What component factories may consult while parsing.
-pub struct ParseCtx {
-    pub metrics: Arc<SelfMetrics>,
-    /// Every exporter id defined under `exporters` (for processors that route to one).
-    pub exporter_ids: BTreeSet<String>,
-}
-
-/// Lifecycle state reported by the health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Health {
-    Starting = 0,
-    Ready = 1,
-    Stopping = 2,
-}
-
-impl Health {
-    pub fn from_u8(v: u8) -> Health {
-        match v {
-            1 => Health::Ready,
-            2 => Health::Stopping,
-            _ => Health::Starting,
-        }
-    }
-}
-
-/// What components get when they start.
-#[derive(Clone)]
-pub struct StartCtx {
-    pub metrics: Arc<SelfMetrics>,
-    pub health: Arc<AtomicU8>,
-    /// Becomes `true` when the service has finished draining (servers stop then).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Every metrics pipeline, for processors that emit metrics of their own (e.g. `cost`).
-    /// Set when processors start; `None` before, or when there is no metrics pipeline.
-    pub metrics_pipelines: Option<Arc<ReceiverFanout>>,
-}
+use crate::receivers::{self, ReceiverBuilder, RunningReceiver};
+use config::ServiceConfig;
+use stages::{ExporterFanout, ExporterStage, InlineStage, ReceiverFanout};
 
 /// A fully parsed and checked configuration; nothing is bound or started yet.
 pub struct Parsed {
@@ -103,7 +68,7 @@ fn order_warnings(service: &ServiceConfig) -> Vec<Problem> {
 
 /// Loads, merges and checks the given config files.
 pub fn parse_files(paths: &[impl AsRef<Path>]) -> Result<Parsed, Vec<Problem>> {
-    let doc = config::load_files(paths)?;
+    let doc = crate::config::load_files(paths)?;
     parse(&doc)
 }
 
@@ -269,7 +234,9 @@ fn missing<'a>(
 ) -> String {
     let defined: Vec<&ComponentId> = defined.collect();
     let mut msg = format!("{kind} `{id}` is not defined under `{kind}s`");
-    if let Some(best) = config::node::closest(id.as_str(), defined.iter().map(|c| c.as_str())) {
+    if let Some(best) =
+        crate::config::node::closest(id.as_str(), defined.iter().map(|c| c.as_str()))
+    {
         msg.push_str(&format!("; did you mean `{best}`?"));
     }
     msg
@@ -294,7 +261,7 @@ fn section<B, W>(
         return out;
     };
     for (name, y) in m.entries(d) {
-        let path = config::node::join(key, &name);
+        let path = crate::config::node::join(key, &name);
         let id = match ComponentId::parse(&name) {
             Ok(id) => id,
             Err(e) => {
@@ -305,7 +272,7 @@ fn section<B, W>(
         let Some((_, factory)) = factories.iter().find(|(t, _)| *t == id.kind()) else {
             let known: Vec<&str> = factories.iter().map(|(t, _)| *t).collect();
             let mut msg = format!("unknown {kind} type `{}`", id.kind());
-            if let Some(best) = config::node::closest(id.kind(), known.iter().copied()) {
+            if let Some(best) = crate::config::node::closest(id.kind(), known.iter().copied()) {
                 msg.push_str(&format!("; did you mean `{best}`?"));
             }
             msg.push_str(&format!(" (known: {})", known.join(", ")));
@@ -370,7 +337,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
     }
     let metrics_addr = match &service.telemetry.metrics_address {
         Some(a) => Some(
-            crate::telemetry::serve_metrics(a, metrics.clone(), shutdown_rx.clone())
+            crate::component::telemetry::serve_metrics(a, metrics.clone(), shutdown_rx.clone())
                 .await
                 .map_err(|e| {
                     format!("service.telemetry.metrics.address: cannot listen on {a}: {e}")
@@ -472,7 +439,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                 receiver_id: "tollgate".to_string(),
                 pipelines: metrics_entries,
                 metrics: metrics.clone(),
-            })
+            }) as Arc<dyn Consumer>
         }),
         ..ctx.clone()
     };
@@ -492,7 +459,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         let Some(b) = receivers.remove(&rid) else {
             continue;
         };
-        let mut sinks = Sinks::default();
+        let mut sinks = Pipelines::default();
         for (signal, list) in per_signal {
             sinks.set(
                 signal,
