@@ -24,8 +24,8 @@ use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::component::host::ParseCtx;
 use crate::component::ClientInfo;
-use crate::component::ParseCtx;
 use crate::config::{Diagnostics, Map};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

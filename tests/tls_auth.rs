@@ -760,7 +760,7 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
     let metrics = Arc::new(tollgate::component::telemetry::SelfMetrics::new());
     let mut d = tollgate::config::Diagnostics::default();
     let map = tollgate::config::Map::new("receivers.otlp", &yaml, &mut d).unwrap();
-    let ctx = tollgate::component::ParseCtx {
+    let ctx = tollgate::component::host::ParseCtx {
         metrics: metrics.clone(),
         exporter_ids: Default::default(),
     };
@@ -774,7 +774,7 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
     map.finish(&mut d);
     assert!(d.is_empty(), "{:?}", d.problems());
     let seen = Arc::new(SeenClients::default());
-    let mut sinks = tollgate::component::Pipelines::default();
+    let mut sinks = tollgate::component::host::Pipelines::default();
     sinks.set(
         tollgate::component::Signal::Traces,
         Arc::new(tollgate::service::stages::ReceiverFanout {
@@ -787,7 +787,7 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
         }),
     );
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = tollgate::component::StartCtx {
+    let start = tollgate::component::host::StartCtx {
         metrics,
         health: Arc::new(std::sync::atomic::AtomicU8::new(1)),
         shutdown: stop_rx,

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tollgate::component::factory::Built;
+use tollgate::component::host::ParseCtx;
 use tollgate::component::telemetry::SelfMetrics;
-use tollgate::component::ParseCtx;
 use tollgate::component::Processor;
 use tollgate::config::{ComponentId, Diagnostics, Map};
-use tollgate::processors::{Built, FACTORIES};
+use tollgate::processors::FACTORIES;
 
 /// The in-place processor `kind` configured by the YAML mapping `options`.
 pub fn processor(kind: &str, options: &str) -> Result<Arc<dyn Processor>, String> {

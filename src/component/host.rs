@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
+use super::data::{Consumer, Signal};
 use super::telemetry::SelfMetrics;
-use super::{Consumer, Signal};
 
 /// What component factories may consult while parsing.
 pub struct ParseCtx {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::Refused;
+use super::data::Refused;
 
 /// One mebibyte.
 pub const MIB: u64 = 1024 * 1024;

@@ -17,11 +17,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::component::factory::ExporterBuilder;
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::registry::Published;
-use crate::exporters::ExporterBuilder;
 use crate::ledger::row::{self, Context};
 use crate::ledger::store::Target;
 use crate::ledger::target::{default_instance, parse_target};

@@ -14,25 +14,15 @@ pub mod persist;
 pub mod queue;
 pub mod retry;
 pub mod split;
+pub mod support;
 
 use std::sync::Arc;
 
-use crate::component::telemetry::{ExporterIdLabels, SelfMetrics};
-use crate::component::{Exporter, Signal};
-use crate::component::{ParseCtx, StartCtx};
+use crate::component::factory::ExporterBuilder;
+use crate::component::host::StartCtx;
 use crate::config::{ComponentId, Diagnostics, Map};
 
-/// A configured, not yet started exporter.
-pub trait ExporterBuilder: Send {
-    /// The signals this exporter takes (checked against the pipelines that name it).
-    fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
-    }
-    fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String>;
-}
-
-type Factory =
-    fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<Box<dyn ExporterBuilder>>;
+type Factory = crate::component::factory::Factory<Box<dyn ExporterBuilder>>;
 
 /// Every exporter type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
@@ -50,31 +40,6 @@ pub struct Configured {
     pub builder: Box<dyn ExporterBuilder>,
     pub queue: queue::QueueConfig,
     pub retry: retry::RetryConfig,
-}
-
-/// Reads an exporter's `headers` map: every value must be a string, and `check` turns a
-/// (name, value) pair into what the exporter sends or says which rule it breaks; each problem
-/// is reported at `headers.<name>`.
-pub fn parse_headers<T>(
-    m: &Map<'_>,
-    d: &mut Diagnostics,
-    check: impl Fn(&str, &str) -> Result<T, &'static str>,
-) -> Vec<T> {
-    let mut headers = Vec::new();
-    if let Some(h) = m.map("headers", d) {
-        for (k, v) in h.entries(d) {
-            let path = h.key_path(&k);
-            let Some(v) = crate::config::node::scalar_string(v) else {
-                d.error(path, "header values must be strings");
-                continue;
-            };
-            match check(&k, &v) {
-                Ok(header) => headers.push(header),
-                Err(rule) => d.error(path, rule),
-            }
-        }
-    }
-    headers
 }
 
 /// Reads `sending_queue` and `retry_on_failure` from an exporter's options (called for every
@@ -120,36 +85,6 @@ impl Configured {
             ctx.metrics.clone(),
         )
     }
-}
-
-/// Reports a backend's OTLP `partial_success`: logged with its message and counted in
-/// `tollgate_exporter_partial_rejected_*`. Not retried (the backend has decided).
-pub fn report_partial_success(
-    metrics: &SelfMetrics,
-    exporter: &str,
-    signal: Signal,
-    rejected: i64,
-    message: &str,
-) {
-    if rejected <= 0 && message.is_empty() {
-        return;
-    }
-    if rejected > 0 {
-        metrics
-            .exporter_partial_rejected
-            .get(signal)
-            .get_or_create(&ExporterIdLabels {
-                exporter: exporter.to_string(),
-            })
-            .inc_by(rejected as u64);
-    }
-    tracing::warn!(
-        exporter,
-        signal = signal.as_str(),
-        rejected,
-        message,
-        "backend accepted the request in part (partial_success)"
-    );
 }
 
 #[cfg(test)]

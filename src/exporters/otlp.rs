@@ -13,11 +13,12 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::component::factory::ExporterBuilder;
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
+use crate::exporters::encode;
 use crate::exporters::split::Failure;
-use crate::exporters::{encode, ExporterBuilder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -81,7 +82,7 @@ impl OtlpOptions {
     /// `max_request_size` from `m`.
     pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
         let tls = crate::tls::parse_client(m, d);
-        let headers = super::parse_headers(m, d, |k, v| {
+        let headers = crate::exporters::support::parse_headers(m, d, |k, v| {
             let k = k.to_ascii_lowercase();
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
                 return Err(
@@ -308,7 +309,7 @@ impl OtlpExporter {
     }
 
     fn partial(&self, signal: Signal, rejected: i64, message: &str) {
-        crate::exporters::report_partial_success(
+        crate::exporters::support::report_partial_success(
             &self.metrics,
             self.id.as_str(),
             signal,

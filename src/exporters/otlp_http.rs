@@ -22,12 +22,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResp
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
+use crate::component::factory::ExporterBuilder;
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::otlp::Compression;
 use crate::exporters::split::Failure;
-use crate::exporters::ExporterBuilder;
 use crate::rpc::RpcStatus;
 use crate::tls::connector::Connector;
 use crate::tls::ClientTls;
@@ -114,7 +114,7 @@ pub fn factory(
             BodyEncoding::Proto
         }
     };
-    let headers = super::parse_headers(m, d, |k, v| {
+    let headers = crate::exporters::support::parse_headers(m, d, |k, v| {
         let name =
             HeaderName::from_bytes(k.as_bytes()).map_err(|_| "not a valid HTTP header name")?;
         let value = HeaderValue::from_str(v).map_err(|_| "header value must be printable ASCII")?;
@@ -355,7 +355,7 @@ impl OtlpHttpExporter {
         let Some((rejected, message)) = partial_success(signal, ctype, body) else {
             return;
         };
-        crate::exporters::report_partial_success(
+        crate::exporters::support::report_partial_success(
             &self.metrics,
             self.cfg.id.as_str(),
             signal,

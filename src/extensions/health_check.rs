@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::component::factory::{ExtensionBuilder, RunningExtension};
+use crate::component::host::{Health, ParseCtx, StartCtx};
 use crate::component::BoxFuture;
-use crate::component::{Health, ParseCtx, StartCtx};
 use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::extensions::{ExtensionBuilder, RunningExtension};
 
 pub struct HealthCheck {
     id: ComponentId,

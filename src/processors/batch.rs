@@ -12,10 +12,10 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::component::factory::{Built, ProcessorSpec, StageFactory};
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::processors::{Built, ProcessorSpec, StageFactory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {

@@ -22,15 +22,15 @@ use rust_decimal::Decimal;
 use crate::component::attrs::{
     self, now_nanos as unix_nanos, now_secs as unix_now, set_str, string_kv as kv,
 };
+use crate::component::factory::{Built, ProcessorSpec};
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
-use crate::component::{ParseCtx, StartCtx};
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::usage::{self, read_usage};
 use crate::cost::{
     decimal_to_f64, parse_decimal, price, Breakdown, RateTable, TableError, TokenClass, CLASSES,
 };
-use crate::processors::{Built, ProcessorSpec};
 
 /// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
 pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";

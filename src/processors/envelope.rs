@@ -18,13 +18,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::component::attrs::{
     get_str as str_attr, now_secs as unix_now, set as set_attr, set_str, string_kv,
 };
+use crate::component::factory::{Built, ProcessorSpec};
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
 use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
-use crate::processors::{Built, ProcessorSpec};
 
 /// The attribute carrying the token, on the span or its resource.
 pub const ENVELOPE_ATTR: &str = "tollgate.envelope";

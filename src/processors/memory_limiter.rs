@@ -13,12 +13,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use crate::component::factory::ProcessorSpec;
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::memory::MIB;
 use crate::component::telemetry::{ProcessorLabels, SelfMetrics};
-use crate::component::{ParseCtx, StartCtx};
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::processors::ProcessorSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimiterConfig {

@@ -8,45 +8,9 @@ pub mod genai;
 pub mod memory_limiter;
 pub mod strip;
 
-use std::sync::Arc;
+use crate::component::factory::ProcessorSpec;
 
-use crate::component::{Consumer, Processor, Signal};
-use crate::component::{ParseCtx, StartCtx};
-use crate::config::{ComponentId, Diagnostics, Map};
-
-/// Makes a per-pipeline stage around the rest of the pipeline (for processors that need
-/// their own task, like `batch`).
-pub trait StageFactory: Send + Sync {
-    fn make(&self, pipeline: &str, next: Arc<dyn Consumer>, ctx: &StartCtx) -> Arc<dyn Consumer>;
-}
-
-pub enum Built {
-    /// A synchronous in-place processor, shared by every pipeline naming it.
-    Inline(Arc<dyn Processor>),
-    /// A stage with its own state per pipeline.
-    Stage(Arc<dyn StageFactory>),
-}
-
-/// A parsed processor.
-pub struct ProcessorSpec {
-    pub built: Built,
-    /// Signals it may be used in.
-    pub signals: &'static [Signal],
-    /// Exporter ids it may divert data to (checked to exist; wired at start).
-    pub divert_targets: Vec<String>,
-}
-
-impl ProcessorSpec {
-    pub fn inline(p: impl Processor, signals: &'static [Signal]) -> Self {
-        ProcessorSpec {
-            built: Built::Inline(Arc::new(p)),
-            signals,
-            divert_targets: Vec::new(),
-        }
-    }
-}
-
-type Factory = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<ProcessorSpec>;
+type Factory = crate::component::factory::Factory<ProcessorSpec>;
 
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[

@@ -7,31 +7,9 @@ pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod prescan;
 
-use std::net::SocketAddr;
+use crate::component::factory::ReceiverBuilder;
 
-use crate::component::{BoxFuture, Pipelines};
-use crate::component::{ParseCtx, StartCtx};
-use crate::config::{ComponentId, Diagnostics, Map};
-
-/// A started receiver: where it listens and how to stop it.
-pub struct RunningReceiver {
-    /// (protocol, bound address), e.g. ("grpc", 127.0.0.1:4317).
-    pub endpoints: Vec<(&'static str, SocketAddr)>,
-    /// Stops accepting and waits for in-flight requests.
-    pub stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
-}
-
-/// A configured, not yet started receiver.
-pub trait ReceiverBuilder: Send {
-    fn start(
-        self: Box<Self>,
-        sinks: Pipelines,
-        ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningReceiver, String>>;
-}
-
-type Factory =
-    fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<Box<dyn ReceiverBuilder>>;
+type Factory = crate::component::factory::Factory<Box<dyn ReceiverBuilder>>;
 
 /// Every receiver type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[("otlp", otlp::factory)];

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::ClientPolicy;
-use crate::component::{BoxFuture, Pipelines, Signal};
-use crate::component::{ParseCtx, StartCtx};
+use crate::component::factory::{ReceiverBuilder, RunningReceiver};
+use crate::component::host::Pipelines;
+use crate::component::host::{ParseCtx, StartCtx};
+use crate::component::{BoxFuture, Signal};
 use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpGrpcService, Traces};
 use crate::receivers::otlp_http::{self, Cors, HttpConfig};
-use crate::receivers::{ReceiverBuilder, RunningReceiver};
 use crate::tls::ServerTls;
 
 const MIB: usize = 1024 * 1024;

@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::auth::ClientPolicy;
-use crate::component::{ClientInfo, Pipelines, Refused, Signal};
+use crate::component::host::Pipelines;
+use crate::component::{ClientInfo, Refused, Signal};
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
 use crate::tls::ServerTls;
 

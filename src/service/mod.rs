@@ -13,14 +13,18 @@ use yaml_rust2::Yaml;
 pub mod config;
 pub mod stages;
 
+use crate::component::factory::{
+    Built, ExtensionBuilder, ProcessorSpec, ReceiverBuilder, RunningExtension, RunningReceiver,
+};
+use crate::component::host::{Health, ParseCtx, Pipelines, StartCtx};
 use crate::component::telemetry::SelfMetrics;
-use crate::component::{Consumer, Health, ParseCtx, Pipelines, Signal, StartCtx};
+use crate::component::{Consumer, Signal};
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::exporters::queue::Delivery;
 use crate::exporters::{self, Configured};
-use crate::extensions::{self, ExtensionBuilder, RunningExtension};
-use crate::processors::{self, Built, ProcessorSpec};
-use crate::receivers::{self, ReceiverBuilder, RunningReceiver};
+use crate::extensions;
+use crate::processors;
+use crate::receivers;
 use config::ServiceConfig;
 use stages::{ExporterFanout, ExporterStage, InlineStage, ReceiverFanout};
 

@@ -25,7 +25,7 @@ use crate::cost::{price, Usage};
 use crate::ledger::time::format_instant;
 
 use super::engine::{Source, Status};
-use super::{Shared, Snapshot};
+use super::state::{Shared, Snapshot};
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     let one = shared.clone();

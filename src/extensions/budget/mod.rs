@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod api;
 pub mod defs;
 pub mod engine;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -24,19 +25,20 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use crate::auth::ClientPolicy;
+use crate::component::factory::{ExtensionBuilder, RunningExtension};
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::BoxFuture;
-use crate::component::{ParseCtx, StartCtx};
 use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::decimal_to_f64;
-use crate::extensions::{ExtensionBuilder, RunningExtension};
 use crate::ledger::store::Target;
 use crate::ledger::Store;
 
 use alerts::{Alerter, Webhook, WebhookConfig};
 use defs::Budgets;
-use engine::{Engine, Status, Totals};
+use engine::{Engine, Status};
+use state::{Shared, Snapshot};
 
 /// The options of the `budget` extension.
 pub struct BudgetConfig {
@@ -191,60 +193,6 @@ fn parse_webhook(w: &Map<'_>, d: &mut Diagnostics) -> Option<WebhookConfig> {
         initial_backoff,
         max_backoff,
     })
-}
-
-/// What every answer is computed from.
-pub struct Snapshot {
-    pub taken_ns: i64,
-    pub taken: Instant,
-    pub high_water: Option<(i64, i64)>,
-    pub budgets: Arc<Budgets>,
-    pub totals: Totals,
-    pub statuses: Vec<Status>,
-}
-
-impl Snapshot {
-    /// A tenant's budgets: its listed ones and, without a tenant-wide one, the default.
-    pub fn for_tenant(&self, tenant: &str) -> Vec<Status> {
-        let mut out: Vec<Status> = self
-            .statuses
-            .iter()
-            .filter(|s| s.tenant == tenant)
-            .cloned()
-            .collect();
-        if !out.iter().any(|s| s.workflow.is_none()) {
-            if let Some(s) =
-                engine::default_status(&self.budgets, tenant, &self.totals, self.taken_ns)
-            {
-                out.insert(0, s);
-            }
-        }
-        out
-    }
-}
-
-/// State shared by the refresh task, the API and the metrics.
-pub struct Shared {
-    pub id: String,
-    pub snapshot: RwLock<Option<Arc<Snapshot>>>,
-    pub budgets: RwLock<Arc<Budgets>>,
-    pub policy: Arc<ClientPolicy>,
-    pub max_series: usize,
-}
-
-impl Shared {
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        match self.snapshot.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-    fn budgets(&self) -> Arc<Budgets> {
-        match self.budgets.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
 }
 
 fn now_ns() -> i64 {

@@ -25,11 +25,11 @@ use prometheus_client::metrics::family::Family;
 use yaml_rust2::Yaml;
 
 use crate::component::attrs::set_any;
-use crate::component::ParseCtx;
+use crate::component::factory::ProcessorSpec;
+use crate::component::host::ParseCtx;
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::node::{closest, kind_of, scalar_string};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::processors::ProcessorSpec;
 
 /// Written on every LLM span in annotate and enforce mode: `valid` or `invalid`.
 pub const STATUS_ATTR: &str = "tollgate.genai.status";
@@ -502,7 +502,7 @@ processors:
         };
         assert_eq!(parsed.processors.len(), 2);
         for spec in parsed.processors.values() {
-            let crate::processors::Built::Inline(p) = &spec.built else {
+            let crate::component::factory::Built::Inline(p) = &spec.built else {
                 panic!("genai_semconv is an inline processor");
             };
             let mut req = request_with_one_llm_span();
