@@ -156,7 +156,7 @@ fn rates(cmd: &RatesCommand) -> ExitCode {
             reasoning,
             at,
         } => {
-            let at = match at.as_deref().map(tollgate::envelope::parse_time) {
+            let at = match at.as_deref().map(tollgate::config::time::parse_time) {
                 None => None,
                 Some(Ok(t)) => Some(t),
                 Some(Err(e)) => {

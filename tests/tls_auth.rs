@@ -786,11 +786,10 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
             metrics: metrics.clone(),
         }),
     );
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let start = tollgate::component::host::StartCtx {
         metrics,
         health: Arc::new(std::sync::atomic::AtomicU8::new(1)),
-        shutdown: stop_rx,
+        shutdown: tokio_util::sync::CancellationToken::new(),
         metrics_pipelines: None,
     };
     let running = builder.start(sinks, &start).await.unwrap();

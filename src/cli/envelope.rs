@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::config::time::parse_time;
 use crate::config::{self, Diagnostics, Map};
 use crate::envelope::token::{self, Claims, StageOutcome};
-use crate::envelope::{load_ring, parse_key_specs, parse_time, SecretEncoding};
+use crate::envelope::{load_ring, parse_key_specs, SecretEncoding};
 
 /// Arguments of `envelope sign`.
 pub struct SignArgs<'a> {

@@ -40,8 +40,8 @@ impl Health {
 pub struct StartCtx {
     pub metrics: Arc<SelfMetrics>,
     pub health: Arc<AtomicU8>,
-    /// Becomes `true` when the service has finished draining (servers stop then).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when the service has finished draining (servers stop then).
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Every metrics pipeline, for processors that emit metrics of their own (e.g. `cost`).
     /// Set when processors start; `None` before, or when there is no metrics pipeline.
     pub metrics_pipelines: Option<Arc<dyn Consumer>>,

@@ -15,12 +15,12 @@ pub enum Wake {
 pub struct ReloadTrigger {
     #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ReloadTrigger {
     /// `on_hangup`: whether SIGHUP should wake the task at all.
-    pub fn new(on_hangup: bool, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(on_hangup: bool, shutdown: tokio_util::sync::CancellationToken) -> Self {
         ReloadTrigger {
             #[cfg(unix)]
             hup: on_hangup
@@ -48,7 +48,7 @@ impl ReloadTrigger {
         tokio::select! {
             _ = hup => Some(Wake::Hangup),
             _ = tokio::time::sleep(tick) => Some(Wake::Tick),
-            _ = self.shutdown.changed() => None,
+            _ = self.shutdown.cancelled() => None,
         }
     }
 }

@@ -238,7 +238,7 @@ impl SelfMetrics {
 pub async fn serve_metrics(
     addr: &str,
     metrics: Arc<SelfMetrics>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     use axum::routing::get;
     let listener = crate::netguard::GuardedListener::new(
@@ -264,20 +264,11 @@ pub async fn serve_metrics(
     );
     tokio::spawn(async move {
         let res = axum::serve(listener, app)
-            .with_graceful_shutdown(wait_true(shutdown))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
     Ok(bound)
-}
-
-/// Resolves once the watch value becomes `true` (or its sender is gone).
-pub async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -4,6 +4,7 @@
 //! through [`node::Map`], so every problem is reported with its full YAML path.
 
 pub mod node;
+pub mod time;
 
 use std::path::Path;
 

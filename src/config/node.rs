@@ -420,22 +420,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// Levenshtein distance, for "did you mean" suggestions.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j + 1] + 1).min(cur[j] + 1).min(prev[j] + cost);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
 /// The closest candidate to `word`, if close enough to be a plausible typo: a small edit
 /// distance, or an abbreviation (`bad_sig` for `bad_signature`).
 pub fn closest<'b>(word: &str, candidates: impl Iterator<Item = &'b str>) -> Option<&'b str> {
@@ -444,7 +428,7 @@ pub fn closest<'b>(word: &str, candidates: impl Iterator<Item = &'b str>) -> Opt
     let mut prefix: Option<&str> = None;
     for c in candidates {
         let lc = c.to_ascii_lowercase();
-        let dist = distance(&w, &lc);
+        let dist = strsim::levenshtein(&w, &lc);
         if best.is_none_or(|(_, bd)| dist < bd) {
             best = Some((c, dist));
         }

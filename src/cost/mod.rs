@@ -745,8 +745,8 @@ fn parse_row(path: &str, y: &Yaml, d: &mut Diagnostics) -> Option<Rate> {
     let provider = m.str("provider", d);
     let aliases = m.str_list("aliases", d).unwrap_or_default();
     let patterns = m.str_list("patterns", d).unwrap_or_default();
-    let effective_from = crate::envelope::time_at(&m, "effective_from", d);
-    let effective_to = crate::envelope::time_at(&m, "effective_to", d);
+    let effective_from = crate::config::time::time_at(&m, "effective_from", d);
+    let effective_to = crate::config::time::time_at(&m, "effective_to", d);
     if let (Some(f), Some(t)) = (effective_from, effective_to) {
         if f >= t {
             d.error(

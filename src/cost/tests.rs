@@ -38,7 +38,7 @@ fn dec(s: &str) -> Decimal {
 }
 
 fn t(s: &str) -> i64 {
-    crate::envelope::parse_time(s).unwrap()
+    crate::config::time::parse_time(s).unwrap()
 }
 
 fn usage(i: i64, o: i64, cr: i64, cw: i64, r: i64) -> Usage {

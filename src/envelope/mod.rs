@@ -6,9 +6,7 @@ pub mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use yaml_rust2::Yaml;
-
-use crate::config::node::kind_of;
+use crate::config::time::time_at;
 use crate::config::{Diagnostics, Map};
 use token::{Failure, Key, KeyRing, KeyStatus, Verified};
 
@@ -124,94 +122,6 @@ pub fn parse_key_specs(m: &Map<'_>, d: &mut Diagnostics) -> Vec<KeySpec> {
         }
     }
     out
-}
-
-/// Reads a timestamp option: RFC 3339 (`2026-01-01T00:00:00Z`) or Unix seconds.
-pub fn time_at(m: &Map<'_>, key: &'static str, d: &mut Diagnostics) -> Option<i64> {
-    let y = m.raw(key)?;
-    let r = match y {
-        Yaml::Integer(i) => Ok(*i),
-        Yaml::String(s) => parse_time(s),
-        other => Err(format!(
-            "expected an RFC 3339 time or Unix seconds, found {}",
-            kind_of(other)
-        )),
-    };
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            d.error(m.key_path(key), e);
-            None
-        }
-    }
-}
-
-/// Parses RFC 3339 (`2026-01-01T00:00:00Z`, `...+02:00`, fractional seconds ignored), a date
-/// (`2026-01-01`, midnight UTC) or Unix seconds, to Unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    let bad = || {
-        format!("invalid time {s:?}: use RFC 3339 such as 2026-01-01T00:00:00Z, or Unix seconds")
-    };
-    let t = s.trim();
-    if let Ok(v) = t.parse::<i64>() {
-        return Ok(v);
-    }
-    let b = t.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        t.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad)
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad());
-    }
-    let (y, mo, da) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, mo, da);
-    if b.len() == 10 {
-        return Ok(days * 86400);
-    }
-    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return Err(bad());
-    }
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if h > 23 || mi > 59 || se > 60 {
-        return Err(bad());
-    }
-    let mut rest = &t[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return Err(bad());
-        }
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = o[4..6].parse().map_err(|_| bad())?;
-            let v = oh * 3600 + om * 60;
-            if o.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return Err(bad()),
-    };
-    Ok(days * 86400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }
 
 /// The fingerprint of `config/demo/demo-k1.hex`, the quick start's published demo key: a ring
@@ -589,18 +499,6 @@ mod tests {
         assert!(c.verify(&tok(1), &r, T0 + 1, 0).is_ok());
         assert_eq!(c.len(), 1);
         assert!(c.contains(&tok(1), r.generation()));
-    }
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(parse_time("2026-11-23T00:00:00Z"), Ok(1_795_392_000));
-        assert_eq!(parse_time("2026-11-23T02:00:00+02:00"), Ok(1_795_392_000));
-        assert_eq!(parse_time("2026-11-23"), Ok(1_795_392_000));
-        assert_eq!(parse_time("2026-11-23T00:00:00.123Z"), Ok(1_795_392_000));
-        assert_eq!(parse_time("1795392000"), Ok(1_795_392_000));
-        assert!(parse_time("2026-13-01").is_err());
-        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::component::telemetry::{ExporterIdLabels, ExporterLabels, SelfMetrics};
 use crate::component::{ExportError, Exporter, Payload, Signal};
@@ -313,7 +313,7 @@ pub struct Delivery {
     store: Option<Arc<Store>>,
     ack: AckMode,
     metrics: Arc<SelfMetrics>,
-    stopping: watch::Sender<bool>,
+    stopping: tokio_util::sync::CancellationToken,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     last_full_warning: AtomicU64,
     /// Cuts short the waits between retries ([`Delivery::retry_now`]).
@@ -330,7 +330,7 @@ impl Delivery {
         retry: RetryConfig,
         metrics: Arc<SelfMetrics>,
     ) -> Result<Arc<Delivery>, String> {
-        let (stopping, _) = watch::channel(false);
+        let stopping = tokio_util::sync::CancellationToken::new();
         let labels = ExporterIdLabels {
             exporter: id.to_string(),
         };
@@ -676,7 +676,7 @@ impl Delivery {
     /// the retrying and leaves the request on disk.
     async fn send(&self, pipeline: &str, data: Payload, leave_on_stop: bool) -> Outcome {
         let mut backoff = Backoff::new(self.retry);
-        let mut stop = self.stopping.subscribe();
+        let stop = &self.stopping;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -685,7 +685,7 @@ impl Delivery {
                 Err(e) if !e.retryable || !self.retry.enabled => return Outcome::Failed(e),
                 Err(e) => e,
             };
-            if leave_on_stop && *stop.borrow() {
+            if leave_on_stop && stop.is_cancelled() {
                 return Outcome::Left;
             }
             let Some(delay) = backoff.next_delay(e.retry_after) else {
@@ -703,7 +703,7 @@ impl Delivery {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.wake.notified() => {}
-                    _ = crate::component::telemetry::wait_true(stop.clone()) => return Outcome::Left,
+                    _ = stop.cancelled() => return Outcome::Left,
                 }
             } else {
                 tokio::select! {
@@ -711,7 +711,6 @@ impl Delivery {
                     _ = self.wake.notified() => {}
                 }
             }
-            let _ = stop.borrow_and_update();
         }
     }
 
@@ -787,7 +786,7 @@ impl Delivery {
                 tracing::info!(exporter = %self.id, requests = left, "draining the sending queue");
             }
         }
-        self.stopping.send_replace(true);
+        self.stopping.cancel();
         let handles = self
             .consumers
             .lock()

@@ -85,7 +85,7 @@ impl ExtensionBuilder for HealthCheck {
             let id = self.id.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(crate::component::telemetry::wait_true(shutdown))
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await
                 {
                     tracing::error!(extension = %id, error = %e, "health check server failed");

@@ -1173,13 +1173,13 @@ impl Processor for CostProcessor {
             self.metrics_interval.is_zero(),
         ) {
             let me = self.clone();
-            let mut shutdown = ctx.shutdown.clone();
+            let shutdown = ctx.shutdown.clone();
             tokio::spawn(async move {
                 let client = Arc::new(crate::component::ClientInfo::default());
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(me.metrics_interval) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.cancelled() => return,
                     }
                     let snap = me.aggregates.snapshot();
                     if snap.is_empty() {

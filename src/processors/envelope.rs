@@ -22,9 +22,10 @@ use crate::component::factory::{Built, ProcessorSpec};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
+use crate::config::time::time_at;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
-use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
+use crate::envelope::{load_ring, parse_key_specs, KeySpec, SecretSource, VerifyCache};
 
 /// The attribute carrying the token, on the span or its resource.
 pub const ENVELOPE_ATTR: &str = "tollgate.envelope";

@@ -231,7 +231,7 @@ impl Processor for MemoryLimiter {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let stop = crate::component::telemetry::wait_true(shutdown);
+            let stop = shutdown.cancelled_owned();
             tokio::pin!(stop);
             loop {
                 tokio::select! {

@@ -265,7 +265,7 @@ impl ReceiverBuilder for OtlpReceiver {
         Box::pin(async move {
             let mut endpoints = Vec::new();
             let mut stops: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let stop = tokio_util::sync::CancellationToken::new();
             if let Some(g) = &self.grpc {
                 let listener = tokio::net::TcpListener::bind(&g.endpoint)
                     .await
@@ -332,15 +332,12 @@ impl ReceiverBuilder for OtlpReceiver {
                     format!("receivers.{}.protocols.grpc", self.id),
                 )
                 .into_stream();
-                let rx = stop_rx.clone();
+                let rx = stop.clone();
                 let id = self.id.clone();
                 tracing::info!(receiver = %id, endpoint = %addr, tls = g.tls.is_some(), "OTLP/gRPC receiver listening");
                 stops.push(tokio::spawn(async move {
                     if let Err(e) = router
-                        .serve_with_incoming_shutdown(
-                            incoming,
-                            crate::component::telemetry::wait_true(rx),
-                        )
+                        .serve_with_incoming_shutdown(incoming, rx.cancelled_owned())
                         .await
                     {
                         tracing::error!(receiver = %id, error = %e, "OTLP/gRPC server failed");
@@ -383,14 +380,14 @@ impl ReceiverBuilder for OtlpReceiver {
                     listener,
                     shared,
                     tls,
-                    stop_rx.clone(),
+                    stop.clone(),
                 )));
             }
             Ok(RunningReceiver {
                 endpoints,
                 stop: Box::new(move || {
                     Box::pin(async move {
-                        let _ = stop_tx.send(true);
+                        stop.cancel();
                         for h in stops {
                             let _ = h.await;
                         }

@@ -670,7 +670,7 @@ pub async fn serve(
     listener: crate::netguard::GuardedListener,
     shared: Arc<Shared>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -690,7 +690,7 @@ pub async fn serve(
         // bounded rate); the first-byte deadline is applied below.
         let (tcp, peer) = tokio::select! {
             x = listener.accept() => x,
-            _ = crate::component::telemetry::wait_true(stop.clone()) => break,
+            _ = stop.cancelled() => break,
         };
         let sh = shared.clone();
         let svc = hyper::service::service_fn(move |req| {

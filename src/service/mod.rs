@@ -307,7 +307,7 @@ pub struct Running {
     exporters: Vec<(ComponentId, Arc<Delivery>)>,
     extensions: Vec<(ComponentId, RunningExtension)>,
     metrics_addr: Option<SocketAddr>,
-    shutdown_tx: tokio::sync::watch::Sender<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
     health: Arc<AtomicU8>,
     service: ServiceConfig,
     pub metrics: Arc<SelfMetrics>,
@@ -324,12 +324,12 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         metrics,
         ..
     } = parsed;
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let health = Arc::new(AtomicU8::new(Health::Starting as u8));
     let ctx = StartCtx {
         metrics: metrics.clone(),
         health: health.clone(),
-        shutdown: shutdown_rx.clone(),
+        shutdown: shutdown.clone(),
         metrics_pipelines: None,
     };
 
@@ -341,7 +341,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
     }
     let metrics_addr = match &service.telemetry.metrics_address {
         Some(a) => Some(
-            crate::component::telemetry::serve_metrics(a, metrics.clone(), shutdown_rx.clone())
+            crate::component::telemetry::serve_metrics(a, metrics.clone(), shutdown.clone())
                 .await
                 .map_err(|e| {
                     format!("service.telemetry.metrics.address: cannot listen on {a}: {e}")
@@ -480,7 +480,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                 for (_, r) in running_rx {
                     (r.stop)().await;
                 }
-                let _ = shutdown_tx.send(true);
+                shutdown.cancel();
                 return Err(e);
             }
         }
@@ -493,7 +493,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         exporters: started.into_iter().collect(),
         extensions: running_ext,
         metrics_addr,
-        shutdown_tx,
+        shutdown,
         health,
         service,
         metrics,
@@ -564,7 +564,7 @@ impl Running {
                 }
             }
         }
-        let _ = self.shutdown_tx.send(true);
+        self.shutdown.cancel();
         tracing::info!("shutdown complete");
     }
 }

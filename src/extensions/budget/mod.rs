@@ -365,7 +365,7 @@ impl ExtensionBuilder for BudgetConfig {
             let sid = id.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(crate::component::telemetry::wait_true(shutdown))
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await
                 {
                     tracing::error!(extension = %sid, error = %e, "budget API server failed");
