@@ -6,6 +6,8 @@
 //! Two versions are written: `1.0` (the newest the FinOps Foundation's `focus-validator`
 //! 1.0.0 ships rules for; validated in CI) and `1.2` (1.0's columns plus those 1.1 and 1.2
 //! added). Every cost is an exact decimal; the sum of `BilledCost` equals the `report` total.
+//! The infrastructure cost `tollgate ledger allocate` recorded follows the usage rows as
+//! split-cost-allocation rows ([`super::focus_allocated`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -125,7 +127,7 @@ impl Billing {
         Ok(())
     }
 
-    fn service(&self, provider: &str) -> String {
+    pub(super) fn service(&self, provider: &str) -> String {
         self.services
             .get(provider)
             .cloned()
@@ -250,6 +252,11 @@ pub const COLUMNS_ADDED_1_2: &[&str] = &[
 /// tollgate's own columns (FOCUS requires the `x_` prefix for them).
 pub const COLUMNS_X: &[&str] = &[
     "x_AdjustmentOf",
+    "x_AllocatedMethodDetails",
+    "x_AllocatedMethodId",
+    "x_AllocatedResourceId",
+    "x_AllocatedResourceName",
+    "x_AllocatedTags",
     "x_AttributedShare",
     "x_EnvelopeStatus",
     "x_Model",
@@ -563,11 +570,24 @@ pub async fn export(
             .collect();
         w.write_record(&rec).map_err(io)?;
     }
+    // The infrastructure cost `allocate` split over tenants: split-cost-allocation rows.
+    let (allocated, allocated_billed) =
+        super::focus_allocated::rows(store, range, billing).await?;
+    for v in &allocated {
+        let rec: Vec<&str> = header
+            .iter()
+            .map(|c| v.get(c).map_or("", String::as_str))
+            .collect();
+        w.write_record(&rec).map_err(io)?;
+    }
+    for (currency, cost) in allocated_billed {
+        *billed.entry(currency).or_default() += cost;
+    }
     let bytes = w.into_inner().map_err(|e| LedgerError::Io(e.to_string()))?;
     Ok((
         String::from_utf8_lossy(&bytes).into_owned(),
         ExportSummary {
-            rows: groups.len(),
+            rows: groups.len() + allocated.len(),
             billed,
         },
     ))
