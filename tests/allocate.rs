@@ -242,20 +242,20 @@ fn check_invariant(allocs: &[Allocation], out: &Outcome) {
 /// `total_tokens_split_keeps_idle_and_lists_both_kinds_of_unmatched`): (window, allocation,
 /// line, via, tenant, cost).
 const SPLIT_A: [(usize, &str, &str, &str, &str, &str); 14] = [
-        (0, "vllm-a-7f9c", "tenant", "", "acme", "1.37"),
-        (0, "vllm-a-7f9c", "tenant", "", "globex", "2.75345"),
-        (0, "tgi-b-55d2", "tenant", "", "acme", "1.00"),
-        (0, "tgi-b-55d2", "tenant", "", "initech", "1.00"),
-        (0, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
-        (0, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (0, "__idle__", "idle", "", "__idle__", "1.75"),
-        (1, "vllm-a-7f9c", "tenant", "", "__unattributed__", "0.38"),
-        (1, "vllm-a-7f9c", "tenant", "", "globex", "1.89"),
-        (1, "vllm-a-7f9c", "tenant", "", "initech", "1.88"),
-        (1, "tgi-b-55d2", "unmatched", "", "__unmatched__", "2.00"),
-        (1, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
-        (1, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (1, "__idle__", "idle", "", "__idle__", "0.9"),
+    (0, "vllm-a-7f9c", "tenant", "", "acme", "1.37"),
+    (0, "vllm-a-7f9c", "tenant", "", "globex", "2.75345"),
+    (0, "tgi-b-55d2", "tenant", "", "acme", "1.00"),
+    (0, "tgi-b-55d2", "tenant", "", "initech", "1.00"),
+    (0, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
+    (0, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
+    (0, "__idle__", "idle", "", "__idle__", "1.75"),
+    (1, "vllm-a-7f9c", "tenant", "", "__unattributed__", "0.38"),
+    (1, "vllm-a-7f9c", "tenant", "", "globex", "1.89"),
+    (1, "vllm-a-7f9c", "tenant", "", "initech", "1.88"),
+    (1, "tgi-b-55d2", "unmatched", "", "__unmatched__", "2.00"),
+    (1, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
+    (1, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
+    (1, "__idle__", "idle", "", "__idle__", "0.9"),
 ];
 
 const T0: i64 = 1_796_083_200_000_000_000; // 2026-12-01T00:00:00Z
@@ -1090,7 +1090,12 @@ fn api_row(
         currency: Some("USD".into()),
         usage: std::array::from_fn(|k| [Some(input), Some(output)].get(k).copied().flatten()),
         tokens: std::array::from_fn(|k| Some([input, output].get(k).copied().unwrap_or(0))),
-        unit_price: std::array::from_fn(|k| [Some(d("2.50")), Some(d("10.00"))].get(k).cloned().flatten()),
+        unit_price: std::array::from_fn(|k| {
+            [Some(d("2.50")), Some(d("10.00"))]
+                .get(k)
+                .cloned()
+                .flatten()
+        }),
         cost: std::array::from_fn(|k| [Some(ci), Some(co)].get(k).cloned().flatten()),
         cost_total: Some(ci + co),
         caller_cost: None,
@@ -1175,8 +1180,7 @@ fn checked_allocated_rows(
             })
             .unwrap_or_else(|| panic!("the charge period is an OpenCost window: {start} {end}"))
     };
-    let mut per_origin: BTreeMap<(usize, String), Vec<&BTreeMap<String, String>>> =
-        BTreeMap::new();
+    let mut per_origin: BTreeMap<(usize, String), Vec<&BTreeMap<String, String>>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for r in &rows {
         let w = window(r);
@@ -1210,7 +1214,12 @@ fn checked_allocated_rows(
             r["x_AllocatedResourceId"].clone()
         } else {
             assert_eq!(r["x_AllocatedTags"], "");
-            if line == "idle" { "__idle__" } else { "__unmatched__" }.to_string()
+            if line == "idle" {
+                "__idle__"
+            } else {
+                "__unmatched__"
+            }
+            .to_string()
         };
         let via = details["x_Via"].as_str().unwrap_or_default();
         let via = via.rsplit('/').next().unwrap().to_string();
@@ -1233,7 +1242,11 @@ fn checked_allocated_rows(
             .unwrap_or_else(|| panic!("{origin}"));
         let billed: Decimal = rs.iter().map(|r| d(&r["BilledCost"])).sum();
         let quantity: Decimal = rs.iter().map(|r| d(&r["PricingQuantity"])).sum();
-        assert_eq!((billed, quantity), (d(total), d(total)), "{origin} window {w}");
+        assert_eq!(
+            (billed, quantity),
+            (d(total), d(total)),
+            "{origin} window {w}"
+        );
         let ratios: Vec<Decimal> = rs
             .iter()
             .map(|r| allocated_ratio(&r["x_AllocatedMethodDetails"]))
@@ -1289,7 +1302,13 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
         .enumerate()
         .map(|(i, (c, e))| call_row(i, c, e))
         .collect();
-    rows.push(api_row(99, Some("acme"), T0 + 30 * 60_000_000_000, 1000, 100));
+    rows.push(api_row(
+        99,
+        Some("acme"),
+        T0 + 30 * 60_000_000_000,
+        1000,
+        100,
+    ));
     assert_eq!(store.write(rows, vec![]).await.unwrap().written, 9);
     let api_cost = d("0.0035");
     let saved = dir.path().join("allocation.json");
@@ -1312,14 +1331,34 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
     };
     let allocate = |policy: String| {
         cli(&[
-            "allocate", "--ledger", url, "--from", &from, "--to", &to, "--opencost",
-            &saved.display().to_string(), "--policy", &policy,
+            "allocate",
+            "--ledger",
+            url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--opencost",
+            &saved.display().to_string(),
+            "--policy",
+            &policy,
         ])
     };
     let export = |version: &str, out: String| {
         cli(&[
-            "export", "--ledger", url, "--from", &from, "--to", &to, "--focus-version",
-            version, "--billing-account-id", "acct-1", "--out", &out,
+            "export",
+            "--ledger",
+            url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--focus-version",
+            version,
+            "--billing-account-id",
+            "acct-1",
+            "--out",
+            &out,
         ])
     };
 
@@ -1335,6 +1374,24 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
         "{out}"
     );
     focus_validator(&dir.path().join("focus-a.csv"));
+    // The export's total is report's: its events (0.0035) plus its allocated section.
+    let (code, json, err) = cli(&[
+        "report", "--ledger", url, "--from", &from, "--to", &to, "--format", "json",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let usd = |list: &serde_json::Value| -> serde_json::Value {
+        let list = list.as_array().unwrap();
+        let usd: Vec<_> = list.iter().filter(|t| t["currency"] == "USD").collect();
+        assert_eq!(usd.len(), 1, "{json}");
+        usd[0]["cost"].clone()
+    };
+    assert_eq!(
+        (usd(&v["totals"]), usd(&v["allocated_totals"])),
+        (serde_json::json!("0.0035"), serde_json::json!(SOURCE_TOTAL))
+    );
     let csv = std::fs::read_to_string(dir.path().join("focus-a.csv")).unwrap();
     let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     for c in [
@@ -1351,14 +1408,23 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
         .iter()
         .map(|(w, a, line, via, t, c)| {
             (
-                (*w, a.to_string(), line.to_string(), via.to_string(), t.to_string()),
+                (
+                    *w,
+                    a.to_string(),
+                    line.to_string(),
+                    via.to_string(),
+                    t.to_string(),
+                ),
                 d(c),
             )
         })
         .collect();
     assert_eq!(checked_allocated_rows(&csv, T0), want);
     let maps = csv_maps(&csv);
-    let api: Vec<_> = maps.iter().filter(|r| r["ProviderName"] == "openai").collect();
+    let api: Vec<_> = maps
+        .iter()
+        .filter(|r| r["ProviderName"] == "openai")
+        .collect();
     assert_eq!(
         api.iter().map(|r| d(&r["BilledCost"])).sum::<Decimal>(),
         api_cost
@@ -1392,7 +1458,10 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
     let details: serde_json::Value =
         serde_json::from_str(&acme["x_AllocatedMethodDetails"]).unwrap();
     assert_eq!(details["Elements"][0]["UsageUnit"], "Policy Weight");
-    assert_eq!(details["Elements"][0]["UsageQuantity"].as_f64(), Some(1500.0));
+    assert_eq!(
+        details["Elements"][0]["UsageQuantity"].as_f64(),
+        Some(1500.0)
+    );
     assert_eq!(details["x_PolicyId"], "gpu-fair");
     assert_eq!(details["x_OriginCost"].as_f64(), Some(4.12345));
     // Idle is never hidden: its own rows, with the cost unallocated.
@@ -1401,27 +1470,45 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
         .filter(|r| r["ResourceId"] == "prod/__idle__")
         .collect();
     assert_eq!(idle.len(), 2);
-    assert!(idle.iter().all(|r| r["ResourceType"] == "Kubernetes Idle Capacity"
-        && r["x_AllocatedResourceId"].is_empty()
-        && r["x_AttributedShare"] == "1.0"));
+    assert!(idle
+        .iter()
+        .all(|r| r["ResourceType"] == "Kubernetes Idle Capacity"
+            && r["x_AllocatedResourceId"].is_empty()
+            && r["x_AttributedShare"] == "1.0"));
 
     // The same export as FOCUS 1.2: the x_ columns again (1.2 does not define Allocated*
     // either), and 1.2's service subcategory.
     let (code, out, err) = export("1.2", p("focus-a-12.csv")).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     let csv12 = std::fs::read_to_string(dir.path().join("focus-a-12.csv")).unwrap();
-    assert!(!csv12.lines().next().unwrap().split(',').any(|c| c.starts_with("Allocated")));
+    assert!(!csv12
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .any(|c| c.starts_with("Allocated")));
     assert_eq!(checked_allocated_rows(&csv12, T0), want);
     assert!(csv_maps(&csv12)
         .iter()
         .filter(|r| r["ProviderName"] == "opencost")
-        .all(|r| r["ServiceSubcategory"] == "Containers" && r["SubAccountType"] == "Kubernetes Cluster"));
+        .all(|r| r["ServiceSubcategory"] == "Containers"
+            && r["SubAccountType"] == "Kubernetes Cluster"));
 
     // Reconcile against the cluster's invoice.
     let recon = dir.path().join("recon");
     let (code, out, err) = cli(&[
-        "reconcile", "--ledger", url, "--from", &from, "--to", &to, "--invoice",
-        &p("invoice.csv"), "--policy", &p("recon.yaml"), "--out",
+        "reconcile",
+        "--ledger",
+        url,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--invoice",
+        &p("invoice.csv"),
+        "--policy",
+        &p("recon.yaml"),
+        "--out",
         &recon.display().to_string(),
     ])
     .await
@@ -1462,10 +1549,16 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
     let want_drift: BTreeMap<(String, String), (String, String)> = [
         (s("openai", "gpt-4o"), s("ledger_only", "0.0035")),
         (s("opencost", "prod/__idle__"), s("exact", "2.65")),
-        (s("opencost", "prod/kube-system/coredns"), s("ledger_only", "0.06")),
+        (
+            s("opencost", "prod/kube-system/coredns"),
+            s("ledger_only", "0.06"),
+        ),
         (s("opencost", "prod/ml/embedder"), s("ledger_only", "0.88")),
         (s("opencost", "prod/ml/llama-big"), s("invoiced_only", "")),
-        (s("opencost", "prod/ml/tgi-mistral"), s("within_tolerance", "4")),
+        (
+            s("opencost", "prod/ml/tgi-mistral"),
+            s("within_tolerance", "4"),
+        ),
         (s("opencost", "prod/ml/vllm-llama"), s("exact", "8.27345")),
     ]
     .into_iter()
@@ -1473,7 +1566,8 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
     assert_eq!(drift, want_drift);
     let unmatched = std::fs::read_to_string(recon.join("unmatched.csv")).unwrap();
     assert!(
-        unmatched.contains("ledger,2026-12-01,opencost,prod/ml/embedder,USD,0.88,__unmatched__=0.88"),
+        unmatched
+            .contains("ledger,2026-12-01,opencost,prod/ml/embedder,USD,0.88,__unmatched__=0.88"),
         "{unmatched}"
     );
 
@@ -1492,7 +1586,13 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
         (0, "idle_share", "tgi-b-55d2", "acme", "0.29859"),
         (0, "idle_share", "tgi-b-55d2", "initech", "0.23224"),
         (0, "unmatched", "", "__unmatched__", "0.12474"),
-        (1, "idle_share", "vllm-a-7f9c", "__unattributed__", "0.07053"),
+        (
+            1,
+            "idle_share",
+            "vllm-a-7f9c",
+            "__unattributed__",
+            "0.07053",
+        ),
         (1, "idle_share", "vllm-a-7f9c", "globex", "0.31736"),
         (1, "idle_share", "vllm-a-7f9c", "initech", "0.17631"),
         (1, "unmatched", "", "__unmatched__", "0.3358"),
@@ -1503,7 +1603,13 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
             "tgi-b-55d2" => "tgi-mistral",
             _ => "",
         };
-        let key = (w, "__idle__".to_string(), line.to_string(), via.to_string(), tenant.to_string());
+        let key = (
+            w,
+            "__idle__".to_string(),
+            line.to_string(),
+            via.to_string(),
+            tenant.to_string(),
+        );
         assert_eq!(got.get(&key), Some(&d(cost)), "{key:?} in {got:?}");
     }
     assert_eq!(got.len(), 21);
@@ -1520,8 +1626,9 @@ async fn allocated_in_focus_and_reconcile(url: &str) {
     let (code, out, err) = export("1.0", p("focus-bad.csv")).await.unwrap();
     assert_eq!(code, 2, "{out}{err}");
     assert!(
-        err.contains("allocated rows of OpenCost allocation prod/ml/deployment/vllm-llama/vllm-a-7f9c")
-            && err.contains("the rows sum to 4.12346, not the allocation's cost 4.12345"),
+        err.contains(
+            "allocated rows of OpenCost allocation prod/ml/deployment/vllm-llama/vllm-a-7f9c"
+        ) && err.contains("the rows sum to 4.12346, not the allocation's cost 4.12345"),
         "{err}"
     );
     assert!(!dir.path().join("focus-bad.csv").exists());

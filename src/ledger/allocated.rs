@@ -391,14 +391,12 @@ pub async fn report(
     by: &[Dim],
 ) -> Result<Vec<AllocatedLine>, LedgerError> {
     // Constant dimensions are filled in here (PostgreSQL refuses a constant in GROUP BY).
-    let sql_of = |d: &Dim| {
-        match d {
+    let sql_of = |d: &Dim| match d {
         Dim::Tenant => Some("tenant_id"),
         Dim::Workflow | Dim::Agent | Dim::Provider => None,
         Dim::Model => Some(SERVER_SQL),
         Dim::Day => Some("charge_hour / 24"),
         Dim::Hour => Some("charge_hour"),
-    }
     };
     let mut group: Vec<&str> = by.iter().filter_map(sql_of).collect();
     group.push("currency");

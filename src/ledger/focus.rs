@@ -571,8 +571,7 @@ pub async fn export(
         w.write_record(&rec).map_err(io)?;
     }
     // The infrastructure cost `allocate` split over tenants: split-cost-allocation rows.
-    let (allocated, allocated_billed) =
-        super::focus_allocated::rows(store, range, billing).await?;
+    let (allocated, allocated_billed) = super::focus_allocated::rows(store, range, billing).await?;
     for v in &allocated {
         let rec: Vec<&str> = header
             .iter()

@@ -188,7 +188,10 @@ fn js(s: &str) -> String {
 
 /// A JSON object from (key, JSON text) pairs, in the order given.
 fn obj(fields: &[(&str, String)]) -> String {
-    let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{v}", js(k))).collect();
+    let inner: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", js(k)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
@@ -199,17 +202,31 @@ pub async fn rows(
     store: &Store,
     range: Range,
     billing: &Billing,
-) -> Result<(Vec<HashMap<&'static str, String>>, BTreeMap<String, Decimal>), LedgerError> {
+) -> Result<
+    (
+        Vec<HashMap<&'static str, String>>,
+        BTreeMap<String, Decimal>,
+    ),
+    LedgerError,
+> {
     let mut lines = read(store, range).await?;
     lines.sort_by(|a, b| {
-        (a.window_start, &a.origin, &a.currency, &a.line, a.server(), &a.tenant).cmp(&(
-            b.window_start,
-            &b.origin,
-            &b.currency,
-            &b.line,
-            b.server(),
-            &b.tenant,
-        ))
+        (
+            a.window_start,
+            &a.origin,
+            &a.currency,
+            &a.line,
+            a.server(),
+            &a.tenant,
+        )
+            .cmp(&(
+                b.window_start,
+                &b.origin,
+                &b.currency,
+                &b.line,
+                b.server(),
+                &b.tenant,
+            ))
     });
     // The origins: (window start, allocation, currency) → the indexes of its lines.
     let mut origins: BTreeMap<(i64, &str, &str), Vec<usize>> = BTreeMap::new();
@@ -240,7 +257,8 @@ pub async fn rows(
         }
         let costs: Vec<Decimal> = idx.iter().map(|j| lines[*j].cost).collect();
         let weights: Vec<Decimal> = idx.iter().map(|j| lines[*j].weight).collect();
-        let r = ratios(&costs, &weights).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))?;
+        let r =
+            ratios(&costs, &weights).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))?;
         for (j, x) in idx.iter().zip(r) {
             ratio[*j] = x;
         }
@@ -258,8 +276,9 @@ pub async fn rows(
 fn record(l: &Line, ratio: Decimal, billing: &Billing) -> HashMap<&'static str, String> {
     let kind = Kind::of(&l.origin);
     // The origin's own Kubernetes identity: an idle share is recorded under the server it
-    // went through, but its origin is the cluster's idle allocation.
-    let (namespace, controller_kind, controller, pod) = if l.via.is_some() {
+    // went through, but its origin is the cluster's idle allocation (of which only the
+    // cluster is used, so that all its rows carry the same tags).
+    let (namespace, controller_kind, controller, pod) = if l.via.is_some() || kind == Kind::Idle {
         ("", "", "", "")
     } else {
         (

@@ -415,8 +415,7 @@ pub async fn ledger_costs(
         );
         let tenant = text(&r[3]);
         let line = (tenant != UNATTRIBUTED).then_some(tenant);
-        *out.entry(key).or_default().entry(line).or_default() +=
-            join_cost(int(&r[4]), int(&r[5]));
+        *out.entry(key).or_default().entry(line).or_default() += join_cost(int(&r[4]), int(&r[5]));
     }
     Ok(out)
 }
@@ -946,7 +945,12 @@ mod tests {
         t.insert(None, d("1.00"));
         t.insert(Some(IDLE.to_string()), d("2.00"));
         t.insert(Some(UNMATCHED.to_string()), d("1.00"));
-        let k = (20_000, "opencost".to_string(), "prod/ml/vllm".to_string(), "USD".to_string());
+        let k = (
+            20_000,
+            "opencost".to_string(),
+            "prod/ml/vllm".to_string(),
+            "USD".to_string(),
+        );
         let ledger = [(k.clone(), t)].into_iter().collect();
         let inv = vec![InvoiceLine {
             line: 2,
