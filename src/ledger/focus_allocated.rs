@@ -40,6 +40,9 @@ fn ratio_unit() -> Decimal {
     Decimal::new(1, 10)
 }
 
+/// One export row: FOCUS column → cell (absent = null).
+pub type Record = HashMap<&'static str, String>;
+
 /// One recorded line, as the export reads it.
 struct Line {
     window_start: i64,
@@ -202,31 +205,17 @@ pub async fn rows(
     store: &Store,
     range: Range,
     billing: &Billing,
-) -> Result<
-    (
-        Vec<HashMap<&'static str, String>>,
-        BTreeMap<String, Decimal>,
-    ),
-    LedgerError,
-> {
+) -> Result<(Vec<Record>, BTreeMap<String, Decimal>), LedgerError> {
     let mut lines = read(store, range).await?;
-    lines.sort_by(|a, b| {
+    lines.sort_by_cached_key(|l| {
         (
-            a.window_start,
-            &a.origin,
-            &a.currency,
-            &a.line,
-            a.server(),
-            &a.tenant,
+            l.window_start,
+            l.origin.clone(),
+            l.currency.clone(),
+            l.line.clone(),
+            l.server(),
+            l.tenant.clone(),
         )
-            .cmp(&(
-                b.window_start,
-                &b.origin,
-                &b.currency,
-                &b.line,
-                b.server(),
-                &b.tenant,
-            ))
     });
     // The origins: (window start, allocation, currency) → the indexes of its lines.
     let mut origins: BTreeMap<(i64, &str, &str), Vec<usize>> = BTreeMap::new();
@@ -273,7 +262,7 @@ pub async fn rows(
 }
 
 /// The FOCUS cells of one allocated row.
-fn record(l: &Line, ratio: Decimal, billing: &Billing) -> HashMap<&'static str, String> {
+fn record(l: &Line, ratio: Decimal, billing: &Billing) -> Record {
     let kind = Kind::of(&l.origin);
     // The origin's own Kubernetes identity: an idle share is recorded under the server it
     // went through, but its origin is the cluster's idle allocation (of which only the
@@ -330,7 +319,7 @@ fn record(l: &Line, ratio: Decimal, billing: &Billing) -> HashMap<&'static str, 
     if l.via.is_some() {
         details.push(("x_Via", js(&server)));
     }
-    let mut v: HashMap<&'static str, String> = HashMap::new();
+    let mut v = Record::new();
     for c in [
         "BilledCost",
         "ContractedCost",
