@@ -40,7 +40,7 @@ enum Command {
     },
     /// Ask the chargeback ledger: report, completeness, dispute evidence, verify.
     #[command(subcommand)]
-    Ledger(tollgate::ledger::cli::LedgerCmd),
+    Ledger(tollgate::cli::ledger::LedgerCmd),
 }
 
 #[derive(Subcommand)]
@@ -142,7 +142,7 @@ enum RatesCommand {
 }
 
 fn rates(cmd: &RatesCommand) -> ExitCode {
-    use tollgate::cost::cli;
+    use tollgate::cli::rates as cli;
     match cmd {
         RatesCommand::Check { file } => cli::rates_check(file),
         RatesCommand::Price {
@@ -259,12 +259,12 @@ fn main() -> ExitCode {
         Command::Run => run(&paths),
         Command::Rates { command } => rates(command),
         Command::Envelope(cmd) => envelope(cmd),
-        Command::Ledger(cmd) => tollgate::ledger::cli::run(cmd),
+        Command::Ledger(cmd) => tollgate::cli::ledger::run(cmd),
     }
 }
 
 fn envelope(cmd: &EnvelopeCmd) -> ExitCode {
-    use tollgate::envelope::cli;
+    use tollgate::cli::envelope as cli;
     match cmd {
         EnvelopeCmd::Sign {
             key_file,

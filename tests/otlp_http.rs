@@ -230,7 +230,9 @@ async fn python_sdk_http_exporter_delivers_exactly_what_it_sent() {
         .collect();
     assert!(!sent.is_empty());
     assert_eq!(
-        sent.iter().map(tollgate::pipeline::span_count).sum::<u64>(),
+        sent.iter()
+            .map(tollgate::component::span_count)
+            .sum::<u64>(),
         5
     );
     backend

@@ -712,17 +712,17 @@ type Seen = (String, Option<String>, Vec<(String, String)>);
 #[derive(Default)]
 struct SeenClients(std::sync::Mutex<Vec<Seen>>);
 
-impl tollgate::pipeline::Consumer for SeenClients {
+impl tollgate::component::Consumer for SeenClients {
     fn consume<'a>(
         &'a self,
-        data: tollgate::pipeline::Payload,
-        client: &'a std::sync::Arc<tollgate::pipeline::ClientInfo>,
-    ) -> tollgate::pipeline::BoxFuture<
+        data: tollgate::component::Payload,
+        client: &'a std::sync::Arc<tollgate::component::ClientInfo>,
+    ) -> tollgate::component::BoxFuture<
         'a,
-        Result<tollgate::pipeline::Ack, tollgate::pipeline::Refused>,
+        Result<tollgate::component::Ack, tollgate::component::Refused>,
     > {
         let name = match &data {
-            tollgate::pipeline::Payload::Traces(r) => {
+            tollgate::component::Payload::Traces(r) => {
                 r.resource_spans[0].scope_spans[0].spans[0].name.clone()
             }
             _ => String::new(),
@@ -736,7 +736,7 @@ impl tollgate::pipeline::Consumer for SeenClients {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ));
-        Box::pin(async { Ok(tollgate::pipeline::Ack::default()) })
+        Box::pin(async { Ok(tollgate::component::Ack::default()) })
     }
 }
 
@@ -757,10 +757,10 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
         tokens.display()
     ))
     .unwrap();
-    let metrics = Arc::new(tollgate::telemetry::SelfMetrics::new());
+    let metrics = Arc::new(tollgate::component::telemetry::SelfMetrics::new());
     let mut d = tollgate::config::Diagnostics::default();
     let map = tollgate::config::Map::new("receivers.otlp", &yaml, &mut d).unwrap();
-    let ctx = tollgate::service::ParseCtx {
+    let ctx = tollgate::component::ParseCtx {
         metrics: metrics.clone(),
         exporter_ids: Default::default(),
     };
@@ -774,20 +774,20 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
     map.finish(&mut d);
     assert!(d.is_empty(), "{:?}", d.problems());
     let seen = Arc::new(SeenClients::default());
-    let mut sinks = tollgate::receivers::Sinks::default();
+    let mut sinks = tollgate::component::Pipelines::default();
     sinks.set(
-        tollgate::pipeline::Signal::Traces,
-        Arc::new(tollgate::pipeline::ReceiverFanout {
+        tollgate::component::Signal::Traces,
+        Arc::new(tollgate::service::stages::ReceiverFanout {
             receiver_id: "otlp".into(),
             pipelines: vec![(
                 "traces".into(),
-                seen.clone() as Arc<dyn tollgate::pipeline::Consumer>,
+                seen.clone() as Arc<dyn tollgate::component::Consumer>,
             )],
             metrics: metrics.clone(),
         }),
     );
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = tollgate::service::StartCtx {
+    let start = tollgate::component::StartCtx {
         metrics,
         health: Arc::new(std::sync::atomic::AtomicU8::new(1)),
         shutdown: stop_rx,

@@ -12,11 +12,11 @@ use divan::Bencher;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use tollgate::component::{ClientInfo, ProcessCtx, Processor};
 use tollgate::cost::{price, RateTable, Usage};
 use tollgate::envelope::token::{self, Key, KeyRing, KeyStatus};
 use tollgate::envelope::VerifyCache;
-use tollgate::pipeline::{ClientInfo, ProcessCtx, Processor};
-use tollgate::processors::genai::check;
+use tollgate::semconv::check;
 use tollgate_bench::stages::processor;
 use tollgate_bench::workload::{
     build_templates, sign_envelopes, Workload, BENCH_KID, BENCH_SECRET,
@@ -189,7 +189,7 @@ type PricingInput = (Option<String>, Option<String>, Option<String>, Usage);
 /// pricing of one span's usage.
 #[divan::bench]
 fn cost_lookup_and_price(b: Bencher) {
-    use tollgate::pipeline::attrs::get_str;
+    use tollgate::component::attrs::get_str;
     let path = format!("{}/configs/rates.yaml", dir());
     let table = RateTable::load(std::path::Path::new(&path)).expect("rates");
     let inputs: Vec<PricingInput> = spans(&request())

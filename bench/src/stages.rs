@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tollgate::component::telemetry::SelfMetrics;
+use tollgate::component::ParseCtx;
+use tollgate::component::Processor;
 use tollgate::config::{ComponentId, Diagnostics, Map};
-use tollgate::pipeline::Processor;
 use tollgate::processors::{Built, FACTORIES};
-use tollgate::service::ParseCtx;
-use tollgate::telemetry::SelfMetrics;
 
 /// The in-place processor `kind` configured by the YAML mapping `options`.
 pub fn processor(kind: &str, options: &str) -> Result<Arc<dyn Processor>, String> {

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use tollgate::pipeline::{ClientInfo, Payload, ProcessCtx, Processor, Signal};
+use tollgate::component::{ClientInfo, Payload, ProcessCtx, Processor, Signal};
 use tollgate::processors::Built;
 
 /// The processors, built once from a real configuration (keys and rates in a temp dir).

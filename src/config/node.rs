@@ -350,6 +350,19 @@ impl<'a> Map<'a> {
     }
 }
 
+/// Checks `host:port` shape without resolving (validate must not touch the network).
+pub fn check_endpoint(m: &Map<'_>, endpoint: &str, d: &mut Diagnostics) {
+    let ok = endpoint
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        d.error(
+            m.key_path("endpoint"),
+            format!("expected host:port (e.g. 127.0.0.1:4317), found {endpoint:?}"),
+        );
+    }
+}
+
 /// The string form of a scalar (numbers keep their YAML text).
 pub fn scalar_string(y: &Yaml) -> Option<String> {
     match y {

@@ -15,7 +15,6 @@
 //!   (reasoning is included in output, never counted twice). Tiers apply when the request's
 //!   input tokens (all of them, cached included) are strictly above `above_input_tokens`.
 
-pub mod cli;
 pub mod registry;
 pub mod usage;
 
@@ -1250,6 +1249,21 @@ pub fn price(rate: &Rate, u: &Usage) -> Result<Breakdown, UsageError> {
         cost,
         total: total.normalize(),
     })
+}
+
+/// The nearest double to `d` (rounded once). Fast path: a mantissa below 2^53 and a scale up
+/// to 22 are both exact doubles, so one IEEE division rounds correctly (as parsing the decimal
+/// text does); anything else goes through the text.
+pub fn decimal_to_f64(d: Decimal) -> f64 {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let m = d.mantissa();
+    match POW10.get(d.scale() as usize) {
+        Some(p) if m.unsigned_abs() < 1 << 53 => m as f64 / p,
+        _ => d.to_string().parse::<f64>().unwrap_or(0.0),
+    }
 }
 
 #[cfg(test)]

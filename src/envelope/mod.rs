@@ -1,7 +1,6 @@
 //! Identity envelopes (`tg1`): the pure token library ([`token`]), key-ring configuration,
 //! and a bounded cache of verification results.
 
-pub mod cli;
 pub mod token;
 
 use std::path::PathBuf;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
+use crate::component::{BoxFuture, ExportError, Exporter, Payload};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::ExporterBuilder;
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload};
-use crate::service::{ParseCtx, StartCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {

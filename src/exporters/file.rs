@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::component::{BoxFuture, ExportError, Exporter, Payload};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::ExporterBuilder;
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload};
-use crate::service::{ParseCtx, StartCtx};
 
 pub struct FileExporterConfig {
     id: ComponentId,

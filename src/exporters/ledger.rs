@@ -17,14 +17,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::registry::Published;
 use crate::exporters::ExporterBuilder;
 use crate::ledger::row::{self, Context};
-use crate::ledger::store::{ConnectOptions, Synchronous, Target};
+use crate::ledger::store::Target;
+use crate::ledger::target::{default_instance, parse_target};
 use crate::ledger::{LedgerError, Row, Store, WriteOutcome};
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::service::{ParseCtx, StartCtx};
 
 pub struct LedgerConfig {
     id: ComponentId,
@@ -59,84 +60,6 @@ fn commit_buckets() -> Histogram {
 
 fn batch_buckets() -> Histogram {
     Histogram::new([1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0])
-}
-
-/// The instance name written on every row: `HOSTNAME`, else the kernel's host name.
-pub(crate) fn default_instance() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "tollgate".into())
-}
-
-/// The connection options of a ledger (`url`, `password_file` / `password_env`, `tls`,
-/// `sqlite.synchronous`) read from `m`, shared by the exporter and the `budget` extension.
-pub(crate) fn parse_target(m: &Map<'_>, d: &mut Diagnostics) -> Option<Target> {
-    let url = m.str("url", d);
-    if url.as_deref().is_none_or(str::is_empty) && !m.has("url") {
-        d.error(
-            m.key_path("url"),
-            "missing: sqlite:PATH (e.g. sqlite:./tollgate-data/ledger.db) or postgres://USER@HOST:PORT/DB",
-        );
-    }
-    let mut opts = ConnectOptions::default();
-    if let Some(f) = m.str("password_file", d) {
-        match std::fs::read_to_string(&f) {
-            Ok(p) => opts.password = Some(p.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => d.error(m.key_path("password_file"), format!("cannot read {f}: {e}")),
-        }
-    }
-    if let Some(var) = m.str("password_env", d) {
-        if opts.password.is_some() {
-            d.error(
-                m.key_path("password_env"),
-                "set password_file or password_env, not both",
-            );
-        }
-        match std::env::var(&var) {
-            Ok(p) if !p.is_empty() => opts.password = Some(p),
-            _ => d.error(
-                m.key_path("password_env"),
-                format!("environment variable {var} is not set or empty"),
-            ),
-        }
-    }
-    if m.has("tls") {
-        opts.tls = Some(crate::tls::parse_client(m, d));
-    }
-    if let Some(s) = m.map("sqlite", d) {
-        match s.str("synchronous", d).as_deref() {
-            None => {}
-            Some("full") => opts.synchronous = Some(Synchronous::Full),
-            Some("normal") => opts.synchronous = Some(Synchronous::Normal),
-            Some(other) => d.error(
-                s.key_path("synchronous"),
-                format!("expected full or normal, found {other:?}"),
-            ),
-        }
-        s.finish(d);
-    }
-    let url = url?;
-    let target = match Target::parse(&url, &opts) {
-        Ok(t) => t,
-        Err(e) => {
-            d.error(m.key_path("url"), e.to_string());
-            return None;
-        }
-    };
-    if matches!(target, Target::Sqlite { .. }) && (opts.password.is_some() || opts.tls.is_some()) {
-        d.error(
-            m.path().to_string(),
-            "password and tls apply to postgres:// ledgers only",
-        );
-    }
-    Some(target)
 }
 
 pub fn factory(
@@ -333,7 +256,7 @@ impl LedgerExporter {
         let Payload::Traces(req) = data else {
             return (Vec::new(), Vec::new());
         };
-        let ingest = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        let ingest = crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64;
         let mut rows = Vec::new();
         let mut tables: Vec<Published> = Vec::new();
         for rs in &req.resource_spans {

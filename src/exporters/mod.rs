@@ -17,10 +17,10 @@ pub mod split;
 
 use std::sync::Arc;
 
+use crate::component::telemetry::{ExporterIdLabels, SelfMetrics};
+use crate::component::{Exporter, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::{Exporter, Signal};
-use crate::service::{ParseCtx, StartCtx};
-use crate::telemetry::{ExporterIdLabels, SelfMetrics};
 
 /// A configured, not yet started exporter.
 pub trait ExporterBuilder: Send {

@@ -13,11 +13,11 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::split::Failure;
 use crate::exporters::{encode, ExporterBuilder};
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::service::{ParseCtx, StartCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -185,7 +185,7 @@ impl OtlpExporterConfig {
     /// The exporter for this configuration (its channel connects lazily).
     pub fn build(
         self,
-        metrics: &Arc<crate::telemetry::SelfMetrics>,
+        metrics: &Arc<crate::component::telemetry::SelfMetrics>,
     ) -> Result<OtlpExporter, String> {
         let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("exporters.{}.endpoint: {e}", self.id))?;
@@ -240,7 +240,7 @@ pub struct OtlpExporter {
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
     timeout: Duration,
-    metrics: Arc<crate::telemetry::SelfMetrics>,
+    metrics: Arc<crate::component::telemetry::SelfMetrics>,
     strip_token: bool,
     max_request_size: usize,
 }

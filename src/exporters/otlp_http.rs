@@ -7,34 +7,29 @@
 //! `google.rpc.Status` message. Retrying and queueing are the job of the layer around every
 //! exporter.
 
-use std::future::Future;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::ServerName;
 
+use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::otlp::Compression;
 use crate::exporters::split::Failure;
 use crate::exporters::ExporterBuilder;
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::receivers::otlp_http::RpcStatus;
-use crate::service::{ParseCtx, StartCtx};
+use crate::rpc::RpcStatus;
+use crate::tls::connector::Connector;
 use crate::tls::ClientTls;
 
 /// How request bodies are encoded.
@@ -194,7 +189,7 @@ impl ExporterBuilder for OtlpHttpConfig {
 pub struct OtlpHttpExporter {
     client: Client<Connector, Full<Bytes>>,
     cfg: OtlpHttpConfig,
-    metrics: Arc<crate::telemetry::SelfMetrics>,
+    metrics: Arc<crate::component::telemetry::SelfMetrics>,
 }
 
 /// Most of a response body that is read (partial_success or an error status).
@@ -490,105 +485,6 @@ impl crate::exporters::split::SendOnce for OtlpHttpExporter {
     }
     fn send_once<'a>(&'a self, data: &'a Payload) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(self.send(data))
-    }
-}
-
-/// Opens TCP (and TLS for https) connections for the pooled client.
-#[derive(Clone)]
-pub(crate) struct Connector {
-    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
-    pub(crate) timeout: Duration,
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let https = uri.scheme_str() == Some("https");
-            let host = uri
-                .host()
-                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let connect = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                let _ = tcp.set_nodelay(true);
-                if !https {
-                    return Ok(Conn::Plain(TokioIo::new(tcp)));
-                }
-                let tls = tls
-                    .ok_or_else(|| std::io::Error::other("https URL but TLS is not configured"))?;
-                let name = ServerName::try_from(host.clone()).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-                })?;
-                let stream = tls.connect(name, tcp).await?;
-                Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
-            };
-            tokio::time::timeout(timeout, connect).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })?
-        })
-    }
-}
-
-/// A plaintext or TLS connection.
-pub(crate) enum Conn {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl hyper::rt::Write for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::pipeline::{Payload, Signal};
+use crate::component::{Payload, Signal};
 
 const MAGIC: [u8; 4] = *b"TGQ1";
 const HEADER: usize = 12;

@@ -20,11 +20,11 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, Notify};
 
+use crate::component::telemetry::{ExporterIdLabels, ExporterLabels, SelfMetrics};
+use crate::component::{ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::persist::{read_payload, Location, StorageConfig, Store, StoreError};
 use crate::exporters::retry::{Backoff, RetryConfig};
-use crate::pipeline::{ExportError, Exporter, Payload, Signal};
-use crate::telemetry::{ExporterIdLabels, ExporterLabels, SelfMetrics};
 
 /// The delay suggested to clients refused because a queue is full.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -569,7 +569,7 @@ impl Delivery {
         data: Payload,
         bytes: u64,
         max: u64,
-    ) -> crate::pipeline::BoxFuture<'a, Result<(), ExportError>> {
+    ) -> crate::component::BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             match crate::exporters::split::halve(&data) {
                 Some((a, b)) => {
@@ -641,7 +641,7 @@ impl Delivery {
         }
     }
 
-    fn count_sent(&self, pipeline: &str, signal: crate::pipeline::Signal, n: u64) {
+    fn count_sent(&self, pipeline: &str, signal: crate::component::Signal, n: u64) {
         self.metrics
             .exporter_sent
             .get(signal)
@@ -652,7 +652,7 @@ impl Delivery {
     fn count_failed(
         &self,
         pipeline: &str,
-        signal: crate::pipeline::Signal,
+        signal: crate::component::Signal,
         n: u64,
         e: &ExportError,
     ) {
@@ -703,7 +703,7 @@ impl Delivery {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.wake.notified() => {}
-                    _ = crate::telemetry::wait_true(stop.clone()) => return Outcome::Left,
+                    _ = crate::component::telemetry::wait_true(stop.clone()) => return Outcome::Left,
                 }
             } else {
                 tokio::select! {
@@ -823,7 +823,7 @@ mod tests {
         fn export<'a>(
             &'a self,
             _data: &'a Payload,
-        ) -> crate::pipeline::BoxFuture<'a, Result<(), ExportError>> {
+        ) -> crate::component::BoxFuture<'a, Result<(), ExportError>> {
             Box::pin(async move {
                 if let Some(g) = &self.gate {
                     g.acquire().await.unwrap().forget();
@@ -934,7 +934,7 @@ mod tests {
             .contains(r#"tollgate_exporter_queue_size{exporter="otlp"} 2"#));
         // The receiver turns it into RESOURCE_EXHAUSTED with RetryInfo, which an OTLP client
         // (and our own exporter) reads as retryable after that delay.
-        let refused = crate::pipeline::Refused {
+        let refused = crate::component::Refused {
             retryable: e.retryable,
             message: e.message.clone(),
             retry_after: e.retry_after,
@@ -946,7 +946,7 @@ mod tests {
             (true, Some(FULL_RETRY_AFTER))
         );
         let st = crate::receivers::otlp_grpc::refused_to_status(
-            &crate::pipeline::Refused::retryable("x"),
+            &crate::component::Refused::retryable("x"),
         );
         assert_eq!(st.code(), tonic::Code::Unavailable);
         gate.add_permits(10);

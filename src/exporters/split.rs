@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::pipeline::{BoxFuture, ExportError, Payload};
+use crate::component::{BoxFuture, ExportError, Payload};
 
 /// A failed attempt: the error, and whether the backend refused the request as too large
 /// (then it is split and the halves are sent instead).

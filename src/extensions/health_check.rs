@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::component::BoxFuture;
+use crate::component::{Health, ParseCtx, StartCtx};
+use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::extensions::{ExtensionBuilder, RunningExtension};
-use crate::pipeline::BoxFuture;
-use crate::receivers::otlp::check_endpoint;
-use crate::service::{Health, ParseCtx, StartCtx};
 
 pub struct HealthCheck {
     id: ComponentId,
@@ -85,7 +85,7 @@ impl ExtensionBuilder for HealthCheck {
             let id = self.id.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(crate::telemetry::wait_true(shutdown))
+                    .with_graceful_shutdown(crate::component::telemetry::wait_true(shutdown))
                     .await
                 {
                     tracing::error!(extension = %id, error = %e, "health check server failed");

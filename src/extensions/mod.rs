@@ -6,9 +6,9 @@ pub mod health_check;
 
 use std::net::SocketAddr;
 
+use crate::component::BoxFuture;
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::BoxFuture;
-use crate::service::{ParseCtx, StartCtx};
 
 pub struct RunningExtension {
     pub endpoint: Option<SocketAddr>,

@@ -18,10 +18,7 @@
 
 pub mod allocate;
 pub mod allocated;
-pub mod args;
 pub mod budget;
-pub mod cli;
-mod commands;
 pub mod dispute;
 pub mod focus;
 pub mod focus_allocated;
@@ -33,6 +30,7 @@ pub mod reconcile;
 pub mod row;
 pub mod schema;
 pub mod store;
+pub mod target;
 pub mod time;
 
 pub use row::Row;

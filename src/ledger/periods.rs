@@ -188,7 +188,7 @@ fn parse_closed(list: impl Iterator<Item = String>) -> Result<BTreeSet<Period>, 
 }
 
 fn now_ns() -> i64 {
-    crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64
+    crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64
 }
 
 /// Records the adjustments for the rows just inserted, inside the write's SQLite transaction

@@ -6,10 +6,10 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
+use crate::component::attrs::{get as find, get_str};
 use crate::cost::registry::{self, Published};
 use crate::cost::usage::{self as attrs_usage, parse_count};
 use crate::cost::{price, validate, TokenClass, Usage, CLASSES as N_CLASSES};
-use crate::pipeline::attrs::{get as find, get_str};
 
 /// The classes a row carries tokens and cost for, in [`TokenClass::ALL`] order.
 pub const CLASSES: [TokenClass; N_CLASSES] = TokenClass::ALL;

@@ -211,7 +211,7 @@ fn pg_refs(boxed: &[PgParam]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)>
 }
 
 fn now_ns() -> i64 {
-    crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64
+    crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64
 }
 
 /// The outcome for rows whose insert did nothing: same digest → duplicate, else conflict.

@@ -12,10 +12,10 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::component::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
 use crate::processors::{Built, ProcessorSpec, StageFactory};
-use crate::service::{ParseCtx, StartCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
@@ -359,7 +359,7 @@ pub fn split_front(p: &mut Payload, n: u64) -> Payload {
                 let one = ExportMetricsServiceRequest {
                     resource_metrics: vec![r.resource_metrics[k].clone()],
                 };
-                let c = crate::pipeline::point_count(&one);
+                let c = crate::component::point_count(&one);
                 if k > 0 && taken + c > n {
                     break;
                 }

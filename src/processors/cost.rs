@@ -19,16 +19,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use rust_decimal::Decimal;
 
-use crate::config::{ComponentId, Diagnostics, Map};
-use crate::cost::usage::{self, read_usage};
-use crate::cost::{parse_decimal, price, Breakdown, RateTable, TableError, TokenClass, CLASSES};
-use crate::pipeline::attrs::{
+use crate::component::attrs::{
     self, now_nanos as unix_nanos, now_secs as unix_now, set_str, string_kv as kv,
 };
-use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
-use crate::processors::reload::{ReloadTrigger, Wake};
+use crate::component::reload::{ReloadTrigger, Wake};
+use crate::component::{ParseCtx, StartCtx};
+use crate::component::{ProcessCtx, Processor, Refused, Signal};
+use crate::config::{ComponentId, Diagnostics, Map};
+use crate::cost::usage::{self, read_usage};
+use crate::cost::{
+    decimal_to_f64, parse_decimal, price, Breakdown, RateTable, TableError, TokenClass, CLASSES,
+};
 use crate::processors::{Built, ProcessorSpec};
-use crate::service::{ParseCtx, StartCtx};
 
 /// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
 pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";
@@ -300,21 +302,6 @@ impl Aggregates {
 /// is the exact decimal sum, rounded to f64 once at scrape time.
 #[derive(Debug)]
 struct AggregatesCollector(Arc<Aggregates>);
-
-/// The nearest double to `d` (rounded once). Fast path: a mantissa below 2^53 and a scale up
-/// to 22 are both exact doubles, so one IEEE division rounds correctly (as parsing the decimal
-/// text does); anything else goes through the text.
-pub fn decimal_to_f64(d: Decimal) -> f64 {
-    const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-    ];
-    let m = d.mantissa();
-    match POW10.get(d.scale() as usize) {
-        Some(p) if m.unsigned_abs() < 1 << 53 => m as f64 / p,
-        _ => d.to_string().parse::<f64>().unwrap_or(0.0),
-    }
-}
 
 impl prometheus_client::collector::Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -804,7 +791,7 @@ impl CostProcessor {
         id: &str,
         opts: CostOptions,
         table: RateTable,
-        metrics: &crate::telemetry::SelfMetrics,
+        metrics: &crate::component::telemetry::SelfMetrics,
     ) -> Self {
         let aggregates = Arc::new(Aggregates::new(opts.max_series));
         metrics.register_collector(Box::new(AggregatesCollector(aggregates.clone())));
@@ -1188,7 +1175,7 @@ impl Processor for CostProcessor {
             let me = self.clone();
             let mut shutdown = ctx.shutdown.clone();
             tokio::spawn(async move {
-                let client = Arc::new(crate::pipeline::ClientInfo::default());
+                let client = Arc::new(crate::component::ClientInfo::default());
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(me.metrics_interval) => {}
@@ -1203,7 +1190,7 @@ impl Processor for CostProcessor {
                         me.otlp_saturated.inc_by(saturated);
                     }
                     if let Err(e) = sink
-                        .consume(crate::pipeline::Payload::Metrics(req), &client)
+                        .consume(crate::component::Payload::Metrics(req), &client)
                         .await
                     {
                         tracing::warn!(processor = %me.id, error = %e, "cost metrics could not enter the metrics pipelines");
@@ -1289,7 +1276,12 @@ mod tests {
             metrics_interval: Duration::ZERO,
             max_tokens_per_span: usage::DEFAULT_MAX_TOKENS,
         };
-        CostProcessor::new("cost", opts, table, &crate::telemetry::SelfMetrics::new())
+        CostProcessor::new(
+            "cost",
+            opts,
+            table,
+            &crate::component::telemetry::SelfMetrics::new(),
+        )
     }
 
     fn kv(k: &str, v: Value) -> KeyValue {

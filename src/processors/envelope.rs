@@ -15,16 +15,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::component::attrs::{
+    get_str as str_attr, now_secs as unix_now, set as set_attr, set_str, string_kv,
+};
+use crate::component::reload::{ReloadTrigger, Wake};
+use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
 use crate::envelope::{load_ring, parse_key_specs, time_at, KeySpec, SecretSource, VerifyCache};
-use crate::pipeline::attrs::{
-    get_str as str_attr, now_secs as unix_now, set as set_attr, set_str, string_kv,
-};
-use crate::pipeline::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
-use crate::processors::reload::{ReloadTrigger, Wake};
 use crate::processors::{Built, ProcessorSpec};
-use crate::service::{ParseCtx, StartCtx};
 
 /// The attribute carrying the token, on the span or its resource.
 pub const ENVELOPE_ATTR: &str = "tollgate.envelope";
@@ -941,7 +941,7 @@ impl Processor for EnvelopeProcessor {
             if let Policy::Route(target) = &self.policies[si] {
                 ctx.divert(
                     target,
-                    crate::pipeline::Payload::Traces(ExportTraceServiceRequest { resource_spans }),
+                    crate::component::Payload::Traces(ExportTraceServiceRequest { resource_spans }),
                 );
             }
         }

@@ -6,14 +6,13 @@ pub mod cost;
 pub mod envelope;
 pub mod genai;
 pub mod memory_limiter;
-pub mod reload;
 pub mod strip;
 
 use std::sync::Arc;
 
+use crate::component::{Consumer, Processor, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::{Consumer, Processor, Signal};
-use crate::service::{ParseCtx, StartCtx};
 
 /// Makes a per-pipeline stage around the rest of the pipeline (for processors that need
 /// their own task, like `batch`).

@@ -17,7 +17,7 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use crate::pipeline::{ProcessCtx, Processor, Refused};
+use crate::component::{ProcessCtx, Processor, Refused};
 
 /// The token attribute, kept (first occurrence only).
 pub const TOKEN_ATTR: &str = "tollgate.envelope";

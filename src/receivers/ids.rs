@@ -9,7 +9,7 @@
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::Exemplar;
 
-use crate::pipeline::{Payload, Reasons};
+use crate::component::{Payload, Reasons};
 
 pub const TRACE_ID_LEN: usize = 16;
 pub const SPAN_ID_LEN: usize = 8;

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::ClientPolicy;
+use crate::component::{BoxFuture, Pipelines, Signal};
+use crate::component::{ParseCtx, StartCtx};
+use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::{BoxFuture, Signal};
-use crate::receivers::auth::ClientPolicy;
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpGrpcService, Traces};
 use crate::receivers::otlp_http::{self, Cors, HttpConfig};
-use crate::receivers::{ReceiverBuilder, RunningReceiver, Sinks};
-use crate::service::{ParseCtx, StartCtx};
+use crate::receivers::{ReceiverBuilder, RunningReceiver};
 use crate::tls::ServerTls;
 
 const MIB: usize = 1024 * 1024;
@@ -147,7 +148,7 @@ pub fn factory(
             "missing: configure at least one protocol, e.g. `protocols: { grpc: }`",
         );
     }
-    let policy = crate::receivers::auth::parse(&id.to_string(), cfg, ctx, d);
+    let policy = crate::auth::parse(&id.to_string(), cfg, ctx, d);
     let max_items = cfg
         .u64_in("max_items_per_request", 1, u32::MAX as u64, d)
         .unwrap_or(DEFAULT_MAX_ITEMS);
@@ -253,23 +254,10 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
     }
 }
 
-/// Checks `host:port` shape without resolving (validate must not touch the network).
-pub fn check_endpoint(m: &Map<'_>, endpoint: &str, d: &mut Diagnostics) {
-    let ok = endpoint
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !ok {
-        d.error(
-            m.key_path("endpoint"),
-            format!("expected host:port (e.g. 127.0.0.1:4317), found {endpoint:?}"),
-        );
-    }
-}
-
 impl ReceiverBuilder for OtlpReceiver {
     fn start(
         self: Box<Self>,
-        sinks: Sinks,
+        sinks: Pipelines,
         ctx: &StartCtx,
     ) -> BoxFuture<'static, Result<RunningReceiver, String>> {
         let metrics = ctx.metrics.clone();
@@ -348,7 +336,10 @@ impl ReceiverBuilder for OtlpReceiver {
                 tracing::info!(receiver = %id, endpoint = %addr, tls = g.tls.is_some(), "OTLP/gRPC receiver listening");
                 stops.push(tokio::spawn(async move {
                     if let Err(e) = router
-                        .serve_with_incoming_shutdown(incoming, crate::telemetry::wait_true(rx))
+                        .serve_with_incoming_shutdown(
+                            incoming,
+                            crate::component::telemetry::wait_true(rx),
+                        )
                         .await
                     {
                         tracing::error!(receiver = %id, error = %e, "OTLP/gRPC server failed");

@@ -24,8 +24,8 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
-use crate::pipeline::{Ack, ClientInfo, Payload, ReceiverFanout, Refused, Signal};
-use crate::receivers::auth::ClientPolicy;
+use crate::auth::ClientPolicy;
+use crate::component::{Ack, ClientInfo, Consumer, Payload, Refused, Signal};
 
 /// Binds a signal to its gRPC service and message types.
 pub trait OtlpSignal: Send + Sync + 'static {
@@ -154,13 +154,13 @@ impl<R: Message + Send + 'static> Decoder for RawCodec<R> {
 
 /// One OTLP gRPC service for signal `S`, feeding the signal's pipelines.
 pub struct OtlpGrpcService<S: OtlpSignal> {
-    sink: Option<Arc<ReceiverFanout>>,
+    sink: Option<Arc<dyn Consumer>>,
     max_recv_bytes: usize,
     policy: Arc<ClientPolicy>,
     read_timeout: std::time::Duration,
     max_items: u64,
     /// The service's metrics, holding the memory budget requests are charged against.
-    budget: Option<Arc<crate::telemetry::SelfMetrics>>,
+    budget: Option<Arc<crate::component::telemetry::SelfMetrics>>,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -180,7 +180,7 @@ impl<S: OtlpSignal> Clone for OtlpGrpcService<S> {
 
 impl<S: OtlpSignal> OtlpGrpcService<S> {
     pub fn new(
-        sink: Option<Arc<ReceiverFanout>>,
+        sink: Option<Arc<dyn Consumer>>,
         max_recv_bytes: usize,
         policy: Arc<ClientPolicy>,
     ) -> Self {
@@ -196,7 +196,7 @@ impl<S: OtlpSignal> OtlpGrpcService<S> {
     }
 
     /// Charges every request against the memory budget in `metrics` before decoding it.
-    pub fn with_budget(mut self, metrics: Arc<crate::telemetry::SelfMetrics>) -> Self {
+    pub fn with_budget(mut self, metrics: Arc<crate::component::telemetry::SelfMetrics>) -> Self {
         self.budget = Some(metrics);
         self
     }
@@ -220,11 +220,11 @@ impl<S: OtlpSignal> NamedService for OtlpGrpcService<S> {
 
 /// Decodes one request and runs it through the pipelines.
 pub async fn handle<S: OtlpSignal>(
-    sink: Option<&ReceiverFanout>,
+    sink: Option<&dyn Consumer>,
     body: Bytes,
     client: &Arc<ClientInfo>,
     max_items: u64,
-    budget: Option<&crate::processors::memory_limiter::Budget>,
+    budget: Option<&crate::component::memory::Budget>,
 ) -> Result<S::Response, Status> {
     let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
     if items > max_items {
@@ -237,7 +237,7 @@ pub async fn handle<S: OtlpSignal>(
     // Held until the request is answered: decoded, processed and handed on.
     let _charge = match budget {
         Some(b) => Some(
-            b.charge(crate::processors::memory_limiter::estimate_request_bytes(
+            b.charge(crate::component::memory::estimate_request_bytes(
                 body.len(),
                 items,
             ))
@@ -268,7 +268,7 @@ pub async fn handle<S: OtlpSignal>(
 }
 
 /// The refusal of a request over `max_items_per_request` (permanent: the client must split it).
-pub fn too_many_items(signal: crate::pipeline::Signal, items: u64, max: u64) -> String {
+pub fn too_many_items(signal: crate::component::Signal, items: u64, max: u64) -> String {
     format!(
         "the request holds {items} {}, more than max_items_per_request ({max}); send smaller requests",
         signal.item_name()
@@ -276,9 +276,9 @@ pub fn too_many_items(signal: crate::pipeline::Signal, items: u64, max: u64) -> 
 }
 
 struct Export<S: OtlpSignal> {
-    sink: Option<Arc<ReceiverFanout>>,
+    sink: Option<Arc<dyn Consumer>>,
     max_items: u64,
-    budget: Option<Arc<crate::telemetry::SelfMetrics>>,
+    budget: Option<Arc<crate::component::telemetry::SelfMetrics>>,
     _s: PhantomData<fn() -> S>,
 }
 

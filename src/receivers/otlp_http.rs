@@ -31,10 +31,9 @@ use prost::Message;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::pipeline::{ClientInfo, Refused, Signal};
-use crate::receivers::auth::ClientPolicy;
+use crate::auth::ClientPolicy;
+use crate::component::{ClientInfo, Pipelines, Refused, Signal};
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
-use crate::receivers::Sinks;
 use crate::tls::ServerTls;
 
 /// Default for how long a client may take to send its request headers (`read_header_timeout`).
@@ -309,7 +308,7 @@ pub(crate) fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<B
 /// What every connection of one listener shares.
 pub struct Shared {
     pub receiver: String,
-    pub sinks: Sinks,
+    pub sinks: Pipelines,
     pub paths: [String; 3],
     pub limit: usize,
     pub cors: Option<Cors>,
@@ -319,7 +318,7 @@ pub struct Shared {
     /// `max_items_per_request` of the receiver.
     pub max_items: u64,
     /// The service's metrics, holding the memory budget requests are charged against.
-    pub metrics: Arc<crate::telemetry::SelfMetrics>,
+    pub metrics: Arc<crate::component::telemetry::SelfMetrics>,
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -500,12 +499,17 @@ where
         body.len() as u64 / 64
     };
     // Held until the request is answered: decoded, processed and handed on.
-    let _charge = match shared.metrics.memory_budget.charge(
-        crate::processors::memory_limiter::estimate_request_bytes(body.len(), prescanned),
-    ) {
-        Ok(c) => c,
-        Err(r) => return refused_response(&r, enc),
-    };
+    let _charge =
+        match shared
+            .metrics
+            .memory_budget
+            .charge(crate::component::memory::estimate_request_bytes(
+                body.len(),
+                prescanned,
+            )) {
+            Ok(c) => c,
+            Err(r) => return refused_response(&r, enc),
+        };
     let req = match enc {
         Encoding::Proto => S::Request::decode(body).map_err(|e| {
             format!(
@@ -564,7 +568,7 @@ where
 
 /// The OTLP/JSON `Export*ServiceResponse`: `{}` when nothing was rejected, else
 /// `partialSuccess` with the count as a string (proto3 JSON maps int64 to a string).
-fn json_response(signal: Signal, ack: &crate::pipeline::Ack) -> Vec<u8> {
+fn json_response(signal: Signal, ack: &crate::component::Ack) -> Vec<u8> {
     if ack.rejected == 0 {
         return b"{}".to_vec();
     }
@@ -685,7 +689,7 @@ pub async fn serve(
         // bounded rate); the first-byte deadline is applied below.
         let (tcp, peer) = tokio::select! {
             x = listener.accept() => x,
-            _ = crate::telemetry::wait_true(stop.clone()) => break,
+            _ = crate::component::telemetry::wait_true(stop.clone()) => break,
         };
         let sh = shared.clone();
         let svc = hyper::service::service_fn(move |req| {

@@ -3,7 +3,7 @@
 //! millions of empty items (2 bytes each on the wire, about 1 KiB each once decoded and
 //! enriched) is refused before the full decode.
 
-use crate::pipeline::Signal;
+use crate::component::Signal;
 
 /// Reads a varint at `*pos`; `None` at the end or on a malformed varint.
 fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
@@ -114,7 +114,7 @@ pub fn count_items(signal: Signal, b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Payload;
+    use crate::component::Payload;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

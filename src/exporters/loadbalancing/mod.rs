@@ -26,14 +26,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::component::telemetry::SelfMetrics;
+use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::otlp::{OtlpExporter, OtlpOptions};
 use crate::exporters::queue::{self, Delivery, QueueConfig};
 use crate::exporters::retry::{self, RetryConfig};
 use crate::exporters::ExporterBuilder;
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
-use crate::service::{ParseCtx, StartCtx};
-use crate::telemetry::SelfMetrics;
 
 use ring::Ring;
 use split::RoutingKey;

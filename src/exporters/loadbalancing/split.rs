@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
 use super::ring::hash64;
-use crate::pipeline::{Payload, Signal};
+use crate::component::{Payload, Signal};
 
 /// What keeps items together on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::exporters::otlp_http::Connector;
 use crate::ledger::budget::{self, Alert};
 use crate::ledger::time::format_instant;
 use crate::ledger::Store;
+use crate::tls::connector::Connector;
 
 use super::engine::Status;
 
@@ -237,7 +237,7 @@ impl Alerter {
     /// Learns which crossings of current periods are already recorded, so a restart does
     /// not try to insert each of them again (an insert would only conflict).
     pub async fn preload(&self) {
-        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        let now = crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64;
         match budget::recorded(&self.store, now).await {
             Ok(keys) => self.known().extend(keys),
             Err(e) => {
@@ -251,7 +251,7 @@ impl Alerter {
         if self.webhook.is_none() {
             return;
         }
-        let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+        let now = crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64;
         match budget::undelivered(&self.store, &self.instance, now).await {
             Ok(list) => {
                 for a in list {
@@ -295,7 +295,7 @@ impl Alerter {
                     }
                 }
             };
-            let now = crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64;
+            let now = crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64;
             let res = match &outcome {
                 Ok(()) => {
                     tracing::info!(extension = %me.id, budget = %a.budget, threshold = a.threshold, attempts = attempt, "budget alert delivered");

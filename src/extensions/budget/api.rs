@@ -278,7 +278,7 @@ fn estimate(p: &[Option<String>; 9]) -> Result<Option<Estimate>, (StatusCode, St
                 ));
             };
             let table = &published.table;
-            let at = crate::pipeline::attrs::now_nanos() as i64 / 1_000_000_000;
+            let at = crate::component::attrs::now_nanos() as i64 / 1_000_000_000;
             let Some(m) = table.find(model, p[3].as_deref(), at) else {
                 return Err((
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -23,16 +23,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
+use crate::auth::ClientPolicy;
+use crate::component::reload::{ReloadTrigger, Wake};
+use crate::component::BoxFuture;
+use crate::component::{ParseCtx, StartCtx};
+use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
+use crate::cost::decimal_to_f64;
 use crate::extensions::{ExtensionBuilder, RunningExtension};
 use crate::ledger::store::Target;
 use crate::ledger::Store;
-use crate::pipeline::BoxFuture;
-use crate::processors::cost::decimal_to_f64;
-use crate::processors::reload::{ReloadTrigger, Wake};
-use crate::receivers::auth::ClientPolicy;
-use crate::receivers::otlp::check_endpoint;
-use crate::service::{ParseCtx, StartCtx};
 
 use alerts::{Alerter, Webhook, WebhookConfig};
 use defs::Budgets;
@@ -65,10 +65,10 @@ pub fn factory(
         .str("endpoint", d)
         .unwrap_or_else(|| "127.0.0.1:8089".to_string());
     check_endpoint(m, &endpoint, d);
-    let policy = crate::receivers::auth::parse_bearer(id.as_str(), m, ctx, d);
+    let policy = crate::auth::parse_bearer(id.as_str(), m, ctx, d);
     let target = match m.map("ledger", d) {
         Some(l) => {
-            let t = crate::exporters::ledger::parse_target(&l, d);
+            let t = crate::ledger::target::parse_target(&l, d);
             l.finish(d);
             t
         }
@@ -107,7 +107,7 @@ pub fn factory(
     let max_series = m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize;
     let instance = m
         .str("instance_id", d)
-        .unwrap_or_else(crate::exporters::ledger::default_instance);
+        .unwrap_or_else(crate::ledger::target::default_instance);
     let webhook = m.map("webhook", d).and_then(|w| parse_webhook(&w, d));
     let budgets_path = PathBuf::from(budgets_file.clone().unwrap_or_default());
     let budgets = match &budgets_file {
@@ -248,7 +248,7 @@ impl Shared {
 }
 
 fn now_ns() -> i64 {
-    crate::pipeline::attrs::now_nanos().min(i64::MAX as u64) as i64
+    crate::component::attrs::now_nanos().min(i64::MAX as u64) as i64
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -417,7 +417,7 @@ impl ExtensionBuilder for BudgetConfig {
             let sid = id.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(crate::telemetry::wait_true(shutdown))
+                    .with_graceful_shutdown(crate::component::telemetry::wait_true(shutdown))
                     .await
                 {
                     tracing::error!(extension = %sid, error = %e, "budget API server failed");

@@ -14,8 +14,7 @@
 //! `tollgate_genai_violations{processor,rule}` (rule = [`check::metric_label`], a closed
 //! set), incremented once per request.
 
-pub mod check;
-pub mod rules;
+pub use crate::semconv::{check, rules};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue};
@@ -25,12 +24,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use yaml_rust2::Yaml;
 
+use crate::component::attrs::set_any;
+use crate::component::ParseCtx;
+use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::node::{closest, kind_of, scalar_string};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::pipeline::attrs::set_any;
-use crate::pipeline::{ProcessCtx, Processor, Refused, Signal};
 use crate::processors::ProcessorSpec;
-use crate::service::ParseCtx;
 
 /// Written on every LLM span in annotate and enforce mode: `valid` or `invalid`.
 pub const STATUS_ATTR: &str = "tollgate.genai.status";
@@ -507,7 +506,7 @@ processors:
                 panic!("genai_semconv is an inline processor");
             };
             let mut req = request_with_one_llm_span();
-            let client = crate::pipeline::ClientInfo::default();
+            let client = crate::component::ClientInfo::default();
             let mut ctx = ProcessCtx::new(&client);
             assert!(p.process_traces(&mut req, &mut ctx).is_ok());
         }
