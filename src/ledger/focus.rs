@@ -16,9 +16,11 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::focus_allocated::PROVIDER as ALLOCATED_PROVIDER;
 use super::periods::{Period, BILLING_FROM, BILLING_RANGE};
 use super::query::{Range, UNATTRIBUTED};
 use super::row::CLASSES;
+pub use super::schema::cell;
 use super::schema::Val;
 use super::time::format_instant;
 use super::{LedgerError, Store};
@@ -127,7 +129,7 @@ impl Billing {
         Ok(())
     }
 
-    pub(super) fn service(&self, provider: &str) -> String {
+    fn service(&self, provider: &str) -> String {
         self.services
             .get(provider)
             .cloned()
@@ -331,18 +333,6 @@ fn dec(v: &Val, what: &str) -> Result<Option<Decimal>, LedgerError> {
             .map(Some)
             .map_err(|e| LedgerError::Corrupt(format!("{what} {s:?}: {e}"))),
         Val::Int(i) => Ok(Some(Decimal::from(*i))),
-    }
-}
-
-/// An exact decimal as FOCUS cells write it: no trailing zeros, but always a decimal point
-/// (`1.0`, not `1`), so that typed CSV readers (pandas, which the FOCUS validator uses) read
-/// a column of whole amounts as decimals rather than integers.
-pub fn cell(d: Decimal) -> String {
-    let n = d.normalize();
-    if n.scale() == 0 {
-        format!("{n}.0")
-    } else {
-        n.to_string()
     }
 }
 
@@ -571,7 +561,24 @@ pub async fn export(
         w.write_record(&rec).map_err(io)?;
     }
     // The infrastructure cost `allocate` split over tenants: split-cost-allocation rows.
-    let (allocated, allocated_billed) = super::focus_allocated::rows(store, range, billing).await?;
+    let account = super::focus_allocated::BillingCells {
+        account_id: billing.account_id.clone(),
+        account_name: billing
+            .account_name
+            .clone()
+            .unwrap_or_else(|| billing.account_id.clone()),
+        account_type: billing
+            .account_type
+            .clone()
+            .unwrap_or_else(|| "Billing Account".into()),
+        invoice_issuer: billing
+            .invoice_issuer
+            .clone()
+            .unwrap_or_else(|| ALLOCATED_PROVIDER.into()),
+        service_name: billing.service(ALLOCATED_PROVIDER),
+    };
+    let (allocated, allocated_billed) =
+        super::focus_allocated::rows(store, range, &account).await?;
     for v in &allocated {
         let rec: Vec<&str> = header
             .iter()

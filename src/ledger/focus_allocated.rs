@@ -21,11 +21,10 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 
 use super::allocate::split;
-use super::focus::{cell, Billing};
 use super::opencost::Kind;
 use super::periods::Period;
 use super::query::Range;
-use super::schema::Val;
+use super::schema::{cell, Val};
 use super::time::format_instant;
 use super::{LedgerError, Store};
 use crate::cost::TokenClass;
@@ -38,6 +37,17 @@ pub const PROVIDER: &str = "opencost";
 /// and those of one origin sum to exactly 1.
 fn ratio_unit() -> Decimal {
     Decimal::new(1, 10)
+}
+
+/// The billing cells every row repeats, from the export's `billing:` settings (defaults
+/// applied: the account name is the id, the type `Billing Account`, the invoice issuer and
+/// service `opencost` unless named).
+pub struct BillingCells {
+    pub account_id: String,
+    pub account_name: String,
+    pub account_type: String,
+    pub invoice_issuer: String,
+    pub service_name: String,
 }
 
 /// One export row: FOCUS column → cell (absent = null).
@@ -204,7 +214,7 @@ fn obj(fields: &[(&str, String)]) -> String {
 pub async fn rows(
     store: &Store,
     range: Range,
-    billing: &Billing,
+    billing: &BillingCells,
 ) -> Result<(Vec<Record>, BTreeMap<String, Decimal>), LedgerError> {
     let mut lines = read(store, range).await?;
     lines.sort_by_cached_key(|l| {
@@ -262,7 +272,7 @@ pub async fn rows(
 }
 
 /// The FOCUS cells of one allocated row.
-fn record(l: &Line, ratio: Decimal, billing: &Billing) -> Record {
+fn record(l: &Line, ratio: Decimal, billing: &BillingCells) -> Record {
     let kind = Kind::of(&l.origin);
     // The origin's own Kubernetes identity: an idle share is recorded under the server it
     // went through, but its origin is the cluster's idle allocation (of which only the
@@ -340,20 +350,8 @@ fn record(l: &Line, ratio: Decimal, billing: &Billing) -> Record {
     }
     v.insert("PricingUnit", l.currency.clone());
     v.insert("BillingAccountId", billing.account_id.clone());
-    v.insert(
-        "BillingAccountName",
-        billing
-            .account_name
-            .clone()
-            .unwrap_or_else(|| billing.account_id.clone()),
-    );
-    v.insert(
-        "BillingAccountType",
-        billing
-            .account_type
-            .clone()
-            .unwrap_or_else(|| "Billing Account".into()),
-    );
+    v.insert("BillingAccountName", billing.account_name.clone());
+    v.insert("BillingAccountType", billing.account_type.clone());
     v.insert("BillingCurrency", l.currency.clone());
     v.insert("PricingCurrency", l.currency.clone());
     v.insert("BillingPeriodStart", format_instant(period.start_ns()));
@@ -374,13 +372,7 @@ fn record(l: &Line, ratio: Decimal, billing: &Billing) -> Record {
         cell(Decimal::from_i128_with_scale(l.tokens, 0)),
     );
     v.insert("ConsumedUnit", "Tokens".into());
-    v.insert(
-        "InvoiceIssuerName",
-        billing
-            .invoice_issuer
-            .clone()
-            .unwrap_or_else(|| PROVIDER.to_string()),
-    );
+    v.insert("InvoiceIssuerName", billing.invoice_issuer.clone());
     v.insert("PricingCategory", "Standard".into());
     v.insert("ProviderName", PROVIDER.into());
     v.insert("PublisherName", PROVIDER.into());
@@ -392,7 +384,7 @@ fn record(l: &Line, ratio: Decimal, billing: &Billing) -> Record {
     v.insert("ResourceType", resource_type.into());
     v.insert("ServiceCategory", "Compute".into());
     v.insert("ServiceSubcategory", "Containers".into());
-    v.insert("ServiceName", billing.service(PROVIDER));
+    v.insert("ServiceName", billing.service_name.clone());
     v.insert("SkuId", sku.clone());
     v.insert("SkuMeter", "Allocated Infrastructure Cost".into());
     v.insert("SkuPriceId", format!("{sku}/{}", l.currency));
