@@ -1110,21 +1110,6 @@ fn api_row(
     r
 }
 
-/// The rows of a CSV as header-keyed maps.
-fn csv_maps(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let head = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            head.iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 /// The `AllocatedRatio` of an `x_AllocatedMethodDetails` cell, read from the JSON text (an
 /// exact decimal, not a float).
 fn allocated_ratio(details: &str) -> Decimal {

@@ -197,21 +197,6 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
-/// The rows of a CSV as header-keyed maps.
-fn csv_maps(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let head = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            head.iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 fn header(text: &str) -> Vec<String> {
     text.lines()
         .next()

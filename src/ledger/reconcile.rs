@@ -934,6 +934,33 @@ mod tests {
         assert_eq!(lines[0].cost, d("0.10"));
     }
 
+    /// One invoice line of `cost` for `key(20_000, "m")`.
+    fn invoice(cost: &str) -> Vec<InvoiceLine> {
+        vec![InvoiceLine {
+            line: 2,
+            day: 20_000,
+            provider: "openai".into(),
+            model: "m".into(),
+            cost: d(cost),
+            currency: "USD".into(),
+        }]
+    }
+
+    /// Day 20 000 (UTC days since the epoch).
+    fn one_day() -> Range {
+        Range {
+            from: 20_000 * 86_400_000_000_000,
+            to: 20_001 * 86_400_000_000_000,
+        }
+    }
+
+    fn settled(r: &Reconciliation) -> Vec<(&str, String)> {
+        r.statement
+            .iter()
+            .map(|s| (s.line.as_str(), n(s.settled)))
+            .collect()
+    }
+
     #[test]
     fn unattributed_pro_rata_never_lands_on_idle_or_unmatched() {
         // An allocated key: acme 1.00, unattributed 1.00, __idle__ 2.00, __unmatched__ 1.00;
@@ -945,33 +972,10 @@ mod tests {
         t.insert(None, d("1.00"));
         t.insert(Some(IDLE.to_string()), d("2.00"));
         t.insert(Some(UNMATCHED.to_string()), d("1.00"));
-        let k = (
-            20_000,
-            "opencost".to_string(),
-            "prod/ml/vllm".to_string(),
-            "USD".to_string(),
-        );
-        let ledger = [(k.clone(), t)].into_iter().collect();
-        let inv = vec![InvoiceLine {
-            line: 2,
-            day: k.0,
-            provider: k.1.clone(),
-            model: k.2.clone(),
-            cost: d("5.00"),
-            currency: "USD".into(),
-        }];
-        let range = Range {
-            from: 20_000 * 86_400_000_000_000,
-            to: 20_001 * 86_400_000_000_000,
-        };
-        let r = reconcile(&p, &inv, &ledger, range);
-        let got: Vec<(&str, String)> = r
-            .statement
-            .iter()
-            .map(|s| (s.line.as_str(), n(s.settled)))
-            .collect();
+        let ledger = [(key(20_000, "m"), t)].into_iter().collect();
+        let r = reconcile(&p, &invoice("5.00"), &ledger, one_day());
         assert_eq!(
-            got,
+            settled(&r),
             vec![
                 ("__idle__", "2".into()),
                 ("__unattributed__", "0".into()),
@@ -991,26 +995,11 @@ mod tests {
             t.insert(Some(name.to_string()), d("0.01"));
         }
         let ledger = [(key(20_000, "m"), t)].into_iter().collect();
-        let inv = vec![InvoiceLine {
-            line: 2,
-            day: 20_000,
-            provider: "openai".into(),
-            model: "m".into(),
-            cost: d("0.03"),
-            currency: "USD".into(),
-        }];
-        let range = Range {
-            from: 20_000 * 86_400_000_000_000,
-            to: 20_001 * 86_400_000_000_000,
-        };
+        let inv = invoice("0.03");
+        let range = one_day();
         let r = reconcile(&p, &inv, &ledger, range);
-        let got: Vec<(&str, String)> = r
-            .statement
-            .iter()
-            .map(|s| (s.line.as_str(), n(s.settled)))
-            .collect();
         assert_eq!(
-            got,
+            settled(&r),
             vec![
                 ("a", "0.01".into()),
                 ("b", "0.01".into()),

@@ -1115,3 +1115,18 @@ pub fn focus_validator(file: &std::path::Path) {
         std::fs::read_to_string(file).unwrap_or_default()
     );
 }
+
+/// The rows of a CSV as header-keyed maps.
+pub fn csv_maps(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            head.iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
