@@ -6,7 +6,9 @@
 //! (the arithmetic is in the comments). The join runs on the library for both policies, and
 //! end to end: the real Python SDK sends the workload through `tollgate run` into SQLite and
 //! PostgreSQL, a stand-in OpenCost HTTP server answers the live fetch, and `report` shows the
-//! recorded split.
+//! recorded split. The recorded split is then in `export --format focus` as split-cost-allocation
+//! rows (FOCUS 1.0 through focus-validator, and 1.2) and in `reconcile` against a cluster
+//! invoice, on SQLite and PostgreSQL.
 
 mod common;
 
@@ -236,6 +238,26 @@ fn check_invariant(allocs: &[Allocation], out: &Outcome) {
     }
 }
 
+/// The split under policy A (how each figure comes about is in
+/// `total_tokens_split_keeps_idle_and_lists_both_kinds_of_unmatched`): (window, allocation,
+/// line, via, tenant, cost).
+const SPLIT_A: [(usize, &str, &str, &str, &str, &str); 14] = [
+    (0, "vllm-a-7f9c", "tenant", "", "acme", "1.37"),
+    (0, "vllm-a-7f9c", "tenant", "", "globex", "2.75345"),
+    (0, "tgi-b-55d2", "tenant", "", "acme", "1.00"),
+    (0, "tgi-b-55d2", "tenant", "", "initech", "1.00"),
+    (0, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
+    (0, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
+    (0, "__idle__", "idle", "", "__idle__", "1.75"),
+    (1, "vllm-a-7f9c", "tenant", "", "__unattributed__", "0.38"),
+    (1, "vllm-a-7f9c", "tenant", "", "globex", "1.89"),
+    (1, "vllm-a-7f9c", "tenant", "", "initech", "1.88"),
+    (1, "tgi-b-55d2", "unmatched", "", "__unmatched__", "2.00"),
+    (1, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
+    (1, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
+    (1, "__idle__", "idle", "", "__idle__", "0.9"),
+];
+
 const T0: i64 = 1_796_083_200_000_000_000; // 2026-12-01T00:00:00Z
 
 fn parsed() -> Vec<Allocation> {
@@ -257,22 +279,7 @@ fn total_tokens_split_keeps_idle_and_lists_both_kinds_of_unmatched() {
     // quotas 37.73, 188.64, 188.64 → 37 + 188 + 188 = 413, two cents left: unattributed
     // (remainder 1600/2200) then globex (1400, tied with initech on remainder and weight,
     // earlier line).
-    let want = expect(&[
-        (0, "vllm-a-7f9c", "tenant", "", "acme", "1.37"),
-        (0, "vllm-a-7f9c", "tenant", "", "globex", "2.75345"),
-        (0, "tgi-b-55d2", "tenant", "", "acme", "1.00"),
-        (0, "tgi-b-55d2", "tenant", "", "initech", "1.00"),
-        (0, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
-        (0, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (0, "__idle__", "idle", "", "__idle__", "1.75"),
-        (1, "vllm-a-7f9c", "tenant", "", "__unattributed__", "0.38"),
-        (1, "vllm-a-7f9c", "tenant", "", "globex", "1.89"),
-        (1, "vllm-a-7f9c", "tenant", "", "initech", "1.88"),
-        (1, "tgi-b-55d2", "unmatched", "", "__unmatched__", "2.00"),
-        (1, "embedder-0", "unmatched", "", "__unmatched__", "0.44"),
-        (1, "coredns-1", "unmatched", "", "__unmatched__", "0.03"),
-        (1, "__idle__", "idle", "", "__idle__", "0.9"),
-    ]);
+    let want = expect(&SPLIT_A);
     assert_eq!(split_of(&allocs, &out), want);
     check_invariant(&allocs, &out);
     // allocated 1.37 + 2.75345 + 1 + 1 + 0.38 + 1.89 + 1.88; idle 1.75 + 0.9; unmatched
@@ -1012,4 +1019,617 @@ fn the_documented_worked_example() {
             "docs/reconciliation.md lost {figure:?}"
         );
     }
+}
+
+// The allocated rows in `export --format focus` and in `reconcile`.
+
+/// One ledger row for a call of [`CALLS`] (a self-hosted vLLM call: tokens, no price).
+fn call_row(i: usize, c: &Call, e: &Event) -> tollgate::ledger::Row {
+    let mut r = api_row(i, c.tenant, e.charge_time_ns, c.input, c.output);
+    r.k8s_cluster = Some("prod".into());
+    r.k8s_namespace = Some("ml".into());
+    r.k8s_pod = Some(c.pod.into());
+    r.k8s_controller = Some(c.controller.into());
+    r.provider = Some("vllm".into());
+    r.request_model = Some("llama-3.1-70b".into());
+    r.cost_status = "unpriced_model".into();
+    for v in [&mut r.rate_id, &mut r.rate_model, &mut r.rates_version] {
+        *v = None;
+    }
+    r.rates_digest = None;
+    r.currency = None;
+    r.unit_price = Default::default();
+    r.cost = Default::default();
+    r.cost_total = None;
+    r.source_digest = tollgate::ledger::row::source_digest(&r);
+    r
+}
+
+/// A priced gpt-4o call through the API (no Kubernetes identity): input 2.50, output 10.00
+/// per million tokens.
+fn api_row(
+    i: usize,
+    tenant: Option<&str>,
+    at: i64,
+    input: i64,
+    output: i64,
+) -> tollgate::ledger::Row {
+    let per_million = |t: i64, p: &str| Decimal::from(t) * d(p) / Decimal::from(1_000_000);
+    let (ci, co) = (per_million(input, "2.50"), per_million(output, "10.00"));
+    let mut r = tollgate::ledger::Row {
+        trace_id: format!("{:032x}", 0xa110_0000u64 + i as u64),
+        span_id: format!("{:016x}", 0x7000u64 + i as u64),
+        k8s_cluster: None,
+        k8s_namespace: None,
+        k8s_pod: None,
+        k8s_controller: None,
+        start_time_ns: at,
+        charge_time_ns: at,
+        tenant_id: tenant.map(str::to_string),
+        workflow_id: Some("chat".into()),
+        originator_id: None,
+        operation_id: None,
+        issuance_id: None,
+        envelope_status: if tenant.is_some() { "valid" } else { "missing" }.into(),
+        envelope_override: None,
+        key_id: None,
+        lineage_depth: None,
+        lineage_kinds: None,
+        envelope_token: None,
+        operation_name: Some("chat".into()),
+        provider: Some("openai".into()),
+        request_model: Some("gpt-4o".into()),
+        response_model: None,
+        agent_name: None,
+        cost_status: "priced".into(),
+        cost_reason: None,
+        rate_id: Some("rates[0]".into()),
+        rate_model: Some("gpt-4o".into()),
+        rates_version: Some("test-2026-12".into()),
+        rates_digest: Some("cd".repeat(32)),
+        currency: Some("USD".into()),
+        usage: std::array::from_fn(|k| [Some(input), Some(output)].get(k).copied().flatten()),
+        tokens: std::array::from_fn(|k| Some([input, output].get(k).copied().unwrap_or(0))),
+        unit_price: std::array::from_fn(|k| {
+            [Some(d("2.50")), Some(d("10.00"))]
+                .get(k)
+                .cloned()
+                .flatten()
+        }),
+        cost: std::array::from_fn(|k| [Some(ci), Some(co)].get(k).cloned().flatten()),
+        cost_total: Some(ci + co),
+        caller_cost: None,
+        caller_currency: None,
+        caller_source: None,
+        service_name: Some("assistant".into()),
+        gateway_instance: "fixture".into(),
+        ingest_time_ns: at,
+        source_digest: String::new(),
+    };
+    r.source_digest = tollgate::ledger::row::source_digest(&r);
+    r
+}
+
+/// The `AllocatedRatio` of an `x_AllocatedMethodDetails` cell, read from the JSON text (an
+/// exact decimal, not a float).
+fn allocated_ratio(details: &str) -> Decimal {
+    let v: serde_json::Value = serde_json::from_str(details).unwrap();
+    assert_eq!(v["Elements"].as_array().unwrap().len(), 1, "{details}");
+    let at = details.find("\"AllocatedRatio\":").unwrap() + "\"AllocatedRatio\":".len();
+    let rest = &details[at..];
+    let end = rest.find([',', '}']).unwrap();
+    d(&rest[..end])
+}
+
+/// Columns that are FOCUS dimensions or unit prices: the same on every allocated row of one
+/// origin (FOCUS 1.3 split cost allocation).
+const ORIGIN_COLUMNS: [&str; 17] = [
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ListUnitPrice",
+    "PricingUnit",
+    "ProviderName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceName",
+    "SkuId",
+    "SkuPriceId",
+    "SubAccountId",
+    "Tags",
+];
+
+/// The export's allocated rows (ProviderName `opencost`), with every split-cost-allocation
+/// rule checked on them: per origin (window, ResourceId) the dimensions agree, BilledCost
+/// and PricingQuantity sum back to the fixture's totalCost, the ratios sum to exactly 1 and
+/// each is its row's cost share (to 10⁻¹⁰); PricingQuantity × ListUnitPrice = ListCost; the
+/// unallocated rest (idle kept, unmatched) has no AllocatedResourceId.
+fn checked_allocated_rows(
+    csv: &str,
+    t0: i64,
+) -> BTreeMap<(usize, String, String, String, String), Decimal> {
+    let rows: Vec<BTreeMap<String, String>> = csv_maps(csv)
+        .into_iter()
+        .filter(|r| r["ProviderName"] == "opencost")
+        .collect();
+    let window = |r: &BTreeMap<String, String>| -> usize {
+        let (start, end) = (&r["ChargePeriodStart"], &r["ChargePeriodEnd"]);
+        (0..2)
+            .find(|w| {
+                *start == rfc3339(t0 + *w as i64 * HOUR_NS)
+                    && *end == rfc3339(t0 + (*w as i64 + 1) * HOUR_NS)
+            })
+            .unwrap_or_else(|| panic!("the charge period is an OpenCost window: {start} {end}"))
+    };
+    let mut per_origin: BTreeMap<(usize, String), Vec<&BTreeMap<String, String>>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for r in &rows {
+        let w = window(r);
+        per_origin
+            .entry((w, r["ResourceId"].clone()))
+            .or_default()
+            .push(r);
+        assert_eq!(
+            d(&r["PricingQuantity"]) * d(&r["ListUnitPrice"]),
+            d(&r["ListCost"]),
+            "{r:?}"
+        );
+        for c in ["EffectiveCost", "ListCost", "ContractedCost"] {
+            assert_eq!(r[c], r["BilledCost"], "{c}");
+        }
+        let details: serde_json::Value =
+            serde_json::from_str(&r["x_AllocatedMethodDetails"]).unwrap();
+        let line = details["x_Line"].as_str().unwrap().to_string();
+        let allocated = line == "tenant" || line == "idle_share";
+        assert_eq!(
+            r["x_AllocatedResourceId"].is_empty(),
+            !allocated,
+            "AllocatedResourceId is null exactly on the unallocated rest: {r:?}"
+        );
+        assert_eq!(r["x_AllocatedResourceName"], r["x_AllocatedResourceId"]);
+        assert_eq!(r["x_AllocatedMethodId"], "tollgate-opencost-join/1");
+        let tenant = if allocated {
+            let tags: serde_json::Value = serde_json::from_str(&r["x_AllocatedTags"]).unwrap();
+            assert_eq!(tags["tollgate.tenant"], r["x_AllocatedResourceId"].as_str());
+            assert_eq!(tags["tollgate.server"], r["x_Model"].as_str());
+            r["x_AllocatedResourceId"].clone()
+        } else {
+            assert_eq!(r["x_AllocatedTags"], "");
+            if line == "idle" {
+                "__idle__"
+            } else {
+                "__unmatched__"
+            }
+            .to_string()
+        };
+        let via = details["x_Via"].as_str().unwrap_or_default();
+        let via = via.rsplit('/').next().unwrap().to_string();
+        let short = r["ResourceId"].rsplit('/').next().unwrap().to_string();
+        let key = (w, short, line, via, tenant);
+        let prev = out.insert(key.clone(), d(&r["BilledCost"]));
+        assert!(prev.is_none(), "{key:?} twice");
+    }
+    for ((w, origin), rs) in &per_origin {
+        for c in ORIGIN_COLUMNS {
+            assert!(
+                rs.iter().all(|r| r[c] == rs[0][c]),
+                "{origin} window {w}: {c} differs between its allocated rows"
+            );
+        }
+        let short = origin.rsplit('/').next().unwrap();
+        let (_, _, total) = TOTALS
+            .iter()
+            .find(|(tw, n, _)| tw == w && *n == short)
+            .unwrap_or_else(|| panic!("{origin}"));
+        let billed: Decimal = rs.iter().map(|r| d(&r["BilledCost"])).sum();
+        let quantity: Decimal = rs.iter().map(|r| d(&r["PricingQuantity"])).sum();
+        assert_eq!(
+            (billed, quantity),
+            (d(total), d(total)),
+            "{origin} window {w}"
+        );
+        let ratios: Vec<Decimal> = rs
+            .iter()
+            .map(|r| allocated_ratio(&r["x_AllocatedMethodDetails"]))
+            .collect();
+        assert_eq!(ratios.iter().sum::<Decimal>(), Decimal::ONE, "{origin}");
+        for (r, ratio) in rs.iter().zip(&ratios) {
+            assert_eq!(d(&r["x_AttributedShare"]), *ratio);
+            let exact = d(&r["BilledCost"]) / d(total);
+            assert!(
+                (exact - ratio).abs() < d("0.0000000001"),
+                "{origin}: ratio {ratio} for {} of {total}",
+                r["BilledCost"]
+            );
+        }
+    }
+    assert_eq!(
+        rows.iter().map(|r| d(&r["BilledCost"])).sum::<Decimal>(),
+        d(SOURCE_TOTAL),
+        "allocated + idle + unmatched = Σ totalCost"
+    );
+    out
+}
+
+/// Policy A's recorded split and the priced API call, reconciled against an invoice for the
+/// cluster (plain CSV, 2026-12-01). Per key (day, provider, model server, currency), from
+/// [`SPLIT_A`]:
+/// - `prod/ml/vllm-llama`: acme 1.37, globex 2.75345 + 1.89 = 4.64345, initech 1.88,
+///   unattributed 0.38 = 8.27345; invoiced 8.27345: exact.
+/// - `prod/ml/tgi-mistral`: acme 1.00, initech 1.00, `__unmatched__` 2.00 (no events in
+///   window 2) = 4.00; invoiced 4.04: +1 %, within the 2 % tolerance, pro rata: 1.01, 1.01,
+///   2.02.
+/// - `prod/__idle__`: `__idle__` 1.75 + 0.9 = 2.65; invoiced 2.65: exact.
+/// - `prod/ml/embedder` (`__unmatched__` 0.88), `prod/kube-system/coredns` (0.06) and
+///   openai/gpt-4o (acme 0.0035) are not invoiced: ledger only.
+/// - `prod/ml/llama-big`, invoiced 0.50, never seen: `__unmatched__`.
+///
+/// Statement (cents): invoice 8.27345 + 4.04 + 2.65 + 0.50 = 15.46345 → 15.46. Exact lines
+/// acme 1.37 + 1.01 = 2.38, globex 4.64345, initech 1.88 + 1.01 = 2.89, unattributed 0.38,
+/// idle 2.65, unmatched 2.02 + 0.50 = 2.52; rounded down they already sum to 15.46.
+const INVOICE: &str = "date,provider,model,cost,currency\n2026-12-01,opencost,prod/ml/vllm-llama,8.27345,USD\n2026-12-01,opencost,prod/ml/tgi-mistral,4.04,USD\n2026-12-01,opencost,prod/__idle__,2.65,USD\n2026-12-01,opencost,prod/ml/llama-big,0.50,USD\n";
+const RECON_POLICY: &str = "id: cluster-chargeback\nversion: \"1\"\ntolerance: { default: \"2%\" }\nunattributed: line\nwithin_tolerance: pro_rata\nrounding_unit: \"0.01\"\n";
+
+async fn allocated_in_focus_and_reconcile(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = tollgate::ledger::store::Target::parse(url, &Default::default()).unwrap();
+    let store = tollgate::ledger::Store::open(&target).await.unwrap();
+    // The calls of CALLS on the fixture's windows, and one priced API call (acme, gpt-4o,
+    // 1000 input = 0.0025 + 100 output = 0.001: 0.0035).
+    let evs = events(T0);
+    let mut rows: Vec<_> = CALLS
+        .iter()
+        .zip(&evs)
+        .enumerate()
+        .map(|(i, (c, e))| call_row(i, c, e))
+        .collect();
+    rows.push(api_row(
+        99,
+        Some("acme"),
+        T0 + 30 * 60_000_000_000,
+        1000,
+        100,
+    ));
+    assert_eq!(store.write(rows, vec![]).await.unwrap().written, 9);
+    let api_cost = d("0.0035");
+    let saved = dir.path().join("allocation.json");
+    std::fs::write(&saved, fixture(T0)).unwrap();
+    for (name, text) in [
+        ("a.yaml", POLICY_A),
+        ("b.yaml", POLICY_B),
+        ("recon.yaml", RECON_POLICY),
+        ("invoice.csv", INVOICE),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let (from, to) = (rfc3339(T0), rfc3339(T0 + 2 * HOUR_NS));
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            ledger_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let allocate = |policy: String| {
+        cli(&[
+            "allocate",
+            "--ledger",
+            url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--opencost",
+            &saved.display().to_string(),
+            "--policy",
+            &policy,
+        ])
+    };
+    let export = |version: &str, out: String| {
+        cli(&[
+            "export",
+            "--ledger",
+            url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--focus-version",
+            version,
+            "--billing-account-id",
+            "acct-1",
+            "--out",
+            &out,
+        ])
+    };
+
+    // Policy A: idle kept.
+    let (code, out, err) = allocate(p("a.yaml")).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export("1.0", p("focus-a.csv")).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    // 14 allocated rows + the API call's input and output rows; Σ BilledCost = 15.86345 +
+    // 0.0035.
+    assert!(
+        out.contains("wrote 16 FOCUS 1.0 rows; BilledCost total: USD 15.86695"),
+        "{out}"
+    );
+    focus_validator(&dir.path().join("focus-a.csv"));
+    // The export's total is report's: its events (0.0035) plus its allocated section.
+    let (code, json, err) = cli(&[
+        "report", "--ledger", url, "--from", &from, "--to", &to, "--format", "json",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let usd = |list: &serde_json::Value| -> serde_json::Value {
+        let list = list.as_array().unwrap();
+        let usd: Vec<_> = list.iter().filter(|t| t["currency"] == "USD").collect();
+        assert_eq!(usd.len(), 1, "{json}");
+        usd[0]["cost"].clone()
+    };
+    assert_eq!(
+        (usd(&v["totals"]), usd(&v["allocated_totals"])),
+        (serde_json::json!("0.0035"), serde_json::json!(SOURCE_TOTAL))
+    );
+    let csv = std::fs::read_to_string(dir.path().join("focus-a.csv")).unwrap();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    for c in [
+        "x_AllocatedMethodId",
+        "x_AllocatedMethodDetails",
+        "x_AllocatedResourceId",
+        "x_AllocatedResourceName",
+        "x_AllocatedTags",
+    ] {
+        assert!(head.contains(&c), "{c}");
+        assert!(!head.contains(&&c[2..]), "1.0 does not define {}", &c[2..]);
+    }
+    let want: BTreeMap<_, _> = SPLIT_A
+        .iter()
+        .map(|(w, a, line, via, t, c)| {
+            (
+                (
+                    *w,
+                    a.to_string(),
+                    line.to_string(),
+                    via.to_string(),
+                    t.to_string(),
+                ),
+                d(c),
+            )
+        })
+        .collect();
+    assert_eq!(checked_allocated_rows(&csv, T0), want);
+    let maps = csv_maps(&csv);
+    let api: Vec<_> = maps
+        .iter()
+        .filter(|r| r["ProviderName"] == "openai")
+        .collect();
+    assert_eq!(
+        api.iter().map(|r| d(&r["BilledCost"])).sum::<Decimal>(),
+        api_cost
+    );
+    assert!(api.iter().all(|r| r["x_AllocatedMethodId"].is_empty()));
+    // One tenant row in full: acme's share of vllm-a in window 1 (1000 + 500 tokens).
+    let acme = maps
+        .iter()
+        .find(|r| {
+            r["ResourceId"] == "prod/ml/deployment/vllm-llama/vllm-a-7f9c"
+                && r["x_AllocatedResourceId"] == "acme"
+                && r["ChargePeriodStart"] == rfc3339(T0)
+        })
+        .unwrap();
+    for (c, v) in [
+        ("BilledCost", "1.37"),
+        ("ConsumedQuantity", "1500.0"),
+        ("ConsumedUnit", "Tokens"),
+        ("PricingUnit", "USD"),
+        ("ListUnitPrice", "1.0"),
+        ("SubAccountId", "prod"),
+        ("ResourceType", "Kubernetes Workload"),
+        ("ChargeCategory", "Usage"),
+        ("x_Model", "prod/ml/vllm-llama"),
+        ("x_TenantId", "acme"),
+        // 1.37 / 4.12345 (see focus_allocated's unit test for the largest remainder).
+        ("x_AttributedShare", "0.3322460561"),
+    ] {
+        assert_eq!(acme[c], v, "{c}");
+    }
+    let details: serde_json::Value =
+        serde_json::from_str(&acme["x_AllocatedMethodDetails"]).unwrap();
+    assert_eq!(details["Elements"][0]["UsageUnit"], "Policy Weight");
+    assert_eq!(
+        details["Elements"][0]["UsageQuantity"].as_f64(),
+        Some(1500.0)
+    );
+    assert_eq!(details["x_PolicyId"], "gpu-fair");
+    assert_eq!(details["x_OriginCost"].as_f64(), Some(4.12345));
+    // Idle is never hidden: its own rows, with the cost unallocated.
+    let idle: Vec<_> = maps
+        .iter()
+        .filter(|r| r["ResourceId"] == "prod/__idle__")
+        .collect();
+    assert_eq!(idle.len(), 2);
+    assert!(idle
+        .iter()
+        .all(|r| r["ResourceType"] == "Kubernetes Idle Capacity"
+            && r["x_AllocatedResourceId"].is_empty()
+            && r["x_AttributedShare"] == "1.0"));
+
+    // The same export as FOCUS 1.2: the x_ columns again (1.2 does not define Allocated*
+    // either), and 1.2's service subcategory.
+    let (code, out, err) = export("1.2", p("focus-a-12.csv")).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let csv12 = std::fs::read_to_string(dir.path().join("focus-a-12.csv")).unwrap();
+    assert!(!csv12
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .any(|c| c.starts_with("Allocated")));
+    assert_eq!(checked_allocated_rows(&csv12, T0), want);
+    assert!(csv_maps(&csv12)
+        .iter()
+        .filter(|r| r["ProviderName"] == "opencost")
+        .all(|r| r["ServiceSubcategory"] == "Containers"
+            && r["SubAccountType"] == "Kubernetes Cluster"));
+
+    // Reconcile against the cluster's invoice.
+    let recon = dir.path().join("recon");
+    let (code, out, err) = cli(&[
+        "reconcile",
+        "--ledger",
+        url,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--invoice",
+        &p("invoice.csv"),
+        "--policy",
+        &p("recon.yaml"),
+        "--out",
+        &recon.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let statement: BTreeMap<String, (Decimal, Decimal)> =
+        csv_maps(&std::fs::read_to_string(recon.join("statement.csv")).unwrap())
+            .into_iter()
+            .map(|r| (r["line"].clone(), (d(&r["computed"]), d(&r["settled"]))))
+            .collect();
+    let want_statement: BTreeMap<String, (Decimal, Decimal)> = [
+        ("__idle__", "2.65", "2.65"),
+        ("__unattributed__", "0.38", "0.38"),
+        ("__unmatched__", "2.00", "2.52"),
+        ("acme", "2.37", "2.38"),
+        ("globex", "4.64345", "4.64"),
+        ("initech", "2.88", "2.89"),
+    ]
+    .iter()
+    .map(|(l, c, s)| (l.to_string(), (d(c), d(s))))
+    .collect();
+    assert_eq!(statement, want_statement);
+    assert_eq!(
+        want_statement.values().map(|(_, s)| *s).sum::<Decimal>(),
+        d("15.46")
+    );
+    let drift: BTreeMap<(String, String), (String, String)> =
+        csv_maps(&std::fs::read_to_string(recon.join("drift.csv")).unwrap())
+            .into_iter()
+            .map(|r| {
+                (
+                    (r["provider"].clone(), r["model"].clone()),
+                    (r["status"].clone(), r["computed"].clone()),
+                )
+            })
+            .collect();
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    let want_drift: BTreeMap<(String, String), (String, String)> = [
+        (s("openai", "gpt-4o"), s("ledger_only", "0.0035")),
+        (s("opencost", "prod/__idle__"), s("exact", "2.65")),
+        (
+            s("opencost", "prod/kube-system/coredns"),
+            s("ledger_only", "0.06"),
+        ),
+        (s("opencost", "prod/ml/embedder"), s("ledger_only", "0.88")),
+        (s("opencost", "prod/ml/llama-big"), s("invoiced_only", "")),
+        (
+            s("opencost", "prod/ml/tgi-mistral"),
+            s("within_tolerance", "4"),
+        ),
+        (s("opencost", "prod/ml/vllm-llama"), s("exact", "8.27345")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(drift, want_drift);
+    let unmatched = std::fs::read_to_string(recon.join("unmatched.csv")).unwrap();
+    assert!(
+        unmatched
+            .contains("ledger,2026-12-01,opencost,prod/ml/embedder,USD,0.88,__unmatched__=0.88"),
+        "{unmatched}"
+    );
+
+    // Policy B: idle pro rata, shares through the servers they went through.
+    let (code, out, err) = allocate(p("b.yaml")).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export("1.0", p("focus-b.csv")).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    focus_validator(&dir.path().join("focus-b.csv"));
+    let csv = std::fs::read_to_string(dir.path().join("focus-b.csv")).unwrap();
+    let got = checked_allocated_rows(&csv, T0);
+    // The idle shares of weighted_split_with_idle_pro_rata, under the idle origin.
+    for (w, line, via, tenant, cost) in [
+        (0, "idle_share", "vllm-a-7f9c", "acme", "0.36481"),
+        (0, "idle_share", "vllm-a-7f9c", "globex", "0.72962"),
+        (0, "idle_share", "tgi-b-55d2", "acme", "0.29859"),
+        (0, "idle_share", "tgi-b-55d2", "initech", "0.23224"),
+        (0, "unmatched", "", "__unmatched__", "0.12474"),
+        (
+            1,
+            "idle_share",
+            "vllm-a-7f9c",
+            "__unattributed__",
+            "0.07053",
+        ),
+        (1, "idle_share", "vllm-a-7f9c", "globex", "0.31736"),
+        (1, "idle_share", "vllm-a-7f9c", "initech", "0.17631"),
+        (1, "unmatched", "", "__unmatched__", "0.3358"),
+    ] {
+        // x_Via names the server: its last segment is the controller, not the pod.
+        let via = match via {
+            "vllm-a-7f9c" => "vllm-llama",
+            "tgi-b-55d2" => "tgi-mistral",
+            _ => "",
+        };
+        let key = (
+            w,
+            "__idle__".to_string(),
+            line.to_string(),
+            via.to_string(),
+            tenant.to_string(),
+        );
+        assert_eq!(got.get(&key), Some(&d(cost)), "{key:?} in {got:?}");
+    }
+    assert_eq!(got.len(), 21);
+
+    // The check: a recorded row changed behind tollgate's back is refused by the export,
+    // naming the allocation, instead of writing rows that no longer sum to its cost.
+    store
+        .execute(
+            "UPDATE ledger_allocated SET cost = '1.37449', cost_nanos = 1374490000 WHERE line = 'tenant' AND tenant_id = 'acme' AND cost = '1.37448'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = export("1.0", p("focus-bad.csv")).await.unwrap();
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(
+            "allocated rows of OpenCost allocation prod/ml/deployment/vllm-llama/vllm-a-7f9c"
+        ) && err.contains("the rows sum to 4.12346, not the allocation's cost 4.12345"),
+        "{err}"
+    );
+    assert!(!dir.path().join("focus-bad.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_allocated_rows_in_focus_export_and_reconcile() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+    allocated_in_focus_and_reconcile(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_allocated_rows_in_focus_export_and_reconcile() {
+    let Some(url) = pg_database("allocate_focus").await else {
+        return;
+    };
+    allocated_in_focus_and_reconcile(&url).await;
 }

@@ -197,21 +197,6 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
-/// The rows of a CSV as header-keyed maps.
-fn csv_maps(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let head = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            head.iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 fn header(text: &str) -> Vec<String> {
     text.lines()
         .next()
@@ -219,51 +204,6 @@ fn header(text: &str) -> Vec<String> {
         .split(',')
         .map(str::to_string)
         .collect()
-}
-
-/// Runs the FinOps Foundation's focus-validator (FOCUS 1.0 rules) on `file`, with the
-/// overrides tollgate documents. Skipped (said so) when it is not installed, unless
-/// `TOLLGATE_REQUIRE_FOCUS_VALIDATOR` is set (`.ci/run` sets it).
-fn focus_validator(file: &Path) {
-    let exe = repo().join(".venv/bin/focus-validator");
-    if !exe.exists() {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_FOCUS_VALIDATOR").is_none(),
-            "TOLLGATE_REQUIRE_FOCUS_VALIDATOR is set but {} does not exist",
-            exe.display()
-        );
-        eprintln!("SKIPPED: focus-validator is not installed in .venv (see .ci/run)");
-        return;
-    }
-    // It reads its ISO 4217 list by a path relative to the working directory: run it from
-    // its site-packages directory.
-    let site = Command::new(repo().join(".venv/bin/python"))
-        .args([
-            "-c",
-            "import focus_validator, os; print(os.path.dirname(os.path.dirname(focus_validator.__file__)))",
-        ])
-        .output()
-        .unwrap();
-    let site = String::from_utf8_lossy(&site.stdout).trim().to_string();
-    let out = Command::new(&exe)
-        .current_dir(&site)
-        .arg("--data-file")
-        .arg(file)
-        .args(["--validate-version", "1.0", "--override-file"])
-        .arg(repo().join("config/focus-validator-1.0-overrides.yaml"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("Validation succeeded.") && !text.contains("failed"),
-        "focus-validator on {}:\n{text}\n{}",
-        file.display(),
-        std::fs::read_to_string(file).unwrap_or_default()
-    );
 }
 
 const POLICY: &str = "# Finance's reconciliation policy for the AI providers.\nid: finance-ai\nversion: \"2026.11-1\"\ntolerance:\n  default: \"5%\"\n  providers:\n    anthropic: \"1%\"\nunattributed: line\nwithin_tolerance: pro_rata\nabove_tolerance: report\nrounding_unit: \"0.01\"\ninvoice:\n  provider_column: ProviderName\n  model_column: SkuMeter\n  providers:\n    Microsoft: openai\n  models:\n    \"gpt-4o-0806 Input global Tokens\": gpt-4o\n    \"gpt-4o-0806 Output global Tokens\": gpt-4o\n    \"o1-1217 Input global Tokens\": o1\n    \"o1-1217 Output global Tokens\": o1\n    \"gpt-4o-mini-0718 Input global Tokens\": gpt-4o-mini\n";

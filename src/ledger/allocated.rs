@@ -379,6 +379,11 @@ pub struct AllocatedLine {
     pub cost: Decimal,
 }
 
+/// The model server of an allocated row, in SQL (the `model` of `report` and `reconcile`):
+/// `cluster/namespace/controller`, else `cluster/namespace/pod`, else the allocation's name.
+/// An idle share is recorded under the server it went through, so it counts there.
+pub const SERVER_SQL: &str = "CASE WHEN controller <> '' THEN cluster || '/' || namespace || '/' || controller WHEN pod <> '' THEN cluster || '/' || namespace || '/' || pod ELSE allocation END";
+
 /// The allocated rows whose window starts in `range`, grouped like `report`.
 pub async fn report(
     store: &Store,
@@ -386,14 +391,12 @@ pub async fn report(
     by: &[Dim],
 ) -> Result<Vec<AllocatedLine>, LedgerError> {
     // Constant dimensions are filled in here (PostgreSQL refuses a constant in GROUP BY).
-    let sql_of = |d: &Dim| {
-        match d {
+    let sql_of = |d: &Dim| match d {
         Dim::Tenant => Some("tenant_id"),
         Dim::Workflow | Dim::Agent | Dim::Provider => None,
-        Dim::Model => Some("CASE WHEN controller <> '' THEN cluster || '/' || namespace || '/' || controller WHEN pod <> '' THEN cluster || '/' || namespace || '/' || pod ELSE allocation END"),
+        Dim::Model => Some(SERVER_SQL),
         Dim::Day => Some("charge_hour / 24"),
         Dim::Hour => Some("charge_hour"),
-    }
     };
     let mut group: Vec<&str> = by.iter().filter_map(sql_of).collect();
     group.push("currency");

@@ -6,6 +6,8 @@
 //! Two versions are written: `1.0` (the newest the FinOps Foundation's `focus-validator`
 //! 1.0.0 ships rules for; validated in CI) and `1.2` (1.0's columns plus those 1.1 and 1.2
 //! added). Every cost is an exact decimal; the sum of `BilledCost` equals the `report` total.
+//! The infrastructure cost `tollgate ledger allocate` recorded follows the usage rows as
+//! split-cost-allocation rows ([`super::focus_allocated`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,9 +16,11 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::focus_allocated::PROVIDER as ALLOCATED_PROVIDER;
 use super::periods::{Period, BILLING_FROM, BILLING_RANGE};
 use super::query::{Range, UNATTRIBUTED};
 use super::row::CLASSES;
+pub use super::schema::cell;
 use super::schema::Val;
 use super::time::format_instant;
 use super::{LedgerError, Store};
@@ -250,6 +254,11 @@ pub const COLUMNS_ADDED_1_2: &[&str] = &[
 /// tollgate's own columns (FOCUS requires the `x_` prefix for them).
 pub const COLUMNS_X: &[&str] = &[
     "x_AdjustmentOf",
+    "x_AllocatedMethodDetails",
+    "x_AllocatedMethodId",
+    "x_AllocatedResourceId",
+    "x_AllocatedResourceName",
+    "x_AllocatedTags",
     "x_AttributedShare",
     "x_EnvelopeStatus",
     "x_Model",
@@ -324,18 +333,6 @@ fn dec(v: &Val, what: &str) -> Result<Option<Decimal>, LedgerError> {
             .map(Some)
             .map_err(|e| LedgerError::Corrupt(format!("{what} {s:?}: {e}"))),
         Val::Int(i) => Ok(Some(Decimal::from(*i))),
-    }
-}
-
-/// An exact decimal as FOCUS cells write it: no trailing zeros, but always a decimal point
-/// (`1.0`, not `1`), so that typed CSV readers (pandas, which the FOCUS validator uses) read
-/// a column of whole amounts as decimals rather than integers.
-pub fn cell(d: Decimal) -> String {
-    let n = d.normalize();
-    if n.scale() == 0 {
-        format!("{n}.0")
-    } else {
-        n.to_string()
     }
 }
 
@@ -563,11 +560,40 @@ pub async fn export(
             .collect();
         w.write_record(&rec).map_err(io)?;
     }
+    // The infrastructure cost `allocate` split over tenants: split-cost-allocation rows.
+    let account = super::focus_allocated::BillingCells {
+        account_id: billing.account_id.clone(),
+        account_name: billing
+            .account_name
+            .clone()
+            .unwrap_or_else(|| billing.account_id.clone()),
+        account_type: billing
+            .account_type
+            .clone()
+            .unwrap_or_else(|| "Billing Account".into()),
+        invoice_issuer: billing
+            .invoice_issuer
+            .clone()
+            .unwrap_or_else(|| ALLOCATED_PROVIDER.into()),
+        service_name: billing.service(ALLOCATED_PROVIDER),
+    };
+    let (allocated, allocated_billed) =
+        super::focus_allocated::rows(store, range, &account).await?;
+    for v in &allocated {
+        let rec: Vec<&str> = header
+            .iter()
+            .map(|c| v.get(c).map_or("", String::as_str))
+            .collect();
+        w.write_record(&rec).map_err(io)?;
+    }
+    for (currency, cost) in allocated_billed {
+        *billed.entry(currency).or_default() += cost;
+    }
     let bytes = w.into_inner().map_err(|e| LedgerError::Io(e.to_string()))?;
     Ok((
         String::from_utf8_lossy(&bytes).into_owned(),
         ExportSummary {
-            rows: groups.len(),
+            rows: groups.len() + allocated.len(),
             billed,
         },
     ))

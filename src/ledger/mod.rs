@@ -5,7 +5,7 @@
 //! - [`schema`]: the versioned schema, one definition for both backends;
 //! - [`store`]: the backends (embedded SQLite, PostgreSQL) behind one [`Store`];
 //! - [`periods`]: closed periods, late data as adjustments of the next open period;
-//! - [`focus`]: the FOCUS export;
+//! - [`focus`]: the FOCUS export ([`focus_allocated`]: its split-cost-allocation rows);
 //! - [`reconcile`]: reconciliation against a provider's invoice under a versioned policy;
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
 //! - [`html`]: the self-contained chargeback statement page;
@@ -21,6 +21,7 @@ pub mod allocated;
 pub mod budget;
 pub mod dispute;
 pub mod focus;
+pub mod focus_allocated;
 pub mod html;
 pub mod opencost;
 pub mod periods;

@@ -12,6 +12,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use sha2::{Digest, Sha256};
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::allocate::IDLE;
+use super::allocated::SERVER_SQL;
+use super::focus_allocated::PROVIDER as ALLOCATED_PROVIDER;
 use super::query::{Range, UNATTRIBUTED};
 use super::schema::{join_cost, Val};
 use super::time::{format_day, format_instant, parse_instant};
@@ -389,7 +392,38 @@ pub async fn ledger_costs(
             .entry(r[4].as_text().map(str::to_string))
             .or_default() += cost;
     }
+    // Allocated infrastructure cost (`tollgate ledger allocate`), by the UTC day of its
+    // window's start, under provider `opencost` and the model server (as `report` shows it).
+    // Tenant lines and idle shares are the tenant's (`__unattributed__` is the unattributed
+    // bucket); idle kept on its own line is `__idle__`, an allocation no tenant used
+    // `__unmatched__`: neither is ever spread over tenants.
+    let rows = store
+        .select(
+            &format!(
+                "SELECT charge_hour / 24, {server}, currency, tenant_id, CAST(COALESCE(SUM(cost_nanos), 0) AS TEXT), CAST(COALESCE(SUM(cost_atto), 0) AS TEXT) FROM ledger_allocated WHERE window_start_ns >= $1 AND window_start_ns < $2 GROUP BY charge_hour / 24, {server}, currency, tenant_id",
+                server = SERVER_SQL
+            ),
+            vec![Val::Int(range.from), Val::Int(range.to)],
+        )
+        .await?;
+    for r in rows {
+        let key = (
+            int(&r[0]) as i64,
+            ALLOCATED_PROVIDER.to_string(),
+            text(&r[1]),
+            text(&r[2]),
+        );
+        let tenant = text(&r[3]);
+        let line = (tenant != UNATTRIBUTED).then_some(tenant);
+        *out.entry(key).or_default().entry(line).or_default() += join_cost(int(&r[4]), int(&r[5]));
+    }
     Ok(out)
+}
+
+/// Statement lines that are never a tenant's: allocated idle and unmatched infrastructure
+/// cost. Unattributed cost spread `pro_rata` goes over tenants only, never onto these.
+fn reserved(line: &str) -> bool {
+    line == IDLE || line == UNMATCHED
 }
 
 fn ranked(tenants: &BTreeMap<Option<String>, Decimal>) -> Vec<(String, Decimal)> {
@@ -485,11 +519,18 @@ pub fn reconcile(
                     add(cur, UNMATCHED, spread, Decimal::ZERO);
                 } else {
                     let unattributed = t.get(&None).copied().unwrap_or_default();
-                    let attributed = c - unattributed;
+                    let attributed: Decimal = t
+                        .iter()
+                        .filter(|(n, _)| n.as_deref().is_some_and(|n| !reserved(n)))
+                        .map(|(_, c)| *c)
+                        .sum();
                     for (tenant, cost) in t {
                         let Some(name) = tenant else { continue };
                         let mut amount = spread * *cost / c;
-                        if policy.unattributed == Unattributed::ProRata && !attributed.is_zero() {
+                        if policy.unattributed == Unattributed::ProRata
+                            && !attributed.is_zero()
+                            && !reserved(name)
+                        {
                             amount += spread * unattributed / c * *cost / attributed;
                         }
                         add(cur, name, amount, *cost);
@@ -893,6 +934,57 @@ mod tests {
         assert_eq!(lines[0].cost, d("0.10"));
     }
 
+    /// One invoice line of `cost` for `key(20_000, "m")`.
+    fn invoice(cost: &str) -> Vec<InvoiceLine> {
+        vec![InvoiceLine {
+            line: 2,
+            day: 20_000,
+            provider: "openai".into(),
+            model: "m".into(),
+            cost: d(cost),
+            currency: "USD".into(),
+        }]
+    }
+
+    /// Day 20 000 (UTC days since the epoch).
+    fn one_day() -> Range {
+        Range {
+            from: 20_000 * 86_400_000_000_000,
+            to: 20_001 * 86_400_000_000_000,
+        }
+    }
+
+    fn settled(r: &Reconciliation) -> Vec<(&str, String)> {
+        r.statement
+            .iter()
+            .map(|s| (s.line.as_str(), n(s.settled)))
+            .collect()
+    }
+
+    #[test]
+    fn unattributed_pro_rata_never_lands_on_idle_or_unmatched() {
+        // An allocated key: acme 1.00, unattributed 1.00, __idle__ 2.00, __unmatched__ 1.00;
+        // invoiced exactly 5.00. Pro rata, the unattributed 1.00 goes to acme alone (the
+        // only tenant): acme 2.00; idle and unmatched stay at their own cost.
+        let p = Policy::parse("id: p\nversion: 1\nunattributed: pro_rata\n").unwrap();
+        let mut t = BTreeMap::new();
+        t.insert(Some("acme".to_string()), d("1.00"));
+        t.insert(None, d("1.00"));
+        t.insert(Some(IDLE.to_string()), d("2.00"));
+        t.insert(Some(UNMATCHED.to_string()), d("1.00"));
+        let ledger = [(key(20_000, "m"), t)].into_iter().collect();
+        let r = reconcile(&p, &invoice("5.00"), &ledger, one_day());
+        assert_eq!(
+            settled(&r),
+            vec![
+                ("__idle__", "2".into()),
+                ("__unattributed__", "0".into()),
+                ("__unmatched__", "1".into()),
+                ("acme", "2".into()),
+            ]
+        );
+    }
+
     #[test]
     fn thirds_settle_to_the_cent_by_largest_remainder() {
         let p = Policy::parse(POLICY).unwrap();
@@ -903,26 +995,11 @@ mod tests {
             t.insert(Some(name.to_string()), d("0.01"));
         }
         let ledger = [(key(20_000, "m"), t)].into_iter().collect();
-        let inv = vec![InvoiceLine {
-            line: 2,
-            day: 20_000,
-            provider: "openai".into(),
-            model: "m".into(),
-            cost: d("0.03"),
-            currency: "USD".into(),
-        }];
-        let range = Range {
-            from: 20_000 * 86_400_000_000_000,
-            to: 20_001 * 86_400_000_000_000,
-        };
+        let inv = invoice("0.03");
+        let range = one_day();
         let r = reconcile(&p, &inv, &ledger, range);
-        let got: Vec<(&str, String)> = r
-            .statement
-            .iter()
-            .map(|s| (s.line.as_str(), n(s.settled)))
-            .collect();
         assert_eq!(
-            got,
+            settled(&r),
             vec![
                 ("a", "0.01".into()),
                 ("b", "0.01".into()),

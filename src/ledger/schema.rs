@@ -333,6 +333,18 @@ pub fn split_cost(d: Decimal) -> Option<(i64, i64)> {
     Some((nanos, atto))
 }
 
+/// An exact decimal as FOCUS cells write it: no trailing zeros, but always a decimal point
+/// (`1.0`, not `1`), so that typed CSV readers (pandas, which the FOCUS validator uses) read
+/// a column of whole amounts as decimals rather than integers.
+pub fn cell(d: Decimal) -> String {
+    let n = d.normalize();
+    if n.scale() == 0 {
+        format!("{n}.0")
+    } else {
+        n.to_string()
+    }
+}
+
 /// `Σnanos × 10^-9 + Σatto × 10^-18`, exactly (the sums as SQL returns them, as text or
 /// integers of any size).
 pub fn join_cost(nanos: i128, atto: i128) -> Decimal {

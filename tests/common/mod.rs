@@ -1070,3 +1070,63 @@ pub async fn pg_database(name: &str) -> Option<String> {
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Some(format!("{prefix}/{db}"))
 }
+
+/// Runs the FinOps Foundation's focus-validator (FOCUS 1.0 rules) on `file`, with the
+/// overrides tollgate documents. Skipped (said so) when it is not installed, unless
+/// `TOLLGATE_REQUIRE_FOCUS_VALIDATOR` is set (`.ci/run` sets it).
+pub fn focus_validator(file: &std::path::Path) {
+    let exe = repo().join(".venv/bin/focus-validator");
+    if !exe.exists() {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_FOCUS_VALIDATOR").is_none(),
+            "TOLLGATE_REQUIRE_FOCUS_VALIDATOR is set but {} does not exist",
+            exe.display()
+        );
+        eprintln!("SKIPPED: focus-validator is not installed in .venv (see .ci/run)");
+        return;
+    }
+    // It reads its ISO 4217 list by a path relative to the working directory: run it from
+    // its site-packages directory.
+    let site = std::process::Command::new(repo().join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import focus_validator, os; print(os.path.dirname(os.path.dirname(focus_validator.__file__)))",
+        ])
+        .output()
+        .unwrap();
+    let site = String::from_utf8_lossy(&site.stdout).trim().to_string();
+    let out = std::process::Command::new(&exe)
+        .current_dir(&site)
+        .arg("--data-file")
+        .arg(file)
+        .args(["--validate-version", "1.0", "--override-file"])
+        .arg(repo().join("config/focus-validator-1.0-overrides.yaml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("Validation succeeded.") && !text.contains("failed"),
+        "focus-validator on {}:\n{text}\n{}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+/// The rows of a CSV as header-keyed maps.
+pub fn csv_maps(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            head.iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}

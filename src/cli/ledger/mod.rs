@@ -61,7 +61,8 @@ pub enum LedgerCmd {
         #[command(flatten)]
         at: LedgerArgs,
     },
-    /// Export the billing view as FOCUS Cost and Usage rows (CSV).
+    /// Export the billing view as FOCUS Cost and Usage rows (CSV), then the allocated
+    /// infrastructure cost (`allocate`) as split-cost-allocation rows.
     Export {
         #[command(flatten)]
         at: LedgerArgs,
@@ -88,7 +89,8 @@ pub enum LedgerCmd {
         out: Option<PathBuf>,
     },
     /// Match a provider's invoice (FOCUS or plain CSV) against the ledger per day, provider and
-    /// model; print the drift, the settled per-tenant statement and the unmatched lines.
+    /// model (allocated infrastructure cost under provider `opencost`); print the drift, the
+    /// settled per-tenant statement and the unmatched lines.
     Reconcile {
         #[command(flatten)]
         at: LedgerArgs,
