@@ -188,8 +188,7 @@ pub async fn report_from_events(
 }
 
 /// The unattributed bucket's reason: the envelope status of an event without a tenant.
-pub(crate) const REASON_SQL: &str =
-    "CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END";
+pub(crate) const REASON_SQL: &str = "CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END";
 
 /// Report lines being put together from several grouped queries (each added with a sign),
 /// with the exact integer sums kept until the end.
@@ -228,7 +227,17 @@ impl Parts {
         sign: i128,
     ) -> Result<(), LedgerError> {
         let g = group.join(", ");
-        let sql = format!("SELECT {g}, {sums} FROM {from_where} GROUP BY {g}");
+        // A constant (`''` for "no adjustment") is selected but not grouped by: PostgreSQL
+        // refuses a text literal in GROUP BY.
+        let grouped: Vec<&str> = group
+            .iter()
+            .map(String::as_str)
+            .filter(|x| !(x.len() >= 2 && x.starts_with('\'') && x.ends_with('\'')))
+            .collect();
+        let sql = format!(
+            "SELECT {g}, {sums} FROM {from_where} GROUP BY {}",
+            grouped.join(", ")
+        );
         let with_reason = by.contains(&Dim::Tenant);
         for r in store.select(&sql, params).await? {
             let n = by.len();

@@ -98,7 +98,11 @@ fn sum_columns() -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    c.extend(TokenClass::ALL.iter().map(|t| format!("tokens_{}", t.as_str())));
+    c.extend(
+        TokenClass::ALL
+            .iter()
+            .map(|t| format!("tokens_{}", t.as_str())),
+    );
     c
 }
 
@@ -212,7 +216,10 @@ pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, inserted: &[&Row]) -> Result
     let n = KEY_COLUMNS.len() + 4 + CLASSES;
     let values = format!(
         "VALUES ({})",
-        (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        (1..=n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut st = tx.prepare_cached(&upsert_sql(&values))?;
     for (k, acc) in plan(inserted) {
