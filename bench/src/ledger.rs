@@ -1,7 +1,8 @@
 //! `tollgate-bench ledger`: the chargeback ledger on its own. Writes synthetic but realistic
 //! rows (signed-token length, 50 tenants, 20 workflows, 8 models, spread over 30 days)
 //! through `Store::write` in batches and reports rows/s and CPU; then times `report` over
-//! everything written (`--report`). `bench/run.sh`'s `full_ledger` scenario measures the
+//! everything written (`--report`; `--report-events` also times the report over the events
+//! alone, without the roll-up). `bench/run.sh`'s `full_ledger` scenario measures the
 //! ledger fed by the full pipeline instead.
 
 use std::time::Instant;
@@ -28,6 +29,9 @@ pub struct LedgerArgs {
     /// Time `ledger report` (by tenant, and by tenant,workflow,day) over the whole ledger.
     #[arg(long)]
     report: bool,
+    /// With `--report`: also time the report computed from the events alone (no roll-up).
+    #[arg(long)]
+    report_events: bool,
     /// SQLite `synchronous`: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -166,9 +170,18 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
             from: base_ns - 86_400_000_000_000,
             to: base_ns + 40 * 86_400_000_000_000,
         };
-        for by in [
-            vec![Dim::Tenant],
-            vec![Dim::Tenant, Dim::Workflow, Dim::Day],
+        // Also a range that starts and ends inside an hour (the partial hours are read from
+        // the events, the rest from the roll-up), and by hour (hourly roll-up rows only).
+        let hour = 3_600_000_000_000i64;
+        let unaligned = Range {
+            from: base_ns + 90 * 60_000_000_000 + 500_000_000,
+            to: base_ns + 29 * 86_400_000_000_000 + 7 * hour + 15 * 60_000_000_000,
+        };
+        for (label, range, by) in [
+            ("", range, vec![Dim::Tenant]),
+            ("", range, vec![Dim::Tenant, Dim::Workflow, Dim::Day]),
+            ("", range, vec![Dim::Tenant, Dim::Hour]),
+            ("unaligned_", unaligned, vec![Dim::Tenant]),
         ] {
             let t = Instant::now();
             let lines = query::report(&store, range, &by)
@@ -176,9 +189,19 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
                 .map_err(|e| Fail(e.to_string()))?;
             let events: i64 = lines.iter().map(|l| l.events).sum();
             let name = by.iter().map(|d| d.name()).collect::<Vec<_>>().join(",");
-            report[format!("report_by_{name}_seconds")] = t.elapsed().as_secs_f64().into();
-            report[format!("report_by_{name}_events")] = events.into();
-            report[format!("report_by_{name}_lines")] = lines.len().into();
+            report[format!("{label}report_by_{name}_seconds")] = t.elapsed().as_secs_f64().into();
+            report[format!("{label}report_by_{name}_events")] = events.into();
+            report[format!("{label}report_by_{name}_lines")] = lines.len().into();
+        }
+        if a.report_events {
+            // The same report over the events alone, as before the roll-up (for comparison).
+            let t = Instant::now();
+            let lines = query::report_from_events(&store, range, &[Dim::Tenant])
+                .await
+                .map_err(|e| Fail(e.to_string()))?;
+            report["events_report_by_tenant_seconds"] = t.elapsed().as_secs_f64().into();
+            report["events_report_by_tenant_events"] =
+                lines.iter().map(|l| l.events).sum::<i64>().into();
         }
     }
     crate::emit_report(&report, None)
