@@ -106,19 +106,14 @@ fn sum_columns() -> Vec<String> {
     c
 }
 
-/// A roll-up row's key.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
+/// A roll-up row's key (borrowed from the rows being written: no copies on the write path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a> {
     grain: i64,
     charge_hour: i64,
-    tenant: String,
-    reason: String,
-    workflow: String,
-    agent: String,
-    provider: String,
-    model: String,
-    currency: String,
-    gateway_instance: String,
+    /// tenant, unattributed reason, workflow, agent, provider, model, currency, gateway
+    /// instance: [`KEY_COLUMNS`] after the first two.
+    text: [&'a str; 8],
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,40 +147,37 @@ impl Acc {
 }
 
 /// The roll-up rows the newly inserted `rows` add to, with what they add (sorted by key).
-fn plan(rows: &[&Row]) -> BTreeMap<Key, Acc> {
-    let mut out: BTreeMap<Key, Acc> = BTreeMap::new();
+fn plan<'a>(rows: &[&'a Row]) -> BTreeMap<Key<'a>, Acc> {
+    let mut out: BTreeMap<Key<'a>, Acc> = BTreeMap::new();
     for r in rows {
         let hour = r.charge_time_ns.div_euclid(NANOS_PER_HOUR);
         let key = Key {
             grain: HOUR,
             charge_hour: hour,
-            tenant: r
-                .tenant_id
-                .clone()
-                .unwrap_or_else(|| query::UNATTRIBUTED.to_string()),
-            reason: if r.tenant_id.is_none() {
-                r.envelope_status.clone()
-            } else {
-                String::new()
-            },
-            workflow: r.workflow_id.clone().unwrap_or_default(),
-            agent: r.agent_name.clone().unwrap_or_default(),
-            provider: r.provider.clone().unwrap_or_default(),
-            model: r
-                .rate_model
-                .as_ref()
-                .or(r.response_model.as_ref())
-                .or(r.request_model.as_ref())
-                .cloned()
-                .unwrap_or_default(),
-            currency: r.currency.clone().unwrap_or_default(),
-            gateway_instance: r.gateway_instance.clone(),
+            text: [
+                r.tenant_id.as_deref().unwrap_or(query::UNATTRIBUTED),
+                if r.tenant_id.is_none() {
+                    r.envelope_status.as_str()
+                } else {
+                    ""
+                },
+                r.workflow_id.as_deref().unwrap_or_default(),
+                r.agent_name.as_deref().unwrap_or_default(),
+                r.provider.as_deref().unwrap_or_default(),
+                r.rate_model
+                    .as_deref()
+                    .or(r.response_model.as_deref())
+                    .or(r.request_model.as_deref())
+                    .unwrap_or_default(),
+                r.currency.as_deref().unwrap_or_default(),
+                r.gateway_instance.as_str(),
+            ],
         };
         if hour >= 0 {
             let day = Key {
                 grain: DAY,
                 charge_hour: hour - hour % DAY,
-                ..key.clone()
+                ..key
             };
             out.entry(day).or_default().add(r);
         }
@@ -208,38 +200,53 @@ fn upsert_sql(values: &str) -> String {
     )
 }
 
+/// Roll-up rows per SQLite upsert statement (fewer statements for a large batch; 24 values
+/// a row stays far below SQLite's 32,766 parameters).
+const SQLITE_CHUNK: usize = 64;
+
+/// `VALUES ($1, …), (…), …` for `rows` roll-up rows.
+fn values_list(rows: usize) -> String {
+    let n = KEY_COLUMNS.len() + 4 + CLASSES;
+    let mut s = String::from("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..n {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * n + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
 /// Adds the rows a SQLite write transaction inserted to the roll-up, inside it.
 pub fn apply_sqlite(tx: &rusqlite::Transaction<'_>, inserted: &[&Row]) -> Result<(), LedgerError> {
+    use rusqlite::types::{ToSqlOutput, ValueRef};
     if inserted.is_empty() {
         return Ok(());
     }
-    let n = KEY_COLUMNS.len() + 4 + CLASSES;
-    let values = format!(
-        "VALUES ({})",
-        (1..=n)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut st = tx.prepare_cached(&upsert_sql(&values))?;
-    for (k, acc) in plan(inserted) {
-        let mut p: Vec<Val> = Vec::with_capacity(n);
-        p.push(Val::Int(k.grain));
-        p.push(Val::Int(k.charge_hour));
-        for s in [
-            k.tenant,
-            k.reason,
-            k.workflow,
-            k.agent,
-            k.provider,
-            k.model,
-            k.currency,
-            k.gateway_instance,
-        ] {
-            p.push(Val::Text(s));
+    let plan: Vec<(Key<'_>, Acc)> = plan(inserted).into_iter().collect();
+    let mut params: Vec<ToSqlOutput<'_>> =
+        Vec::with_capacity(SQLITE_CHUNK * (KEY_COLUMNS.len() + 4 + CLASSES));
+    for chunk in plan.chunks(SQLITE_CHUNK) {
+        params.clear();
+        for (k, acc) in chunk {
+            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(k.grain)));
+            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(k.charge_hour)));
+            for t in k.text {
+                params.push(ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())));
+            }
+            for v in acc.vals() {
+                params.push(ToSqlOutput::Borrowed(ValueRef::Integer(v)));
+            }
         }
-        p.extend(acc.vals().map(Val::Int));
-        st.execute(rusqlite::params_from_iter(p.iter()))?;
+        let mut st = tx.prepare_cached(&upsert_sql(&values_list(chunk.len())))?;
+        st.execute(rusqlite::params_from_iter(params.iter()))?;
     }
     Ok(())
 }
@@ -259,17 +266,8 @@ pub async fn apply_postgres(
     for (k, acc) in &plan {
         ints[0].push(k.grain);
         ints[1].push(k.charge_hour);
-        for (col, s) in texts.iter_mut().zip([
-            &k.tenant,
-            &k.reason,
-            &k.workflow,
-            &k.agent,
-            &k.provider,
-            &k.model,
-            &k.currency,
-            &k.gateway_instance,
-        ]) {
-            col.push(s.as_str());
+        for (col, s) in texts.iter_mut().zip(k.text) {
+            col.push(s);
         }
         for (col, v) in ints[2..].iter_mut().zip(acc.vals()) {
             col.push(v);
