@@ -38,6 +38,12 @@ pub struct LedgerArgs {
     /// First row number (so several runs add distinct rows).
     #[arg(long, default_value_t = 0)]
     offset: u64,
+    /// Events per second of charge time: row `i` is charged at `base + i / N` seconds (modulo
+    /// 30 days). 1 (the default) spreads 10 million rows over 30 days, so nearly every event
+    /// has an hourly roll-up row of its own (the roll-up's worst case); a gateway writing 50,000
+    /// rows/s writes events 50,000 to a second.
+    #[arg(long, default_value_t = 1)]
+    events_per_second: u64,
 }
 
 const MODELS: [(&str, &str, &str, &str); 8] = [
@@ -51,7 +57,7 @@ const MODELS: [(&str, &str, &str, &str); 8] = [
     ("openai", "o4-mini", "1.1", "4.4"),
 ];
 
-fn row(i: u64, base_ns: i64) -> Row {
+fn row(i: u64, base_ns: i64, events_per_second: u64) -> Row {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     let mut next = || {
         x ^= x << 13;
@@ -69,7 +75,7 @@ fn row(i: u64, base_ns: i64) -> Row {
     let c_out = Decimal::from(output) * p_out / million;
     let valid = next() % 100 < 97;
     let tenant = format!("tenant-{:02}", next() % 50);
-    let t = base_ns + (i as i64 % (30 * 86_400)) * 1_000_000_000;
+    let t = base_ns + ((i / events_per_second.max(1)) as i64 % (30 * 86_400)) * 1_000_000_000;
     let mut r = Row {
         trace_id: format!("{:016x}{:016x}", i, next()),
         span_id: format!("{:016x}", next()),
@@ -144,7 +150,9 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
     let end = a.offset + a.rows;
     while i < end {
         let n = (end - i).min(a.batch as u64);
-        let rows: Vec<Row> = (i..i + n).map(|k| row(k, base_ns)).collect();
+        let rows: Vec<Row> = (i..i + n)
+            .map(|k| row(k, base_ns, a.events_per_second))
+            .collect();
         let out = store
             .write(rows, Vec::new())
             .await
@@ -161,6 +169,7 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
         "url": tollgate::ledger::store::redact(&a.url),
         "rows_written": written,
         "batch_rows": a.batch,
+        "events_per_second": a.events_per_second,
         "seconds": secs,
         "rows_per_second": if secs > 0.0 { written as f64 / secs } else { 0.0 },
         "bench_cpu_seconds": cpu,
