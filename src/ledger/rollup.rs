@@ -261,8 +261,10 @@ pub async fn apply_postgres(
         return Ok(());
     }
     let plan = plan(inserted);
-    let mut ints: Vec<Vec<i64>> = vec![Vec::with_capacity(plan.len()); 2 + 4 + CLASSES];
-    let mut texts: Vec<Vec<&str>> = vec![Vec::with_capacity(plan.len()); 8];
+    let mut ints: Vec<Vec<i64>> = (0..2 + 4 + CLASSES)
+        .map(|_| Vec::with_capacity(plan.len()))
+        .collect();
+    let mut texts: Vec<Vec<&str>> = (0..8).map(|_| Vec::with_capacity(plan.len())).collect();
     for (k, acc) in &plan {
         ints[0].push(k.grain);
         ints[1].push(k.charge_hour);
