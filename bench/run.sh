@@ -18,6 +18,8 @@
 #   BENCH_LEDGER_URL=sqlite:… (default: a fresh SQLite file per run) or postgres://… for
 #   full_ledger
 #   RESULTS=bench/RESULTS.md (set RESULTS= to print only)
+#   PROFILE=release          cargo profile to build and run (bench-quick: no LTO, quicker
+#                            to build; for A/B comparisons where both sides use it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,7 @@ PORT_BASE=${PORT_BASE:-24300}
 SCENARIOS=${SCENARIOS:-direct passthrough full full_nobatch full_ledger}
 MODES=${MODES:-sat fixed}
 RESULTS=${RESULTS-bench/RESULTS.md}
+PROFILE=${PROFILE:-release}
 
 GW_PORT=$PORT_BASE
 SINK_PORT=$((PORT_BASE + 1))
@@ -51,13 +54,13 @@ export BENCH_EXPORT_COMPRESSION=$EXPORT_COMPRESSION
 command_line="$(printf '%q ' env SAT_SPANS="$SAT_SPANS" FIXED_RATE="$FIXED_RATE" FIXED_SECS="$FIXED_SECS" \
   SPANS_PER_REQUEST="$SPR" ATTRS="$ATTRS" CONCURRENCY="$CONCURRENCY" TENANTS="$TENANTS" \
   WORKFLOWS="$WORKFLOWS" GEN_THREADS="$GEN_THREADS" SINK_THREADS="$SINK_THREADS" \
-  BATCH_TIMEOUT="$BATCH_TIMEOUT" EXPORT_COMPRESSION="$EXPORT_COMPRESSION" bench/run.sh)"
+  BATCH_TIMEOUT="$BATCH_TIMEOUT" EXPORT_COMPRESSION="$EXPORT_COMPRESSION" PROFILE="$PROFILE" bench/run.sh)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "== building tollgate and tollgate-bench (release)"
-cargo build --release --locked -p tollgate -p tollgate-bench --bins
-TG=target/release/tollgate
-TB=target/release/tollgate-bench
+echo "== building tollgate and tollgate-bench ($PROFILE)"
+cargo build --profile "$PROFILE" --locked -p tollgate -p tollgate-bench --bins
+TG=target/$PROFILE/tollgate
+TB=target/$PROFILE/tollgate-bench
 
 work=$(mktemp -d)
 pids=()

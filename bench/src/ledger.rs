@@ -1,7 +1,8 @@
 //! `tollgate-bench ledger`: the chargeback ledger on its own. Writes synthetic but realistic
 //! rows (signed-token length, 50 tenants, 20 workflows, 8 models, spread over 30 days)
 //! through `Store::write` in batches and reports rows/s and CPU; then times `report` over
-//! everything written (`--report`). `bench/run.sh`'s `full_ledger` scenario measures the
+//! everything written (`--report`; `--report-events` also times the report over the events
+//! alone, without the roll-up). `bench/run.sh`'s `full_ledger` scenario measures the
 //! ledger fed by the full pipeline instead.
 
 use std::time::Instant;
@@ -28,12 +29,21 @@ pub struct LedgerArgs {
     /// Time `ledger report` (by tenant, and by tenant,workflow,day) over the whole ledger.
     #[arg(long)]
     report: bool,
+    /// With `--report`: also time the report computed from the events alone (no roll-up).
+    #[arg(long)]
+    report_events: bool,
     /// SQLite `synchronous`: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
     /// First row number (so several runs add distinct rows).
     #[arg(long, default_value_t = 0)]
     offset: u64,
+    /// Events per second of charge time: row `i` is charged at `base + i / N` seconds (modulo
+    /// 30 days). 1 (the default) spreads 10 million rows over 30 days, so nearly every event
+    /// has an hourly roll-up row of its own (the roll-up's worst case); a gateway writing 50,000
+    /// rows/s writes events 50,000 to a second.
+    #[arg(long, default_value_t = 1)]
+    events_per_second: u64,
 }
 
 const MODELS: [(&str, &str, &str, &str); 8] = [
@@ -47,7 +57,7 @@ const MODELS: [(&str, &str, &str, &str); 8] = [
     ("openai", "o4-mini", "1.1", "4.4"),
 ];
 
-fn row(i: u64, base_ns: i64) -> Row {
+fn row(i: u64, base_ns: i64, events_per_second: u64) -> Row {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     let mut next = || {
         x ^= x << 13;
@@ -65,7 +75,7 @@ fn row(i: u64, base_ns: i64) -> Row {
     let c_out = Decimal::from(output) * p_out / million;
     let valid = next() % 100 < 97;
     let tenant = format!("tenant-{:02}", next() % 50);
-    let t = base_ns + (i as i64 % (30 * 86_400)) * 1_000_000_000;
+    let t = base_ns + ((i / events_per_second.max(1)) as i64 % (30 * 86_400)) * 1_000_000_000;
     let mut r = Row {
         trace_id: format!("{:016x}{:016x}", i, next()),
         span_id: format!("{:016x}", next()),
@@ -140,7 +150,9 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
     let end = a.offset + a.rows;
     while i < end {
         let n = (end - i).min(a.batch as u64);
-        let rows: Vec<Row> = (i..i + n).map(|k| row(k, base_ns)).collect();
+        let rows: Vec<Row> = (i..i + n)
+            .map(|k| row(k, base_ns, a.events_per_second))
+            .collect();
         let out = store
             .write(rows, Vec::new())
             .await
@@ -157,6 +169,7 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
         "url": tollgate::ledger::store::redact(&a.url),
         "rows_written": written,
         "batch_rows": a.batch,
+        "events_per_second": a.events_per_second,
         "seconds": secs,
         "rows_per_second": if secs > 0.0 { written as f64 / secs } else { 0.0 },
         "bench_cpu_seconds": cpu,
@@ -166,9 +179,18 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
             from: base_ns - 86_400_000_000_000,
             to: base_ns + 40 * 86_400_000_000_000,
         };
-        for by in [
-            vec![Dim::Tenant],
-            vec![Dim::Tenant, Dim::Workflow, Dim::Day],
+        // Also a range that starts and ends inside an hour (the partial hours are read from
+        // the events, the rest from the roll-up), and by hour (hourly roll-up rows only).
+        let hour = 3_600_000_000_000i64;
+        let unaligned = Range {
+            from: base_ns + 90 * 60_000_000_000 + 500_000_000,
+            to: base_ns + 29 * 86_400_000_000_000 + 7 * hour + 15 * 60_000_000_000,
+        };
+        for (label, range, by) in [
+            ("", range, vec![Dim::Tenant]),
+            ("", range, vec![Dim::Tenant, Dim::Workflow, Dim::Day]),
+            ("", range, vec![Dim::Tenant, Dim::Hour]),
+            ("unaligned_", unaligned, vec![Dim::Tenant]),
         ] {
             let t = Instant::now();
             let lines = query::report(&store, range, &by)
@@ -176,9 +198,19 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
                 .map_err(|e| Fail(e.to_string()))?;
             let events: i64 = lines.iter().map(|l| l.events).sum();
             let name = by.iter().map(|d| d.name()).collect::<Vec<_>>().join(",");
-            report[format!("report_by_{name}_seconds")] = t.elapsed().as_secs_f64().into();
-            report[format!("report_by_{name}_events")] = events.into();
-            report[format!("report_by_{name}_lines")] = lines.len().into();
+            report[format!("{label}report_by_{name}_seconds")] = t.elapsed().as_secs_f64().into();
+            report[format!("{label}report_by_{name}_events")] = events.into();
+            report[format!("{label}report_by_{name}_lines")] = lines.len().into();
+        }
+        if a.report_events {
+            // The same report over the events alone, as before the roll-up (for comparison).
+            let t = Instant::now();
+            let lines = query::report_from_events(&store, range, &[Dim::Tenant])
+                .await
+                .map_err(|e| Fail(e.to_string()))?;
+            report["events_report_by_tenant_seconds"] = t.elapsed().as_secs_f64().into();
+            report["events_report_by_tenant_events"] =
+                lines.iter().map(|l| l.events).sum::<i64>().into();
         }
     }
     crate::emit_report(&report, None)

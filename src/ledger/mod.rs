@@ -7,6 +7,7 @@
 //! - [`periods`]: closed periods, late data as adjustments of the next open period;
 //! - [`focus`]: the FOCUS export ([`focus_allocated`]: its split-cost-allocation rows);
 //! - [`reconcile`]: reconciliation against a provider's invoice under a versioned policy;
+//! - [`rollup`]: the hourly and daily roll-up `report` reads, kept with the events;
 //! - [`query`]: reports, completeness, dispute packs and verification over a store;
 //! - [`html`]: the self-contained chargeback statement page;
 //! - [`opencost`], [`allocate`], [`allocated`]: OpenCost allocation data split over the
@@ -27,6 +28,7 @@ pub mod opencost;
 pub mod periods;
 pub mod query;
 pub mod reconcile;
+pub mod rollup;
 pub mod row;
 pub mod schema;
 pub mod store;

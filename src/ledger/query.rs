@@ -53,7 +53,8 @@ impl Dim {
             Dim::Hour => "hour",
         }
     }
-    fn sql(self) -> &'static str {
+    /// The dimension over `ledger_events`.
+    pub(crate) fn sql(self) -> &'static str {
         match self {
             Dim::Tenant => "COALESCE(tenant_id, '__unattributed__')",
             Dim::Workflow => "COALESCE(workflow_id, '')",
@@ -131,7 +132,7 @@ fn text(v: &Val) -> String {
 }
 
 /// Events, priced events, the exact cost split and the tokens of every class.
-fn sums() -> String {
+pub(crate) fn sums() -> String {
     let mut s = String::from("COUNT(*), SUM(CASE WHEN cost_status = 'priced' THEN 1 ELSE 0 END), CAST(COALESCE(SUM(cost_nanos), 0) AS TEXT), CAST(COALESCE(SUM(cost_atto), 0) AS TEXT)");
     for c in TokenClass::ALL {
         let _ = write!(s, ", CAST(COALESCE(SUM(tokens_{}), 0) AS TEXT)", c.as_str());
@@ -140,78 +141,160 @@ fn sums() -> String {
 }
 
 /// The report: one line per distinct combination of the dimensions (and currency).
+///
+/// Whole hours of the range are read from the hourly roll-up (`super::rollup`), partial
+/// hours at its edges from the events; the lines are exactly those of
+/// [`report_from_events`].
 pub async fn report(
     store: &Store,
     range: Range,
     by: &[Dim],
 ) -> Result<Vec<ReportLine>, LedgerError> {
-    let mut group: Vec<&str> = by.iter().map(|d| d.sql()).collect();
-    let with_reason = by.contains(&Dim::Tenant);
-    if with_reason {
-        group.push("CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END");
+    super::rollup::report(store, range, by).await
+}
+
+/// The report computed from the events alone (one `GROUP BY` over the billing view).
+pub async fn report_from_events(
+    store: &Store,
+    range: Range,
+    by: &[Dim],
+) -> Result<Vec<ReportLine>, LedgerError> {
+    let mut group: Vec<String> = by.iter().map(|d| d.sql().to_string()).collect();
+    if by.contains(&Dim::Tenant) {
+        group.push(REASON_SQL.to_string());
     }
-    group.push("COALESCE(currency, '')");
-    group.push("COALESCE(a.charge_period, '')");
+    group.push("COALESCE(currency, '')".into());
+    group.push("COALESCE(a.charge_period, '')".into());
     // The billing view: late events of a closed period count, as their own lines, in the
     // period they are billed to (see `periods`).
-    let sql = format!(
-        "SELECT {g}, {sums} FROM {from} WHERE {range} GROUP BY {g}",
-        g = group.join(", "),
-        sums = sums(),
+    let from_where = format!(
+        "{from} WHERE {range}",
         from = super::periods::BILLING_FROM,
         range = super::periods::BILLING_RANGE,
     );
-    let rows = store
-        .select(&sql, vec![Val::Int(range.from), Val::Int(range.to)])
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let n = by.len();
-        let keys = by
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                Dim::Day => format_day(int128(&r[i]) as i64 * 24),
-                Dim::Hour => format_hour(int128(&r[i]) as i64),
-                _ => text(&r[i]),
-            })
-            .collect();
-        let mut i = n;
-        let unattributed_reason = if with_reason {
-            i += 1;
-            text(&r[n])
-        } else {
-            String::new()
-        };
-        let currency = text(&r[i]);
-        let adjustment_of = text(&r[i + 1]);
-        let s = &r[i + 2..];
-        out.push(ReportLine {
-            keys,
-            unattributed_reason,
-            currency,
-            events: int128(&s[0]) as i64,
-            priced: int128(&s[1]) as i64,
-            cost: join_cost(int128(&s[2]), int128(&s[3])),
-            tokens: std::array::from_fn(|k| int128(&s[4 + k])),
-            adjustment_of,
-        });
-    }
-    out.sort_by(|a, b| {
-        (
-            &a.adjustment_of,
-            &a.keys,
-            &a.unattributed_reason,
-            &a.currency,
+    let mut parts = Parts::default();
+    parts
+        .add(
+            store,
+            by,
+            &group,
+            &sums(),
+            &from_where,
+            vec![Val::Int(range.from), Val::Int(range.to)],
+            1,
         )
-            .cmp(&(
-                &b.adjustment_of,
-                &b.keys,
-                &b.unattributed_reason,
-                &b.currency,
-            ))
-    });
-    Ok(out)
+        .await?;
+    Ok(parts.lines())
+}
+
+/// The unattributed bucket's reason: the envelope status of an event without a tenant.
+pub(crate) const REASON_SQL: &str = "CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END";
+
+/// Report lines being put together from several grouped queries (each added with a sign),
+/// with the exact integer sums kept until the end.
+#[derive(Default)]
+pub(crate) struct Parts {
+    map: BTreeMap<LineKey, Sums>,
+}
+
+/// (adjustment_of, the dimensions' values, unattributed reason, currency): a report line's
+/// identity, in the report's order.
+type LineKey = (String, Vec<String>, String, String);
+
+#[derive(Default)]
+struct Sums {
+    events: i128,
+    priced: i128,
+    nanos: i128,
+    atto: i128,
+    tokens: Tokens,
+}
+
+impl Parts {
+    /// Runs `SELECT {group}, {sums} FROM … GROUP BY {group}` and adds (`sign` 1) or
+    /// subtracts (`sign` -1) its sums. `group` is the dimensions in `by` order, then (with
+    /// a tenant dimension) the unattributed reason, the currency and the adjusted period;
+    /// `sums` is events, priced events, Σcost_nanos, Σcost_atto and the tokens per class.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn add(
+        &mut self,
+        store: &Store,
+        by: &[Dim],
+        group: &[String],
+        sums: &str,
+        from_where: &str,
+        params: Vec<Val>,
+        sign: i128,
+    ) -> Result<(), LedgerError> {
+        let g = group.join(", ");
+        // A constant (`''` for "no adjustment") is selected but not grouped by: PostgreSQL
+        // refuses a text literal in GROUP BY.
+        let grouped: Vec<&str> = group
+            .iter()
+            .map(String::as_str)
+            .filter(|x| !(x.len() >= 2 && x.starts_with('\'') && x.ends_with('\'')))
+            .collect();
+        let sql = format!(
+            "SELECT {g}, {sums} FROM {from_where} GROUP BY {}",
+            grouped.join(", ")
+        );
+        let with_reason = by.contains(&Dim::Tenant);
+        for r in store.select(&sql, params).await? {
+            let n = by.len();
+            let keys = by
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Dim::Day => format_day(int128(&r[i]) as i64 * 24),
+                    Dim::Hour => format_hour(int128(&r[i]) as i64),
+                    _ => text(&r[i]),
+                })
+                .collect();
+            let mut i = n;
+            let reason = if with_reason {
+                i += 1;
+                text(&r[n])
+            } else {
+                String::new()
+            };
+            let currency = text(&r[i]);
+            let adjustment_of = text(&r[i + 1]);
+            let s = &r[i + 2..];
+            let e = self
+                .map
+                .entry((adjustment_of, keys, reason, currency))
+                .or_default();
+            e.events += sign * int128(&s[0]);
+            e.priced += sign * int128(&s[1]);
+            e.nanos += sign * int128(&s[2]);
+            e.atto += sign * int128(&s[3]);
+            for (k, t) in e.tokens.iter_mut().enumerate() {
+                *t += sign * int128(&s[4 + k]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The lines, in report order; a combination left with no event (everything added was
+    /// subtracted again) is no line, as in a `GROUP BY`.
+    pub(crate) fn lines(self) -> Vec<ReportLine> {
+        self.map
+            .into_iter()
+            .filter(|(_, s)| s.events != 0)
+            .map(
+                |((adjustment_of, keys, unattributed_reason, currency), s)| ReportLine {
+                    keys,
+                    unattributed_reason,
+                    currency,
+                    events: s.events as i64,
+                    priced: s.priced as i64,
+                    cost: join_cost(s.nanos, s.atto),
+                    tokens: s.tokens,
+                    adjustment_of,
+                },
+            )
+            .collect()
+    }
 }
 
 /// Exact totals per currency over report lines.

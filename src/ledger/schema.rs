@@ -184,7 +184,19 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger_allocated ADD COLUMN tokens_audio_output BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE ledger_allocated ADD COLUMN tokens_image_input BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE ledger_allocated ADD COLUMN tokens_image_output BIGINT NOT NULL DEFAULT 0;",
+    // 6 → 7: the hourly and daily roll-up `report` reads, back-filled from the events
+    // (`super::rollup`).
+    super::rollup::MIGRATION,
 ];
+
+/// Migration `i` as SQLite runs it (the roll-up table is `WITHOUT ROWID` there).
+pub fn sqlite_migration(i: usize) -> &'static str {
+    if i == super::rollup::MIGRATION_INDEX {
+        super::rollup::MIGRATION_SQLITE
+    } else {
+        MIGRATIONS.get(i).copied().unwrap_or_default()
+    }
+}
 
 /// A column value, the common ground of both backends.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -357,6 +357,7 @@ impl Store {
                 }
             }
         }
+        super::rollup::apply_sqlite(&tx, &inserted)?;
         super::periods::adjust_sqlite(&tx, &self.closed, &inserted)?;
         tx.commit()?;
         let mut known = lock(known_tables);
@@ -489,6 +490,7 @@ impl Store {
                         .await?;
                 }
             }
+            super::rollup::apply_postgres(client, &new_rows).await?;
             super::periods::adjust_postgres(client, &self.closed, &new_rows).await?;
             Ok(())
         }
@@ -689,8 +691,8 @@ fn open_sqlite(path: &Path, sync: Synchronous) -> Result<Store, LedgerError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(m)?;
+    for i in (current as usize)..MIGRATIONS.len() {
+        tx.execute_batch(schema::sqlite_migration(i))?;
         tx.execute(
             "INSERT INTO tollgate_ledger_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             rusqlite::params![(i as i64 + 1).to_string()],
