@@ -1175,7 +1175,10 @@ impl Processor for CostProcessor {
                 .min(self.sweep_interval);
             while let Some(wake) = trigger.wait(tick).await {
                 let forced = wake == Wake::Hangup;
-                self.dedup.sweep(Instant::now());
+                let now = Instant::now();
+                if let Some(e) = self.dedup.sweep(now) {
+                    self.dedup_at_bound(e, now);
+                }
                 self.dedup_entries.set(self.dedup.len() as i64);
                 if self.reload_interval.is_none() {
                     continue;
