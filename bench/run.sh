@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tollgate benchmark harness (issue #7). Builds tollgate and the bench tools in release, then
+# tollgate benchmark harness (issues #7, #17). Builds tollgate and the bench tools in release, then
 # for each configuration -- direct (generator -> sink, the baseline), pass-through, full
-# pipeline, full pipeline without its batch stage -- starts a fresh sink and a fresh tollgate, drives it (a) to saturation and (b) at a
+# pipeline (attributes full / compact), the 10 % LLM mix (pass-through and full), full pipeline
+# without its batch stage, full with the ledger -- starts a fresh sink and a fresh tollgate, drives it (a) to saturation and (b) at a
 # fixed rate, and writes the table into bench/RESULTS.md (between the run.sh markers; the rest
 # of the file, e.g. profile notes, is kept).
 #
@@ -9,17 +10,20 @@
 #   SAT_SPANS=2000000        spans per saturation run
 #   FIXED_RATE=10000         spans/s of the fixed-rate runs
 #   FIXED_SECS=15            seconds of each fixed-rate run
-#   SPANS_PER_REQUEST=100  ATTRS=10  CONCURRENCY=8  TENANTS=10  WORKFLOWS=20
+#   SPANS_PER_REQUEST=100  ATTRS=11  CONCURRENCY=8  TENANTS=10  WORKFLOWS=20
+#   MIXED_LLM_SHARE=0.1      share of LLM spans in the *mixed scenarios (the rest HTTP server spans)
 #   GEN_THREADS=1  SINK_THREADS=1   runtime threads of the generator and the sink
 #   BATCH_TIMEOUT=200ms      batch timeout of the full pipeline (the latency it adds)
 #   EXPORT_COMPRESSION=none  tollgate -> sink compression (none | gzip | zstd)
 #   PORT_BASE=24300          ports PORT_BASE..PORT_BASE+3 are used
-#   SCENARIOS="direct passthrough full full_nobatch full_ledger"   MODES="sat fixed"
+#   SCENARIOS="direct passthrough full full_compact passthrough_mixed mixed mixed_compact full_nobatch full_ledger"
+#   MODES="sat fixed"
 #   BENCH_LEDGER_URL=sqlite:… (default: a fresh SQLite file per run) or postgres://… for
 #   full_ledger
 #   RESULTS=bench/RESULTS.md (set RESULTS= to print only)
 #   PROFILE=release          cargo profile to build and run (bench-quick: no LTO, quicker
 #                            to build; for A/B comparisons where both sides use it)
+#   TOLLGATE_BIN=target/release/tollgate (another binary to measure)  SKIP_BUILD=1 (do not build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +31,8 @@ SAT_SPANS=${SAT_SPANS:-2000000}
 FIXED_RATE=${FIXED_RATE:-10000}
 FIXED_SECS=${FIXED_SECS:-15}
 SPR=${SPANS_PER_REQUEST:-100}
-ATTRS=${ATTRS:-10}
+ATTRS=${ATTRS:-11}
+MIXED_LLM_SHARE=${MIXED_LLM_SHARE:-0.1}
 CONCURRENCY=${CONCURRENCY:-8}
 TENANTS=${TENANTS:-10}
 WORKFLOWS=${WORKFLOWS:-20}
@@ -36,7 +41,7 @@ SINK_THREADS=${SINK_THREADS:-1}
 BATCH_TIMEOUT=${BATCH_TIMEOUT:-200ms}
 EXPORT_COMPRESSION=${EXPORT_COMPRESSION:-none}
 PORT_BASE=${PORT_BASE:-24300}
-SCENARIOS=${SCENARIOS:-direct passthrough full full_nobatch full_ledger}
+SCENARIOS=${SCENARIOS:-direct passthrough full full_compact passthrough_mixed mixed mixed_compact full_nobatch full_ledger}
 MODES=${MODES:-sat fixed}
 RESULTS=${RESULTS-bench/RESULTS.md}
 PROFILE=${PROFILE:-release}
@@ -51,15 +56,19 @@ export BENCH_METRICS_ENDPOINT=127.0.0.1:$((PORT_BASE + 3))
 export BENCH_BATCH_TIMEOUT=$BATCH_TIMEOUT
 export BENCH_EXPORT_COMPRESSION=$EXPORT_COMPRESSION
 
-command_line="$(printf '%q ' env SAT_SPANS="$SAT_SPANS" FIXED_RATE="$FIXED_RATE" FIXED_SECS="$FIXED_SECS" \
+command_line="$(printf '%q ' env ${TOLLGATE_BIN:+TOLLGATE_BIN="$TOLLGATE_BIN"} SAT_SPANS="$SAT_SPANS" FIXED_RATE="$FIXED_RATE" FIXED_SECS="$FIXED_SECS" \
   SPANS_PER_REQUEST="$SPR" ATTRS="$ATTRS" CONCURRENCY="$CONCURRENCY" TENANTS="$TENANTS" \
   WORKFLOWS="$WORKFLOWS" GEN_THREADS="$GEN_THREADS" SINK_THREADS="$SINK_THREADS" \
-  BATCH_TIMEOUT="$BATCH_TIMEOUT" EXPORT_COMPRESSION="$EXPORT_COMPRESSION" PROFILE="$PROFILE" bench/run.sh)"
+  BATCH_TIMEOUT="$BATCH_TIMEOUT" EXPORT_COMPRESSION="$EXPORT_COMPRESSION" MIXED_LLM_SHARE="$MIXED_LLM_SHARE" \
+  PROFILE="$PROFILE" SCENARIOS="$SCENARIOS" MODES="$MODES" bench/run.sh)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "== building tollgate and tollgate-bench ($PROFILE)"
-cargo build --profile "$PROFILE" --locked -p tollgate -p tollgate-bench --bins
-TG=target/$PROFILE/tollgate
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "== building tollgate and tollgate-bench ($PROFILE)"
+  cargo build --profile "$PROFILE" --locked -p tollgate -p tollgate-bench --bins
+fi
+# TOLLGATE_BIN measures another build of tollgate (e.g. a copy of the previous commit's).
+TG=${TOLLGATE_BIN:-target/$PROFILE/tollgate}
 TB=target/$PROFILE/tollgate-bench
 
 work=$(mktemp -d)
@@ -89,6 +98,12 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 run_one() { # scenario mode
   local scenario=$1 mode=$2 spans rate name=$1-$2 nonce unique gw="" cpu0=0 cpu1=0 hwm=0 rss=0 ledger_rows=0
+  local config=$1 llm_share=1
+  case $scenario in
+    mixed) config=full; llm_share=$MIXED_LLM_SHARE ;;
+    mixed_compact) config=full_compact; llm_share=$MIXED_LLM_SHARE ;;
+    passthrough_mixed) config=passthrough; llm_share=$MIXED_LLM_SHARE ;;
+  esac
   if [ "$mode" = sat ]; then spans=$SAT_SPANS; rate=0; else spans=$((FIXED_RATE * FIXED_SECS)); rate=$FIXED_RATE; fi
   unique=$(( (spans + SPR - 1) / SPR * SPR ))
   nonce=$(( (RANDOM << 8 ^ RANDOM) & 0xffffff ))
@@ -103,7 +118,7 @@ run_one() { # scenario mode
     export BENCH_LEDGER_URL="sqlite:$work/$name.ledger.db"
   fi
   if [ "$scenario" != direct ]; then
-    "$TG" --config "bench/configs/$scenario.yaml" >"$work/$name.tollgate.log" 2>&1 &
+    "$TG" --config "bench/configs/$config.yaml" >"$work/$name.tollgate.log" 2>&1 &
     gw=$!
     pids+=("$gw")
     wait_port "$GW_PORT" tollgate || { cat "$work/$name.tollgate.log" >&2; return 1; }
@@ -112,7 +127,7 @@ run_one() { # scenario mode
   fi
   "$TB" --threads "$GEN_THREADS" gen --endpoint "$target" --spans "$spans" --rate "$rate" \
     --concurrency "$CONCURRENCY" --spans-per-request "$SPR" --attrs "$ATTRS" --tenants "$TENANTS" \
-    --workflows "$WORKFLOWS" --nonce "$nonce" --key-file bench/configs/keys/bench-k1.hex \
+    --workflows "$WORKFLOWS" --llm-share "$llm_share" --nonce "$nonce" --key-file bench/configs/keys/bench-k1.hex \
     --report "$work/$name.gen.json" >/dev/null 2>"$work/$name.gen.log" || {
       echo "generator failed:" >&2; cat "$work/$name.gen.log" >&2; return 1; }
   wait "$sink" || { echo "sink failed:" >&2; cat "$work/$name.sink.log" >&2; return 1; }
@@ -138,7 +153,7 @@ for s in $SCENARIOS; do
   done
 done
 
-python3 - "$work" "$RESULTS" "$command_line" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+MIXED_LLM_SHARE=$MIXED_LLM_SHARE python3 - "$work" "$RESULTS" "$command_line" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import json, os, re, subprocess, sys, datetime
 work, results, cmd, load_before, load_after = sys.argv[1:6]
 rows = {}
@@ -153,7 +168,8 @@ for f in sorted(os.listdir(work)):
 def fmt(x, d=0):
     return "–" if x is None else f"{x:,.{d}f}"
 
-order = [(s, mo) for s in ("direct", "passthrough", "full", "full_nobatch", "full_ledger") for mo in ("sat", "fixed")]
+SCEN = ("direct", "passthrough", "full", "full_compact", "passthrough_mixed", "mixed", "mixed_compact", "full_nobatch", "full_ledger")
+order = [(s, mo) for s in SCEN for mo in ("sat", "fixed")]
 base = rows.get(("direct", "fixed"))
 lines = []
 lines.append("| run | spans/s | gateway CPU-s / M spans | spans/s per gateway core | peak RSS (VmHWM) | e2e p50 / p99 | added p50 / p99 | lost | dup | rejected / failed | gen / sink CPU-s |")
@@ -175,7 +191,7 @@ for key in order:
         b = base[2]
         added = f"{p50 - b['latency_us_p50']/1000:.2f} / {p99 - b['latency_us_p99']/1000:.2f} ms"
     lost = sink["missing_spans"]
-    summary[key] = dict(thr=thr, per_core=per_core, lost=lost)
+    summary[key] = dict(thr=thr, per_core=per_core, lost=lost, cpu_m=cpu_m)
     lines.append(
         f"| {key[0]} {'saturation' if key[1]=='sat' else 'at ' + fmt(gen['target_rate']) + '/s'} "
         f"| {fmt(thr)} | {fmt(cpu_m, 2)} | {fmt(per_core)} | {fmt(hwm, 1) + ' MiB' if hwm else '–'} "
@@ -183,6 +199,15 @@ for key in order:
         f"| {gen['rejected_spans']} / {gen['failed_spans']} | {fmt(gen.get('cpu_s'),1)} / {fmt(sink.get('cpu_s'),1)} |")
 
 checks = []
+# Issue #17: CPU per span relative to pass-through on the same traffic, in this run.
+for mode in ("sat", "fixed"):
+    for s, b, target in (("full", "passthrough", 2.0), ("full_compact", "passthrough", 2.0),
+                         ("mixed", "passthrough_mixed", 1.3), ("mixed_compact", "passthrough_mixed", 1.3)):
+        x, y = summary.get((s, mode)), summary.get((b, mode))
+        if x and y and x["cpu_m"] and y["cpu_m"]:
+            r = x["cpu_m"] / y["cpu_m"]
+            checks.append(f"- {s} / {b} CPU per span ({'saturation' if mode == 'sat' else 'fixed rate'}): "
+                          f"{x['cpu_m']:.2f} / {y['cpu_m']:.2f} CPU-s per M spans = **{r:.2f}×** (target ≤ {target}×: {'met' if r <= target else 'not met'})")
 ps, fs = summary.get(("passthrough", "sat")), summary.get(("full", "sat"))
 if ps and fs:
     checks.append(f"- full / pass-through throughput at saturation: {fs['thr']/ps['thr']*100:.0f} % (target ≥ 70 %); "
@@ -190,7 +215,7 @@ if ps and fs:
 if ps and ps["per_core"]:
     checks.append(f"- pass-through spans/s per gateway core: {ps['per_core']:,.0f} (target ≥ 250,000)")
 if ("passthrough", "fixed") in rows and base:
-    for s in ("passthrough", "full", "full_nobatch", "full_ledger"):
+    for s in SCEN[1:]:
         if (s, "fixed") in rows:
             m, g, k = rows[(s, "fixed")]
             checks.append(f"- {s} at {g['target_rate']:,}/s: added p99 {k['latency_us_p99']/1000 - base[2]['latency_us_p99']/1000:.2f} ms (target < 5 ms), peak RSS {m['vmhwm_kib']/1024:.1f} MiB (target < 100 MiB)")
@@ -216,7 +241,10 @@ section = "\n".join([
     "",
     f"Machine: `nproc` = {os.cpu_count()}, CPU: {cpu_model}; load average before / after: {load_before} / {load_after}.",
     f"Workload: {any_gen['spans_per_request']} spans per request, {any_gen['attrs_per_span']} attributes per span, "
-    f"{any_gen['bytes_per_request']:,} bytes per request, {any_gen['concurrency']} concurrent requests.",
+    f"{any_gen['bytes_per_request']:,} bytes per request, {any_gen['concurrency']} concurrent requests; "
+    f"5 spans per trace, one envelope per trace signed at sending (a saturation run of {any_gen['unique_spans']:,} spans carries "
+    f"{max(g.get('distinct_envelopes', 0) for _, g, _ in rows.values()):,} distinct envelopes at most), 0–3 lineage hops or a retry hop; "
+    f"the *mixed runs have {os.environ.get('MIXED_LLM_SHARE', '0.1')} LLM spans, the rest HTTP server spans, all enveloped.",
     "",
     "Command:",
     "",

@@ -44,7 +44,8 @@ fn request_bytes() -> bytes::Bytes {
         ..Workload::default()
     };
     let t = build_templates(&w, NOW_S * 1_000_000_000).expect("templates");
-    t[0].stamp(1, 0, NOW_S * 1_000_000_000 + 1)
+    t[0].stamp(1, 0, NOW_S * 1_000_000_000 + 1, None)
+        .expect("stamps")
 }
 
 fn request() -> ExportTraceServiceRequest {

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{now_ns, percentile, Fail};
 use tollgate::exporters::encode::{PreEncoded, TRACE_EXPORT};
-use tollgate_bench::workload::{build_templates, Rng, Template, Workload};
+use tollgate_bench::workload::{build_templates, Rng, Signer, Template, Workload};
 
 #[derive(Debug, clap::Args)]
 pub struct GenArgs {
@@ -41,6 +41,13 @@ pub struct GenArgs {
     /// Share of spans that are retries of an operation (envelope with a `retry` hop).
     #[arg(long, default_value_t = 0.05)]
     pub retry_share: f64,
+    /// Share of spans that are LLM calls; the rest are HTTP server spans (all enveloped).
+    #[arg(long, default_value_t = 1.0)]
+    pub llm_share: f64,
+    /// Sign a fresh envelope per trace at sending (issue #17's workload); `false` keeps the
+    /// templates' envelopes (cycled, so envelopes repeat across traces).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub envelope_per_trace: bool,
     /// Share of requests sent a second time with the same span ids (client re-sends).
     #[arg(long, default_value_t = 0.01)]
     pub resend_share: f64,
@@ -73,6 +80,7 @@ pub struct GenArgs {
 struct Counters {
     requests: AtomicU64,
     spans: AtomicU64,
+    llm_spans: AtomicU64,
     resent_spans: AtomicU64,
     acked: AtomicU64,
     rejected: AtomicU64,
@@ -133,12 +141,18 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
         workflows: a.workflows,
         templates: a.templates,
         retry_share: a.retry_share,
+        llm_share: a.llm_share,
         seed: a.seed,
         secret,
         kid: a.kid.clone(),
     };
     let built = Instant::now();
-    let templates = Arc::new(build_templates(&w, now_ns()).map_err(Fail)?);
+    let build_ns = now_ns();
+    let templates = Arc::new(build_templates(&w, build_ns).map_err(Fail)?);
+    let signer = Arc::new(
+        a.envelope_per_trace
+            .then(|| Signer::new(&w, (build_ns / 1_000_000_000) as i64)),
+    );
     let bytes_per_request =
         templates.iter().map(|t| t.bytes.len()).sum::<usize>() / templates.len().max(1);
     eprintln!(
@@ -171,6 +185,7 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
     let start_ns = now_ns();
     let mut tasks = Vec::new();
     for ch in channels {
+        let signer = signer.clone();
         let (templates, order, counters, next, first_error) = (
             templates.clone(),
             order.clone(),
@@ -188,6 +203,7 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
             worker(
                 ch,
                 &templates,
+                signer.as_ref().as_ref(),
                 &order,
                 &counters,
                 &next,
@@ -220,6 +236,7 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
         "resent_requests": resends,
         "sent_requests": c.requests.load(Ordering::Relaxed),
         "sent_spans": spans,
+        "llm_spans_sent": c.llm_spans.load(Ordering::Relaxed),
         "resent_spans": c.resent_spans.load(Ordering::Relaxed),
         "acked_spans": c.acked.load(Ordering::Relaxed),
         "rejected_spans": c.rejected.load(Ordering::Relaxed),
@@ -235,6 +252,8 @@ pub async fn run(a: GenArgs) -> Result<(), Fail> {
         "concurrency": a.concurrency,
         "spans_per_request": spr,
         "attrs_per_span": a.attrs,
+        "llm_share": a.llm_share,
+        "distinct_envelopes": if a.envelope_per_trace { (requests * spr as u64).div_ceil(tollgate_bench::ids::SPANS_PER_TRACE) } else { templates.iter().map(|t| t.envelopes.len() as u64).sum::<u64>() },
         "bytes_per_request": bytes_per_request,
         "rtt_us_p50": percentile(&rtts, 0.50),
         "rtt_us_p99": percentile(&rtts, 0.99),
@@ -255,6 +274,7 @@ struct Sending {
 async fn worker(
     ch: Channel,
     templates: &[Template],
+    signer: Option<&Signer>,
     order: &[(u64, bool)],
     c: &Counters,
     next: &AtomicU64,
@@ -278,13 +298,22 @@ async fn worker(
             tokio::time::sleep_until(due.into()).await;
         }
         let t = &templates[(r % templates.len() as u64) as usize];
-        let body = t.stamp(nonce, r * spr as u64, now_ns());
+        let body = match t.stamp(nonce, r * spr as u64, now_ns(), signer) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Ok(mut g) = first_error.lock() {
+                    g.get_or_insert(e);
+                }
+                break;
+            }
+        };
         let n = t.slots.len() as u64;
         if resend {
             c.resent_spans.fetch_add(n, Ordering::Relaxed);
         }
         c.requests.fetch_add(1, Ordering::Relaxed);
         c.spans.fetch_add(n, Ordering::Relaxed);
+        c.llm_spans.fetch_add(t.llm_spans as u64, Ordering::Relaxed);
         let sent = Instant::now();
         let mut attempt = 1;
         let result = loop {

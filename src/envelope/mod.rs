@@ -369,6 +369,55 @@ impl VerifyCache {
         );
     }
 
+    /// [`VerifyCache::verify`] through a per-request memo of the last few tokens: the spans
+    /// of a trace carry the same envelope and usually arrive together, so after the first
+    /// span of a trace the others cost a string compare, not a digest and a cache lookup.
+    pub fn verify_memo(
+        &self,
+        tok: &str,
+        ring: &KeyRing,
+        span_start: i64,
+        skew: i64,
+        memo: &mut Memo,
+    ) -> Result<Arc<Verified>, Failure> {
+        let gen = ring.generation();
+        let hit = memo
+            .slots
+            .iter()
+            .find(|m| m.generation == gen && m.token == tok)
+            .map(|m| m.outcome.clone());
+        let sig = match hit {
+            Some(o) => o,
+            None => {
+                let o = self.signature(tok, ring);
+                if tok.len() <= token::MAX_TOKEN_LEN {
+                    memo.remember(tok, gen, &o);
+                }
+                o
+            }
+        };
+        let v = sig?;
+        token::check_times(&v.claims, span_start, skew)?;
+        Ok(v)
+    }
+
+    fn signature(&self, tok: &str, ring: &KeyRing) -> SignatureOutcome {
+        if tok.len() > token::MAX_TOKEN_LEN {
+            // Malformed at once: no digest, no parse, no cache entry.
+            return signature_outcome(tok, ring);
+        }
+        let gen = ring.generation();
+        let key = digest(tok);
+        match self.lookup(&key, gen) {
+            Some(o) => o,
+            None => {
+                let o = signature_outcome(tok, ring);
+                self.store(key, gen, &o, tok.len());
+                o
+            }
+        }
+    }
+
     /// Verifies `tok` for a span starting at `span_start` (Unix seconds).
     pub fn verify(
         &self,
@@ -377,24 +426,46 @@ impl VerifyCache {
         span_start: i64,
         skew: i64,
     ) -> Result<Arc<Verified>, Failure> {
-        let sig = if tok.len() > token::MAX_TOKEN_LEN {
-            // Malformed at once: no digest, no parse, no cache entry.
-            signature_outcome(tok, ring)
-        } else {
-            let gen = ring.generation();
-            let key = digest(tok);
-            match self.lookup(&key, gen) {
-                Some(o) => o,
-                None => {
-                    let o = signature_outcome(tok, ring);
-                    self.store(key, gen, &o, tok.len());
-                    o
-                }
-            }
-        };
+        let sig = self.signature(tok, ring);
         let v = sig?;
         token::check_times(&v.claims, span_start, skew)?;
         Ok(v)
+    }
+}
+
+/// Tokens verified earlier in the same request (see [`VerifyCache::verify_memo`]): at most
+/// [`MEMO_SLOTS`], replaced in turn; the token text buffers are reused.
+#[derive(Default)]
+pub struct Memo {
+    slots: Vec<MemoSlot>,
+    next: usize,
+}
+
+/// Tokens a [`Memo`] remembers.
+pub const MEMO_SLOTS: usize = 8;
+
+struct MemoSlot {
+    token: String,
+    generation: u64,
+    outcome: SignatureOutcome,
+}
+
+impl Memo {
+    fn remember(&mut self, tok: &str, generation: u64, outcome: &SignatureOutcome) {
+        if self.slots.len() < MEMO_SLOTS {
+            self.slots.push(MemoSlot {
+                token: tok.to_string(),
+                generation,
+                outcome: outcome.clone(),
+            });
+            return;
+        }
+        let s = &mut self.slots[self.next];
+        s.token.clear();
+        s.token.push_str(tok);
+        s.generation = generation;
+        s.outcome = outcome.clone();
+        self.next = (self.next + 1) % MEMO_SLOTS;
     }
 }
 
@@ -485,6 +556,48 @@ mod tests {
             assert!(c.verify(&tok(i), &r, T0 + 1, 0).is_ok());
         }
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn the_request_memo_answers_a_trace_s_later_spans_without_the_cache() {
+        let r = ring();
+        let gen = r.generation();
+        // A cache of one entry shows which lookups reached it.
+        let c = VerifyCache::with_limits(1, usize::MAX, Duration::from_secs(60));
+        let mut memo = Memo::default();
+        assert!(c.verify_memo(&tok(1), &r, T0 + 1, 0, &mut memo).is_ok());
+        assert!(c.verify_memo(&tok(2), &r, T0 + 1, 0, &mut memo).is_ok());
+        assert!(c.contains(&tok(2), gen) && !c.contains(&tok(1), gen));
+        // tok(1) again: answered by the memo, so the cache still holds tok(2) only.
+        let v = c.verify_memo(&tok(1), &r, T0 + 1, 0, &mut memo).unwrap();
+        assert_eq!(v.claims.operation_id, "op-1");
+        assert!(c.contains(&tok(2), gen) && !c.contains(&tok(1), gen));
+        // The span-time window is still checked per span: expired for a later span.
+        let e = c
+            .verify_memo(&tok(1), &r, T0 + 2 * 3600, 0, &mut memo)
+            .unwrap_err();
+        assert_eq!(e.status, Status::Expired);
+        // A token that only differs in its last byte is not a memo hit.
+        let mut forged = tok(1);
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(c.verify_memo(&forged, &r, T0 + 1, 0, &mut memo).is_err());
+        // Eight slots: after eight other tokens tok(1) is forgotten and goes to the cache.
+        for i in 10..18 {
+            assert!(c.verify_memo(&tok(i), &r, T0 + 1, 0, &mut memo).is_ok());
+        }
+        assert!(c.verify_memo(&tok(1), &r, T0 + 1, 0, &mut memo).is_ok());
+        assert!(c.contains(&tok(1), gen));
+        // A new ring generation is never answered from the memo.
+        let r2: KeyRing = [
+            Key::new("k1", M.to_vec(), None, None, KeyStatus::Active).unwrap(),
+            Key::new("k2", M.to_vec(), None, None, KeyStatus::Active).unwrap(),
+        ]
+        .into_iter()
+        .collect();
+        assert_ne!(r2.generation(), gen);
+        assert!(c.verify_memo(&tok(1), &r2, T0 + 1, 0, &mut memo).is_ok());
+        assert!(c.contains(&tok(1), r2.generation()));
     }
 
     #[test]

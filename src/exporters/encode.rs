@@ -12,6 +12,8 @@ use std::marker::PhantomData;
 
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::encoding::WireType;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, message, string};
 use prost::Message;
@@ -76,22 +78,107 @@ fn put_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
 
 /// The protobuf encoding of `req`, byte for byte what `req.encode_to_vec()` gives.
 pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
+    encode_traces_with(req, false)
+}
+
+/// [`encode_traces`] of [`without_token`]`(req)`, byte for byte, without copying the request:
+/// each span is encoded whole and its token entries are cut out of the buffer.
+pub fn encode_traces_without_token(req: &ExportTraceServiceRequest) -> Vec<u8> {
+    encode_traces_with(req, true)
+}
+
+/// Bytes of the fields of `sp` that prost encodes before its attributes (tags 1-8; prost
+/// writes fields in tag order, so `flags`, tag 16, comes last).
+fn span_prefix_len(sp: &Span) -> usize {
+    use prost::encoding::{bytes, fixed64, int32};
+    let mut n = 0;
+    if !sp.trace_id.is_empty() {
+        n += bytes::encoded_len(1, &sp.trace_id);
+    }
+    if !sp.span_id.is_empty() {
+        n += bytes::encoded_len(2, &sp.span_id);
+    }
+    if !sp.trace_state.is_empty() {
+        n += string::encoded_len(3, &sp.trace_state);
+    }
+    if !sp.parent_span_id.is_empty() {
+        n += bytes::encoded_len(4, &sp.parent_span_id);
+    }
+    if !sp.name.is_empty() {
+        n += string::encoded_len(5, &sp.name);
+    }
+    if sp.kind != 0 {
+        n += int32::encoded_len(6, &sp.kind);
+    }
+    if sp.start_time_unix_nano != 0 {
+        n += fixed64::encoded_len(7, &sp.start_time_unix_nano);
+    }
+    if sp.end_time_unix_nano != 0 {
+        n += fixed64::encoded_len(8, &sp.end_time_unix_nano);
+    }
+    n
+}
+
+/// The encoded (offset from the first attribute, length) of each token attribute entry of
+/// `sp`, in order.
+fn token_entries(sp: &Span, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let mut at = 0;
+    for kv in &sp.attributes {
+        let l = field_len(9, kv.encoded_len());
+        if kv.key == TOKEN_ATTR {
+            out.push((at, l));
+        }
+        at += l;
+    }
+}
+
+fn encode_traces_with(req: &ExportTraceServiceRequest, strip: bool) -> Vec<u8> {
+    // Resources are few: one carrying the token is copied without it.
+    let resources: Vec<Option<Resource>> = if strip {
+        req.resource_spans
+            .iter()
+            .map(|rs| {
+                rs.resource
+                    .as_ref()
+                    .filter(|r| r.attributes.iter().any(|kv| kv.key == TOKEN_ATTR))
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+                        r
+                    })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let has_token = |sp: &Span| strip && sp.attributes.iter().any(|kv| kv.key == TOKEN_ATTR);
+    let mut entries = Vec::new();
+    // The largest cut of one span: the buffer holds it before the cut.
+    let mut slack = 0;
     let mut span_lens = Vec::new();
     let mut scope_lens = Vec::new();
     let mut resource_lens = Vec::with_capacity(req.resource_spans.len());
     let mut total = 0;
-    for rs in &req.resource_spans {
-        let mut rs_len = rs
-            .resource
-            .as_ref()
-            .map_or(0, |r| field_len(1, r.encoded_len()));
+    for (ri, rs) in req.resource_spans.iter().enumerate() {
+        let resource = resources
+            .get(ri)
+            .and_then(Option::as_ref)
+            .or(rs.resource.as_ref());
+        let mut rs_len = resource.map_or(0, |r| field_len(1, r.encoded_len()));
         for ss in &rs.scope_spans {
             let mut ss_len = ss
                 .scope
                 .as_ref()
                 .map_or(0, |s| field_len(1, s.encoded_len()));
             for sp in &ss.spans {
-                let l = sp.encoded_len();
+                let mut l = sp.encoded_len();
+                if has_token(sp) {
+                    token_entries(sp, &mut entries);
+                    let cut: usize = entries.iter().map(|e| e.1).sum();
+                    slack = slack.max(cut);
+                    l -= cut;
+                }
                 span_lens.push(l);
                 ss_len += field_len(2, l);
             }
@@ -107,11 +194,15 @@ pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
         resource_lens.push(rs_len);
         total += field_len(1, rs_len);
     }
-    let mut buf = Vec::with_capacity(total);
+    let mut buf = Vec::with_capacity(total + slack);
     let (mut si, mut ssi) = (0, 0);
-    for (rs, rs_len) in req.resource_spans.iter().zip(resource_lens) {
+    for (ri, (rs, rs_len)) in req.resource_spans.iter().zip(resource_lens).enumerate() {
         put_header(1, rs_len, &mut buf);
-        if let Some(r) = &rs.resource {
+        let resource = resources
+            .get(ri)
+            .and_then(Option::as_ref)
+            .or(rs.resource.as_ref());
+        if let Some(r) = resource {
             message::encode(1, r, &mut buf);
         }
         for ss in &rs.scope_spans {
@@ -123,7 +214,16 @@ pub fn encode_traces(req: &ExportTraceServiceRequest) -> Vec<u8> {
             for sp in &ss.spans {
                 put_header(2, span_lens[si], &mut buf);
                 si += 1;
+                let start = buf.len();
                 sp.encode_raw(&mut buf);
+                if has_token(sp) {
+                    token_entries(sp, &mut entries);
+                    let attrs_at = start + span_prefix_len(sp);
+                    // Last first, so earlier offsets stay valid.
+                    for &(off, len) in entries.iter().rev() {
+                        buf.drain(attrs_at + off..attrs_at + off + len);
+                    }
+                }
             }
             if !ss.schema_url.is_empty() {
                 string::encode(3, &ss.schema_url, &mut buf);
@@ -279,6 +379,87 @@ mod tests {
         ];
         for r in &requests {
             assert_eq!(encode_traces(r), r.encode_to_vec());
+            assert_eq!(encode_traces_without_token(r), r.encode_to_vec());
         }
+    }
+
+    #[test]
+    fn stripping_while_encoding_gives_the_bytes_of_the_stripped_request() {
+        use opentelemetry_proto::tonic::trace::v1::{span, Status};
+        let tok = |v: &str| KeyValue {
+            key: TOKEN_ATTR.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let mut spans: Vec<Span> = (0..12).map(|i| span(i, 6)).collect();
+        spans[0].attributes.insert(0, tok("tg1.first"));
+        spans[1].attributes.insert(3, tok("tg1.middle"));
+        spans[2].attributes.push(tok("tg1.last"));
+        spans[3].attributes = vec![tok("a"), tok("b"), tok("c")];
+        spans[4].attributes.insert(0, tok(&"x".repeat(300)));
+        spans[4].attributes.insert(4, tok("again"));
+        // Every other span field set, before and after the attributes.
+        for sp in &mut spans[5..8] {
+            sp.attributes.insert(1, tok("tg1.full"));
+            sp.trace_state = "k=v".into();
+            sp.parent_span_id = vec![9; 8];
+            sp.flags = 0x301;
+            sp.dropped_attributes_count = 2;
+            sp.events = vec![span::Event {
+                time_unix_nano: 5,
+                name: "e".into(),
+                attributes: vec![tok("in-an-event-stays")],
+                ..Default::default()
+            }];
+            sp.dropped_events_count = 1;
+            sp.links = vec![span::Link {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            }];
+            sp.dropped_links_count = 3;
+            sp.status = Some(Status {
+                message: "m".into(),
+                code: 2,
+            });
+        }
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            tok("tg1.resource"),
+                            KeyValue {
+                                key: "service.name".into(),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    schema_url: "r".into(),
+                },
+                ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span(50, 3)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        };
+        let expected = without_token(&req).encode_to_vec();
+        assert!(expected.len() < req.encode_to_vec().len());
+        assert_eq!(encode_traces_without_token(&req), expected);
+        // The event's attribute named like the token is not a span attribute: kept.
+        let back = ExportTraceServiceRequest::decode(expected.as_slice()).unwrap();
+        let sp = &back.resource_spans[0].scope_spans[0].spans[5];
+        assert!(sp.attributes.iter().all(|kv| kv.key != TOKEN_ATTR));
+        assert_eq!(sp.events[0].attributes[0].key, TOKEN_ATTR);
     }
 }

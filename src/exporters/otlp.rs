@@ -372,7 +372,7 @@ impl crate::exporters::split::SendOnce for OtlpExporter {
             match data {
                 Payload::Traces(r) => {
                     let body = if self.strip_token {
-                        Bytes::from(encode::encode_traces(&encode::without_token(r)))
+                        Bytes::from(encode::encode_traces_without_token(r))
                     } else {
                         Bytes::from(encode::encode_traces(r))
                     };

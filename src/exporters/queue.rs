@@ -50,6 +50,10 @@ pub struct QueueConfig {
     pub num_consumers: usize,
     pub queue_size: u64,
     pub sizer: Sizer,
+    /// Bound on the items (spans, data points, log records) queued, whatever the sizer: a
+    /// queue of 1000 requests cannot hold 1000 × 8192 spans. Default [`DEFAULT_MAX_ITEMS`]
+    /// with `sizer: requests`; unbounded beyond `queue_size` with `sizer: items`.
+    pub max_items: u64,
     pub block_on_overflow: bool,
     pub storage: Option<StorageConfig>,
     pub ack: AckMode,
@@ -62,6 +66,7 @@ impl Default for QueueConfig {
             num_consumers: 10,
             queue_size: 1000,
             sizer: Sizer::Requests,
+            max_items: DEFAULT_MAX_ITEMS,
             block_on_overflow: false,
             storage: None,
             ack: AckMode::Durable,
@@ -70,6 +75,10 @@ impl Default for QueueConfig {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Default `sending_queue.max_items`: at the full pipeline's ~3-4 KB per processed span,
+/// at most ~200 MiB of queued spans per exporter.
+pub const DEFAULT_MAX_ITEMS: u64 = 50_000;
 
 /// How long a part of a request too large for the persistent queue waits for room.
 const SPLIT_PART_WAIT: Duration = Duration::from_secs(30);
@@ -89,6 +98,7 @@ pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> Queue
     if let Some(v) = m.u64_in("queue_size", 1, u32::MAX as u64, d) {
         c.queue_size = v;
     }
+    let max_items = m.u64_in("max_items", 1, u32::MAX as u64, d);
     match m.str("sizer", d).as_deref() {
         None | Some("requests") => {}
         Some("items") => c.sizer = Sizer::Items,
@@ -97,6 +107,12 @@ pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> Queue
             format!("unknown sizer {other:?}: use requests or items"),
         ),
     }
+    c.max_items = match (max_items, c.sizer) {
+        (Some(v), _) => v,
+        // `queue_size` is already counted in items.
+        (None, Sizer::Items) => u64::MAX,
+        (None, Sizer::Requests) => DEFAULT_MAX_ITEMS,
+    };
     if let Some(v) = m.bool("block_on_overflow", d) {
         c.block_on_overflow = v;
     }
@@ -155,10 +171,17 @@ pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> Queue
 }
 
 /// One queued request.
+/// What a queued request takes: `units` in the sizer's unit, `items` always in items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Size {
+    units: u64,
+    items: u64,
+}
+
 struct Item {
     pipeline: Arc<str>,
     payload: Queued,
-    size: u64,
+    size: Size,
     /// Its record in the persistent queue.
     record: Option<u64>,
 }
@@ -177,6 +200,8 @@ struct State {
     items: VecDeque<Item>,
     /// Reserved size (queued plus being written plus being sent).
     used: u64,
+    /// The same in items.
+    used_items: u64,
     closed: bool,
 }
 
@@ -184,6 +209,7 @@ struct Queue {
     state: Mutex<State>,
     capacity: u64,
     sizer: Sizer,
+    max_items: u64,
     block: bool,
     not_empty: Notify,
     not_full: Notify,
@@ -197,18 +223,22 @@ enum Reserve {
 }
 
 impl Queue {
-    fn size_of(&self, p: &Payload) -> u64 {
+    fn size_of(&self, p: &Payload) -> Size {
         self.size_for(p.item_count())
     }
 
-    fn size_for(&self, items: u64) -> u64 {
-        match self.sizer {
-            Sizer::Requests => 1,
-            Sizer::Items => items.max(1),
+    fn size_for(&self, items: u64) -> Size {
+        let items = items.max(1);
+        Size {
+            units: match self.sizer {
+                Sizer::Requests => 1,
+                Sizer::Items => items,
+            },
+            items,
         }
     }
 
-    fn try_reserve(&self, size: u64) -> Reserve {
+    fn try_reserve(&self, size: Size) -> Reserve {
         let Ok(mut s) = self.state.lock() else {
             return Reserve::Closed;
         };
@@ -216,15 +246,18 @@ impl Queue {
             return Reserve::Closed;
         }
         // A request larger than the whole queue still goes in when the queue is empty.
-        if s.used > 0 && s.used + size > self.capacity {
+        if s.used > 0
+            && (s.used + size.units > self.capacity || s.used_items + size.items > self.max_items)
+        {
             return Reserve::Full;
         }
-        s.used += size;
+        s.used += size.units;
+        s.used_items += size.items;
         self.size_gauge.set(s.used as i64);
         Reserve::Ok
     }
 
-    async fn reserve(&self, size: u64) -> Reserve {
+    async fn reserve(&self, size: Size) -> Reserve {
         loop {
             let notified = self.not_full.notified();
             tokio::pin!(notified);
@@ -236,9 +269,10 @@ impl Queue {
         }
     }
 
-    fn release(&self, size: u64) {
+    fn release(&self, size: Size) {
         if let Ok(mut s) = self.state.lock() {
-            s.used = s.used.saturating_sub(size);
+            s.used = s.used.saturating_sub(size.units);
+            s.used_items = s.used_items.saturating_sub(size.items);
             self.size_gauge.set(s.used as i64);
         }
         self.not_full.notify_waiters();
@@ -254,7 +288,8 @@ impl Queue {
     /// Adds a replayed record regardless of capacity (it was accepted before the restart).
     fn push_replayed(&self, item: Item) {
         if let Ok(mut s) = self.state.lock() {
-            s.used += item.size;
+            s.used += item.size.units;
+            s.used_items += item.size.items;
             self.size_gauge.set(s.used as i64);
             s.items.push_back(item);
         }
@@ -358,10 +393,12 @@ impl Delivery {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 used: 0,
+                used_items: 0,
                 closed: false,
             }),
             capacity: queue_cfg.queue_size,
             sizer: queue_cfg.sizer,
+            max_items: queue_cfg.max_items,
             block: queue_cfg.block_on_overflow,
             not_empty: Notify::new(),
             not_full: Notify::new(),
@@ -951,6 +988,73 @@ mod tests {
         gate.add_permits(10);
         eventually("drained", || *exp.calls.lock().unwrap() == 2).await;
         d.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_default_queue_is_bounded_in_items_too() {
+        // Defaults: 1000 requests, and 50,000 items whatever the request count.
+        let q = QueueConfig::default();
+        assert_eq!(
+            (q.queue_size, q.sizer, q.max_items),
+            (1000, Sizer::Requests, 50_000)
+        );
+        let gate = Arc::new(Semaphore::new(0));
+        let exp = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let (d, m) = start(exp.clone(), q, fast_retry());
+        // Batches of 8192 spans (the batch processor's default): 6 × 8192 = 49,152 fit in
+        // 50,000 spans, the 7th does not, although 7 requests are far below 1000.
+        for _ in 0..6 {
+            d.submit("traces", spans(8192)).await.unwrap();
+        }
+        let e = d.submit("traces", spans(8192)).await.unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(e.retry_after, Some(FULL_RETRY_AFTER));
+        // 50,000 − 49,152 = 848 spans of room: a request of 848 fits, then not one more span.
+        d.submit("traces", spans(848)).await.unwrap();
+        assert!(d.submit("traces", spans(1)).await.is_err());
+        assert!(m.encode().contains(
+            r#"tollgate_exporter_enqueue_failed_spans_total{exporter="otlp",pipeline="traces"} 8193"#
+        ));
+        // Once sent, the room is back.
+        gate.add_permits(100);
+        eventually("drained", || *exp.calls.lock().unwrap() == 7).await;
+        eventually("room", || d.pending().0 == 0).await;
+        d.submit("traces", spans(8192)).await.unwrap();
+        d.shutdown().await;
+    }
+
+    #[test]
+    fn max_items_parses_and_defaults_per_sizer() {
+        let parse_one = |yaml: &str| {
+            let docs = yaml_rust2::YamlLoader::load_from_str(yaml).unwrap();
+            let mut d = Diagnostics::default();
+            let m = Map::new("exporters.otlp", &docs[0], &mut d).unwrap();
+            let c = parse(&ComponentId("otlp".into()), &m, &mut d);
+            (c, d)
+        };
+        let (c, _) = parse_one("endpoint: x\n");
+        assert_eq!(c.max_items, 50_000);
+        let (c, _) = parse_one("sending_queue: { queue_size: 10 }\n");
+        assert_eq!((c.queue_size, c.max_items), (10, 50_000));
+        let (c, _) = parse_one("sending_queue: { max_items: 2000 }\n");
+        assert_eq!(c.max_items, 2000);
+        // With sizer items, queue_size is the item bound.
+        let (c, _) = parse_one("sending_queue: { sizer: items, queue_size: 100000000 }\n");
+        assert_eq!(c.max_items, u64::MAX);
+        let (c, _) =
+            parse_one("sending_queue: { sizer: items, queue_size: 9000, max_items: 5000 }\n");
+        assert_eq!((c.queue_size, c.max_items), (9000, 5000));
+        let (_, d) = parse_one("sending_queue: { max_items: 0 }\n");
+        assert!(
+            d.problems().iter().any(|p| p
+                .to_string()
+                .starts_with("exporters.otlp.sending_queue.max_items: ")),
+            "{:?}",
+            d.problems()
+        );
     }
 
     #[tokio::test]

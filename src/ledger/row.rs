@@ -211,8 +211,18 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
     // before it runs), and it writes the tenant only for a valid or overridden envelope.
     let attributed = status == "valid" || envelope_override.is_some();
     let claim = |k: &str| if attributed { owned(a, k) } else { None };
-    let lineage_kinds = match find(a, "tollgate.lineage.kinds") {
-        Some(Value::ArrayValue(arr)) if attributed => Some(
+    let envelope_token =
+        owned(a, "tollgate.envelope").or_else(|| owned(ctx.resource, "tollgate.envelope"));
+    // `attributes: compact` on the envelope processor writes only the tenant and workflow:
+    // the other claims, the key id and the lineage are read from the token it verified.
+    let parsed = match &envelope_token {
+        Some(t) if attributed && find(a, "tollgate.originator.id").is_none() => {
+            crate::envelope::token::parse(t).ok()
+        }
+        _ => None,
+    };
+    let lineage_kinds = match (find(a, "tollgate.lineage.kinds"), &parsed) {
+        (Some(Value::ArrayValue(arr)), _) if attributed => Some(
             arr.values
                 .iter()
                 .filter_map(|v| match v.value.as_ref()? {
@@ -222,14 +232,32 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
                 .collect::<Vec<_>>()
                 .join(","),
         ),
+        (None, Some(p)) => Some(
+            p.hops
+                .iter()
+                .map(|h| h.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         _ => None,
     };
-    let lineage_depth = match find(a, "tollgate.lineage.depth") {
-        Some(Value::IntValue(i)) if attributed => Some(*i),
+    let lineage_depth = match (find(a, "tollgate.lineage.depth"), &parsed) {
+        (Some(Value::IntValue(i)), _) if attributed => Some(*i),
+        (None, Some(p)) => Some(p.hops.len() as i64),
         _ => None,
     };
-    let envelope_token =
-        owned(a, "tollgate.envelope").or_else(|| owned(ctx.resource, "tollgate.envelope"));
+    let from_token = |k: &str| -> Option<String> {
+        let p = parsed.as_ref()?;
+        let c = &p.claims;
+        Some(match k {
+            "tollgate.originator.id" => c.originator_id.clone(),
+            "tollgate.operation.id" => c.operation_id.clone(),
+            "tollgate.issuance.id" => c.issuance_id.clone(),
+            "tollgate.envelope.key_id" => p.kid.to_string(),
+            _ => return None,
+        })
+    };
+    let claim = |k: &str| claim(k).or_else(|| from_token(k));
     let usage: [Option<i64>; 11] = std::array::from_fn(|i| raw_count(a, USAGE_KEYS[i]));
     let start = span.start_time_unix_nano.min(i64::MAX as u64) as i64;
     let mut row = Row {
@@ -556,5 +584,90 @@ mod tests {
             ..span
         };
         assert_ne!(from_span(&changed, &CTX).0.source_digest, r.source_digest);
+    }
+
+    #[test]
+    fn compact_spans_get_their_claims_and_lineage_from_the_token() {
+        let claims = crate::envelope::token::Claims {
+            tenant_id: "acme".into(),
+            originator_id: "svc-a".into(),
+            workflow_id: "support".into(),
+            operation_id: "op-9".into(),
+            issuance_id: "iss-9".into(),
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_003_600,
+        };
+        let tok = crate::envelope::token::sign(&[7u8; 32], "k9", &claims).unwrap();
+        let hop = |kind: &str| crate::envelope::token::Hop {
+            kind: kind.into(),
+            actor: None,
+            attempt: None,
+            at: None,
+        };
+        let tok = crate::envelope::token::append_hop(&tok, &hop("delegate")).unwrap();
+        let tok = crate::envelope::token::append_hop(&tok, &hop("tool_call")).unwrap();
+        let common = vec![
+            kv("tollgate.envelope", s(&tok)),
+            kv("tollgate.envelope.status", s("valid")),
+            kv("tollgate.tenant.id", s("acme")),
+            kv("tollgate.workflow.id", s("support")),
+            kv("tollgate.cost.status", s("priced")),
+        ];
+        let mut full = common.clone();
+        full.extend([
+            kv("tollgate.originator.id", s("svc-a")),
+            kv("tollgate.operation.id", s("op-9")),
+            kv("tollgate.issuance.id", s("iss-9")),
+            kv("tollgate.envelope.key_id", s("k9")),
+            kv("tollgate.lineage.depth", Value::IntValue(2)),
+            kv(
+                "tollgate.lineage.kinds",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(s("delegate")),
+                        },
+                        AnyValue {
+                            value: Some(s("tool_call")),
+                        },
+                    ],
+                }),
+            ),
+        ]);
+        let span = |attributes| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes,
+            ..Default::default()
+        };
+        let (a, _) = from_span(&span(full), &CTX);
+        let (b, _) = from_span(&span(common.clone()), &CTX);
+        assert_eq!(b.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(b.workflow_id.as_deref(), Some("support"));
+        assert_eq!(b.originator_id.as_deref(), Some("svc-a"));
+        assert_eq!(b.operation_id.as_deref(), Some("op-9"));
+        assert_eq!(b.issuance_id.as_deref(), Some("iss-9"));
+        assert_eq!(b.key_id.as_deref(), Some("k9"));
+        assert_eq!(b.lineage_depth, Some(2));
+        assert_eq!(b.lineage_kinds.as_deref(), Some("delegate,tool_call"));
+        for (x, y) in [
+            (&a.originator_id, &b.originator_id),
+            (&a.operation_id, &b.operation_id),
+            (&a.issuance_id, &b.issuance_id),
+            (&a.key_id, &b.key_id),
+            (&a.lineage_kinds, &b.lineage_kinds),
+        ] {
+            assert_eq!(x, y);
+        }
+        assert_eq!(a.lineage_depth, b.lineage_depth);
+        assert_eq!(a.source_digest, b.source_digest);
+        // Not valid: no claims, from the token or otherwise.
+        let mut failed = common;
+        failed[1] = kv("tollgate.envelope.status", s("bad_signature"));
+        let (c, _) = from_span(&span(failed), &CTX);
+        assert_eq!(
+            (c.tenant_id, c.originator_id, c.lineage_depth),
+            (None, None, None)
+        );
     }
 }

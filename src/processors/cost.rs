@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use dashmap::DashMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
@@ -44,6 +43,8 @@ pub const CALLER_AMOUNT_ATTR: &str = "gen_ai.usage.cost.amount";
 pub const CALLER_CURRENCY_ATTR: &str = "gen_ai.usage.cost.currency";
 /// The name tollgate wrote its total under before 0.2 (no convention defines it).
 pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
+/// Default `dedup_max_entries`: 16 MiB of fingerprints (see [`crate::processors::dedup`]).
+pub const DEFAULT_DEDUP_MAX_ENTRIES: usize = 1_000_000;
 pub const UNATTRIBUTED: &str = "__unattributed__";
 pub const OVERFLOW_TENANT: &str = "__other__";
 
@@ -346,122 +347,7 @@ impl prometheus_client::collector::Collector for AggregatesCollector {
     }
 }
 
-/// What [`Dedup::seen`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// First time within the window (now recorded).
-    New,
-    Duplicate,
-    /// The table is full of live entries: the span is not tracked.
-    Untracked,
-}
-
-/// The dedup key: the verified tenant (`None`: the unattributed bucket), the full 16-byte
-/// trace id and the full 8-byte span id (receivers refuse other lengths).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DedupKey {
-    pub tenant: Option<String>,
-    pub ids: [u8; 24],
-}
-
-impl DedupKey {
-    /// `None` when an id does not have its OTLP length (never tracked, never a duplicate).
-    pub fn new(tenant: Option<&str>, trace_id: &[u8], span_id: &[u8]) -> Option<DedupKey> {
-        if trace_id.len() != 16 || span_id.len() != 8 {
-            return None;
-        }
-        let mut ids = [0u8; 24];
-        ids[..16].copy_from_slice(trace_id);
-        ids[16..].copy_from_slice(span_id);
-        Some(DedupKey {
-            tenant: tenant.map(str::to_string),
-            ids,
-        })
-    }
-}
-
-/// Remembers the priced spans' [`DedupKey`]s for `window`, at most `max` of them.
-pub struct Dedup {
-    window: Duration,
-    max: usize,
-    map: DashMap<DedupKey, Instant>,
-    /// Entries in `map` (kept here: `DashMap::len` locks every shard).
-    count: std::sync::atomic::AtomicUsize,
-    last_sweep: Mutex<Instant>,
-}
-
-impl Dedup {
-    pub fn new(window: Duration, max: usize) -> Self {
-        Dedup {
-            window,
-            max,
-            map: DashMap::new(),
-            count: std::sync::atomic::AtomicUsize::new(0),
-            last_sweep: Mutex::new(Instant::now()),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Drops expired entries.
-    pub fn sweep(&self, now: Instant) {
-        let w = self.window;
-        self.map.retain(|_, t| now.duration_since(*t) < w);
-        self.count
-            .store(self.map.len(), std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut g) = self.last_sweep.lock() {
-            *g = now;
-        }
-    }
-
-    /// Whether this priced span was already priced within the window (and records it if
-    /// not). Call it only for spans that are priced.
-    pub fn seen(&self, key: Option<DedupKey>, now: Instant) -> Seen {
-        let Some(key) = key else {
-            return Seen::New;
-        };
-        if self.window.is_zero() {
-            return Seen::New;
-        }
-        if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max
-            && !self.map.contains_key(&key)
-        {
-            let recently = self
-                .last_sweep
-                .lock()
-                .map(|g| now.duration_since(*g) < Duration::from_secs(1))
-                .unwrap_or(false);
-            if !recently {
-                self.sweep(now);
-            }
-            if self.count.load(std::sync::atomic::Ordering::Relaxed) >= self.max {
-                return Seen::Untracked;
-            }
-        }
-        use dashmap::mapref::entry::Entry;
-        match self.map.entry(key) {
-            Entry::Occupied(mut e) => {
-                if now.duration_since(*e.get()) < self.window {
-                    Seen::Duplicate
-                } else {
-                    e.insert(now);
-                    Seen::New
-                }
-            }
-            Entry::Vacant(v) => {
-                v.insert(now);
-                self.count
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Seen::New
-            }
-        }
-    }
-}
+pub use crate::processors::dedup::{Dedup, Evicted, Seen};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpanLabels {
@@ -476,6 +362,8 @@ pub struct CostProcessor {
     reload_interval: Option<Duration>,
     sweep_interval: Duration,
     dedup: Dedup,
+    dedup_window: Duration,
+    dedup_max_entries: usize,
     aggregates: Arc<Aggregates>,
     metrics_interval: Duration,
     /// Start of the cumulative aggregation (ns since the epoch).
@@ -484,9 +372,12 @@ pub struct CostProcessor {
     reloads: Counter,
     reload_failures: Counter,
     dedup_entries: Gauge,
-    dedup_full: Counter,
+    dedup_evicted_early: Counter,
+    /// When the last "dedup at its bound" warning was logged (at most one a minute).
+    dedup_warned: Mutex<Option<Instant>>,
     series_overflow: Counter,
     max_tokens: u64,
+    compact: bool,
     otlp_saturated: Counter,
     unclassified: Family<UnclassifiedLabels, Counter>,
     caller_checks: Family<CallerLabels, Counter>,
@@ -506,6 +397,24 @@ pub struct CostOptions {
     pub metrics_interval: Duration,
     /// A token count above this is `invalid_usage`.
     pub max_tokens_per_span: u64,
+    /// `attributes: compact`: write only the amount, currency, status (and the rates
+    /// version, and the reason on spans not priced); the ledger re-derives the rest.
+    pub compact: bool,
+}
+
+/// Reads `attributes: full | compact` (the `envelope` and `cost` processors).
+pub fn parse_attributes_mode(m: &Map<'_>, d: &mut Diagnostics) -> bool {
+    match m.str("attributes", d).as_deref() {
+        None | Some("full") => false,
+        Some("compact") => true,
+        Some(other) => {
+            d.error(
+                m.key_path("attributes"),
+                format!("unknown attributes mode {other:?}: use full or compact"),
+            );
+            false
+        }
+    }
 }
 
 pub fn factory(
@@ -527,7 +436,9 @@ pub fn factory(
         dedup_window: m
             .duration("dedup_window", d)
             .unwrap_or(Duration::from_secs(600)),
-        dedup_max_entries: m.u64("dedup_max_entries", d).unwrap_or(100_000) as usize,
+        dedup_max_entries: m
+            .u64_in("dedup_max_entries", 7, 64_000_000, d)
+            .unwrap_or(DEFAULT_DEDUP_MAX_ENTRIES as u64) as usize,
         max_series: m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize,
         metrics_interval: m
             .duration("metrics_interval", d)
@@ -535,6 +446,7 @@ pub fn factory(
         max_tokens_per_span: m
             .u64_in("max_tokens_per_span", 1, i64::MAX as u64, d)
             .unwrap_or(usage::DEFAULT_MAX_TOKENS),
+        compact: parse_attributes_mode(m, d),
     };
     if opts.reload && opts.reload_interval.is_zero() {
         d.error(m.key_path("reload_interval"), "must be more than 0");
@@ -815,11 +727,21 @@ impl CostProcessor {
             "(trace id, span id) pairs remembered for duplicate detection",
             Gauge::default(),
         );
-        let dedup_full = metrics.register(
-            "tollgate_cost_dedup_full",
-            "Spans priced without duplicate tracking because the dedup table was full",
+        let dedup_evicted_early = metrics.register(
+            "tollgate_cost_dedup_evicted_early",
+            "Remembered (trace id, span id) pairs dropped before dedup_window ended because dedup_max_entries was reached (the window was shortened; deduplication continues)",
             Counter::default(),
         );
+        metrics
+            .register(
+                "tollgate_cost_dedup_memory_bytes",
+                "Memory of the dedup fingerprint tables (fixed at start)",
+                Gauge::<i64>::default(),
+            )
+            .set(
+                crate::processors::dedup::Sizing::of(opts.dedup_max_entries).bytes() as i64
+                    * i64::from(!opts.dedup_window.is_zero()),
+            );
         let series_overflow = metrics.register(
             "tollgate_cost_series_overflow",
             "Priced spans aggregated under tenant=\"__other__\" because max_series was reached",
@@ -852,6 +774,8 @@ impl CostProcessor {
                 .reload_interval
                 .min(opts.dedup_window.max(Duration::from_millis(100))),
             dedup: Dedup::new(opts.dedup_window, opts.dedup_max_entries),
+            dedup_window: opts.dedup_window,
+            dedup_max_entries: opts.dedup_max_entries,
             aggregates,
             metrics_interval: opts.metrics_interval,
             started_ns: unix_nanos(),
@@ -859,9 +783,11 @@ impl CostProcessor {
             reloads,
             reload_failures,
             dedup_entries,
-            dedup_full,
+            dedup_evicted_early,
+            dedup_warned: Mutex::new(None),
             series_overflow,
             max_tokens: opts.max_tokens_per_span,
+            compact: opts.compact,
             otlp_saturated,
             unclassified,
             caller_checks,
@@ -1002,15 +928,10 @@ impl CostProcessor {
             Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
         };
         // Only priced spans are recorded, and a duplicate only of the same attribution.
-        match self
-            .dedup
-            .seen(DedupKey::new(tenant, &span.trace_id, &span.span_id), now)
-        {
+        match self.dedup.seen(tenant, &span.trace_id, &span.span_id, now) {
             Seen::Duplicate => return status(attrs, Status::Duplicate, None),
             Seen::New => {}
-            Seen::Untracked => {
-                self.dedup_full.inc();
-            }
+            Seen::NewEvicting(e) => self.dedup_at_bound(e, now),
         }
         let (tenant, workflow) = match tenant {
             Some(t) => (
@@ -1041,21 +962,31 @@ impl CostProcessor {
         };
         // Every tollgate.cost.* attribute except caller_reported was removed above, so these
         // are appended without searching.
-        attrs.reserve(14);
-        attrs.push(f64_kv(AMOUNT_ATTR, b.total));
-        for c in TokenClass::ALL {
-            if c.is_modality() && !b.prices.separate(c) {
-                continue;
+        if self.compact {
+            attrs.reserve(4);
+            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
+            attrs.push(kv("tollgate.cost.currency", &table.currency));
+            attrs.push(kv("tollgate.cost.rates_version", &table.version));
+            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+        } else {
+            attrs.reserve(14);
+            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
+            for c in TokenClass::ALL {
+                if c.is_modality() && !b.prices.separate(c) {
+                    continue;
+                }
+                attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
             }
-            attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
+            attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
+            attrs.push(kv("tollgate.cost.currency", &table.currency));
+            attrs.push(kv("tollgate.cost.rates_version", &table.version));
+            attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
+            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
         }
-        attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
-        attrs.push(kv("tollgate.cost.currency", &table.currency));
-        attrs.push(kv("tollgate.cost.rates_version", &table.version));
-        attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
-        attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
         if let Some((label, reason)) = unclassified {
-            attrs.push(kv(REASON_ATTR, &reason));
+            if !self.compact {
+                attrs.push(kv(REASON_ATTR, &reason));
+            }
             self.unclassified
                 .get_or_create(&UnclassifiedLabels {
                     processor: self.id.clone(),
@@ -1064,12 +995,33 @@ impl CostProcessor {
                 .inc();
         }
         if let Some(v) = &caller {
-            self.check_caller(attrs, v, &key, &b, &table.currency);
+            self.check_caller(attrs, v, &key, &b, &table.currency, !self.compact);
         }
         Some(Outcome {
             status: Status::Priced,
             priced: Some((key, attributed, b)),
         })
+    }
+
+    /// The dedup reached `dedup_max_entries` and dropped keys before their window ended:
+    /// counted, and logged at most once a minute.
+    fn dedup_at_bound(&self, e: Evicted, now: Instant) {
+        self.dedup_evicted_early.inc_by(e.entries as u64);
+        let mut last = match self.dedup_warned.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+            *last = Some(now);
+            tracing::warn!(
+                processor = %self.id,
+                dropped = e.entries,
+                kept_for_secs = e.youngest_age.as_secs_f64(),
+                dedup_window_secs = self.dedup_window.as_secs_f64(),
+                dedup_max_entries = self.dedup_max_entries,
+                "cost dedup at its bound: span ids were forgotten before dedup_window ended (deduplication continues over a shorter window); raise dedup_max_entries"
+            );
+        }
     }
 
     /// Compares the caller's own figure with tollgate's on a priced span: the signed
@@ -1082,6 +1034,7 @@ impl CostProcessor {
         key: &SeriesKey,
         b: &Breakdown,
         currency: &str,
+        write_drift: bool,
     ) {
         let caller_currency = attrs::get_str(attrs, CALLER_CURRENCY_ATTR);
         let result = match (caller_decimal(caller), caller_currency) {
@@ -1091,7 +1044,9 @@ impl CostProcessor {
             }
             (Some(amount), _) => {
                 let diff = amount - b.total;
-                attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                if write_drift {
+                    attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                }
                 if diff.is_zero() {
                     CallerCheck::Match
                 } else {
@@ -1207,7 +1162,10 @@ impl Processor for CostProcessor {
                 .min(self.sweep_interval);
             while let Some(wake) = trigger.wait(tick).await {
                 let forced = wake == Wake::Hangup;
-                self.dedup.sweep(Instant::now());
+                let now = Instant::now();
+                if let Some(e) = self.dedup.sweep(now) {
+                    self.dedup_at_bound(e, now);
+                }
                 self.dedup_entries.set(self.dedup.len() as i64);
                 if self.reload_interval.is_none() {
                     continue;
@@ -1265,6 +1223,10 @@ mod tests {
     const RATES: &str = "version: v1\ncurrency: USD\nrates:\n  - model: m\n    per_million_tokens: { input: \"0.1\", output: \"0.2\", cache_read: \"0.03\" }\n";
 
     fn processor(max_series: usize) -> CostProcessor {
+        processor_with(max_series, false)
+    }
+
+    fn processor_with(max_series: usize, compact: bool) -> CostProcessor {
         let table = RateTable::parse(RATES, std::path::Path::new(".")).unwrap();
         let opts = CostOptions {
             rates: PathBuf::from("unused.yaml"),
@@ -1275,6 +1237,7 @@ mod tests {
             max_series,
             metrics_interval: Duration::ZERO,
             max_tokens_per_span: usage::DEFAULT_MAX_TOKENS,
+            compact,
         };
         CostProcessor::new(
             "cost",
@@ -1466,23 +1429,96 @@ mod tests {
         assert_eq!(snap.len(), 22);
     }
 
+    /// The tollgate.cost.* keys on a span, in order.
+    fn cost_keys(s: &Span) -> Vec<&str> {
+        s.attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .filter(|k| k.starts_with("tollgate.cost."))
+            .collect()
+    }
+
     #[test]
-    fn dedup_window_and_bound() {
-        let d = Dedup::new(Duration::from_secs(10), 2);
-        let t0 = Instant::now();
-        let k = |tenant: Option<&str>, n: u8| DedupKey::new(tenant, &[n; 16], &[n; 8]);
-        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::New);
-        assert_eq!(d.seen(k(Some("a"), 1), t0), Seen::Duplicate);
-        // The same ids under another attribution are not a duplicate.
-        assert_eq!(d.seen(k(None, 1), t0), Seen::New);
+    fn compact_mode_writes_only_amount_currency_version_and_status() {
+        let now = Instant::now();
+        let full = processor_with(100, false);
+        let compact = processor_with(100, true);
+        let table = full.current_table();
+        let mut a = span(1, "acme", 1000, 100);
+        let mut b = span(1, "acme", 1000, 100);
         assert_eq!(
-            d.seen(k(Some("a"), 1), t0 + Duration::from_secs(11)),
-            Seen::New
+            full.process_span(&mut a, &table, now).unwrap().status,
+            Status::Priced
         );
-        assert_eq!(d.seen(k(Some("a"), 3), t0), Seen::Untracked);
-        assert!(d.len() <= 2);
-        // Ids of the wrong length are never keys (the receivers refuse them).
-        assert_eq!(DedupKey::new(None, &[1; 15], &[1; 8]), None);
-        assert_eq!(DedupKey::new(None, &[], &[]), None);
+        assert_eq!(
+            compact.process_span(&mut b, &table, now).unwrap().status,
+            Status::Priced
+        );
+        assert_eq!(
+            cost_keys(&a),
+            [
+                "tollgate.cost.amount",
+                "tollgate.cost.input",
+                "tollgate.cost.output",
+                "tollgate.cost.cache_read",
+                "tollgate.cost.cache_write",
+                "tollgate.cost.reasoning",
+                "tollgate.cost.exact",
+                "tollgate.cost.currency",
+                "tollgate.cost.rates_version",
+                "tollgate.cost.rate_id",
+                "tollgate.cost.status",
+                // The test span has no operation name: priced, with a reason in full mode.
+                "tollgate.cost.reason",
+            ]
+        );
+        assert_eq!(
+            cost_keys(&b),
+            [
+                "tollgate.cost.amount",
+                "tollgate.cost.currency",
+                "tollgate.cost.rates_version",
+                "tollgate.cost.status",
+            ]
+        );
+        // The same amount: 1000 × 0.1 / 1e6 + 100 × 0.2 / 1e6 = 0.00012.
+        let amount = |s: &Span| match attrs::get(&s.attributes, AMOUNT_ATTR) {
+            Some(Value::DoubleValue(d)) => *d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(amount(&a), 0.00012);
+        assert_eq!(amount(&b), 0.00012);
+        assert_eq!(
+            attrs::get_str(&b.attributes, "tollgate.cost.currency"),
+            Some("USD")
+        );
+        // A span that is not priced still says why (rare, and the ledger records it).
+        let mut c = span(2, "acme", -1, 100);
+        assert_eq!(
+            compact.process_span(&mut c, &table, now).unwrap().status,
+            Status::InvalidUsage
+        );
+        assert_eq!(
+            cost_keys(&c),
+            ["tollgate.cost.status", "tollgate.cost.reason"]
+        );
+    }
+
+    #[test]
+    fn attributes_mode_is_parsed_with_its_path() {
+        let parse_one = |yaml: &str| {
+            let docs = yaml_rust2::YamlLoader::load_from_str(yaml).unwrap();
+            let mut d = Diagnostics::default();
+            let m = Map::new("processors.cost", &docs[0], &mut d).unwrap();
+            (parse_attributes_mode(&m, &mut d), d)
+        };
+        assert!(!parse_one("rates: x\n").0);
+        assert!(!parse_one("attributes: full\n").0);
+        assert!(parse_one("attributes: compact\n").0);
+        let (_, d) = parse_one("attributes: short\n");
+        assert_eq!(
+            d.problems()[0].to_string(),
+            "processors.cost.attributes: unknown attributes mode \"short\": use full or compact"
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
 use crate::config::time::time_at;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
 use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
-use crate::envelope::{load_ring, parse_key_specs, KeySpec, SecretSource, VerifyCache};
+use crate::envelope::{load_ring, parse_key_specs, KeySpec, Memo, SecretSource, VerifyCache};
 
 /// The attribute carrying the token, on the span or its resource.
 pub const ENVELOPE_ATTR: &str = "tollgate.envelope";
@@ -34,6 +34,7 @@ pub const SHADOW_STATUS_ATTR: &str = "tollgate.envelope.shadow_status";
 pub const DETAIL_ATTR: &str = "tollgate.envelope.detail";
 pub const OVERRIDE_ATTR: &str = "tollgate.envelope.override";
 pub const TENANT_ATTR: &str = "tollgate.tenant.id";
+pub const WORKFLOW_ATTR: &str = "tollgate.workflow.id";
 /// `true` on spans whose issuance id was seen on more than `reuse_max_traces` traces.
 pub const REUSE_ATTR: &str = "tollgate.envelope.reuse";
 
@@ -96,18 +97,29 @@ pub struct Override {
     pub statuses: Vec<Status>,
 }
 
-/// Counts distinct traces per (tenant, issuance id) within a window.
+/// Counts distinct traces per (tenant, issuance id) within a window. Keys are 64-bit keyed
+/// hashes of (tenant, issuance id) (no allocation per span; two issuances sharing a hash,
+/// about n² / 2⁶⁵ for n issuances, would only merge their trace counts).
 struct ReuseTracker {
     max_traces: usize,
     window: std::time::Duration,
     max_entries: usize,
-    map: std::sync::Mutex<HashMap<(String, String), ReuseEntry>>,
+    hasher: std::collections::hash_map::RandomState,
+    map: std::sync::Mutex<ReuseMap>,
+}
+
+#[derive(Default)]
+struct ReuseMap {
+    entries: HashMap<u64, ReuseEntry>,
+    /// When the map was last swept for expired entries (at most once a second when full,
+    /// so a full map does not cost a scan per new issuance).
+    last_sweep: Option<std::time::Instant>,
 }
 
 struct ReuseEntry {
     since: std::time::Instant,
     /// Distinct trace ids, at most `max_traces + 1` (beyond that every trace is a reuse).
-    traces: Vec<Vec<u8>>,
+    traces: Vec<[u8; 16]>,
 }
 
 /// What [`ReuseTracker::observe`] found.
@@ -126,19 +138,28 @@ impl ReuseTracker {
         trace_id: &[u8],
         now: std::time::Instant,
     ) -> Reuse {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one((tenant, issuance));
+        let trace: [u8; 16] = trace_id.try_into().unwrap_or_default();
         let mut g = match self.map.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let key = (tenant.to_string(), issuance.to_string());
-        if !g.contains_key(&key) && g.len() >= self.max_entries {
-            let w = self.window;
-            g.retain(|_, e| now.duration_since(e.since) < w);
-            if g.len() >= self.max_entries {
+        let m = &mut *g;
+        if !m.entries.contains_key(&key) && m.entries.len() >= self.max_entries {
+            let due = m
+                .last_sweep
+                .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1));
+            if due {
+                let w = self.window;
+                m.entries.retain(|_, e| now.duration_since(e.since) < w);
+                m.last_sweep = Some(now);
+            }
+            if m.entries.len() >= self.max_entries {
                 return Reuse::No;
             }
         }
-        let e = g.entry(key).or_insert_with(|| ReuseEntry {
+        let e = m.entries.entry(key).or_insert_with(|| ReuseEntry {
             since: now,
             traces: Vec::new(),
         });
@@ -149,8 +170,8 @@ impl ReuseTracker {
         if e.traces.len() > self.max_traces {
             return Reuse::Yes(false);
         }
-        if !e.traces.iter().any(|t| t.as_slice() == trace_id) {
-            e.traces.push(trace_id.to_vec());
+        if !e.traces.contains(&trace) {
+            e.traces.push(trace);
             if e.traces.len() > self.max_traces {
                 return Reuse::Yes(true);
             }
@@ -198,6 +219,10 @@ pub struct EnvelopeProcessor {
     override_uses: Family<OverrideLabels, Counter>,
     reload_failures: Counter,
     cache_entries: Gauge,
+    /// `attributes: compact`: only the tenant, the workflow and the status (plus the
+    /// override reason and the reuse flag, which change attribution and are rare); the
+    /// ledger reads the other claims from the token.
+    compact: bool,
 }
 
 fn status_index(s: Status) -> usize {
@@ -216,6 +241,7 @@ pub fn factory(
     d: &mut Diagnostics,
 ) -> Option<ProcessorSpec> {
     let specs = parse_key_specs(m, d);
+    let compact = crate::processors::cost::parse_attributes_mode(m, d);
     if specs.is_empty() && !m.has("keys") {
         d.error(
             m.key_path("keys"),
@@ -355,7 +381,8 @@ pub fn factory(
         max_traces: reuse_max_traces,
         window: reuse_window,
         max_entries: 100_000,
-        map: std::sync::Mutex::new(HashMap::new()),
+        hasher: Default::default(),
+        map: Default::default(),
     });
 
     let metrics = &ctx.metrics;
@@ -419,6 +446,7 @@ pub fn factory(
         override_uses,
         reload_failures,
         cache_entries,
+        compact,
     };
     Some(ProcessorSpec {
         built: Built::Inline(Arc::new(p)),
@@ -498,6 +526,22 @@ fn enrich(attrs: &mut Vec<KeyValue>, v: &Verified) {
         }),
     );
 }
+
+/// The compact enrichment: tenant and workflow only (any earlier copies are removed first).
+fn enrich_compact(attrs: &mut Vec<KeyValue>, v: &Verified) {
+    attrs.retain(|kv| !ENRICHMENT.contains(&kv.key.as_str()));
+    enrich_compact_fresh(attrs, v);
+}
+
+/// [`enrich_compact`] for attributes known to hold none of the [`ENRICHMENT`] keys.
+fn enrich_compact_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
+    attrs.reserve(2);
+    attrs.push(string_kv(TENANT_ATTR, &v.claims.tenant_id));
+    attrs.push(string_kv(WORKFLOW_ATTR, &v.claims.workflow_id));
+}
+
+/// The attributes `attributes: compact` leaves a verified span with, beside the client's.
+pub const COMPACT_ATTRIBUTES: [&str; 3] = [STATUS_ATTR, TENANT_ATTR, WORKFLOW_ATTR];
 
 /// [`enrich`] for attributes known to hold none of the [`ENRICHMENT`] keys: appends.
 fn enrich_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
@@ -590,6 +634,7 @@ impl EnvelopeProcessor {
         client: &ClientInfo,
         ring: &KeyRing,
         now: i64,
+        memo: &mut Memo,
     ) -> Result<Arc<Verified>, Failed> {
         let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
             .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR));
@@ -628,7 +673,7 @@ impl EnvelopeProcessor {
         }
         let v = self
             .cache
-            .verify(tok, ring, start, self.skew)
+            .verify_memo(tok, ring, start, self.skew, memo)
             .map_err(Failed::Token)?;
         if let Some(t) = client.tenant.as_deref() {
             token::cross_check(&v.claims, &[(IdentityField::TenantId, t)]).map_err(|mut f| {
@@ -704,8 +749,9 @@ impl EnvelopeProcessor {
         now: i64,
         clock: std::time::Instant,
         tally: &mut Tally,
+        memo: &mut Memo,
     ) -> Action {
-        let outcome = self.check(span, res_attrs, client, ring, now);
+        let outcome = self.check(span, res_attrs, client, ring, now, memo);
         let (si, status_name) = match &outcome {
             Ok(_) => (0, "valid"),
             Err(Failed::Stale(_)) => (STALE, "stale"),
@@ -728,7 +774,11 @@ impl EnvelopeProcessor {
                             || kv.key == OVERRIDE_ATTR
                             || kv.key == REUSE_ATTR)
                 });
-                enrich_fresh(&mut span.attributes, &v);
+                if self.compact {
+                    enrich_compact_fresh(&mut span.attributes, &v);
+                } else {
+                    enrich_fresh(&mut span.attributes, &v);
+                }
                 self.flag_reuse(span, &v, clock);
             }
             Err(failed) => {
@@ -741,8 +791,12 @@ impl EnvelopeProcessor {
                     Failed::Stale(_) => None,
                 };
                 if let (Some((oi, claims)), Failed::Token(f)) = (over, &failed) {
-                    enrich(&mut span.attributes, &claims);
-                    set_str(&mut span.attributes, DETAIL_ATTR, &detail);
+                    if self.compact {
+                        enrich_compact(&mut span.attributes, &claims);
+                    } else {
+                        enrich(&mut span.attributes, &claims);
+                        set_str(&mut span.attributes, DETAIL_ATTR, &detail);
+                    }
                     set_str(
                         &mut span.attributes,
                         OVERRIDE_ATTR,
@@ -766,7 +820,7 @@ impl EnvelopeProcessor {
                         && kv.key != REUSE_ATTR
                 });
                 set_str(&mut span.attributes, TENANT_ATTR, &self.unattributed);
-                if si != status_index(Status::Missing) {
+                if si != status_index(Status::Missing) && !self.compact {
                     set_str(&mut span.attributes, DETAIL_ATTR, &detail);
                 }
             }
@@ -901,6 +955,7 @@ impl Processor for EnvelopeProcessor {
         };
         let mut routed: HashMap<usize, Vec<ResourceSpans>> = HashMap::new();
         let client = ctx.client;
+        let mut memo = Memo::default();
         for rs in &mut req.resource_spans {
             let res_attrs: &[KeyValue] = rs
                 .resource
@@ -912,7 +967,9 @@ impl Processor for EnvelopeProcessor {
                 let mut kept = Vec::with_capacity(spans.len());
                 let mut out: HashMap<usize, Vec<Span>> = HashMap::new();
                 for mut span in spans {
-                    match self.decide(&mut span, res_attrs, client, &ring, now, clock, &mut tally) {
+                    match self.decide(
+                        &mut span, res_attrs, client, &ring, now, clock, &mut tally, &mut memo,
+                    ) {
                         Action::Keep => kept.push(span),
                         Action::Route(si) => out.entry(si).or_default().push(span),
                         Action::Drop => {}
@@ -968,5 +1025,165 @@ impl Processor for EnvelopeProcessor {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    fn build(options: &str) -> Arc<dyn Processor> {
+        let yaml = crate::config::load_str(options).unwrap();
+        let mut d = Diagnostics::default();
+        let ctx = ParseCtx {
+            metrics: Arc::new(crate::component::telemetry::SelfMetrics::new()),
+            exporter_ids: Default::default(),
+        };
+        let m = Map::new("processors.envelope", &yaml, &mut d).unwrap();
+        let spec = factory(&ComponentId("envelope".into()), &m, &ctx, &mut d);
+        m.finish(&mut d);
+        assert!(d.is_empty(), "{:?}", d.problems());
+        match spec.map(|s| s.built) {
+            Some(Built::Inline(p)) => p,
+            _ => panic!("not inline"),
+        }
+    }
+
+    /// A verified span's and a failing span's tollgate.* keys, in `attributes` mode `mode`.
+    fn run(mode: &str) -> (Vec<String>, Vec<String>) {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let p = build(&format!(
+            "keys: [{{ id: demo-k1, secret_file: {dir}/config/demo/demo-k1.hex }}]\nattributes: {mode}\n"
+        ));
+        let hex = std::fs::read_to_string(format!("{dir}/config/demo/demo-k1.hex")).unwrap();
+        let secret: Vec<u8> = (0..hex.trim().len() / 2)
+            .map(|i| u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let now = crate::component::attrs::now_secs();
+        let claims = token::Claims {
+            tenant_id: "acme".into(),
+            originator_id: "svc".into(),
+            workflow_id: "support".into(),
+            operation_id: "op-1".into(),
+            issuance_id: "iss-1".into(),
+            issued_at: now - 10,
+            expires_at: now + 600,
+        };
+        let tok = token::sign(&secret, "demo-k1", &claims).unwrap();
+        let hop = token::Hop {
+            kind: "delegate".into(),
+            actor: Some("agent-1".into()),
+            attempt: None,
+            at: Some(now - 5),
+        };
+        let tok = token::append_hop(&tok, &hop).unwrap();
+        let span = |env: &str, n: u8| Span {
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            attributes: vec![
+                string_kv("tollgate.envelope", env),
+                string_kv("http.route", "/x"),
+            ],
+            ..Default::default()
+        };
+        let mut req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(&tok, 1), span(&format!("{tok}x"), 2)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let client = ClientInfo::default();
+        let mut ctx = ProcessCtx::new(&client);
+        p.process_traces(&mut req, &mut ctx).unwrap();
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        let keys = |s: &Span| {
+            s.attributes
+                .iter()
+                .map(|kv| kv.key.clone())
+                .filter(|k| k.starts_with("tollgate.") && k != "tollgate.envelope")
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            crate::component::attrs::get_str(&spans[0].attributes, TENANT_ATTR),
+            Some("acme")
+        );
+        assert_eq!(
+            crate::component::attrs::get_str(&spans[0].attributes, WORKFLOW_ATTR),
+            Some("support")
+        );
+        (keys(&spans[0]), keys(&spans[1]))
+    }
+
+    #[test]
+    fn reuse_is_counted_per_issuance_and_a_full_map_is_swept_at_most_once_a_second() {
+        let r = ReuseTracker {
+            max_traces: 2,
+            window: Duration::from_secs(10),
+            max_entries: 2,
+            hasher: Default::default(),
+            map: Default::default(),
+        };
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Three traces of one issuance: the third is a reuse (first time), the fourth too.
+        assert_eq!(r.observe("a", "i1", &[1; 16], t0), Reuse::No);
+        assert_eq!(r.observe("a", "i1", &[1; 16], t0), Reuse::No);
+        assert_eq!(r.observe("a", "i1", &[2; 16], t0), Reuse::No);
+        assert_eq!(r.observe("a", "i1", &[3; 16], t0), Reuse::Yes(true));
+        assert_eq!(r.observe("a", "i1", &[4; 16], t0), Reuse::Yes(false));
+        // Another tenant's issuance of the same name is counted apart.
+        assert_eq!(r.observe("b", "i1", &[3; 16], t0), Reuse::No);
+        // Full (2 entries): a third issuance is not tracked; the sweep at 9.9 s finds
+        // nothing expired.
+        assert_eq!(r.observe("a", "i2", &[1; 16], ms(9_900)), Reuse::No);
+        assert_eq!(r.map.lock().unwrap().entries.len(), 2);
+        // At 10.2 s both entries have expired, but the last sweep was 0.3 s ago.
+        assert_eq!(r.observe("a", "i2", &[1; 16], ms(10_200)), Reuse::No);
+        assert_eq!(r.map.lock().unwrap().entries.len(), 2);
+        // At 10.95 s the sweep is due: the expired entries go and i2 is tracked.
+        assert_eq!(r.observe("a", "i2", &[1; 16], ms(10_950)), Reuse::No);
+        assert_eq!(r.map.lock().unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn compact_mode_writes_tenant_workflow_and_status_only() {
+        let (valid, failed) = run("full");
+        assert_eq!(
+            valid,
+            [
+                "tollgate.envelope.status",
+                "tollgate.tenant.id",
+                "tollgate.originator.id",
+                "tollgate.workflow.id",
+                "tollgate.operation.id",
+                "tollgate.issuance.id",
+                "tollgate.envelope.key_id",
+                "tollgate.lineage.depth",
+                "tollgate.lineage.kinds",
+            ]
+        );
+        assert_eq!(
+            failed,
+            [
+                "tollgate.envelope.status",
+                "tollgate.tenant.id",
+                "tollgate.envelope.detail"
+            ]
+        );
+        let (valid, failed) = run("compact");
+        assert_eq!(
+            valid,
+            [
+                "tollgate.envelope.status",
+                "tollgate.tenant.id",
+                "tollgate.workflow.id"
+            ]
+        );
+        assert_eq!(valid, COMPACT_ATTRIBUTES);
+        assert_eq!(failed, ["tollgate.envelope.status", "tollgate.tenant.id"]);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod cost;
+pub mod dedup;
 pub mod envelope;
 pub mod genai;
 pub mod memory_limiter;
