@@ -1,7 +1,9 @@
 //! The claims a token signs and the lineage hops appended to it.
 
-#[allow(unused_imports)]
-use super::*;
+use super::crypto::clip;
+use super::errors::EnvelopeError;
+use crate::envelope::token::{IDENTIFIER_RULE, MAX_IDENTIFIER_LEN, MAX_KID_LEN};
+
 use serde::Serialize;
 use std::str::FromStr;
 

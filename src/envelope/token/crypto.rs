@@ -1,8 +1,8 @@
 //! The HMAC chain: tenant keys, chain values, constant-time tag checks; hex and clipping
 //! helpers.
 
-#[allow(unused_imports)]
-use super::*;
+use crate::envelope::token::{HmacSha256, SPEC_VERSION};
+
 use hmac::Mac;
 
 pub(super) fn new_mac(key: &[u8]) -> HmacSha256 {

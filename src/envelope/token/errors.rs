@@ -1,7 +1,8 @@
 //! The error and status types of `tg1`: what failed, and at which verification stage.
 
-#[allow(unused_imports)]
-use super::*;
+use super::crypto::clip;
+use crate::envelope::token::MAX_HOPS;
+
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;

@@ -1,8 +1,12 @@
 //! Key material: secrets that are zeroed on drop and never printed, and key rings with status
 //! and validity windows.
 
-#[allow(unused_imports)]
-use super::*;
+use super::claims::{is_valid_kid, Claims};
+use super::crypto::{clip, derive_tenant_key, finalize, hex, new_mac};
+use super::errors::EnvelopeError;
+use super::sign::sign;
+use crate::envelope::token::{KID_RULE, MIN_SECRET_LEN};
+
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -1,8 +1,14 @@
 //! The strict syntactic parse: base64url without padding, strict JSON without duplicate keys,
 //! identifier charsets, the hop limit. Its claims are untrusted.
 
-#[allow(unused_imports)]
-use super::*;
+use super::claims::{is_b64url_byte, is_valid_identifier, is_valid_kid, Claims, Hop};
+use super::crypto::clip;
+use super::errors::EnvelopeError;
+use crate::envelope::token::{
+    CLAIM_FIELDS, HOP_FIELDS, IDENTIFIER_RULE, KID_RULE, MAX_HOPS, MAX_JSON_DEPTH, SPEC_VERSION,
+    TAG_B64_LEN,
+};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};

@@ -1,7 +1,12 @@
 //! The spec's verification order, and the stage-by-stage explanation the CLI prints.
 
-#[allow(unused_imports)]
-use super::*;
+use super::claims::{Claims, Hop, IdentityField};
+use super::crypto::{chain_matches, clip, derive_tenant_key};
+use super::errors::{Failure, Status};
+use super::keys::{KeyRing, KeyStatus};
+use super::parse::parse_inner;
+use crate::envelope::token::{IDENTITY_STAGE, STAGES};
+
 use serde::Serialize;
 
 /// A verified envelope: claims and lineage are now trusted.
