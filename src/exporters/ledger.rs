@@ -375,6 +375,7 @@ impl Exporter for LedgerExporter {
             }
             let closed = || ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: "ledger exporter is shut down".into(),
             };
@@ -387,6 +388,7 @@ impl Exporter for LedgerExporter {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(message)) => Err(ExportError {
                     retryable: true,
+                    status: None,
                     retry_after: None,
                     message,
                 }),

@@ -16,7 +16,7 @@ use tonic::Code;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::split::Failure;
 use crate::exporters::{encode, ExporterBuilder};
-use crate::pipeline::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::pipeline::{BackendStatus, BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::service::{ParseCtx, StartCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +295,7 @@ impl OtlpExporter {
         if std::error::Error::source(&status).is_some() {
             return ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: format!("cannot reach the backend: {}", status.message()),
             };
@@ -302,6 +303,7 @@ impl OtlpExporter {
         let (retryable, retry_after) = classify(&status);
         ExportError {
             retryable,
+            status: Some(BackendStatus::Grpc(status.code() as i32)),
             retry_after,
             message: format!("backend answered {:?}: {}", status.code(), status.message()),
         }
@@ -339,6 +341,7 @@ impl OtlpExporter {
         .await
         .map_err(|_| ExportError {
             retryable: true,
+            status: None,
             retry_after: None,
             message: format!("no answer from the backend within {:?}", self.timeout),
         })?

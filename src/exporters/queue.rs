@@ -486,6 +486,7 @@ impl Delivery {
                 }
                 Outcome::Left => Err(ExportError {
                     retryable: true,
+                    status: None,
                     message: format!("exporter {} is shutting down", self.id),
                     retry_after: None,
                 }),
@@ -544,6 +545,7 @@ impl Delivery {
                         }
                         Err(e) => Err(ExportError {
                             retryable: true,
+                            status: None,
                             message: format!("exporter {}: queue write interrupted: {e}", self.id),
                             retry_after: None,
                         }),
@@ -580,6 +582,7 @@ impl Delivery {
                 None => {
                     let e = ExportError {
                         retryable: false,
+                        status: None,
                         retry_after: None,
                         message: format!(
                             "exporter {}: a single item takes {bytes} bytes in the persistent queue, more than its whole size ({max} bytes, storage.max_size_mib); it can never be queued",
@@ -636,6 +639,7 @@ impl Delivery {
         }
         ExportError {
             retryable: true,
+            status: None,
             message: format!("exporter {}: {why}; retry later", self.id),
             retry_after: Some(FULL_RETRY_AFTER),
         }
@@ -741,6 +745,7 @@ impl Delivery {
                         Err(e) => {
                             let e = ExportError {
                                 retryable: false,
+                                status: None,
                                 message: format!("cannot read the queued record back: {e}"),
                                 retry_after: None,
                             };
@@ -843,6 +848,7 @@ mod tests {
     fn retryable() -> ExportError {
         ExportError {
             retryable: true,
+            status: None,
             message: "backend answered Unavailable".into(),
             retry_after: None,
         }
@@ -936,6 +942,7 @@ mod tests {
         // (and our own exporter) reads as retryable after that delay.
         let refused = crate::pipeline::Refused {
             retryable: e.retryable,
+            status: None,
             message: e.message.clone(),
             retry_after: e.retry_after,
         };
@@ -1012,6 +1019,7 @@ mod tests {
         let exp = Arc::new(Scripted {
             always_fail: Some(ExportError {
                 retryable: false,
+                status: None,
                 message: "backend answered InvalidArgument: bad".into(),
                 retry_after: None,
             }),

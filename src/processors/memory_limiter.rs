@@ -153,6 +153,7 @@ impl Budget {
         if !admitted {
             return Err(Refused {
                 retryable: true,
+                status: None,
                 message: format!(
                     "memory budget: {} MiB resident and {} MiB admitted in flight leave no room for a request of about {} MiB under limit_mib ({} MiB); retry later",
                     rss / MIB,
@@ -280,6 +281,7 @@ impl MemoryLimiter {
             .inc_by(items);
         Err(Refused {
             retryable: true,
+            status: None,
             message: format!(
                 "{}: memory usage {} MiB is above the soft limit of {} MiB; retry later",
                 self.id,

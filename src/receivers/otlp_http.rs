@@ -232,10 +232,29 @@ fn status(
     with_body(http, enc.content_type(), body)
 }
 
-/// Maps a pipeline refusal onto the OTLP/HTTP answer: a known back-off delay is 429 with
-/// `Retry-After`, another retryable refusal 503 with a default `Retry-After`, a permanent
-/// one 400.
+/// Maps a pipeline refusal onto the OTLP/HTTP answer. A backend's own refusal (sending
+/// queue off, so the client still waits for the outcome) keeps its status: an OTLP/HTTP
+/// backend's HTTP status as is, a gRPC code by the OTLP mapping (`RESOURCE_EXHAUSTED` 429,
+/// `UNAVAILABLE` 503, `INVALID_ARGUMENT` 400, ...), with `Retry-After` on the retryable
+/// statuses when a delay is known (503 always: the default when none is). Otherwise a known
+/// back-off delay is 429 with `Retry-After`, another retryable refusal 503 with a default
+/// `Retry-After`, a permanent one 400.
 pub fn refused_response(r: &Refused, enc: Encoding) -> Response<Full<Bytes>> {
+    if let Some(backend) = r.status {
+        let http = StatusCode::from_u16(backend.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let secs = match (http.as_u16(), r.retry_after) {
+            (429 | 502 | 503 | 504, Some(d)) => Some(ceil_secs(d)),
+            (503, None) => Some(DEFAULT_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        let mut resp = status(http, enc, backend.grpc_code(), &r.message);
+        if let Some(secs) = secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return resp;
+    }
     if !r.retryable {
         return status(
             StatusCode::BAD_REQUEST,
@@ -489,15 +508,24 @@ where
             crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
         )
     };
-    let prescanned = if enc == Encoding::Proto {
-        let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
-        if items > shared.max_items {
-            return too_many(items);
+    // Counted before decoding, so a request of millions of empty items is refused before it
+    // is built. The memory charge also counts OTLP/JSON's resource, scope and metric
+    // entries (3 bytes each as `{},`, about 100 decoded).
+    let prescanned = match enc {
+        Encoding::Proto => {
+            let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+            if items > shared.max_items {
+                return too_many(items);
+            }
+            items
         }
-        items
-    } else {
-        // OTLP/JSON: a realistic item takes well over 64 bytes of text.
-        body.len() as u64 / 64
+        Encoding::Json => {
+            let n = crate::receivers::prescan::count_json_items(S::SIGNAL, &body);
+            if n.items > shared.max_items {
+                return too_many(n.items);
+            }
+            n.items.saturating_add(n.containers)
+        }
     };
     // Held until the request is answered: decoded, processed and handed on.
     let _charge = match shared.metrics.memory_budget.charge(
@@ -532,12 +560,6 @@ where
         Err(m) => return status(StatusCode::BAD_REQUEST, enc, code::INVALID_ARGUMENT, m),
     };
     let payload = S::into_payload(req);
-    if enc == Encoding::Json {
-        let items = payload.item_count();
-        if items > shared.max_items {
-            return too_many(items);
-        }
-    }
     let Some(sink) = shared.sinks.get(S::SIGNAL) else {
         return status(
             StatusCode::NOT_FOUND,
@@ -883,6 +905,7 @@ mod tests {
         let r = refused_response(
             &Refused {
                 retryable: true,
+                status: None,
                 message: "slow down".into(),
                 retry_after: Some(Duration::from_millis(2500)),
             },
@@ -896,6 +919,63 @@ mod tests {
         let r = refused_response(&Refused::permanent("no"), Encoding::Proto);
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_backend_refusal_keeps_its_status() {
+        use crate::pipeline::BackendStatus;
+        let refused = |status, retryable, retry_after| Refused {
+            retryable,
+            status: Some(status),
+            message: "backend answered".into(),
+            retry_after,
+        };
+        async fn rpc_code(r: Response<Full<Bytes>>) -> Option<i32> {
+            let body = r.into_body().collect().await.ok()?.to_bytes();
+            RpcStatus::decode(body).map(|s| s.code).ok()
+        }
+        // RESOURCE_EXHAUSTED without RetryInfo (permanent for the exporter): 429, code 8,
+        // and no Retry-After (no delay is known); never 400 / INVALID_ARGUMENT.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(8), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(rpc_code(r).await, Some(8));
+        // With the backend's RetryInfo of 1.2 s: Retry-After rounds up to 2.
+        let r = refused_response(
+            &refused(
+                BackendStatus::Grpc(8),
+                true,
+                Some(Duration::from_millis(1200)),
+            ),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        // UNAVAILABLE after the retries gave up: 503 with the default Retry-After.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(14), true, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(rpc_code(r).await, Some(14));
+        // PERMISSION_DENIED: 403, code 7.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(7), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(rpc_code(r).await, Some(7));
+        // An OTLP/HTTP backend's 413 passes as is (code UNKNOWN in the body).
+        let r = refused_response(
+            &refused(BackendStatus::Http(413), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(rpc_code(r).await, Some(2));
     }
 
     #[test]
