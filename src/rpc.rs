@@ -44,20 +44,29 @@ struct RetryInfo {
 
 const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
-/// An encoded `google.rpc.Status` with one `RetryInfo` detail carrying `delay`.
-pub fn status_with_retry_delay(code: i32, message: &str, delay: Duration) -> Bytes {
-    let info = RetryInfo {
+/// An encoded `google.rpc.RetryInfo` carrying `delay`.
+pub fn retry_info(delay: Duration) -> Vec<u8> {
+    RetryInfo {
         retry_delay: Some(ProtoDuration {
             seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
             nanos: delay.subsec_nanos() as i32,
         }),
-    };
+    }
+    .encode_to_vec()
+}
+
+/// The gRPC trailer some clients read `RetryInfo` from instead of the status details (the
+/// OpenTelemetry Python SDK among them); servers send both.
+pub const RETRY_INFO_TRAILER: &str = "google.rpc.retryinfo-bin";
+
+/// An encoded `google.rpc.Status` with one `RetryInfo` detail carrying `delay`.
+pub fn status_with_retry_delay(code: i32, message: &str, delay: Duration) -> Bytes {
     let st = RpcStatus {
         code,
         message: message.to_string(),
         details: vec![RpcAny {
             type_url: RETRY_INFO_TYPE.into(),
-            value: info.encode_to_vec(),
+            value: retry_info(delay),
         }],
     };
     Bytes::from(st.encode_to_vec())

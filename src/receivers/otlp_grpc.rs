@@ -100,7 +100,8 @@ impl OtlpSignal for Logs {
 /// with its code, carrying `google.rpc.RetryInfo` when a retry delay is known. Otherwise:
 /// retryable conditions with a suggested delay are RESOURCE_EXHAUSTED with RetryInfo (queue
 /// full, memory limit), other retryable ones UNAVAILABLE (the client keeps the data and
-/// retries), permanent ones INVALID_ARGUMENT.
+/// retries), permanent ones INVALID_ARGUMENT. RetryInfo goes in the status details and in
+/// the `google.rpc.retryinfo-bin` trailer.
 pub fn refused_to_status(r: &Refused) -> Status {
     let code = match (r.status, r.retryable, r.retry_after) {
         (Some(s), _, _) => Code::from_i32(s.grpc_code()),
@@ -109,11 +110,19 @@ pub fn refused_to_status(r: &Refused) -> Status {
         (None, false, _) => Code::InvalidArgument,
     };
     match r.retry_after {
-        Some(delay) if r.retryable => Status::with_details(
-            code,
-            r.message.clone(),
-            crate::rpc::status_with_retry_delay(code as i32, &r.message, delay),
-        ),
+        Some(delay) if r.retryable => {
+            let mut st = Status::with_details(
+                code,
+                r.message.clone(),
+                crate::rpc::status_with_retry_delay(code as i32, &r.message, delay),
+            );
+            // Also as its own trailer: the Python SDK reads RetryInfo only from there.
+            st.metadata_mut().insert_bin(
+                crate::rpc::RETRY_INFO_TRAILER,
+                tonic::metadata::MetadataValue::from_bytes(&crate::rpc::retry_info(delay)),
+            );
+            st
+        }
         _ => Status::new(code, r.message.clone()),
     }
 }
@@ -559,6 +568,14 @@ mod tests {
         assert_eq!(
             crate::rpc::retry_delay(st.details()),
             Some(Duration::from_millis(1500))
+        );
+        let trailer = st
+            .metadata()
+            .get_bin(crate::rpc::RETRY_INFO_TRAILER)
+            .and_then(|v| v.to_bytes().ok());
+        assert_eq!(
+            trailer.as_deref(),
+            Some(crate::rpc::retry_info(Duration::from_millis(1500)).as_slice())
         );
         for code in [
             Code::Unavailable,
