@@ -328,8 +328,8 @@ pub trait Processor: Send + Sync + 'static {
 }
 
 /// The status a backend answered a refused export with, as received: a gRPC code from an
-/// OTLP/gRPC backend, an HTTP status from an OTLP/HTTP one. Receivers translate it for their
-/// own protocol with the OTLP mapping (see `crate::rpc`).
+/// OTLP/gRPC backend, an HTTP status from an OTLP/HTTP one. Receivers answer with its gRPC
+/// code, or that code's HTTP status (see `crate::rpc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendStatus {
     /// A `google.rpc.Code` value (never 0, OK).
@@ -347,13 +347,11 @@ impl BackendStatus {
             BackendStatus::Http(h) => crate::rpc::grpc_code_for_http(h),
         }
     }
-    /// The HTTP status to answer an OTLP/HTTP client with.
+    /// The HTTP status to answer an OTLP/HTTP client with: the gRPC code's, so an HTTP
+    /// backend's status comes out as one of the statuses OTLP/HTTP defines (502 and 504 as
+    /// 503, an unmapped one as 500), as the Collector does.
     pub fn http_status(self) -> u16 {
-        match self {
-            BackendStatus::Grpc(c) => crate::rpc::http_status_for_grpc(c),
-            BackendStatus::Http(h) if (400..=599).contains(&h) => h,
-            BackendStatus::Http(_) => 500,
-        }
+        crate::rpc::http_status_for_grpc(self.grpc_code())
     }
 }
 

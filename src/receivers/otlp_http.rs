@@ -233,10 +233,10 @@ fn status(
 }
 
 /// Maps a pipeline refusal onto the OTLP/HTTP answer. A backend's own refusal (sending
-/// queue off, so the client still waits for the outcome) keeps its status: an OTLP/HTTP
-/// backend's HTTP status as is, a gRPC code by the OTLP mapping (`RESOURCE_EXHAUSTED` 429,
-/// `UNAVAILABLE` 503, `INVALID_ARGUMENT` 400, ...), with `Retry-After` on the retryable
-/// statuses when a delay is known (503 always: the default when none is). Otherwise a known
+/// queue off, so the client still waits for the outcome) keeps its status: its gRPC code
+/// (an HTTP backend's status mapped to one) by the OTLP mapping (`RESOURCE_EXHAUSTED` 429,
+/// `UNAVAILABLE` 503, `INVALID_ARGUMENT` 400, ...), with `Retry-After` on 429 and 503 when a
+/// delay is known (503 always: the default when none is). Otherwise a known
 /// back-off delay is 429 with `Retry-After`, another retryable refusal 503 with a default
 /// `Retry-After`, a permanent one 400.
 pub fn refused_response(r: &Refused, enc: Encoding) -> Response<Full<Bytes>> {
@@ -244,7 +244,7 @@ pub fn refused_response(r: &Refused, enc: Encoding) -> Response<Full<Bytes>> {
         let http = StatusCode::from_u16(backend.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let secs = match (http.as_u16(), r.retry_after) {
-            (429 | 502 | 503 | 504, Some(d)) => Some(ceil_secs(d)),
+            (429 | 503, Some(d)) => Some(ceil_secs(d)),
             (503, None) => Some(DEFAULT_RETRY_AFTER_SECS),
             _ => None,
         };
@@ -969,12 +969,25 @@ mod tests {
         );
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(rpc_code(r).await, Some(7));
-        // An OTLP/HTTP backend's 413 passes as is (code UNKNOWN in the body).
+        // An OTLP/HTTP backend's status goes through its gRPC code: 403 stays 403, 502
+        // becomes 503, and one without a mapping (413) is 500 with code UNKNOWN.
+        let r = refused_response(
+            &refused(BackendStatus::Http(403), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(rpc_code(r).await, Some(7));
+        let r = refused_response(
+            &refused(BackendStatus::Http(502), true, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
         let r = refused_response(
             &refused(BackendStatus::Http(413), false, None),
             Encoding::Proto,
         );
-        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(rpc_code(r).await, Some(2));
     }
 
