@@ -14,11 +14,8 @@
 //!   503 with `Retry-After` when it is temporarily unable to take data.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Read;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,8 +26,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::netguard::FirstByteDeadline;
 use crate::pipeline::{ClientInfo, Refused, Signal};
 use crate::receivers::auth::ClientPolicy;
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
@@ -603,83 +600,12 @@ fn json_response(signal: Signal, ack: &crate::pipeline::Ack) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A connection whose first byte has not arrived by `deadline` fails its read (`TimedOut`).
-/// hyper's `header_read_timeout` starts only once its HTTP/1 parser runs; the protocol
-/// detection before it (HTTP/1 request line or HTTP/2 preface) waits for bytes without limit,
-/// so a client that connects (or finishes the TLS handshake) and sends nothing would hold the
-/// connection open forever.
-struct FirstByteDeadline<I> {
-    io: I,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<I> FirstByteDeadline<I> {
-    fn new(io: I, within: Duration) -> Self {
-        FirstByteDeadline {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if r.is_err() || buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if !expired {
-                    return Poll::Pending;
-                }
-                this.deadline = None;
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no request within read_header_timeout",
-                )))
-            }
-        }
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+/// The error of a connection that sent nothing within `read_header_timeout`. hyper's
+/// `header_read_timeout` starts only once its HTTP/1 parser runs; the protocol detection
+/// before it (HTTP/1 request line or HTTP/2 preface) waits for bytes without limit, so a
+/// client that connects (or finishes the TLS handshake) and sends nothing would hold the
+/// connection open forever: every connection gets a first-byte deadline.
+const NO_REQUEST: &str = "no request within read_header_timeout";
 
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
 /// lets in-flight requests finish.
@@ -722,14 +648,14 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    let io = FirstByteDeadline::new(tcp, first_byte);
+                    let io = FirstByteDeadline::new(tcp, first_byte, NO_REQUEST);
                     let conn = builder.serve_connection(TokioIo::new(io), svc);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acc) => {
                     match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let io = FirstByteDeadline::new(stream, first_byte);
+                            let io = FirstByteDeadline::new(stream, first_byte, NO_REQUEST);
                             let conn = builder.serve_connection(TokioIo::new(io), svc);
                             watcher.watch(conn.into_owned()).await
                         }
