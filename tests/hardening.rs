@@ -906,6 +906,34 @@ fn vm_hwm(pid: u32) -> u64 {
         * 1024
 }
 
+/// The amplification tests' gateway: `otlp` receiver (gRPC with `grpc_opts`, HTTP) →
+/// `chain` (processors defined by the `processors` section) → `otlp` exporter to the
+/// backend. `addrs`: gRPC, HTTP, metrics, backend.
+fn amplification_yaml(
+    addrs: [SocketAddr; 4],
+    grpc_opts: &str,
+    processors: &str,
+    chain: &str,
+) -> String {
+    let [grpc, http, metrics, backend] = addrs;
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "{grpc}"{grpc_opts} }}
+      http: {{ endpoint: "{http}" }}
+{processors}
+exporters:
+  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }} }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [{chain}], exporters: [otlp] }}
+"#
+    )
+}
+
 /// Decode amplification: 4M empty spans are 8 MB of protobuf and 8 KB gzipped, and about
 /// 4 GiB once decoded. `max_items_per_request` (default 100,000), checked by a pre-scan of
 /// the wire bytes, refuses the request before the decode, over gRPC and HTTP; the process's
@@ -916,22 +944,11 @@ async fn a_small_request_of_millions_of_empty_spans_is_refused_before_decoding()
     let dir = tempfile::tempdir().unwrap();
     let (grpc, metrics) = free_addrs();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: "{grpc}", max_recv_msg_size_mib: 16 }}
-      http: {{ endpoint: "{http}" }}
-processors:
-  memory_limiter: {{ limit_mib: 1536, check_interval: 100ms }}
-exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
-service:
-  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], processors: [memory_limiter], exporters: [otlp] }}
-"#
+    let yaml = amplification_yaml(
+        [grpc, http, metrics, baddr],
+        ", max_recv_msg_size_mib: 16",
+        "processors:\n  memory_limiter: { limit_mib: 1536, check_interval: 100ms }",
+        "memory_limiter",
     );
     let gw = GatewayProcess::start(&yaml, dir.path(), "amp", grpc, metrics).await;
     let pid = gw.child.id();
@@ -1008,21 +1025,7 @@ async fn an_otlp_json_request_of_millions_of_empty_spans_is_refused_before_decod
     let dir = tempfile::tempdir().unwrap();
     let (grpc, metrics) = free_addrs();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: "{grpc}" }}
-      http: {{ endpoint: "{http}" }}
-exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
-service:
-  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp] }}
-"#
-    );
+    let yaml = amplification_yaml([grpc, http, metrics, baddr], "", "", "");
     let gw = GatewayProcess::start(&yaml, dir.path(), "json-amp", grpc, metrics).await;
     let pid = gw.child.id();
     let before = vm_hwm(pid);
