@@ -81,6 +81,11 @@ put("otlp_json", "spec-trace", "\x00" + json.dumps({"resourceSpans": [{"scopeSpa
 put("otlp_json", "metrics", "\x01" + '{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"c","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{"asDouble":5,"timeUnixNano":2000}]}}]}]}]}')
 put("otlp_json", "logs", "\x02" + '{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":10,"body":{"stringValue":"hello"},"traceId":"0102030405060708090A0B0C0D0E0F10"}]}]}]}')
 put("otlp_json", "array", "\x00[]")
+# Structs written as JSON arrays of their fields (serde decodes them; the pre-scan must count
+# their items) and keys spelled with escapes.
+put("otlp_json", "positional-traces", "\x00" + '{"resourceSpans":[[null,[[null,[{},{},{}],""]],""]]}')
+put("otlp_json", "positional-metrics", "\x01" + '{"resourceMetrics":[[null,[[null,[{"gauge":[[{},{}]]},{"sum":[[{}],1,false]}]]]]]}')
+put("otlp_json", "escaped-keys", "\x00" + '{"resource\\u0053pans":[{"scopeSpans":[{"sp\\u0061ns":[{},{}]}]}]}')
 
 for i, t in enumerate(tokens[:12] or [tok]):
     put("tg1_verify", f"vector-{i}", t)

@@ -55,12 +55,103 @@ impl Default for Limits {
     }
 }
 
+/// Forwards `AsyncWrite` to the wrapper's `io` field.
+macro_rules! forward_async_write {
+    () => {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    };
+}
+
+/// A connection whose read fails with `TimedOut` (the error saying `what`) when no first
+/// byte arrives within a deadline. [`Guarded`] uses it for every listener; the OTLP/HTTP
+/// receiver applies its `read_header_timeout` with it once more after the TLS handshake.
+pub struct FirstByteDeadline<I> {
+    io: I,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    what: &'static str,
+}
+
+impl<I> FirstByteDeadline<I> {
+    pub fn new(io: I, within: Duration, what: &'static str) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            what,
+        }
+    }
+
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if r.is_err() || buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                this.deadline = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    this.what,
+                )))
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+    forward_async_write!();
+}
+
 /// A connection under [`Limits`]: its read fails with `TimedOut` when no first byte arrives
 /// in time or nothing arrives for the idle timeout; it holds a slot of the listener's cap
 /// until dropped.
 pub struct Guarded<I> {
-    io: I,
-    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    io: FirstByteDeadline<I>,
     idle: Duration,
     idle_timer: Pin<Box<tokio::time::Sleep>>,
     _slot: OwnedSemaphorePermit,
@@ -69,8 +160,11 @@ pub struct Guarded<I> {
 impl<I> Guarded<I> {
     pub fn new(io: I, limits: &Limits, slot: OwnedSemaphorePermit) -> Self {
         Guarded {
-            io,
-            first_byte: Some(Box::pin(tokio::time::sleep(limits.first_byte_timeout))),
+            io: FirstByteDeadline::new(
+                io,
+                limits.first_byte_timeout,
+                "no data within the first-byte deadline",
+            ),
             idle: limits.idle_timeout,
             idle_timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             _slot: slot,
@@ -78,7 +172,7 @@ impl<I> Guarded<I> {
     }
 
     pub fn get_ref(&self) -> &I {
-        &self.io
+        self.io.get_ref()
     }
 }
 
@@ -93,24 +187,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if r.is_ok() && buf.filled().len() > before {
-                    this.first_byte = None;
                     let next = tokio::time::Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
                 }
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let no_first_byte = this
-                    .first_byte
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if no_first_byte {
-                    this.first_byte = None;
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no data within the first-byte deadline",
-                    )));
-                }
                 if this.idle_timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -124,35 +206,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    forward_async_write!();
 }
 
 impl<I: tonic::transport::server::Connected> tonic::transport::server::Connected for Guarded<I> {
     type ConnectInfo = I::ConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.get_ref().connect_info()
     }
 }
 

@@ -906,6 +906,34 @@ fn vm_hwm(pid: u32) -> u64 {
         * 1024
 }
 
+/// The amplification tests' gateway: `otlp` receiver (gRPC with `grpc_opts`, HTTP) →
+/// `chain` (processors defined by the `processors` section) → `otlp` exporter to the
+/// backend. `addrs`: gRPC, HTTP, metrics, backend.
+fn amplification_yaml(
+    addrs: [SocketAddr; 4],
+    grpc_opts: &str,
+    processors: &str,
+    chain: &str,
+) -> String {
+    let [grpc, http, metrics, backend] = addrs;
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "{grpc}"{grpc_opts} }}
+      http: {{ endpoint: "{http}" }}
+{processors}
+exporters:
+  otlp: {{ endpoint: "{backend}", tls: {{ insecure: true }} }}
+service:
+  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [{chain}], exporters: [otlp] }}
+"#
+    )
+}
+
 /// Decode amplification: 4M empty spans are 8 MB of protobuf and 8 KB gzipped, and about
 /// 4 GiB once decoded. `max_items_per_request` (default 100,000), checked by a pre-scan of
 /// the wire bytes, refuses the request before the decode, over gRPC and HTTP; the process's
@@ -916,22 +944,11 @@ async fn a_small_request_of_millions_of_empty_spans_is_refused_before_decoding()
     let dir = tempfile::tempdir().unwrap();
     let (grpc, metrics) = free_addrs();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: "{grpc}", max_recv_msg_size_mib: 16 }}
-      http: {{ endpoint: "{http}" }}
-processors:
-  memory_limiter: {{ limit_mib: 1536, check_interval: 100ms }}
-exporters:
-  otlp: {{ endpoint: "{baddr}", tls: {{ insecure: true }} }}
-service:
-  telemetry: {{ metrics: {{ address: "{metrics}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], processors: [memory_limiter], exporters: [otlp] }}
-"#
+    let yaml = amplification_yaml(
+        [grpc, http, metrics, baddr],
+        ", max_recv_msg_size_mib: 16",
+        "processors:\n  memory_limiter: { limit_mib: 1536, check_interval: 100ms }",
+        "memory_limiter",
     );
     let gw = GatewayProcess::start(&yaml, dir.path(), "amp", grpc, metrics).await;
     let pid = gw.child.id();
@@ -991,6 +1008,93 @@ service:
     // Decoding the 4M spans would have taken gigabytes.
     assert!(
         peak < before + 400 * 1024 * 1024,
+        "peak RSS {} MiB (started at {} MiB)",
+        peak >> 20,
+        before >> 20
+    );
+}
+
+/// The same over OTLP/JSON: 5M empty spans (`{}` each) are 15 MB of text and 30 KB gzipped,
+/// about 1.5 GiB once decoded. A streaming pre-scan counts them without building anything
+/// and the request is refused (413, naming `max_items_per_request`) before the decode, also
+/// when the structs are written as JSON arrays of their fields (which serde decodes too).
+/// No `memory_limiter` here: the item bound alone must hold. Peak RSS is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_json_request_of_millions_of_empty_spans_is_refused_before_decoding() {
+    let (backend, baddr) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = free_addrs();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = amplification_yaml([grpc, http, metrics, baddr], "", "", "");
+    let gw = GatewayProcess::start(&yaml, dir.path(), "json-amp", grpc, metrics).await;
+    let pid = gw.child.id();
+    let before = vm_hwm(pid);
+    let spans = |n: usize| {
+        let mut s = String::with_capacity(3 * n);
+        for i in 0..n {
+            s.push_str(if i == 0 { "{}" } else { ",{}" });
+        }
+        s
+    };
+    let post = |body: Vec<u8>| async move {
+        http_post(
+            http,
+            "/v1/traces",
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            &gzip(&body),
+        )
+        .await
+    };
+    // Object form.
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans(5_000_000)
+    );
+    assert!(body.len() < 20 * 1024 * 1024);
+    let r = post(body.into_bytes()).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.status_message()
+            .contains("5000000 spans, more than max_items_per_request (100000)"),
+        "{}",
+        r.status_message()
+    );
+    // Array form: ResourceSpans = [resource, scopeSpans, schemaUrl], ScopeSpans = [scope,
+    // spans, schemaUrl]. serde takes it (checked on a small one), so the pre-scan must too.
+    let positional = |n: usize| format!(r#"{{"resourceSpans":[[null,[[null,[{}]]]]]}}"#, spans(n));
+    let small: ExportTraceServiceRequest = serde_json::from_str(&positional(3)).unwrap();
+    assert_eq!(small.resource_spans[0].scope_spans[0].spans.len(), 3);
+    let r = post(positional(2_000_000).into_bytes()).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.status_message()
+            .contains("2000000 spans, more than max_items_per_request (100000)"),
+        "{}",
+        r.status_message()
+    );
+    // A valid request still goes through.
+    let r = post(
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"ok"}]}]}]}"#
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    backend
+        .wait_for(30, "the valid span", |b| b.spans().len() == 1)
+        .await;
+    let peak = vm_hwm(pid);
+    println!(
+        "OTLP/JSON amplification: peak RSS {} MiB, {} MiB at start",
+        peak >> 20,
+        before >> 20
+    );
+    // Decoding the 5M spans would have taken well over a gigabyte (2,380 MiB measured on
+    // the code before the pre-scan).
+    assert!(
+        peak < before + 200 * 1024 * 1024,
         "peak RSS {} MiB (started at {} MiB)",
         peak >> 20,
         before >> 20
@@ -1497,4 +1601,227 @@ service:
         "peak RSS {} MiB over limit_mib 300",
         peak / MIB
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 12: with the sending queue off, a client waits for the backend's answer, and must hear
+// the backend's own status (RESOURCE_EXHAUSTED, UNAVAILABLE, PERMISSION_DENIED, ...), not
+// INVALID_ARGUMENT / 400.
+
+/// `otlp` receiver (gRPC + HTTP) straight to one exporter (`exporter` is its YAML entry, id
+/// `out`) with no sending queue and no retries: one client attempt is one backend attempt.
+fn no_queue_yaml(exporter: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  {exporter}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:0" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [{id}] }}
+"#,
+        id = exporter.split(':').next().unwrap_or_default().trim()
+    )
+}
+
+/// What the Python SDK's exporters saw for one span (see `tests/python/backend_status.py`):
+/// `which` is `grpc`, `http` or `both` (gRPC first).
+async fn sdk_sees(
+    gw: &tollgate::service::Running,
+    timeout_s: &str,
+    which: &str,
+) -> serde_json::Value {
+    let grpc = gw.endpoint("otlp", "grpc").unwrap();
+    let http = gw.endpoint("otlp", "http").unwrap();
+    let out = run_python([
+        repo()
+            .join("tests/python/backend_status.py")
+            .display()
+            .to_string(),
+        grpc.to_string(),
+        format!("http://{http}/v1/traces"),
+        timeout_s.to_string(),
+        which.to_string(),
+    ])
+    .await;
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The `google.rpc.Status` code in an HTTP answer body recorded by the script (hex).
+fn body_code(attempt: &serde_json::Value) -> i32 {
+    let hex = attempt["body"].as_str().unwrap_or_default();
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    tollgate::receivers::otlp_http::RpcStatus::decode(bytes.as_slice())
+        .unwrap()
+        .code
+}
+
+fn grpc_codes(seen: &serde_json::Value) -> Vec<String> {
+    seen["grpc"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn http_statuses(seen: &serde_json::Value) -> Vec<u64> {
+    seen["http"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_backend_status_reaches_the_sdk_client_with_the_queue_off() {
+    let (backend, baddr) = start_backend().await;
+    let gw = start_gateway(&no_queue_yaml(&format!(
+        "otlp/out: {{ endpoint: \"{baddr}\", tls: {{ insecure: true }}, timeout: 5s, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}"
+    )))
+    .await;
+
+    // RESOURCE_EXHAUSTED without RetryInfo. The SDK retries it with its own backoff (0.8 to
+    // 1.2 s with jitter: no RetryInfo was passed on), then gives up on RESOURCE_EXHAUSTED.
+    // Over HTTP: 429 without Retry-After, body code 8.
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::ResourceExhausted);
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    let codes = grpc_codes(&seen);
+    assert!(!codes.is_empty(), "{seen}");
+    assert!(
+        codes.iter().all(|c| c == "RESOURCE_EXHAUSTED"),
+        "the client hears RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: {seen}"
+    );
+    assert_eq!(seen["grpc"]["result"], "FAILURE");
+    assert_eq!(seen["grpc"]["final"], "RESOURCE_EXHAUSTED");
+    let first_wait = seen["grpc"]["attempts"][0]["retry_in"].as_f64();
+    if codes.len() > 1 {
+        let w = first_wait.unwrap();
+        assert!(
+            (0.8..=1.2).contains(&w),
+            "SDK's own backoff, no RetryInfo: {seen}"
+        );
+    }
+    assert!(
+        seen["grpc"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("backend told to fail"),
+        "the backend's message is passed on: {seen}"
+    );
+    let statuses = http_statuses(&seen);
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == 429),
+        "{seen}"
+    );
+    for a in seen["http"]["attempts"].as_array().unwrap() {
+        assert_eq!(a["retry_after"], serde_json::Value::Null, "{seen}");
+        assert_eq!(body_code(a), 8, "{seen}");
+    }
+    assert_eq!(seen["http"]["result"], "FAILURE");
+
+    // UNAVAILABLE: gRPC UNAVAILABLE; HTTP 503 with the default Retry-After (5 s, longer than
+    // the client's 2.5 s budget, so the SDK gives up after one attempt).
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    let codes = grpc_codes(&seen);
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| c == "UNAVAILABLE"),
+        "{seen}"
+    );
+    assert_eq!(http_statuses(&seen), vec![503], "{seen}");
+    assert_eq!(seen["http"]["attempts"][0]["retry_after"], "5", "{seen}");
+    assert_eq!(body_code(&seen["http"]["attempts"][0]), 14, "{seen}");
+
+    // PERMISSION_DENIED: not retryable anywhere; one attempt each, 403 over HTTP.
+    *backend.fail_with.lock().unwrap() = Some(tonic::Code::PermissionDenied);
+    let before = backend.attempts.load(std::sync::atomic::Ordering::SeqCst);
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    assert_eq!(grpc_codes(&seen), vec!["PERMISSION_DENIED"], "{seen}");
+    assert_eq!(http_statuses(&seen), vec![403], "{seen}");
+    assert_eq!(body_code(&seen["http"]["attempts"][0]), 7, "{seen}");
+    assert_eq!(
+        backend.attempts.load(std::sync::atomic::Ordering::SeqCst) - before,
+        2,
+        "one backend attempt per client attempt"
+    );
+
+    // RESOURCE_EXHAUSTED with RetryInfo (1 s), once per protocol: the SDK waits exactly the
+    // backend's delay (gRPC: RetryInfo; HTTP: Retry-After: 1) and its second attempt lands.
+    *backend.fail_with.lock().unwrap() = None;
+    {
+        let mut next = backend.fail_next.lock().unwrap();
+        next.push_back(status_with_retry_info(
+            tonic::Code::ResourceExhausted,
+            Duration::from_secs(1),
+        ));
+    }
+    let spans_before = backend.spans().len();
+    let seen = sdk_sees(&gw, "5", "grpc").await;
+    assert_eq!(seen["grpc"]["result"], "SUCCESS", "{seen}");
+    assert_eq!(
+        seen["grpc"]["attempts"],
+        serde_json::json!([{"code": "RESOURCE_EXHAUSTED", "retry_in": 1.0}]),
+        "the backend's RetryInfo reaches the client"
+    );
+    backend
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(status_with_retry_info(
+            tonic::Code::ResourceExhausted,
+            Duration::from_secs(1),
+        ));
+    let seen = sdk_sees(&gw, "5", "http").await;
+    assert_eq!(seen["http"]["result"], "SUCCESS", "{seen}");
+    assert_eq!(http_statuses(&seen), vec![429, 200], "{seen}");
+    assert_eq!(seen["http"]["attempts"][0]["retry_after"], "1", "{seen}");
+    assert_eq!(
+        backend.spans().len(),
+        spans_before + 2,
+        "both retries delivered"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_backend_status_reaches_the_sdk_client_with_the_queue_off() {
+    let (backend, baddr) = start_http_backend(None).await;
+    let gw = start_gateway(&no_queue_yaml(&format!(
+        "otlp_http/out: {{ endpoint: \"http://{baddr}\", compression: none, sending_queue: {{ enabled: false }}, retry_on_failure: {{ enabled: false }} }}"
+    )))
+    .await;
+    // 429 with Retry-After: 7 (longer than the client's budget): gRPC RESOURCE_EXHAUSTED
+    // with RetryInfo 7 s, HTTP 429 with Retry-After: 7. Each SDK gives up after one attempt.
+    *backend.answer.lock().unwrap() = Some((
+        429,
+        vec![("retry-after", "7".to_string())],
+        "text/plain",
+        b"slow down".to_vec(),
+    ));
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    assert_eq!(grpc_codes(&seen), vec!["RESOURCE_EXHAUSTED"], "{seen}");
+    assert_eq!(http_statuses(&seen), vec![429], "{seen}");
+    assert_eq!(seen["http"]["attempts"][0]["retry_after"], "7", "{seen}");
+    assert_eq!(body_code(&seen["http"]["attempts"][0]), 8, "{seen}");
+    // 403: PERMISSION_DENIED / 403, one attempt each.
+    *backend.answer.lock().unwrap() = Some((403, vec![], "text/plain", b"no".to_vec()));
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    assert_eq!(grpc_codes(&seen), vec!["PERMISSION_DENIED"], "{seen}");
+    assert_eq!(http_statuses(&seen), vec![403], "{seen}");
+    assert_eq!(body_code(&seen["http"]["attempts"][0]), 7, "{seen}");
+    // 500: gRPC UNKNOWN (no better mapping), HTTP 500 as the backend said.
+    *backend.answer.lock().unwrap() = Some((500, vec![], "text/plain", b"oops".to_vec()));
+    let seen = sdk_sees(&gw, "2.5", "both").await;
+    assert_eq!(grpc_codes(&seen), vec!["UNKNOWN"], "{seen}");
+    assert_eq!(http_statuses(&seen), vec![500], "{seen}");
+    gw.shutdown().await;
 }

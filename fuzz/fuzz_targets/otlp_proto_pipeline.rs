@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tollgate::component::{ClientInfo, Payload, ProcessCtx, Processor, Signal};
-use tollgate::processors::Built;
+use tollgate::component::factory::Built;
 
 /// The processors, built once from a real configuration (keys and rates in a temp dir).
 fn chain() -> &'static Vec<Arc<dyn Processor>> {

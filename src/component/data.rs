@@ -200,6 +200,10 @@ pub struct Refused {
     /// Whether the client should retry (maps to UNAVAILABLE / RESOURCE_EXHAUSTED with
     /// RetryInfo, or HTTP 503/429, instead of a permanent error).
     pub retryable: bool,
+    /// The status a backend refused the data with, when the refusal is the backend's and
+    /// the client is still waiting for the outcome (sending queue off): the receiver answers
+    /// with it instead of the generic mapping of `retryable`.
+    pub status: Option<BackendStatus>,
     pub message: String,
     /// A server-chosen delay before retrying, when known.
     pub retry_after: Option<Duration>,
@@ -209,6 +213,7 @@ impl Refused {
     pub fn retryable(message: impl Into<String>) -> Self {
         Refused {
             retryable: true,
+            status: None,
             message: message.into(),
             retry_after: None,
         }
@@ -216,6 +221,7 @@ impl Refused {
     pub fn permanent(message: impl Into<String>) -> Self {
         Refused {
             retryable: false,
+            status: None,
             message: message.into(),
             retry_after: None,
         }
@@ -247,11 +253,42 @@ pub trait Consumer: Send + Sync {
     }
 }
 
+/// The status a backend answered a refused export with, as received: a gRPC code from an
+/// OTLP/gRPC backend, an HTTP status from an OTLP/HTTP one. Receivers answer with its gRPC
+/// code, or that code's HTTP status (see `crate::rpc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendStatus {
+    /// A `google.rpc.Code` value (never 0, OK).
+    Grpc(i32),
+    /// An HTTP status code (4xx or 5xx).
+    Http(u16),
+}
+
+impl BackendStatus {
+    /// The gRPC code to answer a gRPC client with.
+    pub fn grpc_code(self) -> i32 {
+        match self {
+            BackendStatus::Grpc(c) if (1..=16).contains(&c) => c,
+            BackendStatus::Grpc(_) => 2, // UNKNOWN
+            BackendStatus::Http(h) => crate::rpc::grpc_code_for_http(h),
+        }
+    }
+    /// The HTTP status to answer an OTLP/HTTP client with: the gRPC code's, so an HTTP
+    /// backend's status comes out as one of the statuses OTLP/HTTP defines (502 and 504 as
+    /// 503, an unmapped one as 500), as the Collector does.
+    pub fn http_status(self) -> u16 {
+        crate::rpc::http_status_for_grpc(self.grpc_code())
+    }
+}
+
 /// Why an exporter could not deliver.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ExportError {
     pub retryable: bool,
+    /// What the backend answered, when it answered (`None` for local failures: unreachable,
+    /// timed out, encoding, queue full).
+    pub status: Option<BackendStatus>,
     pub message: String,
     pub retry_after: Option<Duration>,
 }

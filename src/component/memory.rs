@@ -89,6 +89,7 @@ impl Budget {
         if !admitted {
             return Err(Refused {
                 retryable: true,
+                status: None,
                 message: format!(
                     "memory budget: {} MiB resident and {} MiB admitted in flight leave no room for a request of about {} MiB under limit_mib ({} MiB); retry later",
                     rss / MIB,

@@ -26,7 +26,7 @@ pub mod reload;
 pub mod telemetry;
 
 pub use data::{
-    log_count, point_count, span_count, Ack, BoxFuture, ClientInfo, Consumer, ExportError,
-    Exporter, Payload, Reasons, Refused, Signal,
+    log_count, point_count, span_count, Ack, BackendStatus, BoxFuture, ClientInfo, Consumer,
+    ExportError, Exporter, Payload, Reasons, Refused, Signal,
 };
 pub use processor::{ProcessCtx, Processor};

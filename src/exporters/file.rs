@@ -114,12 +114,14 @@ impl Exporter for FileExporter {
             };
             let line = to_json_line(data).map_err(|e| ExportError {
                 retryable: false,
+                status: None,
                 retry_after: None,
                 message: format!("cannot encode OTLP/JSON: {e}"),
             })?;
             let tx = self.tx.lock().await.clone();
             let closed = || ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: "file exporter is shut down".into(),
             };
@@ -130,6 +132,7 @@ impl Exporter for FileExporter {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ExportError {
                     retryable: true,
+                    status: None,
                     retry_after: None,
                     message: format!("writing {} failed: {e}", self.path.display()),
                 }),

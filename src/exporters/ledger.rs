@@ -298,6 +298,7 @@ impl Exporter for LedgerExporter {
             }
             let closed = || ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: "ledger exporter is shut down".into(),
             };
@@ -310,6 +311,7 @@ impl Exporter for LedgerExporter {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(message)) => Err(ExportError {
                     retryable: true,
+                    status: None,
                     retry_after: None,
                     message,
                 }),

@@ -15,7 +15,7 @@ use tonic::Code;
 
 use crate::component::factory::ExporterBuilder;
 use crate::component::host::{ParseCtx, StartCtx};
-use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{BackendStatus, BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::encode;
 use crate::exporters::split::Failure;
@@ -296,6 +296,7 @@ impl OtlpExporter {
         if std::error::Error::source(&status).is_some() {
             return ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: format!("cannot reach the backend: {}", status.message()),
             };
@@ -303,6 +304,7 @@ impl OtlpExporter {
         let (retryable, retry_after) = classify(&status);
         ExportError {
             retryable,
+            status: Some(BackendStatus::Grpc(status.code() as i32)),
             retry_after,
             message: format!("backend answered {:?}: {}", status.code(), status.message()),
         }
@@ -340,6 +342,7 @@ impl OtlpExporter {
         .await
         .map_err(|_| ExportError {
             retryable: true,
+            status: None,
             retry_after: None,
             message: format!("no answer from the backend within {:?}", self.timeout),
         })?

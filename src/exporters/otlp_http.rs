@@ -24,7 +24,7 @@ use prost::Message;
 
 use crate::component::factory::ExporterBuilder;
 use crate::component::host::{ParseCtx, StartCtx};
-use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
+use crate::component::{BackendStatus, BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::exporters::otlp::Compression;
 use crate::exporters::split::Failure;
@@ -311,6 +311,7 @@ impl OtlpHttpExporter {
     fn encode(&self, data: &Payload) -> Result<Vec<u8>, ExportError> {
         let permanent = |e: String| ExportError {
             retryable: false,
+            status: None,
             retry_after: None,
             message: format!("encoding the request failed: {e}"),
         };
@@ -333,6 +334,7 @@ impl OtlpHttpExporter {
     fn compress(&self, body: Vec<u8>) -> Result<Vec<u8>, ExportError> {
         let fail = |e: std::io::Error| ExportError {
             retryable: false,
+            status: None,
             retry_after: None,
             message: format!("compressing the request failed: {e}"),
         };
@@ -369,6 +371,7 @@ impl OtlpHttpExporter {
         let Some(url) = self.cfg.urls[signal as usize].clone() else {
             return Err(Failure::from(ExportError {
                 retryable: false,
+                status: None,
                 retry_after: None,
                 message: format!(
                     "no URL for {} (set endpoint or {}_endpoint)",
@@ -383,6 +386,7 @@ impl OtlpHttpExporter {
             let Some(h) = req.headers_mut() else {
                 return Err(Failure::from(ExportError {
                     retryable: false,
+                    status: None,
                     retry_after: None,
                     message: format!("cannot build a request for {url}"),
                 }));
@@ -415,11 +419,13 @@ impl OtlpHttpExporter {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ExportError {
                 retryable: false,
+                status: None,
                 retry_after: None,
                 message: format!("cannot build a request for {url}: {e}"),
             })?;
         let timed_out = || ExportError {
             retryable: true,
+            status: None,
             retry_after: None,
             message: format!("no answer from {url} within {:?}", self.cfg.timeout),
         };
@@ -429,6 +435,7 @@ impl OtlpHttpExporter {
             .map_err(|_| timed_out())?
             .map_err(|e| ExportError {
                 retryable: true,
+                status: None,
                 retry_after: None,
                 message: format!("cannot reach {url}: {}", chain(&e)),
             })?;
@@ -462,6 +469,7 @@ impl OtlpHttpExporter {
         Err(Failure {
             error: ExportError {
                 retryable,
+                status: Some(BackendStatus::Http(status.as_u16())),
                 retry_after: if retryable { delay } else { None },
                 message: format!(
                     "backend answered {status} for {url}: {}",

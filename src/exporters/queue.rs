@@ -523,6 +523,7 @@ impl Delivery {
                 }
                 Outcome::Left => Err(ExportError {
                     retryable: true,
+                    status: None,
                     message: format!("exporter {} is shutting down", self.id),
                     retry_after: None,
                 }),
@@ -581,6 +582,7 @@ impl Delivery {
                         }
                         Err(e) => Err(ExportError {
                             retryable: true,
+                            status: None,
                             message: format!("exporter {}: queue write interrupted: {e}", self.id),
                             retry_after: None,
                         }),
@@ -617,6 +619,7 @@ impl Delivery {
                 None => {
                     let e = ExportError {
                         retryable: false,
+                        status: None,
                         retry_after: None,
                         message: format!(
                             "exporter {}: a single item takes {bytes} bytes in the persistent queue, more than its whole size ({max} bytes, storage.max_size_mib); it can never be queued",
@@ -673,6 +676,7 @@ impl Delivery {
         }
         ExportError {
             retryable: true,
+            status: None,
             message: format!("exporter {}: {why}; retry later", self.id),
             retry_after: Some(FULL_RETRY_AFTER),
         }
@@ -777,6 +781,7 @@ impl Delivery {
                         Err(e) => {
                             let e = ExportError {
                                 retryable: false,
+                                status: None,
                                 message: format!("cannot read the queued record back: {e}"),
                                 retry_after: None,
                             };
@@ -879,6 +884,7 @@ mod tests {
     fn retryable() -> ExportError {
         ExportError {
             retryable: true,
+            status: None,
             message: "backend answered Unavailable".into(),
             retry_after: None,
         }
@@ -972,6 +978,7 @@ mod tests {
         // (and our own exporter) reads as retryable after that delay.
         let refused = crate::component::Refused {
             retryable: e.retryable,
+            status: None,
             message: e.message.clone(),
             retry_after: e.retry_after,
         };
@@ -1115,6 +1122,7 @@ mod tests {
         let exp = Arc::new(Scripted {
             always_fail: Some(ExportError {
                 retryable: false,
+                status: None,
                 message: "backend answered InvalidArgument: bad".into(),
                 retry_after: None,
             }),

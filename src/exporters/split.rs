@@ -66,6 +66,7 @@ pub fn send_sized<'a, E: SendOnce>(
                 }
                 None => Err(ExportError {
                     retryable: false,
+                    status: error.status,
                     retry_after: None,
                     message: format!(
                         "{} (a single item of {} encoded bytes; it cannot be split)",

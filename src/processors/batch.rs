@@ -308,6 +308,7 @@ async fn send(next: &Arc<dyn Consumer>, p: Payload, client: &Arc<ClientInfo>, ou
                 if let Ok(mut g) = out.held.lock() {
                     *g = Some(Refused {
                         retryable: true,
+                        status: None,
                         message: format!("pipeline {} is backed up: {e}", out.pipeline),
                         retry_after: e.retry_after,
                     });

@@ -182,6 +182,7 @@ impl MemoryLimiter {
             .inc_by(items);
         Err(Refused {
             retryable: true,
+            status: None,
             message: format!(
                 "{}: memory usage {} MiB is above the soft limit of {} MiB; retry later",
                 self.id,

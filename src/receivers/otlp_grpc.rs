@@ -95,19 +95,35 @@ impl OtlpSignal for Logs {
     }
 }
 
-/// Maps a pipeline refusal onto the gRPC status the OTLP spec prescribes: retryable
-/// conditions with a suggested delay are RESOURCE_EXHAUSTED carrying `google.rpc.RetryInfo`
-/// (queue full, memory limit), other retryable ones UNAVAILABLE (the client keeps the data
-/// and retries), permanent ones INVALID_ARGUMENT.
+/// Maps a pipeline refusal onto the gRPC status the OTLP spec prescribes. A backend's own
+/// refusal (sending queue off, so the client still waits for the outcome) is passed through
+/// with its code, carrying `google.rpc.RetryInfo` when a retry delay is known. Otherwise:
+/// retryable conditions with a suggested delay are RESOURCE_EXHAUSTED with RetryInfo (queue
+/// full, memory limit), other retryable ones UNAVAILABLE (the client keeps the data and
+/// retries), permanent ones INVALID_ARGUMENT. RetryInfo goes in the status details and in
+/// the `google.rpc.retryinfo-bin` trailer.
 pub fn refused_to_status(r: &Refused) -> Status {
-    match (r.retryable, r.retry_after) {
-        (true, Some(delay)) => Status::with_details(
-            Code::ResourceExhausted,
-            r.message.clone(),
-            crate::rpc::status_with_retry_delay(Code::ResourceExhausted as i32, &r.message, delay),
-        ),
-        (true, None) => Status::unavailable(r.message.clone()),
-        (false, _) => Status::invalid_argument(r.message.clone()),
+    let code = match (r.status, r.retryable, r.retry_after) {
+        (Some(s), _, _) => Code::from_i32(s.grpc_code()),
+        (None, true, Some(_)) => Code::ResourceExhausted,
+        (None, true, None) => Code::Unavailable,
+        (None, false, _) => Code::InvalidArgument,
+    };
+    match r.retry_after {
+        Some(delay) if r.retryable => {
+            let mut st = Status::with_details(
+                code,
+                r.message.clone(),
+                crate::rpc::status_with_retry_delay(code as i32, &r.message, delay),
+            );
+            // Also as its own trailer: the Python SDK reads RetryInfo only from there.
+            st.metadata_mut().insert_bin(
+                crate::rpc::RETRY_INFO_TRAILER,
+                tonic::metadata::MetadataValue::from_bytes(&crate::rpc::retry_info(delay)),
+            );
+            st
+        }
+        _ => Status::new(code, r.message.clone()),
     }
 }
 
@@ -517,5 +533,93 @@ fn oversize_to_resource_exhausted(resp: &mut http::Response<tonic::body::Body>, 
         if let Err(e) = status.add_header(headers) {
             tracing::warn!(error = %e, "could not rewrite over-size status");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::BackendStatus;
+    use std::time::Duration;
+
+    fn backend(code: Code, retryable: bool, retry_after: Option<Duration>) -> Refused {
+        Refused {
+            retryable,
+            status: Some(BackendStatus::Grpc(code as i32)),
+            message: "backend answered".into(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn a_backend_refusal_keeps_its_code() {
+        // RESOURCE_EXHAUSTED without RetryInfo is permanent for the exporter, yet the client
+        // hears RESOURCE_EXHAUSTED (not INVALID_ARGUMENT), without RetryInfo.
+        let st = refused_to_status(&backend(Code::ResourceExhausted, false, None));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        assert_eq!(crate::rpc::retry_delay(st.details()), None);
+        // With the backend's RetryInfo, the delay is passed on.
+        let st = refused_to_status(&backend(
+            Code::ResourceExhausted,
+            true,
+            Some(Duration::from_millis(1500)),
+        ));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        assert_eq!(
+            crate::rpc::retry_delay(st.details()),
+            Some(Duration::from_millis(1500))
+        );
+        let trailer = st
+            .metadata()
+            .get_bin(crate::rpc::RETRY_INFO_TRAILER)
+            .and_then(|v| v.to_bytes().ok());
+        assert_eq!(
+            trailer.as_deref(),
+            Some(crate::rpc::retry_info(Duration::from_millis(1500)).as_slice())
+        );
+        for code in [
+            Code::Unavailable,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Internal,
+            Code::InvalidArgument,
+        ] {
+            assert_eq!(refused_to_status(&backend(code, false, None)).code(), code);
+        }
+        // An OTLP/HTTP backend's 429 and 503 become RESOURCE_EXHAUSTED and UNAVAILABLE.
+        let http = |h| Refused {
+            retryable: true,
+            status: Some(BackendStatus::Http(h)),
+            message: "backend answered".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            refused_to_status(&http(429)).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(refused_to_status(&http(503)).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn local_refusals_keep_the_generic_mapping() {
+        let st = refused_to_status(&Refused {
+            retryable: true,
+            status: None,
+            message: "queue full".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        });
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        assert_eq!(
+            crate::rpc::retry_delay(st.details()),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            refused_to_status(&Refused::retryable("down")).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            refused_to_status(&Refused::permanent("bad")).code(),
+            Code::InvalidArgument
+        );
     }
 }

@@ -14,11 +14,8 @@
 //!   503 with `Retry-After` when it is temporarily unable to take data.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Read;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,11 +26,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::auth::ClientPolicy;
 use crate::component::host::Pipelines;
 use crate::component::{ClientInfo, Refused, Signal};
+use crate::netguard::FirstByteDeadline;
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
 use crate::tls::ServerTls;
 
@@ -232,10 +229,29 @@ fn status(
     with_body(http, enc.content_type(), body)
 }
 
-/// Maps a pipeline refusal onto the OTLP/HTTP answer: a known back-off delay is 429 with
-/// `Retry-After`, another retryable refusal 503 with a default `Retry-After`, a permanent
-/// one 400.
+/// Maps a pipeline refusal onto the OTLP/HTTP answer. A backend's own refusal (sending
+/// queue off, so the client still waits for the outcome) keeps its status: its gRPC code
+/// (an HTTP backend's status mapped to one) by the OTLP mapping (`RESOURCE_EXHAUSTED` 429,
+/// `UNAVAILABLE` 503, `INVALID_ARGUMENT` 400, ...), with `Retry-After` on 429 and 503 when a
+/// delay is known (503 always: the default when none is). Otherwise a known
+/// back-off delay is 429 with `Retry-After`, another retryable refusal 503 with a default
+/// `Retry-After`, a permanent one 400.
 pub fn refused_response(r: &Refused, enc: Encoding) -> Response<Full<Bytes>> {
+    if let Some(backend) = r.status {
+        let http = StatusCode::from_u16(backend.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let secs = match (http.as_u16(), r.retry_after) {
+            (429 | 503, Some(d)) => Some(ceil_secs(d)),
+            (503, None) => Some(DEFAULT_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        let mut resp = status(http, enc, backend.grpc_code(), &r.message);
+        if let Some(secs) = secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return resp;
+    }
     if !r.retryable {
         return status(
             StatusCode::BAD_REQUEST,
@@ -489,15 +505,24 @@ where
             crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
         )
     };
-    let prescanned = if enc == Encoding::Proto {
-        let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
-        if items > shared.max_items {
-            return too_many(items);
+    // Counted before decoding, so a request of millions of empty items is refused before it
+    // is built. The memory charge also counts OTLP/JSON's resource, scope and metric
+    // entries (3 bytes each as `{},`, about 100 decoded).
+    let prescanned = match enc {
+        Encoding::Proto => {
+            let items = crate::receivers::prescan::count_items(S::SIGNAL, &body);
+            if items > shared.max_items {
+                return too_many(items);
+            }
+            items
         }
-        items
-    } else {
-        // OTLP/JSON: a realistic item takes well over 64 bytes of text.
-        body.len() as u64 / 64
+        Encoding::Json => {
+            let n = crate::receivers::prescan::count_json_items(S::SIGNAL, &body);
+            if n.items > shared.max_items {
+                return too_many(n.items);
+            }
+            n.items.saturating_add(n.containers)
+        }
     };
     // Held until the request is answered: decoded, processed and handed on.
     let _charge =
@@ -537,12 +562,6 @@ where
         Err(m) => return status(StatusCode::BAD_REQUEST, enc, code::INVALID_ARGUMENT, m),
     };
     let payload = S::into_payload(req);
-    if enc == Encoding::Json {
-        let items = payload.item_count();
-        if items > shared.max_items {
-            return too_many(items);
-        }
-    }
     let Some(sink) = shared.sinks.get(S::SIGNAL) else {
         return status(
             StatusCode::NOT_FOUND,
@@ -586,83 +605,12 @@ fn json_response(signal: Signal, ack: &crate::component::Ack) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A connection whose first byte has not arrived by `deadline` fails its read (`TimedOut`).
-/// hyper's `header_read_timeout` starts only once its HTTP/1 parser runs; the protocol
-/// detection before it (HTTP/1 request line or HTTP/2 preface) waits for bytes without limit,
-/// so a client that connects (or finishes the TLS handshake) and sends nothing would hold the
-/// connection open forever.
-struct FirstByteDeadline<I> {
-    io: I,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<I> FirstByteDeadline<I> {
-    fn new(io: I, within: Duration) -> Self {
-        FirstByteDeadline {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if r.is_err() || buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if !expired {
-                    return Poll::Pending;
-                }
-                this.deadline = None;
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no request within read_header_timeout",
-                )))
-            }
-        }
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+/// The error of a connection that sent nothing within `read_header_timeout`. hyper's
+/// `header_read_timeout` starts only once its HTTP/1 parser runs; the protocol detection
+/// before it (HTTP/1 request line or HTTP/2 preface) waits for bytes without limit, so a
+/// client that connects (or finishes the TLS handshake) and sends nothing would hold the
+/// connection open forever: every connection gets a first-byte deadline.
+const NO_REQUEST: &str = "no request within read_header_timeout";
 
 /// Serves OTLP/HTTP on `listener` (TLS when `tls` is set) until `stop` becomes true, then
 /// lets in-flight requests finish.
@@ -705,14 +653,14 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    let io = FirstByteDeadline::new(tcp, first_byte);
+                    let io = FirstByteDeadline::new(tcp, first_byte, NO_REQUEST);
                     let conn = builder.serve_connection(TokioIo::new(io), svc);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acc) => {
                     match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let io = FirstByteDeadline::new(stream, first_byte);
+                            let io = FirstByteDeadline::new(stream, first_byte, NO_REQUEST);
                             let conn = builder.serve_connection(TokioIo::new(io), svc);
                             watcher.watch(conn.into_owned()).await
                         }
@@ -888,6 +836,7 @@ mod tests {
         let r = refused_response(
             &Refused {
                 retryable: true,
+                status: None,
                 message: "slow down".into(),
                 retry_after: Some(Duration::from_millis(2500)),
             },
@@ -901,6 +850,76 @@ mod tests {
         let r = refused_response(&Refused::permanent("no"), Encoding::Proto);
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_backend_refusal_keeps_its_status() {
+        use crate::component::BackendStatus;
+        let refused = |status, retryable, retry_after| Refused {
+            retryable,
+            status: Some(status),
+            message: "backend answered".into(),
+            retry_after,
+        };
+        async fn rpc_code(r: Response<Full<Bytes>>) -> Option<i32> {
+            let body = r.into_body().collect().await.ok()?.to_bytes();
+            RpcStatus::decode(body).map(|s| s.code).ok()
+        }
+        // RESOURCE_EXHAUSTED without RetryInfo (permanent for the exporter): 429, code 8,
+        // and no Retry-After (no delay is known); never 400 / INVALID_ARGUMENT.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(8), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(rpc_code(r).await, Some(8));
+        // With the backend's RetryInfo of 1.2 s: Retry-After rounds up to 2.
+        let r = refused_response(
+            &refused(
+                BackendStatus::Grpc(8),
+                true,
+                Some(Duration::from_millis(1200)),
+            ),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        // UNAVAILABLE after the retries gave up: 503 with the default Retry-After.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(14), true, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(rpc_code(r).await, Some(14));
+        // PERMISSION_DENIED: 403, code 7.
+        let r = refused_response(
+            &refused(BackendStatus::Grpc(7), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(rpc_code(r).await, Some(7));
+        // An OTLP/HTTP backend's status goes through its gRPC code: 403 stays 403, 502
+        // becomes 503, and one without a mapping (413) is 500 with code UNKNOWN.
+        let r = refused_response(
+            &refused(BackendStatus::Http(403), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(rpc_code(r).await, Some(7));
+        let r = refused_response(
+            &refused(BackendStatus::Http(502), true, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let r = refused_response(
+            &refused(BackendStatus::Http(413), false, None),
+            Encoding::Proto,
+        );
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(rpc_code(r).await, Some(2));
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl Consumer for InlineStage {
                             // Diverted data is data we accepted: the client must retry.
                             return Err(Refused {
                                 retryable: e.retryable,
+                                status: e.status,
                                 message: format!("{}: routing to {target} failed: {e}", self.name),
                                 retry_after: e.retry_after,
                             });
@@ -116,6 +117,7 @@ impl Consumer for ExporterFanout {
                 None => Ok(Ack::default()),
                 Some(e) => Err(Refused {
                     retryable: e.retryable,
+                    status: e.status,
                     message: format!("export failed: {e}"),
                     retry_after: e.retry_after,
                 }),

@@ -452,6 +452,7 @@ impl Shared {
             let resolved = self.backends.lock().map(|b| b.len()).unwrap_or(0);
             return Err(ExportError {
                 retryable: true,
+                status: None,
                 message: format!(
                     "exporter {}: no backend to send to ({resolved} resolved, none in the ring)",
                     self.id
@@ -468,6 +469,7 @@ impl Shared {
                 // The ring and its backend list are built together; never drop data silently.
                 first_err.get_or_insert(ExportError {
                     retryable: true,
+                    status: None,
                     message: format!("exporter {}: ring member {i} has no backend", self.id),
                     retry_after: None,
                 });
