@@ -6,6 +6,7 @@ pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod prescan;
+pub mod wire;
 
 use crate::component::factory::ReceiverBuilder;
 

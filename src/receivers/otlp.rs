@@ -14,6 +14,9 @@ use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpGrpcService, Traces};
 use crate::receivers::otlp_http::{self, Cors, HttpConfig};
+use crate::receivers::wire::{
+    DEFAULT_MAX_CONCURRENT_STREAMS, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+};
 use crate::tls::ServerTls;
 
 const MIB: usize = 1024 * 1024;
@@ -31,14 +34,8 @@ pub struct GrpcConfig {
     pub request_timeout: Duration,
 }
 
-/// Default `max_concurrent_streams` of the gRPC listener.
-pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Default `request_timeout` of the gRPC listener.
 pub const DEFAULT_GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// HTTP/2 keepalive: a PING this often, and a peer that does not answer within
-/// [`KEEPALIVE_TIMEOUT`] is disconnected.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Reads `max_connections`, `idle_timeout` (and `first_byte_timeout` when `first_byte` is
 /// `None`) of a listener; `request_timeout` must be below `idle_timeout`.

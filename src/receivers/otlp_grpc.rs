@@ -10,90 +10,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use crate::auth::ClientPolicy;
-use crate::component::{Ack, ClientInfo, Consumer, Payload, Refused, Signal};
-
-/// Binds a signal to its gRPC service and message types.
-pub trait OtlpSignal: Send + Sync + 'static {
-    const SERVICE: &'static str;
-    const SIGNAL: Signal;
-    type Request: Message + Default + 'static;
-    type Response: Message + Default + Send + 'static;
-    fn into_payload(req: Self::Request) -> Payload;
-    fn response(ack: &Ack) -> Self::Response;
-}
-
-pub struct Traces;
-pub struct Metrics;
-pub struct Logs;
-
-impl OtlpSignal for Traces {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const SIGNAL: Signal = Signal::Traces;
-    type Request = ExportTraceServiceRequest;
-    type Response = ExportTraceServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Traces(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportTraceServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: ack.rejected as i64,
-                error_message: ack.message(Signal::Traces),
-            }),
-        }
-    }
-}
-
-impl OtlpSignal for Metrics {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const SIGNAL: Signal = Signal::Metrics;
-    type Request = ExportMetricsServiceRequest;
-    type Response = ExportMetricsServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Metrics(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportMetricsServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: ack.rejected as i64,
-                error_message: ack.message(Signal::Metrics),
-            }),
-        }
-    }
-}
-
-impl OtlpSignal for Logs {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const SIGNAL: Signal = Signal::Logs;
-    type Request = ExportLogsServiceRequest;
-    type Response = ExportLogsServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Logs(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportLogsServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: ack.rejected as i64,
-                error_message: ack.message(Signal::Logs),
-            }),
-        }
-    }
-}
+use crate::component::{ClientInfo, Consumer, Refused};
+use crate::receivers::wire::{inflate, too_many_items, BodyCompression, BodyError, OtlpSignal};
+pub use crate::receivers::wire::{Logs, Metrics, Traces};
 
 /// Maps a pipeline refusal onto the gRPC status the OTLP spec prescribes. A backend's own
 /// refusal (sending queue off, so the client still waits for the outcome) is passed through
@@ -283,14 +208,6 @@ pub async fn handle<S: OtlpSignal>(
     }
 }
 
-/// The refusal of a request over `max_items_per_request` (permanent: the client must split it).
-pub fn too_many_items(signal: crate::component::Signal, items: u64, max: u64) -> String {
-    format!(
-        "the request holds {items} {}, more than max_items_per_request ({max}); send smaller requests",
-        signal.item_name()
-    )
-}
-
 struct Export<S: OtlpSignal> {
     sink: Option<Arc<dyn Consumer>>,
     max_items: u64,
@@ -446,8 +363,8 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
     let c = match encoding {
-        "gzip" => crate::receivers::otlp_http::BodyCompression::Gzip,
-        "zstd" => crate::receivers::otlp_http::BodyCompression::Zstd,
+        "gzip" => BodyCompression::Gzip,
+        "zstd" => BodyCompression::Zstd,
         "identity" => {
             return Err(Status::invalid_argument(
                 "the message is flagged compressed but no grpc-encoding was sent",
@@ -459,10 +376,10 @@ where
             )))
         }
     };
-    match crate::receivers::otlp_http::inflate(body.slice(5..), c, limit) {
+    match inflate(body.slice(5..), c, limit) {
         Ok(b) => Ok(b),
-        Err(crate::receivers::otlp_http::BodyError::TooLarge) => Err(too_large()),
-        Err(crate::receivers::otlp_http::BodyError::Bad(m)) => Err(Status::invalid_argument(
+        Err(BodyError::TooLarge) => Err(too_large()),
+        Err(BodyError::Bad(m)) => Err(Status::invalid_argument(
             m.replace("request body", "request message"),
         )),
     }

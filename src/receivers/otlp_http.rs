@@ -14,7 +14,6 @@
 //!   503 with `Retry-After` when it is temporarily unable to take data.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,10 @@ use crate::auth::ClientPolicy;
 use crate::component::host::Pipelines;
 use crate::component::{ClientInfo, Refused, Signal};
 use crate::netguard::FirstByteDeadline;
-use crate::receivers::otlp_grpc::{Logs, Metrics, OtlpSignal, Traces};
+use crate::receivers::wire::{
+    inflate, too_many_items, BodyCompression, BodyError, Logs, Metrics, OtlpSignal, Traces,
+    DEFAULT_MAX_CONCURRENT_STREAMS, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+};
 use crate::tls::ServerTls;
 
 /// Default for how long a client may take to send its request headers (`read_header_timeout`).
@@ -283,45 +285,6 @@ fn ceil_secs(d: Duration) -> u64 {
     s.max(1)
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum BodyCompression {
-    Identity,
-    Gzip,
-    Zstd,
-}
-
-pub(crate) enum BodyError {
-    TooLarge,
-    Bad(String),
-}
-
-/// Decompresses into at most `limit` bytes.
-pub(crate) fn inflate(body: Bytes, c: BodyCompression, limit: usize) -> Result<Bytes, BodyError> {
-    fn read_limited(r: impl Read, what: &str, limit: usize) -> Result<Bytes, BodyError> {
-        let mut out = Vec::new();
-        r.take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| BodyError::Bad(format!("request body is not valid {what}: {e}")))?;
-        if out.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        Ok(out.into())
-    }
-    match c {
-        BodyCompression::Identity => Ok(body),
-        // Every member (RFC 1952 allows several, and Go's reader reads them all); bytes
-        // after the last member that do not start another are an error, never ignored.
-        BodyCompression::Gzip => {
-            read_limited(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit)
-        }
-        BodyCompression::Zstd => {
-            let dec = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| BodyError::Bad(format!("request body is not valid zstd: {e}")))?;
-            read_limited(dec, "zstd", limit)
-        }
-    }
-}
-
 /// What every connection of one listener shares.
 pub struct Shared {
     pub receiver: String,
@@ -502,7 +465,7 @@ where
             StatusCode::PAYLOAD_TOO_LARGE,
             enc,
             code::RESOURCE_EXHAUSTED,
-            crate::receivers::otlp_grpc::too_many_items(S::SIGNAL, items, shared.max_items),
+            too_many_items(S::SIGNAL, items, shared.max_items),
         )
     };
     // Counted before decoding, so a request of millions of empty items is refused before it
@@ -629,9 +592,9 @@ pub async fn serve(
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(crate::receivers::otlp::DEFAULT_MAX_CONCURRENT_STREAMS)
-        .keep_alive_interval(Some(crate::receivers::otlp::KEEPALIVE_INTERVAL))
-        .keep_alive_timeout(crate::receivers::otlp::KEEPALIVE_TIMEOUT);
+        .max_concurrent_streams(DEFAULT_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(Some(KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         // The listener caps connections, closes idle ones and logs accept errors (at a

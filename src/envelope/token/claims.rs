@@ -2,7 +2,7 @@
 
 use super::crypto::clip;
 use super::errors::EnvelopeError;
-use crate::envelope::token::{IDENTIFIER_RULE, MAX_IDENTIFIER_LEN, MAX_KID_LEN};
+use super::spec::{IDENTIFIER_RULE, MAX_IDENTIFIER_LEN, MAX_KID_LEN};
 
 use serde::Serialize;
 use std::str::FromStr;

@@ -1,7 +1,7 @@
 //! The HMAC chain: tenant keys, chain values, constant-time tag checks; hex and clipping
 //! helpers.
 
-use crate::envelope::token::{HmacSha256, SPEC_VERSION};
+use super::spec::{HmacSha256, SPEC_VERSION};
 
 use hmac::Mac;
 

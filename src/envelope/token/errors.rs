@@ -1,7 +1,7 @@
 //! The error and status types of `tg1`: what failed, and at which verification stage.
 
 use super::crypto::clip;
-use crate::envelope::token::MAX_HOPS;
+use super::spec::MAX_HOPS;
 
 use serde::Serialize;
 use std::fmt;

@@ -5,7 +5,7 @@ use super::claims::{is_valid_kid, Claims};
 use super::crypto::{clip, derive_tenant_key, finalize, hex, new_mac};
 use super::errors::EnvelopeError;
 use super::sign::sign;
-use crate::envelope::token::{KID_RULE, MIN_SECRET_LEN};
+use super::spec::{KID_RULE, MIN_SECRET_LEN};
 
 use hmac::Mac;
 use sha2::{Digest, Sha256};

@@ -4,7 +4,7 @@
 use super::claims::{is_b64url_byte, is_valid_identifier, is_valid_kid, Claims, Hop};
 use super::crypto::clip;
 use super::errors::EnvelopeError;
-use crate::envelope::token::{
+use super::spec::{
     CLAIM_FIELDS, HOP_FIELDS, IDENTIFIER_RULE, KID_RULE, MAX_HOPS, MAX_JSON_DEPTH, SPEC_VERSION,
     TAG_B64_LEN,
 };

@@ -4,7 +4,7 @@ use super::claims::{is_valid_kid, Claims, Hop};
 use super::crypto::{clip, derive_tenant_key, finalize, link0, next_link};
 use super::errors::EnvelopeError;
 use super::parse::{parse, parse_hop_json};
-use crate::envelope::token::{KID_RULE, MAX_HOPS, MIN_SECRET_LEN, SPEC_VERSION};
+use super::spec::{KID_RULE, MAX_HOPS, MIN_SECRET_LEN, SPEC_VERSION};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

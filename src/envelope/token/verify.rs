@@ -5,7 +5,7 @@ use super::crypto::{chain_matches, clip, derive_tenant_key};
 use super::errors::{Failure, Status};
 use super::keys::{KeyRing, KeyStatus};
 use super::parse::parse_inner;
-use crate::envelope::token::{IDENTITY_STAGE, STAGES};
+use super::spec::{IDENTITY_STAGE, STAGES};
 
 use serde::Serialize;
 

@@ -1,7 +1,9 @@
 //! Which spans are GenAI spans, and which attributes on a span the table knows.
 
-#[allow(unused_imports)]
-use super::*;
+use super::options::Options;
+use super::table::{index, to_u16, Entry, NONE, N_RULES, OP, PROVIDER};
+use super::work;
+
 use crate::semconv::rules::{Unmapped, ATTRIBUTES, MAPPINGS};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 

@@ -1,8 +1,15 @@
 //! The entry point that checks one span end to end, and the labels its findings are counted
 //! under.
 
-#[allow(unused_imports)]
-use super::*;
+use super::detect::{rescan_rules, scan, Found};
+use super::normalise::{dedup_violations, normalize};
+use super::options::{
+    Options, Report, RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_SUM_GT_INPUT,
+    RANGE_CACHE_WRITE_GT_INPUT, RANGE_REASONING_GT_OUTPUT, SPAN_KIND_NAMES, VIOLATION_KINDS,
+};
+use super::table::{NONE, N_RULES, OP, SERVER_PORT};
+use super::validate::validate;
+
 use crate::semconv::rules::{AttrType, ATTRIBUTES, COUNT_ATTRIBUTES, MAPPINGS, SPAN_REQUIREMENTS};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::sync::OnceLock;

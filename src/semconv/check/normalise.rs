@@ -1,7 +1,11 @@
 //! Renaming deprecated and foreign attribute names to the pinned semantic-convention names.
 
-#[allow(unused_imports)]
-use super::*;
+use super::detect::{apply_value_map, Found, Mapped, Source};
+use super::options::{Options, Report};
+use super::table::{index, NONE, N_RULES};
+use super::values::values_equivalent;
+use super::work;
+
 use crate::semconv::rules::{Mapping, Unmapped, MAPPINGS};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
@@ -155,27 +159,6 @@ pub(super) fn normalize(
         });
     }
     changed
-}
-
-/// Counts the per-attribute steps of [`process_span`] in tests, so linear time is asserted
-/// by counting work rather than timing it (a no-op outside tests).
-pub(crate) mod work {
-    #[cfg(test)]
-    thread_local! {
-        static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
-    #[inline(always)]
-    pub fn step(_n: u64) {
-        #[cfg(test)]
-        STEPS.with(|s| s.set(s.get() + _n));
-    }
-
-    /// Steps counted on this thread so far (tests only).
-    #[cfg(test)]
-    pub fn steps() -> u64 {
-        STEPS.with(|s| s.get())
-    }
 }
 
 /// Removes repeated violation ids, keeping the first of each in order (linear).

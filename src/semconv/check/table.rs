@@ -1,8 +1,6 @@
 //! The rule table compiled once per process into an index from attribute name to rule or
 //! mapping.
 
-#[allow(unused_imports)]
-use super::*;
 use crate::semconv::rules::{
     rule_index, ATTRIBUTES, ATTRIBUTE_RULES, COUNT_ATTRIBUTES, MAPPINGS, SPAN_REQUIREMENTS,
 };

@@ -1,4 +1,6 @@
 use super::*;
+#[allow(unused_imports)]
+use super::{detect::*, entry::*, normalise::*, options::*, table::*, validate::*, values::*};
 use crate::semconv::rules::{
     find_rule, EXTERNAL_TARGETS, OPERATION_NAMES, PROVIDER_NAMES, SEMCONV_VERSION,
     SOURCE_OPENINFERENCE, SOURCE_OPENLLMETRY, SOURCE_SEMCONV_DEPRECATED,

@@ -1,8 +1,18 @@
 //! Checking a span's attributes against the requirement and type rules.
 
-#[allow(unused_imports)]
-use super::*;
 use crate::cost::usage::parse_count;
+
+use super::detect::str_value;
+use super::options::{
+    Options, RANGE_CACHE_READ_GT_INPUT, RANGE_CACHE_SUM_GT_INPUT, RANGE_CACHE_WRITE_GT_INPUT,
+    RANGE_REASONING_GT_OUTPUT,
+};
+use super::table::{
+    index, CACHE_READ, CACHE_WRITE, ERROR_TYPE, INPUT, NONE, N_RULES, OP, OUTPUT, REASONING,
+    SERVER_ADDRESS, SERVER_PORT,
+};
+use super::values::{actual_type, int_of, span_kind_name, type_matches};
+
 use crate::semconv::rules::{
     AttrRule, AttrType, Condition, GenAiSpan, ATTRIBUTES, GENERIC_EXPECTED_KINDS, SPAN_REQUIREMENTS,
 };

@@ -1,9 +1,8 @@
 //! Typed value helpers: reading, coercing and checking attribute values against their rule's
 //! type.
 
-#[allow(unused_imports)]
-use super::*;
 use crate::semconv::rules::AttrType;
+
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
