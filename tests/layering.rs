@@ -411,6 +411,110 @@ fn imports_point_down_the_layers() {
     );
 }
 
+/// The one circle left (issue 23 is not finished here): the ledger library's query, roll-up,
+/// periods, store and schema files use each other's SQL vocabulary. A circle among these
+/// files only is tolerated; any other circle, or one that takes in another file, fails.
+const KNOWN_CIRCLE: &[&str] = &[
+    "src/ledger/allocated.rs",
+    "src/ledger/budget.rs",
+    "src/ledger/mod.rs",
+    "src/ledger/periods.rs",
+    "src/ledger/query.rs",
+    "src/ledger/rollup.rs",
+    "src/ledger/schema.rs",
+    "src/ledger/store.rs",
+];
+
+#[test]
+fn no_two_files_import_each_other_in_a_circle() {
+    let sources = sources();
+    let edges = graph(&sources);
+    let mut next: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); sources.len()];
+    for e in &edges {
+        next[e.from].insert(e.to);
+    }
+    // Tarjan's strongly connected components; any with two or more files is a circle.
+    struct State {
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        on_stack: Vec<bool>,
+        stack: Vec<usize>,
+        counter: usize,
+        circles: Vec<Vec<usize>>,
+    }
+    fn visit(v: usize, next: &[BTreeSet<usize>], st: &mut State) {
+        st.index[v] = Some(st.counter);
+        st.low[v] = st.counter;
+        st.counter += 1;
+        st.stack.push(v);
+        st.on_stack[v] = true;
+        for &w in &next[v] {
+            match st.index[w] {
+                None => {
+                    visit(w, next, st);
+                    st.low[v] = st.low[v].min(st.low[w]);
+                }
+                Some(iw) if st.on_stack[w] => st.low[v] = st.low[v].min(iw),
+                _ => {}
+            }
+        }
+        if Some(st.low[v]) == st.index[v] {
+            let mut scc = Vec::new();
+            while let Some(w) = st.stack.pop() {
+                st.on_stack[w] = false;
+                scc.push(w);
+                if w == v {
+                    break;
+                }
+            }
+            if scc.len() > 1 {
+                st.circles.push(scc);
+            }
+        }
+    }
+    let n = sources.len();
+    let mut st = State {
+        index: vec![None; n],
+        low: vec![0; n],
+        on_stack: vec![false; n],
+        stack: Vec::new(),
+        counter: 0,
+        circles: Vec::new(),
+    };
+    for v in 0..n {
+        if st.index[v].is_none() {
+            visit(v, &next, &mut st);
+        }
+    }
+    let report: Vec<String> = st
+        .circles
+        .iter()
+        .filter(|c| {
+            !c.iter()
+                .all(|&f| KNOWN_CIRCLE.contains(&rel(&sources[f].file).as_str()))
+        })
+        .map(|c| {
+            let set: BTreeSet<usize> = c.iter().copied().collect();
+            let ties: Vec<String> = edges
+                .iter()
+                .filter(|e| set.contains(&e.from) && set.contains(&e.to))
+                .map(|e| {
+                    format!(
+                        "  {}:{} -> {}",
+                        rel(&sources[e.from].file),
+                        e.line,
+                        rel(&sources[e.to].file)
+                    )
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            format!("circle of {} files:\n{}", c.len(), ties.join("\n"))
+        })
+        .collect();
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
 #[test]
 fn the_checker_sees_upward_imports_grouped_paths_and_test_code() {
     let code = strip(
