@@ -1,3 +1,6 @@
+//! Unit tests of the pricing engine: rate-table parsing with YAML paths, matching, effective
+//! windows and exact prices.
+
 use std::path::Path;
 use std::str::FromStr;
 

@@ -1,3 +1,6 @@
+//! Unit tests of the `tg1` token library: signing, appending, strict parsing and every
+//! verification stage, against the spec's vectors and hand-built tokens.
+
 use super::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

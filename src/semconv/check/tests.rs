@@ -1,3 +1,6 @@
+//! Unit tests of the semantic-convention checker: detection, normalisation, validation and
+//! the linear-time bound (counted in steps).
+
 use super::*;
 #[allow(unused_imports)]
 use super::{detect::*, entry::*, normalise::*, options::*, table::*, validate::*, values::*};
