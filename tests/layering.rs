@@ -411,20 +411,6 @@ fn imports_point_down_the_layers() {
     );
 }
 
-/// The one circle left (issue 23 is not finished here): the ledger library's query, roll-up,
-/// periods, store and schema files use each other's SQL vocabulary. A circle among these
-/// files only is tolerated; any other circle, or one that takes in another file, fails.
-const KNOWN_CIRCLE: &[&str] = &[
-    "src/ledger/allocated.rs",
-    "src/ledger/budget.rs",
-    "src/ledger/mod.rs",
-    "src/ledger/periods.rs",
-    "src/ledger/query.rs",
-    "src/ledger/rollup.rs",
-    "src/ledger/schema.rs",
-    "src/ledger/store.rs",
-];
-
 #[test]
 fn no_two_files_import_each_other_in_a_circle() {
     let sources = sources();
@@ -489,10 +475,6 @@ fn no_two_files_import_each_other_in_a_circle() {
     let report: Vec<String> = st
         .circles
         .iter()
-        .filter(|c| {
-            !c.iter()
-                .all(|&f| KNOWN_CIRCLE.contains(&rel(&sources[f].file).as_str()))
-        })
         .map(|c| {
             let set: BTreeSet<usize> = c.iter().copied().collect();
             let ties: Vec<String> = edges

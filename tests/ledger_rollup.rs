@@ -378,7 +378,9 @@ fn ranges(rng: &mut Rng) -> Vec<Range> {
 async fn check_reports(store: &Store, events: &[Recorded], rng: &mut Rng, what: &str) {
     for range in ranges(rng) {
         for by in BYS {
-            let got = query::report(store, range, by).await.unwrap();
+            let got = tollgate::ledger::rollup::report(store, range, by)
+                .await
+                .unwrap();
             let raw = query::report_from_events(store, range, by).await.unwrap();
             let want = expected_report(events, range, by);
             assert_eq!(got, want, "{what}: report {range:?} by {by:?} (roll-up)");

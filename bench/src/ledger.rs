@@ -193,7 +193,7 @@ pub async fn run(a: LedgerArgs) -> Result<(), Fail> {
             ("unaligned_", unaligned, vec![Dim::Tenant]),
         ] {
             let t = Instant::now();
-            let lines = query::report(&store, range, &by)
+            let lines = tollgate::ledger::rollup::report(&store, range, &by)
                 .await
                 .map_err(|e| Fail(e.to_string()))?;
             let events: i64 = lines.iter().map(|l| l.events).sum();

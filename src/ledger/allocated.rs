@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::allocate::{Event, LineKind, Outcome, PhaseRate, Policy, RULE_VERSION};
+use super::error::LedgerError;
 use super::opencost::{Allocation, COMPONENTS};
-use super::query::{table, Dim, Range};
+use super::query::{Dim, Range};
 use super::schema::{join_cost, Val, NANOS_PER_HOUR};
+use super::store::Store;
+use super::text::table;
 use super::time::{format_day, format_hour, format_instant};
-use super::{LedgerError, Store};
 use crate::cost::TokenClass;
 
 fn int(v: &Val) -> i64 {

@@ -3,29 +3,9 @@
 //! [`super::schema::join_cost`]), and `ledger_budget_alerts`, where a threshold crossing is
 //! recorded once (its key is unique) before anyone is told about it.
 
+use super::error::LedgerError;
 use super::schema::Val;
-use super::{LedgerError, Store};
-
-/// Appended to [`super::schema::MIGRATIONS`]: the alert record and the index the
-/// incremental spend query reads by.
-pub const MIGRATION: &str = "CREATE TABLE ledger_budget_alerts (
-        budget TEXT NOT NULL,
-        period_start_ns BIGINT NOT NULL,
-        threshold BIGINT NOT NULL,
-        period_end_ns BIGINT NOT NULL,
-        tenant_id TEXT NOT NULL,
-        workflow_id TEXT,
-        currency TEXT NOT NULL,
-        limit_amount TEXT NOT NULL,
-        spent TEXT NOT NULL,
-        crossed_ns BIGINT NOT NULL,
-        gateway_instance TEXT NOT NULL,
-        delivered_ns BIGINT,
-        attempts BIGINT NOT NULL,
-        last_error TEXT,
-        PRIMARY KEY (budget, period_start_ns, threshold)
-    );
-    CREATE INDEX ledger_events_ingest_time ON ledger_events (ingest_time_ns);";
+use super::store::Store;
 
 /// Exact spend of one (tenant, workflow, currency, charge hour) group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,10 +9,11 @@ use rust_decimal::Decimal;
 
 use crate::cost::TokenClass;
 
+use super::error::LedgerError;
 use super::query::{rows, Range, Tables};
 use super::row::{Row, CLASSES};
+use super::store::Store;
 use super::time::format_instant;
-use super::{LedgerError, Store};
 
 /// `tokens × price / 1 000 000 = cost` for each class with tokens, for people.
 pub fn arithmetic(r: &Row) -> String {

@@ -16,14 +16,16 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::error::LedgerError;
 use super::focus_allocated::PROVIDER as ALLOCATED_PROVIDER;
-use super::periods::{Period, BILLING_FROM, BILLING_RANGE};
+use super::periods::Period;
 use super::query::{Range, UNATTRIBUTED};
 use super::row::CLASSES;
 pub use super::schema::cell;
 use super::schema::Val;
+use super::schema::{BILLING_FROM, BILLING_RANGE};
+use super::store::Store;
 use super::time::format_instant;
-use super::{LedgerError, Store};
 use crate::config::{Diagnostics, Map};
 
 /// Which FOCUS version to write.

@@ -21,12 +21,13 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 
 use super::allocate::split;
+use super::error::LedgerError;
 use super::opencost::Kind;
 use super::periods::Period;
 use super::query::Range;
 use super::schema::{cell, Val};
+use super::store::Store;
 use super::time::format_instant;
-use super::{LedgerError, Store};
 use crate::cost::TokenClass;
 
 /// The provider (and, unless `billing:` names another, the service and invoice issuer) of

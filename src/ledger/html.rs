@@ -8,10 +8,11 @@ use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 
+use super::error::LedgerError;
 use super::query::{self, Dim, Range, ReportLine, UNATTRIBUTED};
 use super::schema::Val;
+use super::store::Store;
 use super::time::format_instant;
-use super::{LedgerError, Store};
 
 /// Colours for tenants in the daily chart (distinct in print and for common colour blindness).
 const PALETTE: [&str; 10] = [
@@ -178,10 +179,10 @@ pub async fn statement(
     slo: Decimal,
     ledger_shown: &str,
 ) -> Result<String, LedgerError> {
-    let by_tenant = query::report(store, range, &[Dim::Tenant]).await?;
-    let by_tenant_day = query::report(store, range, &[Dim::Tenant, Dim::Day]).await?;
-    let by_workflow = query::report(store, range, &[Dim::Tenant, Dim::Workflow]).await?;
-    let by_model = query::report(store, range, &[Dim::Provider, Dim::Model]).await?;
+    let by_tenant = super::rollup::report(store, range, &[Dim::Tenant]).await?;
+    let by_tenant_day = super::rollup::report(store, range, &[Dim::Tenant, Dim::Day]).await?;
+    let by_workflow = super::rollup::report(store, range, &[Dim::Tenant, Dim::Workflow]).await?;
+    let by_model = super::rollup::report(store, range, &[Dim::Provider, Dim::Model]).await?;
     let completeness = query::completeness(store, range).await?;
     let tables = store
         .select(
@@ -189,7 +190,7 @@ pub async fn statement(
             vec![Val::Int(range.from), Val::Int(range.to)],
         )
         .await?;
-    let totals = query::totals(&by_tenant);
+    let totals = super::render::totals(&by_tenant);
     let (from, to) = (format_instant(range.from), format_instant(range.to));
 
     let mut o = String::new();

@@ -14,11 +14,12 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::allocate::IDLE;
 use super::allocated::SERVER_SQL;
+use super::error::LedgerError;
 use super::focus_allocated::PROVIDER as ALLOCATED_PROVIDER;
 use super::query::{Range, UNATTRIBUTED};
 use super::schema::{join_cost, Val};
+use super::store::Store;
 use super::time::{format_day, format_instant, parse_instant};
-use super::{LedgerError, Store};
 use crate::config::node::scalar_string;
 use crate::config::{Diagnostics, Map};
 

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
+use super::error::LedgerError;
 use super::row::{Row, USAGE_FIELDS};
-use super::LedgerError;
 use crate::cost::{TokenClass, CLASSES};
 
 /// The schema version this binary writes. A ledger with a newer version refuses to open.
@@ -135,7 +135,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX ledger_adjustments_billing ON ledger_adjustments (billing_start_ns);",
     // 2 → 3: budget alerts (issue 16), and the ingest-time index budgets read by.
-    super::budget::MIGRATION,
+    BUDGET_MIGRATION,
     // 3 → 4: Kubernetes identity of the serving workload, read off the span's resource, for the
     // OpenCost allocation join (self-hosted model servers).
     "ALTER TABLE ledger_events ADD COLUMN k8s_cluster TEXT;
@@ -186,13 +186,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger_allocated ADD COLUMN tokens_image_output BIGINT NOT NULL DEFAULT 0;",
     // 6 → 7: the hourly and daily roll-up `report` reads, back-filled from the events
     // (`super::rollup`).
-    super::rollup::MIGRATION,
+    ROLLUP_MIGRATION,
 ];
 
 /// Migration `i` as SQLite runs it (the roll-up table is `WITHOUT ROWID` there).
 pub fn sqlite_migration(i: usize) -> &'static str {
-    if i == super::rollup::MIGRATION_INDEX {
-        super::rollup::MIGRATION_SQLITE
+    if i == ROLLUP_MIGRATION_INDEX {
+        ROLLUP_MIGRATION_SQLITE
     } else {
         MIGRATIONS.get(i).copied().unwrap_or_default()
     }
@@ -494,6 +494,85 @@ pub fn from_vals(vals: &[Val]) -> Result<Row, LedgerError> {
         k8s_controller: text("k8s_controller"),
     })
 }
+
+/// Migration 2 → 3, for budgets (`super::budget`): the alert record and the index the
+/// incremental spend query reads by.
+pub const BUDGET_MIGRATION: &str = "CREATE TABLE ledger_budget_alerts (
+        budget TEXT NOT NULL,
+        period_start_ns BIGINT NOT NULL,
+        threshold BIGINT NOT NULL,
+        period_end_ns BIGINT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        workflow_id TEXT,
+        currency TEXT NOT NULL,
+        limit_amount TEXT NOT NULL,
+        spent TEXT NOT NULL,
+        crossed_ns BIGINT NOT NULL,
+        gateway_instance TEXT NOT NULL,
+        delivered_ns BIGINT,
+        attempts BIGINT NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (budget, period_start_ns, threshold)
+    );
+    CREATE INDEX ledger_events_ingest_time ON ledger_events (ingest_time_ns);";
+
+macro_rules! rollup_migration {
+    ($table_options:literal) => {
+        concat!(
+            "CREATE TABLE ledger_rollup (
+        grain BIGINT NOT NULL,
+        charge_hour BIGINT NOT NULL,
+        tenant TEXT NOT NULL,
+        unattributed_reason TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        gateway_instance TEXT NOT NULL,
+        events BIGINT NOT NULL,
+        priced BIGINT NOT NULL,
+        cost_nanos BIGINT NOT NULL,
+        cost_atto BIGINT NOT NULL,
+        tokens_input BIGINT NOT NULL,
+        tokens_output BIGINT NOT NULL,
+        tokens_cache_read BIGINT NOT NULL,
+        tokens_cache_write BIGINT NOT NULL,
+        tokens_reasoning BIGINT NOT NULL,
+        tokens_audio_input BIGINT NOT NULL,
+        tokens_audio_output BIGINT NOT NULL,
+        tokens_image_input BIGINT NOT NULL,
+        tokens_image_output BIGINT NOT NULL,
+        PRIMARY KEY (grain, charge_hour, tenant, unattributed_reason, workflow, agent, provider, model, currency, gateway_instance)
+    )",
+            $table_options,
+            ";
+    INSERT INTO ledger_rollup SELECT 1, charge_hour, COALESCE(tenant_id, '__unattributed__'), CASE WHEN tenant_id IS NULL THEN envelope_status ELSE '' END, COALESCE(workflow_id, ''), COALESCE(agent_name, ''), COALESCE(provider, ''), COALESCE(rate_model, response_model, request_model, ''), COALESCE(currency, ''), gateway_instance, COUNT(*), SUM(CASE WHEN cost_status = 'priced' THEN 1 ELSE 0 END), COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(cost_atto), 0), COALESCE(SUM(tokens_input), 0), COALESCE(SUM(tokens_output), 0), COALESCE(SUM(tokens_cache_read), 0), COALESCE(SUM(tokens_cache_write), 0), COALESCE(SUM(tokens_reasoning), 0), COALESCE(SUM(tokens_audio_input), 0), COALESCE(SUM(tokens_audio_output), 0), COALESCE(SUM(tokens_image_input), 0), COALESCE(SUM(tokens_image_output), 0) FROM ledger_events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
+    INSERT INTO ledger_rollup SELECT 24, (charge_hour / 24) * 24, tenant, unattributed_reason, workflow, agent, provider, model, currency, gateway_instance, SUM(events), SUM(priced), SUM(cost_nanos), SUM(cost_atto), SUM(tokens_input), SUM(tokens_output), SUM(tokens_cache_read), SUM(tokens_cache_write), SUM(tokens_reasoning), SUM(tokens_audio_input), SUM(tokens_audio_output), SUM(tokens_image_input), SUM(tokens_image_output) FROM ledger_rollup WHERE grain = 1 AND charge_hour >= 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;"
+        )
+    };
+}
+
+/// Migration 6 → 7: the roll-up table (`super::rollup`), back-filled from the events already recorded.
+pub const ROLLUP_MIGRATION: &str = rollup_migration!("");
+
+/// The same for SQLite: the table clustered by its key (`WITHOUT ROWID`), so a range of
+/// hours is one contiguous read.
+pub const ROLLUP_MIGRATION_SQLITE: &str = rollup_migration!(" WITHOUT ROWID");
+
+/// Where in `MIGRATIONS` this one is.
+pub const ROLLUP_MIGRATION_INDEX: usize = 6;
+
+/// Events joined with their adjustment (if any): the billing view's `FROM`.
+pub const BILLING_FROM: &str = "ledger_events e LEFT JOIN ledger_adjustments a ON a.trace_id = e.trace_id AND a.span_id = e.span_id";
+
+/// The billing view's range condition over `$1..$2` (half-open, ns): an event counts at its
+/// charge time, unless it is an adjustment, which counts at the start of the month it is
+/// billed to.
+pub const BILLING_RANGE: &str = "((a.trace_id IS NULL AND e.charge_time_ns >= $1 AND e.charge_time_ns < $2) OR (a.billing_start_ns >= $1 AND a.billing_start_ns < $2))";
+
+/// The unattributed bucket's tenant name in reports and the roll-up.
+pub const UNATTRIBUTED: &str = "__unattributed__";
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use crate::cost::registry::Published;
 use crate::cost::Source;
 
+use super::error::LedgerError;
 use super::row::Row;
 use super::schema::{self, Val, COLUMNS, MIGRATIONS, SCHEMA_VERSION};
-use super::LedgerError;
 
 /// What one committed batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub fn redact(url: &str) -> String {
 pub struct Store {
     inner: Arc<Inner>,
     /// Closed periods as last seen by the write path (late events become adjustments).
-    closed: Arc<super::periods::ClosedCache>,
+    closed: Arc<super::closed::ClosedCache>,
 }
 
 enum Inner {
@@ -357,8 +357,8 @@ impl Store {
                 }
             }
         }
-        super::rollup::apply_sqlite(&tx, &inserted)?;
-        super::periods::adjust_sqlite(&tx, &self.closed, &inserted)?;
+        super::rollup_write::apply_sqlite(&tx, &inserted)?;
+        super::closed::adjust_sqlite(&tx, &self.closed, &inserted)?;
         tx.commit()?;
         let mut known = lock(known_tables);
         known.extend(new_tables.iter().map(|p| p.digest.clone()));
@@ -490,8 +490,8 @@ impl Store {
                         .await?;
                 }
             }
-            super::rollup::apply_postgres(client, &new_rows).await?;
-            super::periods::adjust_postgres(client, &self.closed, &new_rows).await?;
+            super::rollup_write::apply_postgres(client, &new_rows).await?;
+            super::closed::adjust_postgres(client, &self.closed, &new_rows).await?;
             Ok(())
         }
         .await;

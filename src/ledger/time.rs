@@ -4,6 +4,13 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
+/// A half-open time range `[from, to)`, Unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+}
+
 /// Parses `2026-11-01` (UTC midnight) or an RFC 3339 time into Unix nanoseconds.
 pub fn parse_instant(s: &str) -> Result<i64, String> {
     let t = s.trim();

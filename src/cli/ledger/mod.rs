@@ -15,7 +15,9 @@ use rust_decimal::Decimal;
 use crate::ledger::allocate::{self, Policy};
 use crate::ledger::allocated::{self, SourceInfo};
 use crate::ledger::opencost;
-use crate::ledger::query::{self, Dim, Format, Range};
+use crate::ledger::query::{self, Dim, Range};
+use crate::ledger::render::{self, Format};
+use crate::ledger::rollup;
 use crate::ledger::Store;
 pub use args::{connect, emit, fail, open, LedgerArgs};
 
@@ -179,9 +181,9 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
                 crate::ledger::html::statement(&store, range, slo, &store.describe()).await
             } else {
                 let report = async {
-                    let lines = query::report(&store, range, &by).await?;
+                    let lines = rollup::report(&store, range, &by).await?;
                     let alloc = allocated::report(&store, range, &by).await?;
-                    query::render(&lines, &alloc, &by, range, format)
+                    render::render(&lines, &alloc, &by, range, format)
                 };
                 report.await
             };
@@ -206,7 +208,7 @@ async fn run_async(cmd: &LedgerCmd) -> ExitCode {
             };
             match query::completeness(&store, range).await {
                 Ok(c) => {
-                    print!("{}", query::render_completeness(&c, range, slo));
+                    print!("{}", render::render_completeness(&c, range, slo));
                     if c.meets(slo) {
                         ExitCode::SUCCESS
                     } else {
