@@ -377,13 +377,13 @@ fn readme_rate_table_example_prices_modalities() {
     let table = tollgate::cost::RateTable::parse(&yaml, std::path::Path::new(".")).unwrap();
     // 2025-06-01, inside the example row's effective dates.
     let m = table.find("gpt-4o", Some("openai"), 1_748_736_000).unwrap();
-    let u = tollgate::cost::Usage {
+    let u = tollgate::cost::pricing::Usage {
         input: Some(1200),
         output: Some(300),
         audio_input: Some(200),
         ..Default::default()
     };
-    let b = tollgate::cost::price(m.rate, &u).unwrap();
+    let b = tollgate::cost::pricing::price(m.rate, &u).unwrap();
     // (1200 − 200) × 2.50 + 200 × 40 + 300 × 10.00, per million = 0.0025 + 0.008 + 0.003
     assert_eq!(b.total.to_string(), "0.0135");
 }

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cost::{price, Origin, RateTable, TokenClass, Usage};
+use crate::cost::pricing::{price, Usage};
+use crate::cost::{Origin, RateTable, TokenClass};
 
 fn load(path: &Path) -> Option<RateTable> {
     match RateTable::load(path) {

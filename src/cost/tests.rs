@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use super::litellm::import_litellm;
+use super::pricing::*;
 use super::*;
 
 const TABLE: &str = r#"

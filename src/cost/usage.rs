@@ -14,7 +14,7 @@
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 
-use super::Usage;
+use super::pricing::Usage;
 
 pub const INPUT: &str = "gen_ai.usage.input_tokens";
 pub const OUTPUT: &str = "gen_ai.usage.output_tokens";

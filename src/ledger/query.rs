@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
-use crate::cost::{price, Rate, RateTable, TokenClass};
+use crate::cost::pricing::price;
+use crate::cost::{Rate, RateTable, TokenClass};
 
 use super::error::LedgerError;
 use super::row::{source_digest, Row, CLASSES};

@@ -7,9 +7,10 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 use crate::component::attrs::{get as find, get_str};
+use crate::cost::pricing::{price, validate, Usage};
 use crate::cost::registry::{self, Published};
 use crate::cost::usage::{self as attrs_usage, parse_count};
-use crate::cost::{price, validate, TokenClass, Usage, CLASSES as N_CLASSES};
+use crate::cost::{TokenClass, CLASSES as N_CLASSES};
 
 /// The classes a row carries tokens and cost for, in [`TokenClass::ALL`] order.
 pub const CLASSES: [TokenClass; N_CLASSES] = TokenClass::ALL;

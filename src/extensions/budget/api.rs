@@ -21,7 +21,7 @@ use axum::routing::get;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::cost::{price, Usage};
+use crate::cost::pricing::{price, Usage};
 use crate::ledger::time::format_instant;
 
 use super::engine::{Source, Status};

@@ -31,7 +31,7 @@ use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::BoxFuture;
 use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::cost::decimal_to_f64;
+use crate::cost::pricing::decimal_to_f64;
 use crate::ledger::store::Target;
 use crate::ledger::Store;
 
