@@ -288,12 +288,16 @@ impl GuardedListener {
     }
 
     /// The connections as a stream (for tonic's `serve_with_incoming`): a task accepts and
-    /// hands them over until the stream is dropped.
+    /// hands them over until the stream is dropped, and then closes the listener at once
+    /// (not at the next connection), so a stopped server lets go of its port.
     pub fn into_stream(self) -> GuardedIncoming {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             loop {
-                let (conn, _) = self.accept().await;
+                let conn = tokio::select! {
+                    _ = tx.closed() => return,
+                    (conn, _) = self.accept() => conn,
+                };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }

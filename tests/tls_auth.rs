@@ -752,46 +752,22 @@ async fn include_metadata_and_bound_tenant_reach_the_pipeline() {
         format!("tokens:\n  - token: {TOKEN_ACME}\n    tenant: acme\n  - token: {TOKEN_OPEN}\n"),
     )
     .unwrap();
-    let yaml = tollgate::config::load_str(&format!(
-        "protocols:\n  grpc: {{ endpoint: \"127.0.0.1:0\" }}\n  http: {{ endpoint: \"127.0.0.1:0\" }}\nauth: {{ bearer_tokens_file: {} }}\ninclude_metadata: [x-team, X-Request-Id]\n",
-        tokens.display()
-    ))
-    .unwrap();
-    let metrics = Arc::new(tollgate::component::telemetry::SelfMetrics::new());
-    let mut d = tollgate::config::Diagnostics::default();
-    let map = tollgate::config::Map::new("receivers.otlp", &yaml, &mut d).unwrap();
-    let ctx = tollgate::component::host::ParseCtx {
-        metrics: metrics.clone(),
-        exporter_ids: Default::default(),
-    };
-    let builder = tollgate::receivers::otlp::factory(
-        &tollgate::config::ComponentId("otlp".into()),
-        &map,
-        &ctx,
-        &mut d,
-    )
-    .unwrap();
-    map.finish(&mut d);
-    assert!(d.is_empty(), "{:?}", d.problems());
+    // The component test kit builds the receiver the way the service does and gives it a
+    // no-op host.
+    let kit = tollgate::service::testkit::Kit::new();
+    let builder = kit
+        .receiver(
+            "otlp",
+            &format!(
+                "protocols:\n  grpc: {{ endpoint: \"127.0.0.1:0\" }}\n  http: {{ endpoint: \"127.0.0.1:0\" }}\nauth: {{ bearer_tokens_file: {} }}\ninclude_metadata: [x-team, X-Request-Id]\n",
+                tokens.display()
+            ),
+        )
+        .unwrap_or_else(|p| panic!("{}", tollgate::service::testkit::problems_text(&p)));
     let seen = Arc::new(SeenClients::default());
     let mut sinks = tollgate::component::host::Pipelines::default();
-    sinks.set(
-        tollgate::component::Signal::Traces,
-        Arc::new(tollgate::service::stages::ReceiverFanout {
-            receiver_id: "otlp".into(),
-            pipelines: vec![(
-                "traces".into(),
-                seen.clone() as Arc<dyn tollgate::component::Consumer>,
-            )],
-            metrics: metrics.clone(),
-        }),
-    );
-    let start = tollgate::component::host::StartCtx {
-        metrics,
-        health: Arc::new(std::sync::atomic::AtomicU8::new(1)),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        metrics_pipelines: None,
-    };
+    sinks.set(tollgate::component::Signal::Traces, seen.clone());
+    let start = kit.host();
     let running = builder.start(sinks, &start).await.unwrap();
     let addr = |p: &str| running.endpoints.iter().find(|(q, _)| *q == p).unwrap().1;
 

@@ -5,12 +5,19 @@
 //! returns what the service starts later: a [`ReceiverBuilder`], a [`ProcessorSpec`], an
 //! [`ExporterBuilder`] (which the service pairs with its delivery options) or an
 //! [`ExtensionBuilder`]. Problems go to the [`Diagnostics`] with their YAML paths.
+//!
+//! Every component then goes through the same lifecycle: `start` with a [`StartCtx`] (the
+//! host's metrics, health and a cancellation token of the component's own), and a stop. A
+//! receiver or extension hands back a [`Started`] whose [`Stop`] releases its ports; an
+//! exporter is stopped by flushing its delivery layer; a processor by cancelling its token.
+//! The service stops what it started in reverse order, on shutdown and when a later start
+//! fails.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::data::{BoxFuture, Consumer, Exporter, Signal};
 use super::host::{ParseCtx, Pipelines, StartCtx};
+pub use super::lifecycle::{Started, Stop};
 use super::processor::Processor;
 use crate::config::{ComponentId, Diagnostics, Map};
 
@@ -18,21 +25,13 @@ use crate::config::{ComponentId, Diagnostics, Map};
 /// diagnostics).
 pub type Factory<B> = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<B>;
 
-/// A started receiver: where it listens and how to stop it.
-pub struct RunningReceiver {
-    /// (protocol, bound address), e.g. ("grpc", 127.0.0.1:4317).
-    pub endpoints: Vec<(&'static str, SocketAddr)>,
-    /// Stops accepting and waits for in-flight requests.
-    pub stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
-}
-
 /// A configured, not yet started receiver.
 pub trait ReceiverBuilder: Send {
     fn start(
         self: Box<Self>,
         sinks: Pipelines,
         ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningReceiver, String>>;
+    ) -> BoxFuture<'static, Result<Started, String>>;
 }
 
 /// Makes a per-pipeline stage around the rest of the pipeline (for processors that need
@@ -53,8 +52,13 @@ pub struct ProcessorSpec {
     pub built: Built,
     /// Signals it may be used in.
     pub signals: &'static [Signal],
-    /// Exporter ids it may divert data to (checked to exist; wired at start).
+    /// Exporter ids it may divert data to (checked to exist; wired at start). An edge the
+    /// configuration's pipelines do not list: the service draws it.
     pub divert_targets: Vec<String>,
+    /// Whether it emits metrics of its own (the `cost` processor's series): the service then
+    /// hands it every metrics pipeline as [`StartCtx::metrics_pipelines`], the other edge a
+    /// component declares rather than the pipelines.
+    pub emits_metrics: bool,
 }
 
 impl ProcessorSpec {
@@ -63,6 +67,7 @@ impl ProcessorSpec {
             built: Built::Inline(Arc::new(p)),
             signals,
             divert_targets: Vec::new(),
+            emits_metrics: false,
         }
     }
 }
@@ -76,14 +81,6 @@ pub trait ExporterBuilder: Send {
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String>;
 }
 
-/// A started extension: where it listens, if anywhere.
-pub struct RunningExtension {
-    pub endpoint: Option<SocketAddr>,
-}
-
 pub trait ExtensionBuilder: Send {
-    fn start(
-        self: Box<Self>,
-        ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningExtension, String>>;
+    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<Started, String>>;
 }

@@ -40,10 +40,11 @@ impl Health {
 pub struct StartCtx {
     pub metrics: Arc<SelfMetrics>,
     pub health: Arc<AtomicU8>,
-    /// Cancelled when the service has finished draining (servers stop then).
+    /// The component's own token: cancelled when the service stops it (in reverse start
+    /// order, on shutdown or when a later start fails). Tasks it spawns end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// Every metrics pipeline, for processors that emit metrics of their own (e.g. `cost`).
-    /// Set when processors start; `None` before, or when there is no metrics pipeline.
+    /// Every metrics pipeline, for a processor that declares `emits_metrics` (`cost`).
+    /// `None` for every other component, or when there is no metrics pipeline.
     pub metrics_pipelines: Option<Arc<dyn Consumer>>,
 }
 

@@ -11,6 +11,7 @@
 //! - [`processor`]: the [`Processor`] contract;
 //! - [`factory`]: how each component type is built from YAML and started;
 //! - [`host`]: what the service hands to components (metrics, health, shutdown, pipelines);
+//! - [`lifecycle`]: what a started component hands back ([`lifecycle::Started`]);
 //! - [`telemetry`]: self-metrics; [`memory`]: the memory budget; [`reload`]: file reloads;
 //! - [`attrs`]: attribute helpers.
 //!
@@ -20,6 +21,7 @@ pub mod attrs;
 pub mod data;
 pub mod factory;
 pub mod host;
+pub mod lifecycle;
 pub mod memory;
 pub mod processor;
 pub mod reload;

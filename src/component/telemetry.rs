@@ -6,7 +6,6 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -239,7 +238,7 @@ pub async fn serve_metrics(
     addr: &str,
     metrics: Arc<SelfMetrics>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<super::lifecycle::Started> {
     use axum::routing::get;
     let listener = crate::netguard::GuardedListener::new(
         tokio::net::TcpListener::bind(addr).await?,
@@ -262,13 +261,18 @@ pub async fn serve_metrics(
             }
         }),
     );
-    tokio::spawn(async move {
+    let serving = shutdown.clone();
+    let task = tokio::spawn(async move {
         let res = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(serving.cancelled_owned())
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok(bound)
+    Ok(super::lifecycle::Started::tasks(
+        vec![("http", bound)],
+        shutdown,
+        vec![task],
+    ))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::component::factory::{ExtensionBuilder, RunningExtension};
+use crate::component::factory::{ExtensionBuilder, Started};
 use crate::component::host::{Health, ParseCtx, StartCtx};
 use crate::component::BoxFuture;
 use crate::config::node::check_endpoint;
@@ -41,10 +41,7 @@ pub fn factory(
 }
 
 impl ExtensionBuilder for HealthCheck {
-    fn start(
-        self: Box<Self>,
-        ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningExtension, String>> {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<Started, String>> {
         let health = ctx.health.clone();
         let shutdown = ctx.shutdown.clone();
         Box::pin(async move {
@@ -83,18 +80,17 @@ impl ExtensionBuilder for HealthCheck {
                 }),
             );
             let id = self.id.clone();
-            tokio::spawn(async move {
+            let serving = shutdown.clone();
+            let task = tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .with_graceful_shutdown(serving.cancelled_owned())
                     .await
                 {
                     tracing::error!(extension = %id, error = %e, "health check server failed");
                 }
             });
             tracing::info!(extension = %self.id, endpoint = %addr, "health check listening");
-            Ok(RunningExtension {
-                endpoint: Some(addr),
-            })
+            Ok(Started::tasks(vec![("http", addr)], shutdown, vec![task]))
         })
     }
 }

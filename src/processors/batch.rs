@@ -87,6 +87,7 @@ pub fn factory(
         built: Built::Stage(Arc::new(c)),
         signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
         divert_targets: Vec::new(),
+        emits_metrics: false,
     })
 }
 

@@ -263,6 +263,7 @@ pub fn factory(
         built: Built::Inline(Arc::new(p)),
         signals: &[Signal::Traces],
         divert_targets: Vec::new(),
+        emits_metrics: true,
     })
 }
 

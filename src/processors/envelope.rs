@@ -371,6 +371,7 @@ pub fn factory(
         built: Built::Inline(Arc::new(p)),
         signals: &[Signal::Traces],
         divert_targets,
+        emits_metrics: false,
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::ClientPolicy;
-use crate::component::factory::{ReceiverBuilder, RunningReceiver};
+use crate::component::factory::{ReceiverBuilder, Started};
 use crate::component::host::Pipelines;
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, Signal};
@@ -257,12 +257,17 @@ impl ReceiverBuilder for OtlpReceiver {
         self: Box<Self>,
         sinks: Pipelines,
         ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningReceiver, String>> {
+    ) -> BoxFuture<'static, Result<Started, String>> {
         let metrics = ctx.metrics.clone();
+        // A child of the host's token: cancelled by our stop, or by the host when a later
+        // component fails to start.
+        let stop = ctx.shutdown.child_token();
         Box::pin(async move {
             let mut endpoints = Vec::new();
             let mut stops: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-            let stop = tokio_util::sync::CancellationToken::new();
+            // Until start succeeds, a failure (the HTTP port taken after gRPC was bound) stops
+            // the servers already spawned, so no port stays held by a receiver that failed.
+            let started_guard = stop.clone().drop_guard();
             if let Some(g) = &self.grpc {
                 let listener = tokio::net::TcpListener::bind(&g.endpoint)
                     .await
@@ -380,17 +385,8 @@ impl ReceiverBuilder for OtlpReceiver {
                     stop.clone(),
                 )));
             }
-            Ok(RunningReceiver {
-                endpoints,
-                stop: Box::new(move || {
-                    Box::pin(async move {
-                        stop.cancel();
-                        for h in stops {
-                            let _ = h.await;
-                        }
-                    })
-                }),
-            })
+            started_guard.disarm();
+            Ok(Started::tasks(endpoints, stop, stops))
         })
     }
 }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use yaml_rust2::Yaml;
 
 pub mod config;
+pub mod host;
 pub mod stages;
+pub mod testkit;
 
-use crate::component::factory::{
-    Built, ExtensionBuilder, ProcessorSpec, ReceiverBuilder, RunningExtension, RunningReceiver,
-};
+use crate::component::factory::{Built, ExtensionBuilder, ProcessorSpec, ReceiverBuilder};
 use crate::component::host::{Health, ParseCtx, Pipelines, StartCtx};
 use crate::component::telemetry::SelfMetrics;
 use crate::component::{Consumer, Signal};
@@ -26,7 +26,8 @@ use crate::extensions;
 use crate::processors;
 use crate::receivers;
 use config::ServiceConfig;
-use stages::{ExporterFanout, ExporterStage, InlineStage, ReceiverFanout};
+use host::Kind;
+use stages::{ExporterFanout, ExporterStage, Fanout, InlineStage};
 
 /// A fully parsed and checked configuration; nothing is bound or started yet.
 pub struct Parsed {
@@ -302,18 +303,21 @@ type PipelineEntry = (String, Arc<dyn Consumer>);
 
 /// A running gateway.
 pub struct Running {
-    receivers: Vec<(ComponentId, RunningReceiver)>,
-    pipelines: Vec<PipelineEntry>,
+    /// Every started component, in start order (stopped in reverse).
+    host: host::Host,
+    /// Where each receiver and extension listens.
+    endpoints: Vec<(ComponentId, Vec<(&'static str, SocketAddr)>)>,
+    pipelines: usize,
     exporters: Vec<(ComponentId, Arc<Delivery>)>,
-    extensions: Vec<(ComponentId, RunningExtension)>,
     metrics_addr: Option<SocketAddr>,
-    shutdown: tokio_util::sync::CancellationToken,
     health: Arc<AtomicU8>,
     service: ServiceConfig,
     pub metrics: Arc<SelfMetrics>,
 }
 
-/// Starts every component named by a pipeline (and the listed extensions).
+/// Starts every component named by a pipeline (and the listed extensions), in order:
+/// extensions, the self-metrics endpoint, exporters, pipelines, processors, receivers. If one
+/// fails, everything started before it is stopped in reverse order and its error returned.
 pub async fn start(parsed: Parsed) -> Result<Running, String> {
     let Parsed {
         mut receivers,
@@ -324,33 +328,54 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         metrics,
         ..
     } = parsed;
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let health = Arc::new(AtomicU8::new(Health::Starting as u8));
-    let ctx = StartCtx {
+    let mut host = host::Host::new(StartCtx {
         metrics: metrics.clone(),
         health: health.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
         metrics_pipelines: None,
-    };
+    });
+    let mut endpoints = Vec::new();
 
-    let mut running_ext = Vec::new();
     for id in &service.extensions {
         if let Some(b) = extensions.remove(id) {
-            running_ext.push((id.clone(), b.start(&ctx).await?));
+            let ctx = host.context(host.base());
+            match b.start(&ctx).await {
+                Ok(started) => {
+                    endpoints.push((id.clone(), started.endpoints));
+                    host.started(Kind::Extension, id, ctx.shutdown, Some(started.stop));
+                }
+                Err(e) => {
+                    ctx.shutdown.cancel();
+                    return Err(host.roll_back(Kind::Extension, id.as_str(), e).await);
+                }
+            }
         }
     }
-    let metrics_addr = match &service.telemetry.metrics_address {
-        Some(a) => Some(
-            crate::component::telemetry::serve_metrics(a, metrics.clone(), shutdown.clone())
-                .await
-                .map_err(|e| {
-                    format!("service.telemetry.metrics.address: cannot listen on {a}: {e}")
-                })?,
-        ),
-        None => None,
-    };
+    let mut metrics_addr = None;
+    if let Some(a) = &service.telemetry.metrics_address {
+        let ctx = host.context(host.base());
+        match crate::component::telemetry::serve_metrics(a, metrics.clone(), ctx.shutdown.clone())
+            .await
+        {
+            Ok(started) => {
+                metrics_addr = started.endpoints.first().map(|(_, addr)| *addr);
+                host.started(
+                    Kind::Telemetry,
+                    "service.telemetry.metrics",
+                    ctx.shutdown,
+                    Some(started.stop),
+                );
+            }
+            Err(e) => {
+                let e = format!("service.telemetry.metrics.address: cannot listen on {a}: {e}");
+                return Err(host.roll_back(Kind::Telemetry, "metrics", e).await);
+            }
+        }
+    }
 
-    // Exporters named by pipelines or by processors that divert to them.
+    // Exporters named by pipelines or by processors that divert to them (edges the
+    // processors declare, drawn here with the ones the pipelines list).
     let mut wanted: BTreeSet<ComponentId> = BTreeSet::new();
     for p in &service.pipelines {
         wanted.extend(p.exporters.iter().cloned());
@@ -363,7 +388,25 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
     let mut started: BTreeMap<ComponentId, Arc<Delivery>> = BTreeMap::new();
     for id in wanted {
         if let Some(b) = exporters.remove(&id) {
-            started.insert(id, b.start(&ctx)?);
+            let ctx = host.context(host.base());
+            match b.start(&ctx) {
+                Ok(delivery) => {
+                    let flushing = delivery.clone();
+                    host.started(
+                        Kind::Exporter,
+                        &id,
+                        ctx.shutdown,
+                        Some(Box::new(move || {
+                            Box::pin(async move { flushing.shutdown().await })
+                        })),
+                    );
+                    started.insert(id, delivery);
+                }
+                Err(e) => {
+                    ctx.shutdown.cancel();
+                    return Err(host.roll_back(Kind::Exporter, id.as_str(), e).await);
+                }
+            }
         }
     }
 
@@ -407,7 +450,7 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                         divert_targets,
                     })
                 }
-                Built::Stage(f) => f.make(&p.id, next, &ctx),
+                Built::Stage(f) => f.make(&p.id, next, host.base()),
             };
             if first_tollgate == Some(i) {
                 next = Arc::new(InlineStage {
@@ -426,10 +469,21 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
                 .or_default()
                 .push((p.id.clone(), next.clone()));
         }
+        // Stopping a pipeline flushes its stages (the batch processor's pending data).
+        let flushing = next.clone();
+        host.started(
+            Kind::Pipeline,
+            &p.id,
+            host.base().shutdown.child_token(),
+            Some(Box::new(move || {
+                Box::pin(async move { flushing.shutdown().await })
+            })),
+        );
         pipelines.push((p.id.clone(), next));
     }
 
-    // Processors start once the pipelines exist, so they can feed the metrics pipelines.
+    // Processors start once the pipelines exist: one that declares it emits metrics
+    // (`emits_metrics`) is handed every metrics pipeline as its source.
     let metrics_entries: Vec<PipelineEntry> = service
         .pipelines
         .iter()
@@ -437,28 +491,36 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         .filter(|(cfg, _)| cfg.signal == Signal::Metrics)
         .map(|(_, entry)| entry.clone())
         .collect();
-    let proc_ctx = StartCtx {
-        metrics_pipelines: (!metrics_entries.is_empty()).then(|| {
-            Arc::new(ReceiverFanout {
-                receiver_id: "tollgate".to_string(),
-                pipelines: metrics_entries,
-                metrics: metrics.clone(),
-            }) as Arc<dyn Consumer>
-        }),
-        ..ctx.clone()
-    };
+    let metrics_source: Option<Arc<dyn Consumer>> = (!metrics_entries.is_empty()).then(|| {
+        Arc::new(Fanout {
+            source: "tollgate".to_string(),
+            pipelines: metrics_entries,
+            metrics: metrics.clone(),
+        }) as Arc<dyn Consumer>
+    });
     let mut inline_started: BTreeSet<&ComponentId> = BTreeSet::new();
     for p in &service.pipelines {
         for pid in &p.processors {
-            if let Some(Built::Inline(proc_)) = processors.get(pid).map(|s| &s.built) {
+            let Some(spec) = processors.get(pid) else {
+                continue;
+            };
+            if let Built::Inline(proc_) = &spec.built {
                 if inline_started.insert(pid) {
-                    proc_.clone().start(&proc_ctx);
+                    let base = StartCtx {
+                        metrics_pipelines: spec
+                            .emits_metrics
+                            .then(|| metrics_source.clone())
+                            .flatten(),
+                        ..host.base().clone()
+                    };
+                    let ctx = host.context(&base);
+                    proc_.clone().start(&ctx);
+                    host.started(Kind::Processor, pid, ctx.shutdown, None);
                 }
             }
         }
     }
 
-    let mut running_rx = Vec::new();
     for (rid, per_signal) in feeds {
         let Some(b) = receivers.remove(&rid) else {
             continue;
@@ -467,33 +529,33 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
         for (signal, list) in per_signal {
             sinks.set(
                 signal,
-                Arc::new(ReceiverFanout {
-                    receiver_id: rid.to_string(),
+                Arc::new(Fanout {
+                    source: rid.to_string(),
                     pipelines: list,
                     metrics: metrics.clone(),
                 }),
             );
         }
+        let ctx = host.context(host.base());
         match b.start(sinks, &ctx).await {
-            Ok(r) => running_rx.push((rid, r)),
+            Ok(r) => {
+                endpoints.push((rid.clone(), r.endpoints));
+                host.started(Kind::Receiver, &rid, ctx.shutdown, Some(r.stop));
+            }
             Err(e) => {
-                for (_, r) in running_rx {
-                    (r.stop)().await;
-                }
-                shutdown.cancel();
-                return Err(e);
+                ctx.shutdown.cancel();
+                return Err(host.roll_back(Kind::Receiver, rid.as_str(), e).await);
             }
         }
     }
     health.store(Health::Ready as u8, Ordering::Release);
     tracing::info!(pipelines = pipelines.len(), "tollgate is ready");
     Ok(Running {
-        receivers: running_rx,
-        pipelines,
+        host,
+        endpoints,
+        pipelines: pipelines.len(),
         exporters: started.into_iter().collect(),
-        extensions: running_ext,
         metrics_addr,
-        shutdown,
         health,
         service,
         metrics,
@@ -503,21 +565,17 @@ pub async fn start(parsed: Parsed) -> Result<Running, String> {
 impl Running {
     /// Where a receiver listens, e.g. `endpoint("otlp", "grpc")`.
     pub fn endpoint(&self, receiver: &str, protocol: &str) -> Option<SocketAddr> {
-        self.receivers
+        self.endpoints
             .iter()
             .find(|(id, _)| id.as_str() == receiver)
-            .and_then(|(_, r)| {
-                r.endpoints
-                    .iter()
-                    .find(|(p, _)| *p == protocol)
-                    .map(|(_, a)| *a)
-            })
+            .and_then(|(_, list)| list.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a))
     }
+    /// Where an extension listens, if anywhere.
     pub fn extension_endpoint(&self, id: &str) -> Option<SocketAddr> {
-        self.extensions
+        self.endpoints
             .iter()
             .find(|(e, _)| e.as_str() == id)
-            .and_then(|(_, r)| r.endpoint)
+            .and_then(|(_, list)| list.first().map(|(_, a)| *a))
     }
     pub fn metrics_endpoint(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -526,24 +584,20 @@ impl Running {
         Health::from_u8(self.health.load(Ordering::Acquire))
     }
 
-    /// Stops accepting, flushes processors then exporters within `service.shutdown_timeout`,
-    /// then stops the health and metrics endpoints.
-    pub async fn shutdown(self) {
+    /// Stops what was started in reverse order: receivers stop accepting; processors,
+    /// pipelines (flushing their stages) and exporters (flushing their queues) within
+    /// `service.shutdown_timeout`; then the self-metrics endpoint and the extensions.
+    pub async fn shutdown(mut self) {
         self.health.store(Health::Stopping as u8, Ordering::Release);
         tracing::info!("shutting down: receivers stop accepting");
-        for (_, r) in self.receivers {
-            (r.stop)().await;
-        }
-        let drain = async {
-            for (id, p) in &self.pipelines {
-                tracing::debug!(pipeline = %id, "flushing pipeline");
-                p.shutdown().await;
-            }
-            for (id, e) in &self.exporters {
-                tracing::debug!(exporter = %id, "flushing exporter");
-                e.shutdown().await;
-            }
-        };
+        self.host.stop_while(&[Kind::Receiver]).await;
+        tracing::debug!(
+            pipelines = self.pipelines,
+            "flushing pipelines and exporters"
+        );
+        let drain = self
+            .host
+            .stop_while(&[Kind::Processor, Kind::Pipeline, Kind::Exporter]);
         if tokio::time::timeout(self.service.shutdown_timeout, drain)
             .await
             .is_err()
@@ -563,8 +617,12 @@ impl Running {
                     );
                 }
             }
+            // What did not flush is cancelled; the endpoints below still stop in order.
+            self.host
+                .abandon_while(&[Kind::Processor, Kind::Pipeline, Kind::Exporter]);
         }
-        self.shutdown.cancel();
+        self.host.stop_all().await;
+        self.host.abandon();
         tracing::info!("shutdown complete");
     }
 }

@@ -126,15 +126,17 @@ impl Consumer for ExporterFanout {
     }
 }
 
-/// A receiver's view of the pipelines for one signal: clones for all but the last pipeline,
+/// One source's view of the pipelines for one signal (a receiver's, or tollgate's own
+/// metrics source for processors that emit metrics): clones for all but the last pipeline,
 /// counts accepted and refused items per pipeline, and folds the outcomes.
-pub struct ReceiverFanout {
-    pub receiver_id: String,
+pub struct Fanout {
+    /// The receiver id (or `tollgate` for the metrics source), the `receiver` metric label.
+    pub source: String,
     pub pipelines: Vec<(String, Arc<dyn Consumer>)>,
     pub metrics: Arc<SelfMetrics>,
 }
 
-impl Consumer for ReceiverFanout {
+impl Consumer for Fanout {
     fn consume<'a>(
         &'a self,
         data: Payload,
@@ -144,7 +146,7 @@ impl Consumer for ReceiverFanout {
     }
 }
 
-impl ReceiverFanout {
+impl Fanout {
     async fn fan_out(&self, mut data: Payload, client: &Arc<ClientInfo>) -> Result<Ack, Refused> {
         let signal = data.signal();
         // Items with wrong-length ids are refused on their own, before any pipeline sees
@@ -157,7 +159,7 @@ impl ReceiverFanout {
                     .receiver_refused
                     .get(signal)
                     .get_or_create(&ReceiverLabels {
-                        receiver: self.receiver_id.clone(),
+                        receiver: self.source.clone(),
                         pipeline: pipeline.clone(),
                     })
                     .inc_by(bad_ids);
@@ -178,7 +180,7 @@ impl ReceiverFanout {
             let payload = if i == last { data.take() } else { data.clone() };
             let Some(payload) = payload else { break };
             let labels = ReceiverLabels {
-                receiver: self.receiver_id.clone(),
+                receiver: self.source.clone(),
                 pipeline: pipeline.clone(),
             };
             match consumer.consume(payload, client).await {

@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use crate::auth::ClientPolicy;
-use crate::component::factory::{ExtensionBuilder, RunningExtension};
+use crate::component::factory::{ExtensionBuilder, Started};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::BoxFuture;
@@ -273,10 +273,7 @@ impl Collector for Gauges {
 }
 
 impl ExtensionBuilder for BudgetConfig {
-    fn start(
-        self: Box<Self>,
-        ctx: &StartCtx,
-    ) -> BoxFuture<'static, Result<RunningExtension, String>> {
+    fn start(self: Box<Self>, ctx: &StartCtx) -> BoxFuture<'static, Result<Started, String>> {
         let ctx = ctx.clone();
         Box::pin(async move {
             let id = self.id.to_string();
@@ -363,9 +360,10 @@ impl ExtensionBuilder for BudgetConfig {
             let app = api::router(shared.clone());
             let shutdown = ctx.shutdown.clone();
             let sid = id.clone();
-            tokio::spawn(async move {
+            let serving = shutdown.clone();
+            let server = tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .with_graceful_shutdown(serving.cancelled_owned())
                     .await
                 {
                     tracing::error!(extension = %sid, error = %e, "budget API server failed");
@@ -377,7 +375,7 @@ impl ExtensionBuilder for BudgetConfig {
             let path = self.budgets_path.clone();
             let reload_interval = self.reload_interval;
             let refresh_interval = self.refresh_interval;
-            tokio::spawn(async move {
+            let refreshing = tokio::spawn(async move {
                 let mut stamp = file_stamp(&path);
                 let mut last_check = Instant::now();
                 while let Some(wake) = trigger.wait(refresh_interval).await {
@@ -411,9 +409,11 @@ impl ExtensionBuilder for BudgetConfig {
                 }
             });
             tracing::info!(extension = %id, endpoint = %addr, "budget API listening");
-            Ok(RunningExtension {
-                endpoint: Some(addr),
-            })
+            Ok(Started::tasks(
+                vec![("http", addr)],
+                shutdown,
+                vec![server, refreshing],
+            ))
         })
     }
 }
