@@ -78,6 +78,12 @@ pub trait ExporterBuilder: Send {
     fn signals(&self) -> &'static [Signal] {
         &Signal::ALL
     }
+    /// Whether `sending_queue` and `retry_on_failure` are on when the section does not set
+    /// them (the Collector's defaults). An exporter that fronts other exporters with queues
+    /// of their own (`loadbalancing`) says no.
+    fn delivery_on_by_default(&self) -> bool {
+        true
+    }
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String>;
 }
 

@@ -54,10 +54,9 @@ pub fn configure(
     // the two keys are never called unknown.
     let mut queue = queue::parse(id, m, d);
     let mut retry = retry::parse(m, d);
-    if id.kind() == "loadbalancing" {
-        // Its backends have their own queues and retries (`protocol.otlp`); in front of them
-        // both are off unless configured, so a client is answered once its data is in the
-        // backends' queues, and told to retry when it cannot be.
+    let builder = builder?;
+    // A type may declare its delivery options off unless configured (`loadbalancing`).
+    if !builder.delivery_on_by_default() {
         if !m.has("sending_queue") {
             queue.enabled = false;
         }
@@ -69,7 +68,7 @@ pub fn configure(
         id: id.clone(),
         queue,
         retry,
-        builder: builder?,
+        builder,
     })
 }
 

@@ -800,6 +800,13 @@ fn spawn_health(
 }
 
 impl ExporterBuilder for LoadBalancingConfig {
+    /// Its backends have their own queues and retries (`protocol.otlp`); in front of them
+    /// both are off unless configured, so a client is answered once its data is in the
+    /// backends' queues, and told to retry when it cannot be.
+    fn delivery_on_by_default(&self) -> bool {
+        false
+    }
+
     fn start(self: Box<Self>, ctx: &StartCtx) -> Result<Arc<dyn Exporter>, String> {
         let shared = self.shared(&ctx.metrics);
         let (tick, probe_every) = self.health_intervals();
