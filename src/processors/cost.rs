@@ -50,9 +50,9 @@ pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
 pub const DEFAULT_DEDUP_MAX_ENTRIES: usize = 1_000_000;
 pub const UNATTRIBUTED: &str = "__unattributed__";
 
-/// What happened to one LLM span.
+/// What happened to one LLM span: the value of `tollgate.cost.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum CostStatus {
     Priced,
     UnpricedModel,
     NoUsage,
@@ -63,23 +63,23 @@ pub enum Status {
     Rollup,
 }
 
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Priced,
-        Status::UnpricedModel,
-        Status::NoUsage,
-        Status::InvalidUsage,
-        Status::Duplicate,
-        Status::Rollup,
+impl CostStatus {
+    pub const ALL: [CostStatus; 6] = [
+        CostStatus::Priced,
+        CostStatus::UnpricedModel,
+        CostStatus::NoUsage,
+        CostStatus::InvalidUsage,
+        CostStatus::Duplicate,
+        CostStatus::Rollup,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Priced => "priced",
-            Status::UnpricedModel => "unpriced_model",
-            Status::NoUsage => "no_usage",
-            Status::InvalidUsage => "invalid_usage",
-            Status::Duplicate => "duplicate",
-            Status::Rollup => "rollup",
+            CostStatus::Priced => "priced",
+            CostStatus::UnpricedModel => "unpriced_model",
+            CostStatus::NoUsage => "no_usage",
+            CostStatus::InvalidUsage => "invalid_usage",
+            CostStatus::Duplicate => "duplicate",
+            CostStatus::Rollup => "rollup",
         }
     }
 }
@@ -398,8 +398,10 @@ fn class_attr(c: TokenClass) -> &'static str {
 }
 
 /// Whether the `cost` processor looks at a span: an operation name, a provider, a usage
-/// count, or an OpenInference / OpenLLMetry span kind.
-pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
+/// count, or an OpenInference / OpenLLMetry span kind. Wider than the semantic definition of
+/// an LLM span ([`crate::semconv::check::is_llm_span`]): a span with only usage counts, or an
+/// OpenInference `CHAIN` span, still gets a `tollgate.cost.status`.
+pub fn is_cost_candidate(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
         kv.key == "gen_ai.operation.name"
             || kv.key == "gen_ai.provider.name"
@@ -490,7 +492,7 @@ impl prometheus_client::collector::Collector for DriftCollector {
 
 /// The result for one span: its status and, when priced, what to aggregate.
 pub struct Outcome {
-    pub status: Status,
+    pub status: CostStatus,
     /// The series, whether the span is attributed to a verified tenant, the price.
     pub priced: Option<(SeriesKey, bool, Breakdown)>,
 }
@@ -649,7 +651,7 @@ impl CostProcessor {
         table: &RateTable,
         now: Instant,
     ) -> Option<Outcome> {
-        if !is_llm_span(&span.attributes) {
+        if !is_cost_candidate(&span.attributes) {
             return None;
         }
         // Only this processor writes tollgate.cost.* (the caller's figure, moved by the strip
@@ -663,7 +665,7 @@ impl CostProcessor {
             caller = attrs::get(&span.attributes, CALLER_REPORTED_ATTR).cloned();
         }
         let attrs = &mut span.attributes;
-        let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
+        let status = |attrs: &mut Vec<KeyValue>, s: CostStatus, reason: Option<&str>| {
             set_str(attrs, STATUS_ATTR, s.as_str());
             if let Some(r) = reason {
                 set_str(attrs, REASON_ATTR, r);
@@ -675,16 +677,16 @@ impl CostProcessor {
         };
         let unclassified = match billing(attrs) {
             Billing::Inference => None,
-            Billing::Rollup(reason) => return status(attrs, Status::Rollup, Some(&reason)),
+            Billing::Rollup(reason) => return status(attrs, CostStatus::Rollup, Some(&reason)),
             Billing::NoOperation => Some(("no_operation", NO_OPERATION_REASON.to_string())),
             Billing::UnknownOperation(reason) => Some(("unknown_operation", reason)),
         };
         let usage = match read_usage(attrs, self.max_tokens) {
             Ok(u) => u,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
+            Err(e) => return status(attrs, CostStatus::InvalidUsage, Some(&e.to_string())),
         };
         if usage.is_empty() {
-            return status(attrs, Status::NoUsage, None);
+            return status(attrs, CostStatus::NoUsage, None);
         }
         // Dimensions only from what the envelope processor wrote on this span in this pass
         // (the strip stage removed anything else): a verified (or overridden) span has its
@@ -716,17 +718,17 @@ impl CostProcessor {
                     table.version
                 )
             };
-            let r = status(attrs, Status::UnpricedModel, Some(&reason));
+            let r = status(attrs, CostStatus::UnpricedModel, Some(&reason));
             set_str(attrs, "tollgate.cost.rates_version", &table.version);
             return r;
         };
         let b = match price(m.rate, &usage) {
             Ok(b) => b,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
+            Err(e) => return status(attrs, CostStatus::InvalidUsage, Some(&e.to_string())),
         };
         // Only priced spans are recorded, and a duplicate only of the same attribution.
         match self.dedup.seen(tenant, &span.trace_id, &span.span_id, now) {
-            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::Duplicate => return status(attrs, CostStatus::Duplicate, None),
             Seen::New => {}
             Seen::NewEvicting(e) => self.dedup_at_bound(e, now),
         }
@@ -764,7 +766,7 @@ impl CostProcessor {
             attrs.push(f64_kv(AMOUNT_ATTR, b.total));
             attrs.push(kv("tollgate.cost.currency", &table.currency));
             attrs.push(kv("tollgate.cost.rates_version", &table.version));
-            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+            attrs.push(kv(STATUS_ATTR, CostStatus::Priced.as_str()));
         } else {
             attrs.reserve(14);
             attrs.push(f64_kv(AMOUNT_ATTR, b.total));
@@ -778,7 +780,7 @@ impl CostProcessor {
             attrs.push(kv("tollgate.cost.currency", &table.currency));
             attrs.push(kv("tollgate.cost.rates_version", &table.version));
             attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
-            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+            attrs.push(kv(STATUS_ATTR, CostStatus::Priced.as_str()));
         }
         if let Some((label, reason)) = unclassified {
             if !self.compact {
@@ -795,7 +797,7 @@ impl CostProcessor {
             self.check_caller(attrs, v, &key, &b, &table.currency, !self.compact);
         }
         Some(Outcome {
-            status: Status::Priced,
+            status: CostStatus::Priced,
             priced: Some((key, attributed, b)),
         })
     }
@@ -884,7 +886,7 @@ impl Processor for CostProcessor {
     ) -> Result<(), Refused> {
         let table = self.current_table();
         let now = Instant::now();
-        let mut counts = [0u64; Status::ALL.len()];
+        let mut counts = [0u64; CostStatus::ALL.len()];
         let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
             for ss in &mut rs.scope_spans {
@@ -892,7 +894,7 @@ impl Processor for CostProcessor {
                     let Some(o) = self.process_span(span, &table, now) else {
                         continue;
                     };
-                    if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
+                    if let Some(i) = CostStatus::ALL.iter().position(|s| *s == o.status) {
                         counts[i] += 1;
                     }
                     if let Some(p) = o.priced {
@@ -910,7 +912,7 @@ impl Processor for CostProcessor {
                 self.spans
                     .get_or_create(&SpanLabels {
                         processor: self.id.clone(),
-                        status: Status::ALL[i].as_str().to_string(),
+                        status: CostStatus::ALL[i].as_str().to_string(),
                     })
                     .inc_by(*n);
             }

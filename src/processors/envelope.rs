@@ -26,7 +26,7 @@ use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
 use crate::config::time::time_at;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
-use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
+use crate::envelope::token::{self, EnvelopeStatus, IdentityField, KeyRing, Verified};
 use crate::envelope::{load_ring, parse_key_specs, KeySpec, Memo, SecretSource, VerifyCache};
 
 /// The attribute carrying the token, on the span or its resource.
@@ -60,11 +60,11 @@ const STALE: usize = 9;
 /// The `stage` of a failure raised by the authenticated connection (never overridable).
 const CONNECTION_STAGE: &str = "connection";
 /// Statuses an override covers when it does not list its own.
-const DEFAULT_OVERRIDE_STATUSES: [Status; 4] = [
-    Status::UnknownKey,
-    Status::RevokedKey,
-    Status::BadSignature,
-    Status::Expired,
+const DEFAULT_OVERRIDE_STATUSES: [EnvelopeStatus; 4] = [
+    EnvelopeStatus::UnknownKey,
+    EnvelopeStatus::RevokedKey,
+    EnvelopeStatus::BadSignature,
+    EnvelopeStatus::Expired,
 ];
 /// Attributes only the gateway may write: removed from spans whose envelope is not valid, so
 /// a client cannot pre-set them.
@@ -96,7 +96,7 @@ pub struct Override {
     pub expires_at: i64,
     pub reason: String,
     /// The failing statuses it lets pass (default [`DEFAULT_OVERRIDE_STATUSES`]).
-    pub statuses: Vec<Status>,
+    pub statuses: Vec<EnvelopeStatus>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -144,8 +144,11 @@ pub struct EnvelopeProcessor {
     compact: bool,
 }
 
-fn status_index(s: Status) -> usize {
-    Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+fn status_index(s: EnvelopeStatus) -> usize {
+    EnvelopeStatus::ALL
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(0)
 }
 
 /// A status name of [`STATUS_NAMES`] → its index.
@@ -262,8 +265,8 @@ pub fn factory(
                 statuses.clear();
                 for (j, name) in list.iter().enumerate() {
                     let path = format!("{}[{j}]", o.key_path("statuses"));
-                    match name.parse::<Status>() {
-                        Ok(Status::Valid | Status::Missing) | Err(_) => d.error(
+                    match name.parse::<EnvelopeStatus>() {
+                        Ok(EnvelopeStatus::Valid | EnvelopeStatus::Missing) | Err(_) => d.error(
                             path,
                             format!(
                                 "`{name}` cannot be overridden (statuses: malformed, unknown_key, revoked_key, bad_signature, expired, not_yet_valid, claims_mismatch)"
@@ -518,7 +521,7 @@ enum Action {
 struct Tally {
     by: [[u64; 5]; N_STATUS],
     dropped: [u64; N_STATUS],
-    overrides: Vec<(usize, Status, u64)>,
+    overrides: Vec<(usize, EnvelopeStatus, u64)>,
 }
 
 const POLICY_LABELS: [&str; 5] = ["pass", "route", "drop", "override", "shadow"];
@@ -561,7 +564,7 @@ impl EnvelopeProcessor {
             Some(t) if !token::is_blank(t) => t,
             _ => {
                 return Err(Failed::Token(token::Failure {
-                    status: Status::Missing,
+                    status: EnvelopeStatus::Missing,
                     stage: "parse",
                     detail: "no tollgate.envelope on the span or its resource".into(),
                 }))
@@ -585,7 +588,7 @@ impl EnvelopeProcessor {
         }
         if self.require_bound_credential && client.authenticated && client.tenant.is_none() {
             return Err(Failed::Token(token::Failure {
-                status: Status::ClaimsMismatch,
+                status: EnvelopeStatus::ClaimsMismatch,
                 stage: CONNECTION_STAGE,
                 detail: "the connection's bearer token is not bound to a tenant; require_bound_credential needs a tenant-bound token for attribution".into(),
             }));
@@ -739,7 +742,7 @@ impl EnvelopeProcessor {
                         && kv.key != REUSE_ATTR
                 });
                 set_str(&mut span.attributes, TENANT_ATTR, &self.unattributed);
-                if si != status_index(Status::Missing) && !self.compact {
+                if si != status_index(EnvelopeStatus::Missing) && !self.compact {
                     set_str(&mut span.attributes, DETAIL_ATTR, &detail);
                 }
             }
