@@ -29,18 +29,18 @@ use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::pricing::{decimal_to_f64, price, Breakdown};
 use crate::cost::usage::{self, read_usage};
 use crate::cost::{parse_decimal, RateTable, TableError, TokenClass};
+use crate::semconv::attributes::{
+    COST_AMOUNT, COST_AUDIO_INPUT, COST_AUDIO_OUTPUT, COST_CACHE_READ, COST_CACHE_WRITE,
+    COST_CALLER_DRIFT, COST_CALLER_REPORTED, COST_CURRENCY, COST_EXACT, COST_IMAGE_INPUT,
+    COST_IMAGE_OUTPUT, COST_INPUT, COST_OUTPUT, COST_PREFIX, COST_RATES_VERSION, COST_RATE_ID,
+    COST_REASON, COST_REASONING, COST_STATUS, ENVELOPE_OVERRIDE, ENVELOPE_STATUS, TENANT_ID,
+    WORKFLOW_ID,
+};
 
 pub use crate::processors::dedup::{Dedup, Evicted, Seen};
 use aggregates::AggregatesCollector;
-/// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
 pub use aggregates::{Aggregates, SeriesKey, SeriesTotals, OVERFLOW_TENANT};
 
-pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";
-pub const STATUS_ATTR: &str = "tollgate.cost.status";
-pub const REASON_ATTR: &str = "tollgate.cost.reason";
-pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
-/// caller's amount − tollgate's exact total, as an exact decimal string (same currency only).
-pub const CALLER_DRIFT_ATTR: &str = "tollgate.cost.caller_drift";
 /// The caller's own cost (semantic-conventions-genai PR #443); passed through untouched.
 pub const CALLER_AMOUNT_ATTR: &str = "gen_ai.usage.cost.amount";
 pub const CALLER_CURRENCY_ATTR: &str = "gen_ai.usage.cost.currency";
@@ -282,11 +282,11 @@ pub fn aggregates_to_otlp(
     };
     let attrs = |k: &SeriesKey| {
         vec![
-            kv("tollgate.tenant.id", &k.tenant),
-            kv("tollgate.workflow.id", &k.workflow),
+            kv(TENANT_ID, &k.tenant),
+            kv(WORKFLOW_ID, &k.workflow),
             kv("gen_ai.provider.name", &k.provider),
             kv("gen_ai.response.model", &k.model),
-            kv("tollgate.cost.rates_version", &k.rates_version),
+            kv(COST_RATES_VERSION, &k.rates_version),
         ]
     };
     let point = |attributes, v| NumberDataPoint {
@@ -385,15 +385,15 @@ fn f64_kv(key: &str, d: Decimal) -> KeyValue {
 /// `tollgate.cost.<class>`.
 fn class_attr(c: TokenClass) -> &'static str {
     match c {
-        TokenClass::Input => "tollgate.cost.input",
-        TokenClass::Output => "tollgate.cost.output",
-        TokenClass::CacheRead => "tollgate.cost.cache_read",
-        TokenClass::CacheWrite => "tollgate.cost.cache_write",
-        TokenClass::Reasoning => "tollgate.cost.reasoning",
-        TokenClass::AudioInput => "tollgate.cost.audio_input",
-        TokenClass::AudioOutput => "tollgate.cost.audio_output",
-        TokenClass::ImageInput => "tollgate.cost.image_input",
-        TokenClass::ImageOutput => "tollgate.cost.image_output",
+        TokenClass::Input => COST_INPUT,
+        TokenClass::Output => COST_OUTPUT,
+        TokenClass::CacheRead => COST_CACHE_READ,
+        TokenClass::CacheWrite => COST_CACHE_WRITE,
+        TokenClass::Reasoning => COST_REASONING,
+        TokenClass::AudioInput => COST_AUDIO_INPUT,
+        TokenClass::AudioOutput => COST_AUDIO_OUTPUT,
+        TokenClass::ImageInput => COST_IMAGE_INPUT,
+        TokenClass::ImageOutput => COST_IMAGE_OUTPUT,
     }
 }
 
@@ -657,18 +657,18 @@ impl CostProcessor {
         // Only this processor writes tollgate.cost.* (the caller's figure, moved by the strip
         // stage, is kept). The caller's gen_ai.usage.cost.amount is left untouched and copied.
         span.attributes
-            .retain(|kv| !kv.key.starts_with("tollgate.cost.") || kv.key == CALLER_REPORTED_ATTR);
+            .retain(|kv| !kv.key.starts_with(COST_PREFIX) || kv.key == COST_CALLER_REPORTED);
         let mut caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR).cloned();
         if let Some(v) = &caller {
-            attrs::set(&mut span.attributes, CALLER_REPORTED_ATTR, v.clone());
+            attrs::set(&mut span.attributes, COST_CALLER_REPORTED, v.clone());
         } else {
-            caller = attrs::get(&span.attributes, CALLER_REPORTED_ATTR).cloned();
+            caller = attrs::get(&span.attributes, COST_CALLER_REPORTED).cloned();
         }
         let attrs = &mut span.attributes;
         let status = |attrs: &mut Vec<KeyValue>, s: CostStatus, reason: Option<&str>| {
-            set_str(attrs, STATUS_ATTR, s.as_str());
+            set_str(attrs, COST_STATUS, s.as_str());
             if let Some(r) = reason {
-                set_str(attrs, REASON_ATTR, r);
+                set_str(attrs, COST_REASON, r);
             }
             Some(Outcome {
                 status: s,
@@ -691,13 +691,9 @@ impl CostProcessor {
         // Dimensions only from what the envelope processor wrote on this span in this pass
         // (the strip stage removed anything else): a verified (or overridden) span has its
         // tenant and workflow; every other span is the unattributed bucket.
-        let attributed = matches!(
-            attrs::get_str(attrs, "tollgate.envelope.status"),
-            Some("valid")
-        ) || attrs::get_str(attrs, "tollgate.envelope.override").is_some();
-        let tenant = attributed
-            .then(|| str_attr(attrs, "tollgate.tenant.id"))
-            .flatten();
+        let attributed = matches!(attrs::get_str(attrs, ENVELOPE_STATUS), Some("valid"))
+            || attrs::get_str(attrs, ENVELOPE_OVERRIDE).is_some();
+        let tenant = attributed.then(|| str_attr(attrs, TENANT_ID)).flatten();
         let attributed = tenant.is_some();
         let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
         let at = if start == 0 { unix_now() } else { start };
@@ -719,7 +715,7 @@ impl CostProcessor {
                 )
             };
             let r = status(attrs, CostStatus::UnpricedModel, Some(&reason));
-            set_str(attrs, "tollgate.cost.rates_version", &table.version);
+            set_str(attrs, COST_RATES_VERSION, &table.version);
             return r;
         };
         let b = match price(m.rate, &usage) {
@@ -735,14 +731,14 @@ impl CostProcessor {
         let (tenant, workflow) = match tenant {
             Some(t) => (
                 t.to_string(),
-                str_attr(attrs, "tollgate.workflow.id")
+                str_attr(attrs, WORKFLOW_ID)
                     .unwrap_or(UNATTRIBUTED)
                     .to_string(),
             ),
             // The envelope processor's unattributed label when it ran, else the default.
             None => (
-                str_attr(attrs, "tollgate.tenant.id")
-                    .filter(|_| attrs::get_str(attrs, "tollgate.envelope.status").is_some())
+                str_attr(attrs, TENANT_ID)
+                    .filter(|_| attrs::get_str(attrs, ENVELOPE_STATUS).is_some())
                     .unwrap_or(UNATTRIBUTED)
                     .to_string(),
                 UNATTRIBUTED.to_string(),
@@ -763,28 +759,28 @@ impl CostProcessor {
         // are appended without searching.
         if self.compact {
             attrs.reserve(4);
-            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
-            attrs.push(kv("tollgate.cost.currency", &table.currency));
-            attrs.push(kv("tollgate.cost.rates_version", &table.version));
-            attrs.push(kv(STATUS_ATTR, CostStatus::Priced.as_str()));
+            attrs.push(f64_kv(COST_AMOUNT, b.total));
+            attrs.push(kv(COST_CURRENCY, &table.currency));
+            attrs.push(kv(COST_RATES_VERSION, &table.version));
+            attrs.push(kv(COST_STATUS, CostStatus::Priced.as_str()));
         } else {
             attrs.reserve(14);
-            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
+            attrs.push(f64_kv(COST_AMOUNT, b.total));
             for c in TokenClass::ALL {
                 if c.is_modality() && !b.prices.separate(c) {
                     continue;
                 }
                 attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
             }
-            attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
-            attrs.push(kv("tollgate.cost.currency", &table.currency));
-            attrs.push(kv("tollgate.cost.rates_version", &table.version));
-            attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
-            attrs.push(kv(STATUS_ATTR, CostStatus::Priced.as_str()));
+            attrs.push(kv(COST_EXACT, &b.total.to_string()));
+            attrs.push(kv(COST_CURRENCY, &table.currency));
+            attrs.push(kv(COST_RATES_VERSION, &table.version));
+            attrs.push(kv(COST_RATE_ID, &m.rate.id));
+            attrs.push(kv(COST_STATUS, CostStatus::Priced.as_str()));
         }
         if let Some((label, reason)) = unclassified {
             if !self.compact {
-                attrs.push(kv(REASON_ATTR, &reason));
+                attrs.push(kv(COST_REASON, &reason));
             }
             self.unclassified
                 .get_or_create(&UnclassifiedLabels {
@@ -844,7 +840,7 @@ impl CostProcessor {
             (Some(amount), _) => {
                 let diff = amount - b.total;
                 if write_drift {
-                    attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                    attrs.push(kv(COST_CALLER_DRIFT, &diff.normalize().to_string()));
                 }
                 if diff.is_zero() {
                     CallerCheck::Match

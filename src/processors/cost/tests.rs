@@ -143,7 +143,10 @@ fn statuses_and_attributes() {
     let o = p.process_span(&mut s, &table, now).unwrap();
     assert_eq!(o.status, CostStatus::Priced);
     // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
-    assert_eq!(get(&s, AMOUNT_ATTR), Some(&Value::DoubleValue(0.00012)));
+    assert_eq!(
+        get(&s, "tollgate.cost.amount"),
+        Some(&Value::DoubleValue(0.00012))
+    );
     // The caller's figure passes through untouched.
     assert_eq!(get(&s, CALLER_AMOUNT_ATTR), Some(&Value::DoubleValue(9.99)));
     assert_eq!(
@@ -151,7 +154,7 @@ fn statuses_and_attributes() {
         Some(&Value::StringValue("0.00012".into()))
     );
     assert_eq!(
-        get(&s, CALLER_REPORTED_ATTR),
+        get(&s, "tollgate.cost.caller_reported"),
         Some(&Value::DoubleValue(9.99))
     );
     assert_eq!(
@@ -167,7 +170,7 @@ fn statuses_and_attributes() {
     let o = p.process_span(&mut again, &table, now).unwrap();
     assert_eq!(o.status, CostStatus::Duplicate);
     assert!(o.priced.is_none());
-    assert_eq!(get(&again, AMOUNT_ATTR), None);
+    assert_eq!(get(&again, "tollgate.cost.amount"), None);
     // A retry (new span id, same operation) is priced.
     let mut retry = span(2, "acme", 1000, 100);
     assert_eq!(
@@ -190,7 +193,7 @@ fn statuses_and_attributes() {
         CostStatus::InvalidUsage
     );
     assert!(
-        matches!(get(&bad, REASON_ATTR), Some(Value::StringValue(r)) if r.contains("exceed input_tokens"))
+        matches!(get(&bad, "tollgate.cost.reason"), Some(Value::StringValue(r)) if r.contains("exceed input_tokens"))
     );
     let mut none = Span {
         attributes: vec![kv(
@@ -298,7 +301,7 @@ fn compact_mode_writes_only_amount_currency_version_and_status() {
         ]
     );
     // The same amount: 1000 × 0.1 / 1e6 + 100 × 0.2 / 1e6 = 0.00012.
-    let amount = |s: &Span| match attrs::get(&s.attributes, AMOUNT_ATTR) {
+    let amount = |s: &Span| match attrs::get(&s.attributes, "tollgate.cost.amount") {
         Some(Value::DoubleValue(d)) => *d,
         other => panic!("{other:?}"),
     };
