@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::Value;
 use tollgate::envelope::token::{
     append_hop, append_hop_json, chain, cross_check, derive_tenant_key, sign, verify,
-    verify_explain, Claims, Hop, IdentityField, Key, KeyRing, KeyStatus, Status,
+    verify_explain, Claims, EnvelopeStatus, Hop, IdentityField, Key, KeyRing, KeyStatus,
 };
 
 fn vectors_path() -> std::path::PathBuf {
@@ -72,8 +72,8 @@ fn ring(doc: &Value) -> Ring {
     Ring { ring, secrets }
 }
 
-/// Status through the caller path: verify, then the identity cross-check.
-fn status_of(case: &Value, ring: &KeyRing) -> Status {
+/// The status through the caller path: verify, then the identity cross-check.
+fn status_of(case: &Value, ring: &KeyRing) -> EnvelopeStatus {
     let token = s(case, "token");
     let span = case["span_start"].as_i64().expect("span_start");
     let skew = case["skew"].as_i64().expect("skew");
@@ -90,14 +90,14 @@ fn status_of(case: &Value, ring: &KeyRing) -> Status {
         .collect();
     let status = match verify(token, ring, span, skew) {
         Ok(v) => match cross_check(&v.claims, &observed) {
-            Ok(()) => Status::Valid,
+            Ok(()) => EnvelopeStatus::Valid,
             Err(f) => f.status,
         },
         Err(f) => f.status,
     };
     // the explaining path must agree with verify
     let explained = verify_explain(token, ring, span, skew).status();
-    if status != Status::ClaimsMismatch {
+    if status != EnvelopeStatus::ClaimsMismatch {
         assert_eq!(
             explained,
             status,
@@ -136,13 +136,13 @@ fn vector_file_shape() {
     assert_eq!(doc["spec"], "tg1");
     let cases = doc["cases"].as_array().expect("cases");
     assert!(cases.len() >= 28);
-    let statuses: BTreeSet<Status> = cases
+    let statuses: BTreeSet<EnvelopeStatus> = cases
         .iter()
         .map(|c| s(c, "expected_status").parse().expect("status"))
         .collect();
     assert_eq!(
         statuses,
-        Status::ALL.into_iter().collect(),
+        EnvelopeStatus::ALL.into_iter().collect(),
         "every status is covered"
     );
 }
@@ -154,7 +154,7 @@ fn every_case_has_expected_status() {
     let mut failures = Vec::new();
     let cases = doc["cases"].as_array().expect("cases");
     for case in cases {
-        let want: Status = s(case, "expected_status").parse().expect("status");
+        let want: EnvelopeStatus = s(case, "expected_status").parse().expect("status");
         let got = status_of(case, &r.ring);
         if got != want {
             let detail = verify(

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let cached = cache().verify(tok, ring(), 1_700_000_000, 300);
     assert_eq!(cached.is_err() && verified.is_ok(), cached.as_ref().is_err_and(|f| {
         // Only the time window may differ between the two.
-        matches!(f.status, token::Status::Expired | token::Status::NotYetValid)
+        matches!(f.status, token::EnvelopeStatus::Expired | token::EnvelopeStatus::NotYetValid)
     }));
     assert!(cache().bytes() <= 64 * 1024);
 });

@@ -340,7 +340,7 @@ impl VerifyCache {
         if self.max_entries == 0 || cost > self.max_bytes {
             return;
         }
-        if matches!(outcome, Err(f) if f.status == token::Status::Malformed) {
+        if matches!(outcome, Err(f) if f.status == token::EnvelopeStatus::Malformed) {
             return;
         }
         let Ok(mut g) = self.inner.lock() else {
@@ -479,7 +479,7 @@ fn signature_outcome(tok: &str, ring: &KeyRing) -> SignatureOutcome {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use token::{Claims, Key, Status};
+    use token::{Claims, EnvelopeStatus, Key};
 
     const M: &[u8] = b"0123456789abcdef0123456789abcdef";
     const T0: i64 = 1_700_000_000;
@@ -518,7 +518,7 @@ mod tests {
             t.push_str(&"A".repeat(1024 * 1024 - t.len() - 1));
             t.push(char::from(b'a' + i % 26));
             let f = c.verify(&t, &r, T0 + 1, 0).unwrap_err();
-            assert_eq!(f.status, Status::Malformed);
+            assert_eq!(f.status, EnvelopeStatus::Malformed);
             assert!(f.detail.contains("8192-byte limit"), "{}", f.detail);
         }
         assert_eq!((c.len(), c.bytes()), (0, 0));
@@ -529,7 +529,7 @@ mod tests {
         bad_sig.pop();
         bad_sig.push(if good.ends_with('A') { 'B' } else { 'A' });
         let f = c.verify(&bad_sig, &r, T0 + 1, 0).unwrap_err();
-        assert_ne!(f.status, Status::Malformed, "{f:?}");
+        assert_ne!(f.status, EnvelopeStatus::Malformed, "{f:?}");
         assert_eq!(c.len(), 1);
     }
 
@@ -576,7 +576,7 @@ mod tests {
         let e = c
             .verify_memo(&tok(1), &r, T0 + 2 * 3600, 0, &mut memo)
             .unwrap_err();
-        assert_eq!(e.status, Status::Expired);
+        assert_eq!(e.status, EnvelopeStatus::Expired);
         // A token that only differs in its last byte is not a memo hit.
         let mut forged = tok(1);
         let last = forged.pop().unwrap();

@@ -118,7 +118,7 @@ impl Exporter for DebugExporter {
                             let attrs: Vec<KeyValue> = span
                                 .attributes
                                 .iter()
-                                .filter(|kv| kv.key != super::encode::TOKEN_ATTR)
+                                .filter(|kv| kv.key != crate::semconv::attributes::ENVELOPE)
                                 .cloned()
                                 .collect();
                             tracing::info!(target: "tollgate::debug", exporter = %self.id, name = %span.name, attributes = %render_attrs(&attrs), "span");

@@ -21,12 +21,12 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::Channel;
 use tonic::Status;
 
+// The token attribute (span or resource), removed by `without_token`.
+use crate::semconv::attributes::ENVELOPE;
+
 pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 pub const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
-/// The envelope token attribute (span or resource), removed by [`without_token`].
-pub const TOKEN_ATTR: &str = "tollgate.envelope";
 
 /// The `strip_token` option of the otlp, otlp_http and file exporters (default `true`).
 pub fn parse_strip_token(m: &crate::config::Map<'_>, d: &mut crate::config::Diagnostics) -> bool {
@@ -41,7 +41,7 @@ pub fn without_token(
     req: &ExportTraceServiceRequest,
 ) -> std::borrow::Cow<'_, ExportTraceServiceRequest> {
     let has = |a: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
-        a.iter().any(|kv| kv.key == TOKEN_ATTR)
+        a.iter().any(|kv| kv.key == ENVELOPE)
     };
     let any = req.resource_spans.iter().any(|rs| {
         rs.resource.as_ref().is_some_and(|r| has(&r.attributes))
@@ -57,10 +57,10 @@ pub fn without_token(
     let mut out = req.clone();
     for rs in &mut out.resource_spans {
         if let Some(r) = rs.resource.as_mut() {
-            r.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+            r.attributes.retain(|kv| kv.key != ENVELOPE);
         }
         for sp in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
-            sp.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+            sp.attributes.retain(|kv| kv.key != ENVELOPE);
         }
     }
     std::borrow::Cow::Owned(out)
@@ -126,7 +126,7 @@ fn token_entries(sp: &Span, out: &mut Vec<(usize, usize)>) {
     let mut at = 0;
     for kv in &sp.attributes {
         let l = field_len(9, kv.encoded_len());
-        if kv.key == TOKEN_ATTR {
+        if kv.key == ENVELOPE {
             out.push((at, l));
         }
         at += l;
@@ -141,10 +141,10 @@ fn encode_traces_with(req: &ExportTraceServiceRequest, strip: bool) -> Vec<u8> {
             .map(|rs| {
                 rs.resource
                     .as_ref()
-                    .filter(|r| r.attributes.iter().any(|kv| kv.key == TOKEN_ATTR))
+                    .filter(|r| r.attributes.iter().any(|kv| kv.key == ENVELOPE))
                     .map(|r| {
                         let mut r = r.clone();
-                        r.attributes.retain(|kv| kv.key != TOKEN_ATTR);
+                        r.attributes.retain(|kv| kv.key != ENVELOPE);
                         r
                     })
             })
@@ -152,7 +152,7 @@ fn encode_traces_with(req: &ExportTraceServiceRequest, strip: bool) -> Vec<u8> {
     } else {
         Vec::new()
     };
-    let has_token = |sp: &Span| strip && sp.attributes.iter().any(|kv| kv.key == TOKEN_ATTR);
+    let has_token = |sp: &Span| strip && sp.attributes.iter().any(|kv| kv.key == ENVELOPE);
     let mut entries = Vec::new();
     // The largest cut of one span: the buffer holds it before the cut.
     let mut slack = 0;
@@ -387,7 +387,7 @@ mod tests {
     fn stripping_while_encoding_gives_the_bytes_of_the_stripped_request() {
         use opentelemetry_proto::tonic::trace::v1::{span, Status};
         let tok = |v: &str| KeyValue {
-            key: TOKEN_ATTR.into(),
+            key: "tollgate.envelope".into(),
             value: Some(AnyValue {
                 value: Some(Value::StringValue(v.into())),
             }),
@@ -459,7 +459,7 @@ mod tests {
         // The event's attribute named like the token is not a span attribute: kept.
         let back = ExportTraceServiceRequest::decode(expected.as_slice()).unwrap();
         let sp = &back.resource_spans[0].scope_spans[0].spans[5];
-        assert!(sp.attributes.iter().all(|kv| kv.key != TOKEN_ATTR));
-        assert_eq!(sp.events[0].attributes[0].key, TOKEN_ATTR);
+        assert!(sp.attributes.iter().all(|kv| kv.key != "tollgate.envelope"));
+        assert_eq!(sp.events[0].attributes[0].key, "tollgate.envelope");
     }
 }

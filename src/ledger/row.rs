@@ -11,6 +11,11 @@ use crate::cost::pricing::{price, validate, Usage};
 use crate::cost::registry::{self, Published};
 use crate::cost::usage::{self as attrs_usage, parse_count};
 use crate::cost::{TokenClass, CLASSES as N_CLASSES};
+use crate::semconv::attributes::{
+    COST_CALLER_REPORTED, COST_RATES_VERSION, COST_REASON, COST_STATUS, ENVELOPE, ENVELOPE_KEY_ID,
+    ENVELOPE_OVERRIDE, ENVELOPE_STATUS, ISSUANCE_ID, LINEAGE_DEPTH, LINEAGE_KINDS, OPERATION_ID,
+    ORIGINATOR_ID, TENANT_ID, WORKFLOW_ID,
+};
 
 /// The classes a row carries tokens and cost for, in [`TokenClass::ALL`] order.
 pub const CLASSES: [TokenClass; N_CLASSES] = TokenClass::ALL;
@@ -189,7 +194,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Whether the `cost` processor judged this span billable: it wrote a status, and the status
 /// is not `rollup` (an agent or workflow span summing calls priced on their own spans).
 pub fn is_billable(attrs: &[KeyValue]) -> bool {
-    nonempty(attrs, "tollgate.cost.status").is_some_and(|s| s != "rollup")
+    nonempty(attrs, COST_STATUS).is_some_and(|s| s != "rollup")
 }
 
 /// What the span says about where it came from, for rows.
@@ -204,25 +209,24 @@ pub struct Context<'a> {
 /// table, which the ledger stores the first time it sees it.
 pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
     let a = span.attributes.as_slice();
-    let status = nonempty(a, "tollgate.envelope.status")
+    let status = nonempty(a, ENVELOPE_STATUS)
         .unwrap_or("missing")
         .to_string();
-    let envelope_override = owned(a, "tollgate.envelope.override");
+    let envelope_override = owned(a, ENVELOPE_OVERRIDE);
     // Only the envelope processor writes these (every caller-sent tollgate.* is stripped
     // before it runs), and it writes the tenant only for a valid or overridden envelope.
     let attributed = status == "valid" || envelope_override.is_some();
     let claim = |k: &str| if attributed { owned(a, k) } else { None };
-    let envelope_token =
-        owned(a, "tollgate.envelope").or_else(|| owned(ctx.resource, "tollgate.envelope"));
+    let envelope_token = owned(a, ENVELOPE).or_else(|| owned(ctx.resource, ENVELOPE));
     // `attributes: compact` on the envelope processor writes only the tenant and workflow:
     // the other claims, the key id and the lineage are read from the token it verified.
     let parsed = match &envelope_token {
-        Some(t) if attributed && find(a, "tollgate.originator.id").is_none() => {
+        Some(t) if attributed && find(a, ORIGINATOR_ID).is_none() => {
             crate::envelope::token::parse(t).ok()
         }
         _ => None,
     };
-    let lineage_kinds = match (find(a, "tollgate.lineage.kinds"), &parsed) {
+    let lineage_kinds = match (find(a, LINEAGE_KINDS), &parsed) {
         (Some(Value::ArrayValue(arr)), _) if attributed => Some(
             arr.values
                 .iter()
@@ -242,7 +246,7 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         ),
         _ => None,
     };
-    let lineage_depth = match (find(a, "tollgate.lineage.depth"), &parsed) {
+    let lineage_depth = match (find(a, LINEAGE_DEPTH), &parsed) {
         (Some(Value::IntValue(i)), _) if attributed => Some(*i),
         (None, Some(p)) => Some(p.hops.len() as i64),
         _ => None,
@@ -251,10 +255,10 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         let p = parsed.as_ref()?;
         let c = &p.claims;
         Some(match k {
-            "tollgate.originator.id" => c.originator_id.clone(),
-            "tollgate.operation.id" => c.operation_id.clone(),
-            "tollgate.issuance.id" => c.issuance_id.clone(),
-            "tollgate.envelope.key_id" => p.kid.to_string(),
+            ORIGINATOR_ID => c.originator_id.clone(),
+            OPERATION_ID => c.operation_id.clone(),
+            ISSUANCE_ID => c.issuance_id.clone(),
+            ENVELOPE_KEY_ID => p.kid.to_string(),
             _ => return None,
         })
     };
@@ -266,14 +270,14 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         span_id: hex(&span.span_id),
         start_time_ns: start,
         charge_time_ns: if start > 0 { start } else { ctx.ingest_time_ns },
-        tenant_id: claim("tollgate.tenant.id"),
-        workflow_id: claim("tollgate.workflow.id"),
-        originator_id: claim("tollgate.originator.id"),
-        operation_id: claim("tollgate.operation.id"),
-        issuance_id: claim("tollgate.issuance.id"),
+        tenant_id: claim(TENANT_ID),
+        workflow_id: claim(WORKFLOW_ID),
+        originator_id: claim(ORIGINATOR_ID),
+        operation_id: claim(OPERATION_ID),
+        issuance_id: claim(ISSUANCE_ID),
         envelope_status: status,
         envelope_override,
-        key_id: claim("tollgate.envelope.key_id"),
+        key_id: claim(ENVELOPE_KEY_ID),
         lineage_depth,
         lineage_kinds,
         envelope_token,
@@ -282,13 +286,11 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         request_model: owned(a, "gen_ai.request.model"),
         response_model: owned(a, "gen_ai.response.model"),
         agent_name: owned(a, "gen_ai.agent.name"),
-        cost_status: nonempty(a, "tollgate.cost.status")
-            .unwrap_or("no_usage")
-            .to_string(),
-        cost_reason: owned(a, "tollgate.cost.reason"),
+        cost_status: nonempty(a, COST_STATUS).unwrap_or("no_usage").to_string(),
+        cost_reason: owned(a, COST_REASON),
         rate_id: None,
         rate_model: None,
-        rates_version: owned(a, "tollgate.cost.rates_version"),
+        rates_version: owned(a, COST_RATES_VERSION),
         rates_digest: None,
         currency: None,
         usage,
@@ -298,7 +300,7 @@ pub fn from_span(span: &Span, ctx: &Context<'_>) -> (Row, Option<Published>) {
         cost_total: None,
         caller_cost: scalar_text(a, "gen_ai.usage.cost.amount")
             .or_else(|| scalar_text(a, "gen_ai.usage.cost"))
-            .or_else(|| scalar_text(a, "tollgate.cost.caller_reported")),
+            .or_else(|| scalar_text(a, COST_CALLER_REPORTED)),
         caller_currency: owned(a, "gen_ai.usage.cost.currency"),
         caller_source: owned(a, "gen_ai.usage.cost.source"),
         service_name: owned(ctx.resource, "service.name"),

@@ -29,18 +29,18 @@ use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::pricing::{decimal_to_f64, price, Breakdown};
 use crate::cost::usage::{self, read_usage};
 use crate::cost::{parse_decimal, RateTable, TableError, TokenClass};
+use crate::semconv::attributes::{
+    COST_AMOUNT, COST_AUDIO_INPUT, COST_AUDIO_OUTPUT, COST_CACHE_READ, COST_CACHE_WRITE,
+    COST_CALLER_DRIFT, COST_CALLER_REPORTED, COST_CURRENCY, COST_EXACT, COST_IMAGE_INPUT,
+    COST_IMAGE_OUTPUT, COST_INPUT, COST_OUTPUT, COST_PREFIX, COST_RATES_VERSION, COST_RATE_ID,
+    COST_REASON, COST_REASONING, COST_STATUS, ENVELOPE_OVERRIDE, ENVELOPE_STATUS, TENANT_ID,
+    WORKFLOW_ID,
+};
 
 pub use crate::processors::dedup::{Dedup, Evicted, Seen};
 use aggregates::AggregatesCollector;
-/// The total tollgate computed (double); `tollgate.cost.exact` holds the exact decimal.
 pub use aggregates::{Aggregates, SeriesKey, SeriesTotals, OVERFLOW_TENANT};
 
-pub const AMOUNT_ATTR: &str = "tollgate.cost.amount";
-pub const STATUS_ATTR: &str = "tollgate.cost.status";
-pub const REASON_ATTR: &str = "tollgate.cost.reason";
-pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
-/// caller's amount − tollgate's exact total, as an exact decimal string (same currency only).
-pub const CALLER_DRIFT_ATTR: &str = "tollgate.cost.caller_drift";
 /// The caller's own cost (semantic-conventions-genai PR #443); passed through untouched.
 pub const CALLER_AMOUNT_ATTR: &str = "gen_ai.usage.cost.amount";
 pub const CALLER_CURRENCY_ATTR: &str = "gen_ai.usage.cost.currency";
@@ -50,9 +50,9 @@ pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
 pub const DEFAULT_DEDUP_MAX_ENTRIES: usize = 1_000_000;
 pub const UNATTRIBUTED: &str = "__unattributed__";
 
-/// What happened to one LLM span.
+/// What happened to one LLM span: the value of `tollgate.cost.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum CostStatus {
     Priced,
     UnpricedModel,
     NoUsage,
@@ -63,23 +63,23 @@ pub enum Status {
     Rollup,
 }
 
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Priced,
-        Status::UnpricedModel,
-        Status::NoUsage,
-        Status::InvalidUsage,
-        Status::Duplicate,
-        Status::Rollup,
+impl CostStatus {
+    pub const ALL: [CostStatus; 6] = [
+        CostStatus::Priced,
+        CostStatus::UnpricedModel,
+        CostStatus::NoUsage,
+        CostStatus::InvalidUsage,
+        CostStatus::Duplicate,
+        CostStatus::Rollup,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Priced => "priced",
-            Status::UnpricedModel => "unpriced_model",
-            Status::NoUsage => "no_usage",
-            Status::InvalidUsage => "invalid_usage",
-            Status::Duplicate => "duplicate",
-            Status::Rollup => "rollup",
+            CostStatus::Priced => "priced",
+            CostStatus::UnpricedModel => "unpriced_model",
+            CostStatus::NoUsage => "no_usage",
+            CostStatus::InvalidUsage => "invalid_usage",
+            CostStatus::Duplicate => "duplicate",
+            CostStatus::Rollup => "rollup",
         }
     }
 }
@@ -283,11 +283,11 @@ pub fn aggregates_to_otlp(
     };
     let attrs = |k: &SeriesKey| {
         vec![
-            kv("tollgate.tenant.id", &k.tenant),
-            kv("tollgate.workflow.id", &k.workflow),
+            kv(TENANT_ID, &k.tenant),
+            kv(WORKFLOW_ID, &k.workflow),
             kv("gen_ai.provider.name", &k.provider),
             kv("gen_ai.response.model", &k.model),
-            kv("tollgate.cost.rates_version", &k.rates_version),
+            kv(COST_RATES_VERSION, &k.rates_version),
         ]
     };
     let point = |attributes, v| NumberDataPoint {
@@ -386,21 +386,23 @@ fn f64_kv(key: &str, d: Decimal) -> KeyValue {
 /// `tollgate.cost.<class>`.
 fn class_attr(c: TokenClass) -> &'static str {
     match c {
-        TokenClass::Input => "tollgate.cost.input",
-        TokenClass::Output => "tollgate.cost.output",
-        TokenClass::CacheRead => "tollgate.cost.cache_read",
-        TokenClass::CacheWrite => "tollgate.cost.cache_write",
-        TokenClass::Reasoning => "tollgate.cost.reasoning",
-        TokenClass::AudioInput => "tollgate.cost.audio_input",
-        TokenClass::AudioOutput => "tollgate.cost.audio_output",
-        TokenClass::ImageInput => "tollgate.cost.image_input",
-        TokenClass::ImageOutput => "tollgate.cost.image_output",
+        TokenClass::Input => COST_INPUT,
+        TokenClass::Output => COST_OUTPUT,
+        TokenClass::CacheRead => COST_CACHE_READ,
+        TokenClass::CacheWrite => COST_CACHE_WRITE,
+        TokenClass::Reasoning => COST_REASONING,
+        TokenClass::AudioInput => COST_AUDIO_INPUT,
+        TokenClass::AudioOutput => COST_AUDIO_OUTPUT,
+        TokenClass::ImageInput => COST_IMAGE_INPUT,
+        TokenClass::ImageOutput => COST_IMAGE_OUTPUT,
     }
 }
 
 /// Whether the `cost` processor looks at a span: an operation name, a provider, a usage
-/// count, or an OpenInference / OpenLLMetry span kind.
-pub fn is_llm_span(attrs: &[KeyValue]) -> bool {
+/// count, or an OpenInference / OpenLLMetry span kind. Wider than the semantic definition of
+/// an LLM span ([`crate::semconv::check::is_llm_span`]): a span with only usage counts, or an
+/// OpenInference `CHAIN` span, still gets a `tollgate.cost.status`.
+pub fn is_cost_candidate(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
         kv.key == "gen_ai.operation.name"
             || kv.key == "gen_ai.provider.name"
@@ -491,7 +493,7 @@ impl prometheus_client::collector::Collector for DriftCollector {
 
 /// The result for one span: its status and, when priced, what to aggregate.
 pub struct Outcome {
-    pub status: Status,
+    pub status: CostStatus,
     /// The series, whether the span is attributed to a verified tenant, the price.
     pub priced: Option<(SeriesKey, bool, Breakdown)>,
 }
@@ -650,24 +652,24 @@ impl CostProcessor {
         table: &RateTable,
         now: Instant,
     ) -> Option<Outcome> {
-        if !is_llm_span(&span.attributes) {
+        if !is_cost_candidate(&span.attributes) {
             return None;
         }
         // Only this processor writes tollgate.cost.* (the caller's figure, moved by the strip
         // stage, is kept). The caller's gen_ai.usage.cost.amount is left untouched and copied.
         span.attributes
-            .retain(|kv| !kv.key.starts_with("tollgate.cost.") || kv.key == CALLER_REPORTED_ATTR);
+            .retain(|kv| !kv.key.starts_with(COST_PREFIX) || kv.key == COST_CALLER_REPORTED);
         let mut caller = attrs::get(&span.attributes, CALLER_AMOUNT_ATTR).cloned();
         if let Some(v) = &caller {
-            attrs::set(&mut span.attributes, CALLER_REPORTED_ATTR, v.clone());
+            attrs::set(&mut span.attributes, COST_CALLER_REPORTED, v.clone());
         } else {
-            caller = attrs::get(&span.attributes, CALLER_REPORTED_ATTR).cloned();
+            caller = attrs::get(&span.attributes, COST_CALLER_REPORTED).cloned();
         }
         let attrs = &mut span.attributes;
-        let status = |attrs: &mut Vec<KeyValue>, s: Status, reason: Option<&str>| {
-            set_str(attrs, STATUS_ATTR, s.as_str());
+        let status = |attrs: &mut Vec<KeyValue>, s: CostStatus, reason: Option<&str>| {
+            set_str(attrs, COST_STATUS, s.as_str());
             if let Some(r) = reason {
-                set_str(attrs, REASON_ATTR, r);
+                set_str(attrs, COST_REASON, r);
             }
             Some(Outcome {
                 status: s,
@@ -676,27 +678,23 @@ impl CostProcessor {
         };
         let unclassified = match billing(attrs) {
             Billing::Inference => None,
-            Billing::Rollup(reason) => return status(attrs, Status::Rollup, Some(&reason)),
+            Billing::Rollup(reason) => return status(attrs, CostStatus::Rollup, Some(&reason)),
             Billing::NoOperation => Some(("no_operation", NO_OPERATION_REASON.to_string())),
             Billing::UnknownOperation(reason) => Some(("unknown_operation", reason)),
         };
         let usage = match read_usage(attrs, self.max_tokens) {
             Ok(u) => u,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
+            Err(e) => return status(attrs, CostStatus::InvalidUsage, Some(&e.to_string())),
         };
         if usage.is_empty() {
-            return status(attrs, Status::NoUsage, None);
+            return status(attrs, CostStatus::NoUsage, None);
         }
         // Dimensions only from what the envelope processor wrote on this span in this pass
         // (the strip stage removed anything else): a verified (or overridden) span has its
         // tenant and workflow; every other span is the unattributed bucket.
-        let attributed = matches!(
-            attrs::get_str(attrs, "tollgate.envelope.status"),
-            Some("valid")
-        ) || attrs::get_str(attrs, "tollgate.envelope.override").is_some();
-        let tenant = attributed
-            .then(|| str_attr(attrs, "tollgate.tenant.id"))
-            .flatten();
+        let attributed = matches!(attrs::get_str(attrs, ENVELOPE_STATUS), Some("valid"))
+            || attrs::get_str(attrs, ENVELOPE_OVERRIDE).is_some();
+        let tenant = attributed.then(|| str_attr(attrs, TENANT_ID)).flatten();
         let attributed = tenant.is_some();
         let start = (span.start_time_unix_nano / 1_000_000_000) as i64;
         let at = if start == 0 { unix_now() } else { start };
@@ -717,31 +715,31 @@ impl CostProcessor {
                     table.version
                 )
             };
-            let r = status(attrs, Status::UnpricedModel, Some(&reason));
-            set_str(attrs, "tollgate.cost.rates_version", &table.version);
+            let r = status(attrs, CostStatus::UnpricedModel, Some(&reason));
+            set_str(attrs, COST_RATES_VERSION, &table.version);
             return r;
         };
         let b = match price(m.rate, &usage) {
             Ok(b) => b,
-            Err(e) => return status(attrs, Status::InvalidUsage, Some(&e.to_string())),
+            Err(e) => return status(attrs, CostStatus::InvalidUsage, Some(&e.to_string())),
         };
         // Only priced spans are recorded, and a duplicate only of the same attribution.
         match self.dedup.seen(tenant, &span.trace_id, &span.span_id, now) {
-            Seen::Duplicate => return status(attrs, Status::Duplicate, None),
+            Seen::Duplicate => return status(attrs, CostStatus::Duplicate, None),
             Seen::New => {}
             Seen::NewEvicting(e) => self.dedup_at_bound(e, now),
         }
         let (tenant, workflow) = match tenant {
             Some(t) => (
                 t.to_string(),
-                str_attr(attrs, "tollgate.workflow.id")
+                str_attr(attrs, WORKFLOW_ID)
                     .unwrap_or(UNATTRIBUTED)
                     .to_string(),
             ),
             // The envelope processor's unattributed label when it ran, else the default.
             None => (
-                str_attr(attrs, "tollgate.tenant.id")
-                    .filter(|_| attrs::get_str(attrs, "tollgate.envelope.status").is_some())
+                str_attr(attrs, TENANT_ID)
+                    .filter(|_| attrs::get_str(attrs, ENVELOPE_STATUS).is_some())
                     .unwrap_or(UNATTRIBUTED)
                     .to_string(),
                 UNATTRIBUTED.to_string(),
@@ -762,28 +760,28 @@ impl CostProcessor {
         // are appended without searching.
         if self.compact {
             attrs.reserve(4);
-            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
-            attrs.push(kv("tollgate.cost.currency", &table.currency));
-            attrs.push(kv("tollgate.cost.rates_version", &table.version));
-            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+            attrs.push(f64_kv(COST_AMOUNT, b.total));
+            attrs.push(kv(COST_CURRENCY, &table.currency));
+            attrs.push(kv(COST_RATES_VERSION, &table.version));
+            attrs.push(kv(COST_STATUS, CostStatus::Priced.as_str()));
         } else {
             attrs.reserve(14);
-            attrs.push(f64_kv(AMOUNT_ATTR, b.total));
+            attrs.push(f64_kv(COST_AMOUNT, b.total));
             for c in TokenClass::ALL {
                 if c.is_modality() && !b.prices.separate(c) {
                     continue;
                 }
                 attrs.push(f64_kv(class_attr(c), b.cost_of(c)));
             }
-            attrs.push(kv("tollgate.cost.exact", &b.total.to_string()));
-            attrs.push(kv("tollgate.cost.currency", &table.currency));
-            attrs.push(kv("tollgate.cost.rates_version", &table.version));
-            attrs.push(kv("tollgate.cost.rate_id", &m.rate.id));
-            attrs.push(kv(STATUS_ATTR, Status::Priced.as_str()));
+            attrs.push(kv(COST_EXACT, &b.total.to_string()));
+            attrs.push(kv(COST_CURRENCY, &table.currency));
+            attrs.push(kv(COST_RATES_VERSION, &table.version));
+            attrs.push(kv(COST_RATE_ID, &m.rate.id));
+            attrs.push(kv(COST_STATUS, CostStatus::Priced.as_str()));
         }
         if let Some((label, reason)) = unclassified {
             if !self.compact {
-                attrs.push(kv(REASON_ATTR, &reason));
+                attrs.push(kv(COST_REASON, &reason));
             }
             self.unclassified
                 .get_or_create(&UnclassifiedLabels {
@@ -796,7 +794,7 @@ impl CostProcessor {
             self.check_caller(attrs, v, &key, &b, &table.currency, !self.compact);
         }
         Some(Outcome {
-            status: Status::Priced,
+            status: CostStatus::Priced,
             priced: Some((key, attributed, b)),
         })
     }
@@ -843,7 +841,7 @@ impl CostProcessor {
             (Some(amount), _) => {
                 let diff = amount - b.total;
                 if write_drift {
-                    attrs.push(kv(CALLER_DRIFT_ATTR, &diff.normalize().to_string()));
+                    attrs.push(kv(COST_CALLER_DRIFT, &diff.normalize().to_string()));
                 }
                 if diff.is_zero() {
                     CallerCheck::Match
@@ -885,7 +883,7 @@ impl Processor for CostProcessor {
     ) -> Result<(), Refused> {
         let table = self.current_table();
         let now = Instant::now();
-        let mut counts = [0u64; Status::ALL.len()];
+        let mut counts = [0u64; CostStatus::ALL.len()];
         let mut priced = Vec::new();
         for rs in &mut req.resource_spans {
             for ss in &mut rs.scope_spans {
@@ -893,7 +891,7 @@ impl Processor for CostProcessor {
                     let Some(o) = self.process_span(span, &table, now) else {
                         continue;
                     };
-                    if let Some(i) = Status::ALL.iter().position(|s| *s == o.status) {
+                    if let Some(i) = CostStatus::ALL.iter().position(|s| *s == o.status) {
                         counts[i] += 1;
                     }
                     if let Some(p) = o.priced {
@@ -911,7 +909,7 @@ impl Processor for CostProcessor {
                 self.spans
                     .get_or_create(&SpanLabels {
                         processor: self.id.clone(),
-                        status: Status::ALL[i].as_str().to_string(),
+                        status: CostStatus::ALL[i].as_str().to_string(),
                     })
                     .inc_by(*n);
             }

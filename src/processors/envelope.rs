@@ -26,19 +26,13 @@ use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::{ClientInfo, ProcessCtx, Processor, Refused, Signal};
 use crate::config::time::time_at;
 use crate::config::{ComponentId, Diagnostics, Map, Problem};
-use crate::envelope::token::{self, IdentityField, KeyRing, Status, Verified};
+use crate::envelope::token::{self, EnvelopeStatus, IdentityField, KeyRing, Verified};
 use crate::envelope::{load_ring, parse_key_specs, KeySpec, Memo, SecretSource, VerifyCache};
-
-/// The attribute carrying the token, on the span or its resource.
-pub const ENVELOPE_ATTR: &str = "tollgate.envelope";
-pub const STATUS_ATTR: &str = "tollgate.envelope.status";
-pub const SHADOW_STATUS_ATTR: &str = "tollgate.envelope.shadow_status";
-pub const DETAIL_ATTR: &str = "tollgate.envelope.detail";
-pub const OVERRIDE_ATTR: &str = "tollgate.envelope.override";
-pub const TENANT_ATTR: &str = "tollgate.tenant.id";
-pub const WORKFLOW_ATTR: &str = "tollgate.workflow.id";
-/// `true` on spans whose issuance id was seen on more than `reuse_max_traces` traces.
-pub const REUSE_ATTR: &str = "tollgate.envelope.reuse";
+use crate::semconv::attributes::{
+    ENVELOPE, ENVELOPE_DETAIL, ENVELOPE_KEY_ID, ENVELOPE_OVERRIDE, ENVELOPE_REUSE,
+    ENVELOPE_SHADOW_STATUS, ENVELOPE_STATUS, ISSUANCE_ID, LINEAGE_DEPTH, LINEAGE_KINDS,
+    OPERATION_ID, ORIGINATOR_ID, TENANT_ID, TOLLGATE_PREFIX, WORKFLOW_ID,
+};
 
 /// The statuses the processor writes: the token statuses of the spec, then `stale` (the
 /// span's start time is outside `max_ingest_delay` / `clock_skew` of the gateway's clock).
@@ -60,23 +54,23 @@ const STALE: usize = 9;
 /// The `stage` of a failure raised by the authenticated connection (never overridable).
 const CONNECTION_STAGE: &str = "connection";
 /// Statuses an override covers when it does not list its own.
-const DEFAULT_OVERRIDE_STATUSES: [Status; 4] = [
-    Status::UnknownKey,
-    Status::RevokedKey,
-    Status::BadSignature,
-    Status::Expired,
+const DEFAULT_OVERRIDE_STATUSES: [EnvelopeStatus; 4] = [
+    EnvelopeStatus::UnknownKey,
+    EnvelopeStatus::RevokedKey,
+    EnvelopeStatus::BadSignature,
+    EnvelopeStatus::Expired,
 ];
 /// Attributes only the gateway may write: removed from spans whose envelope is not valid, so
 /// a client cannot pre-set them.
 const ENRICHMENT: [&str; 8] = [
-    "tollgate.tenant.id",
-    "tollgate.originator.id",
-    "tollgate.workflow.id",
-    "tollgate.operation.id",
-    "tollgate.issuance.id",
-    "tollgate.envelope.key_id",
-    "tollgate.lineage.depth",
-    "tollgate.lineage.kinds",
+    TENANT_ID,
+    ORIGINATOR_ID,
+    WORKFLOW_ID,
+    OPERATION_ID,
+    ISSUANCE_ID,
+    ENVELOPE_KEY_ID,
+    LINEAGE_DEPTH,
+    LINEAGE_KINDS,
 ];
 
 /// What happens to a span with a given status.
@@ -96,7 +90,7 @@ pub struct Override {
     pub expires_at: i64,
     pub reason: String,
     /// The failing statuses it lets pass (default [`DEFAULT_OVERRIDE_STATUSES`]).
-    pub statuses: Vec<Status>,
+    pub statuses: Vec<EnvelopeStatus>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -144,8 +138,11 @@ pub struct EnvelopeProcessor {
     compact: bool,
 }
 
-fn status_index(s: Status) -> usize {
-    Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+fn status_index(s: EnvelopeStatus) -> usize {
+    EnvelopeStatus::ALL
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(0)
 }
 
 /// A status name of [`STATUS_NAMES`] → its index.
@@ -262,8 +259,8 @@ pub fn factory(
                 statuses.clear();
                 for (j, name) in list.iter().enumerate() {
                     let path = format!("{}[{j}]", o.key_path("statuses"));
-                    match name.parse::<Status>() {
-                        Ok(Status::Valid | Status::Missing) | Err(_) => d.error(
+                    match name.parse::<EnvelopeStatus>() {
+                        Ok(EnvelopeStatus::Valid | EnvelopeStatus::Missing) | Err(_) => d.error(
                             path,
                             format!(
                                 "`{name}` cannot be overridden (statuses: malformed, unknown_key, revoked_key, bad_signature, expired, not_yet_valid, claims_mismatch)"
@@ -421,20 +418,20 @@ fn parse_policy(
 
 /// Writes the spec's section-7 attributes for an attributed span.
 fn enrich(attrs: &mut Vec<KeyValue>, v: &Verified) {
-    set_str(attrs, "tollgate.tenant.id", &v.claims.tenant_id);
-    set_str(attrs, "tollgate.originator.id", &v.claims.originator_id);
-    set_str(attrs, "tollgate.workflow.id", &v.claims.workflow_id);
-    set_str(attrs, "tollgate.operation.id", &v.claims.operation_id);
-    set_str(attrs, "tollgate.issuance.id", &v.claims.issuance_id);
-    set_str(attrs, "tollgate.envelope.key_id", &v.kid);
+    set_str(attrs, TENANT_ID, &v.claims.tenant_id);
+    set_str(attrs, ORIGINATOR_ID, &v.claims.originator_id);
+    set_str(attrs, WORKFLOW_ID, &v.claims.workflow_id);
+    set_str(attrs, OPERATION_ID, &v.claims.operation_id);
+    set_str(attrs, ISSUANCE_ID, &v.claims.issuance_id);
+    set_str(attrs, ENVELOPE_KEY_ID, &v.kid);
     set_attr(
         attrs,
-        "tollgate.lineage.depth",
+        LINEAGE_DEPTH,
         Value::IntValue(v.lineage_depth() as i64),
     );
     set_attr(
         attrs,
-        "tollgate.lineage.kinds",
+        LINEAGE_KINDS,
         Value::ArrayValue(ArrayValue {
             values: v
                 .hops
@@ -456,36 +453,36 @@ fn enrich_compact(attrs: &mut Vec<KeyValue>, v: &Verified) {
 /// [`enrich_compact`] for attributes known to hold none of the [`ENRICHMENT`] keys.
 fn enrich_compact_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
     attrs.reserve(2);
-    attrs.push(string_kv(TENANT_ATTR, &v.claims.tenant_id));
-    attrs.push(string_kv(WORKFLOW_ATTR, &v.claims.workflow_id));
+    attrs.push(string_kv(TENANT_ID, &v.claims.tenant_id));
+    attrs.push(string_kv(WORKFLOW_ID, &v.claims.workflow_id));
 }
 
 /// The attributes `attributes: compact` leaves a verified span with, beside the client's.
-pub const COMPACT_ATTRIBUTES: [&str; 3] = [STATUS_ATTR, TENANT_ATTR, WORKFLOW_ATTR];
+pub const COMPACT_ATTRIBUTES: [&str; 3] = [ENVELOPE_STATUS, TENANT_ID, WORKFLOW_ID];
 
 /// [`enrich`] for attributes known to hold none of the [`ENRICHMENT`] keys: appends.
 fn enrich_fresh(attrs: &mut Vec<KeyValue>, v: &Verified) {
     attrs.reserve(ENRICHMENT.len());
     let c = &v.claims;
     for (key, val) in [
-        ("tollgate.tenant.id", &c.tenant_id),
-        ("tollgate.originator.id", &c.originator_id),
-        ("tollgate.workflow.id", &c.workflow_id),
-        ("tollgate.operation.id", &c.operation_id),
-        ("tollgate.issuance.id", &c.issuance_id),
-        ("tollgate.envelope.key_id", &v.kid),
+        (TENANT_ID, &c.tenant_id),
+        (ORIGINATOR_ID, &c.originator_id),
+        (WORKFLOW_ID, &c.workflow_id),
+        (OPERATION_ID, &c.operation_id),
+        (ISSUANCE_ID, &c.issuance_id),
+        (ENVELOPE_KEY_ID, &v.kid),
     ] {
         attrs.push(string_kv(key, val));
     }
     attrs.push(KeyValue {
-        key: "tollgate.lineage.depth".to_string(),
+        key: LINEAGE_DEPTH.to_string(),
         value: Some(AnyValue {
             value: Some(Value::IntValue(v.lineage_depth() as i64)),
         }),
         ..Default::default()
     });
     attrs.push(KeyValue {
-        key: "tollgate.lineage.kinds".to_string(),
+        key: LINEAGE_KINDS.to_string(),
         value: Some(AnyValue {
             value: Some(Value::ArrayValue(ArrayValue {
                 values: v
@@ -519,7 +516,7 @@ enum Action {
 struct Tally {
     by: [[u64; 5]; N_STATUS],
     dropped: [u64; N_STATUS],
-    overrides: Vec<(usize, Status, u64)>,
+    overrides: Vec<(usize, EnvelopeStatus, u64)>,
 }
 
 const POLICY_LABELS: [&str; 5] = ["pass", "route", "drop", "override", "shadow"];
@@ -556,13 +553,12 @@ impl EnvelopeProcessor {
         now: i64,
         memo: &mut Memo,
     ) -> Result<Arc<Verified>, Failed> {
-        let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
-            .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR));
+        let tok = str_attr(&span.attributes, ENVELOPE).or_else(|| str_attr(res_attrs, ENVELOPE));
         let tok = match tok {
             Some(t) if !token::is_blank(t) => t,
             _ => {
                 return Err(Failed::Token(token::Failure {
-                    status: Status::Missing,
+                    status: EnvelopeStatus::Missing,
                     stage: "parse",
                     detail: "no tollgate.envelope on the span or its resource".into(),
                 }))
@@ -586,7 +582,7 @@ impl EnvelopeProcessor {
         }
         if self.require_bound_credential && client.authenticated && client.tenant.is_none() {
             return Err(Failed::Token(token::Failure {
-                status: Status::ClaimsMismatch,
+                status: EnvelopeStatus::ClaimsMismatch,
                 stage: CONNECTION_STAGE,
                 detail: "the connection's bearer token is not bound to a tenant; require_bound_credential needs a tenant-bound token for attribution".into(),
             }));
@@ -633,8 +629,7 @@ impl EnvelopeProcessor {
         if self.overrides.is_empty() || failure.stage == CONNECTION_STAGE {
             return None;
         }
-        let tok = str_attr(&span.attributes, ENVELOPE_ATTR)
-            .or_else(|| str_attr(res_attrs, ENVELOPE_ATTR))?;
+        let tok = str_attr(&span.attributes, ENVELOPE).or_else(|| str_attr(res_attrs, ENVELOPE))?;
         let p = token::parse(tok).ok()?;
         if client
             .tenant
@@ -678,21 +673,21 @@ impl EnvelopeProcessor {
             Err(Failed::Token(f)) => (status_index(f.status), f.status.as_str()),
         };
         if self.shadow {
-            set_str(&mut span.attributes, SHADOW_STATUS_ATTR, status_name);
+            set_str(&mut span.attributes, ENVELOPE_SHADOW_STATUS, status_name);
             tally.by[si][4] += 1;
             return Action::Keep;
         }
-        set_str(&mut span.attributes, STATUS_ATTR, status_name);
+        set_str(&mut span.attributes, ENVELOPE_STATUS, status_name);
         match outcome {
             Ok(v) => {
                 // One pass drops whatever is under the gateway's names; the enrichment is
                 // then appended without searching.
                 span.attributes.retain(|kv| {
-                    !kv.key.starts_with("tollgate.")
+                    !kv.key.starts_with(TOLLGATE_PREFIX)
                         || !(ENRICHMENT.contains(&kv.key.as_str())
-                            || kv.key == DETAIL_ATTR
-                            || kv.key == OVERRIDE_ATTR
-                            || kv.key == REUSE_ATTR)
+                            || kv.key == ENVELOPE_DETAIL
+                            || kv.key == ENVELOPE_OVERRIDE
+                            || kv.key == ENVELOPE_REUSE)
                 });
                 if self.compact {
                     enrich_compact_fresh(&mut span.attributes, &v);
@@ -715,11 +710,11 @@ impl EnvelopeProcessor {
                         enrich_compact(&mut span.attributes, &claims);
                     } else {
                         enrich(&mut span.attributes, &claims);
-                        set_str(&mut span.attributes, DETAIL_ATTR, &detail);
+                        set_str(&mut span.attributes, ENVELOPE_DETAIL, &detail);
                     }
                     set_str(
                         &mut span.attributes,
-                        OVERRIDE_ATTR,
+                        ENVELOPE_OVERRIDE,
                         &self.overrides[oi].reason,
                     );
                     self.flag_reuse(span, &claims, clock);
@@ -736,12 +731,12 @@ impl EnvelopeProcessor {
                 }
                 span.attributes.retain(|kv| {
                     !ENRICHMENT.contains(&kv.key.as_str())
-                        && kv.key != OVERRIDE_ATTR
-                        && kv.key != REUSE_ATTR
+                        && kv.key != ENVELOPE_OVERRIDE
+                        && kv.key != ENVELOPE_REUSE
                 });
-                set_str(&mut span.attributes, TENANT_ATTR, &self.unattributed);
-                if si != status_index(Status::Missing) && !self.compact {
-                    set_str(&mut span.attributes, DETAIL_ATTR, &detail);
+                set_str(&mut span.attributes, TENANT_ID, &self.unattributed);
+                if si != status_index(EnvelopeStatus::Missing) && !self.compact {
+                    set_str(&mut span.attributes, ENVELOPE_DETAIL, &detail);
                 }
             }
         }
@@ -779,7 +774,7 @@ impl EnvelopeProcessor {
                     self.reuse_count.inc();
                     tracing::warn!(processor = %self.id, tenant = %v.claims.tenant_id, issuance_id = %v.claims.issuance_id, max_traces = r.max_traces, "envelope issuance seen on more traces than reuse_max_traces");
                 }
-                set_attr(&mut span.attributes, REUSE_ATTR, Value::BoolValue(true));
+                set_attr(&mut span.attributes, ENVELOPE_REUSE, Value::BoolValue(true));
             }
         }
     }

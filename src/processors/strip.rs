@@ -18,13 +18,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use crate::component::{ProcessCtx, Processor, Refused};
+// ENVELOPE: the token, kept (first occurrence only). COST_CALLER_REPORTED: where a caller's
+// legacy `gen_ai.usage.cost` goes.
+use crate::semconv::attributes::{COST_CALLER_REPORTED, ENVELOPE, TOLLGATE_PREFIX};
 
-/// The token attribute, kept (first occurrence only).
-pub const TOKEN_ATTR: &str = "tollgate.envelope";
 /// Written by tollgate before 0.2; now only ever the caller's.
 pub const LEGACY_COST_ATTR: &str = "gen_ai.usage.cost";
-/// Where a caller's legacy `gen_ai.usage.cost` goes.
-pub const CALLER_REPORTED_ATTR: &str = "tollgate.cost.caller_reported";
 
 /// Processor types that read or write `tollgate.*`: a pipeline with one of them gets this
 /// stage before the first.
@@ -32,7 +31,7 @@ pub const TOLLGATE_PROCESSORS: [&str; 3] = ["genai_semconv", "envelope", "cost"]
 
 /// Whether a key is one only tollgate may write.
 fn owned(key: &str) -> bool {
-    key.starts_with("tollgate.") || key == LEGACY_COST_ATTR
+    key.starts_with(TOLLGATE_PREFIX) || key == LEGACY_COST_ATTR
 }
 
 /// Strips one attribute list; returns the first legacy cost value it removed.
@@ -45,7 +44,7 @@ fn strip(attrs: &mut Vec<KeyValue>) -> Option<KeyValue> {
     let mut i = 0;
     while i < attrs.len() {
         let key = attrs[i].key.as_str();
-        if key == TOKEN_ATTR && !token_seen {
+        if key == ENVELOPE && !token_seen {
             token_seen = true;
             i += 1;
         } else if owned(key) {
@@ -69,7 +68,7 @@ pub fn strip_request(req: &mut ExportTraceServiceRequest) {
         for ss in &mut rs.scope_spans {
             for span in &mut ss.spans {
                 if let Some(mut kv) = strip(&mut span.attributes) {
-                    kv.key = CALLER_REPORTED_ATTR.to_string();
+                    kv.key = COST_CALLER_REPORTED.to_string();
                     span.attributes.push(kv);
                 }
             }

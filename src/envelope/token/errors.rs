@@ -47,7 +47,7 @@ pub enum EnvelopeError {
 
 /// Outcome written as `tollgate.envelope.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Status {
+pub enum EnvelopeStatus {
     Valid,
     Missing,
     Malformed,
@@ -59,46 +59,46 @@ pub enum Status {
     ClaimsMismatch,
 }
 
-impl Status {
+impl EnvelopeStatus {
     /// Every status, in spec order.
-    pub const ALL: [Status; 9] = [
-        Status::Valid,
-        Status::Missing,
-        Status::Malformed,
-        Status::UnknownKey,
-        Status::RevokedKey,
-        Status::BadSignature,
-        Status::Expired,
-        Status::NotYetValid,
-        Status::ClaimsMismatch,
+    pub const ALL: [EnvelopeStatus; 9] = [
+        EnvelopeStatus::Valid,
+        EnvelopeStatus::Missing,
+        EnvelopeStatus::Malformed,
+        EnvelopeStatus::UnknownKey,
+        EnvelopeStatus::RevokedKey,
+        EnvelopeStatus::BadSignature,
+        EnvelopeStatus::Expired,
+        EnvelopeStatus::NotYetValid,
+        EnvelopeStatus::ClaimsMismatch,
     ];
 
     /// The exact spec string.
     pub const fn as_str(&self) -> &'static str {
         match self {
-            Status::Valid => "valid",
-            Status::Missing => "missing",
-            Status::Malformed => "malformed",
-            Status::UnknownKey => "unknown_key",
-            Status::RevokedKey => "revoked_key",
-            Status::BadSignature => "bad_signature",
-            Status::Expired => "expired",
-            Status::NotYetValid => "not_yet_valid",
-            Status::ClaimsMismatch => "claims_mismatch",
+            EnvelopeStatus::Valid => "valid",
+            EnvelopeStatus::Missing => "missing",
+            EnvelopeStatus::Malformed => "malformed",
+            EnvelopeStatus::UnknownKey => "unknown_key",
+            EnvelopeStatus::RevokedKey => "revoked_key",
+            EnvelopeStatus::BadSignature => "bad_signature",
+            EnvelopeStatus::Expired => "expired",
+            EnvelopeStatus::NotYetValid => "not_yet_valid",
+            EnvelopeStatus::ClaimsMismatch => "claims_mismatch",
         }
     }
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for EnvelopeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Status {
+impl FromStr for EnvelopeStatus {
     type Err = EnvelopeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
+        EnvelopeStatus::ALL
             .iter()
             .copied()
             .find(|st| st.as_str() == s)
@@ -106,7 +106,7 @@ impl FromStr for Status {
     }
 }
 
-impl Serialize for Status {
+impl Serialize for EnvelopeStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
@@ -117,13 +117,13 @@ impl Serialize for Status {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} at {stage}: {detail}")]
 pub struct Failure {
-    pub status: Status,
+    pub status: EnvelopeStatus,
     pub stage: &'static str,
     pub detail: String,
 }
 
 impl Failure {
-    pub(super) fn new(status: Status, stage: &'static str, detail: String) -> Self {
+    pub(super) fn new(status: EnvelopeStatus, stage: &'static str, detail: String) -> Self {
         Failure {
             status,
             stage,

@@ -10,7 +10,7 @@
 //! * [`append_hop`] / [`append_hop_json`] extend the lineage chain without any secret.
 //! * [`parse`] is the strict syntactic check (base64url without padding, strict JSON objects
 //!   with no duplicate keys, identifier charsets, hop limit); its claims are *untrusted*.
-//! * [`verify`] runs the spec's verification order and returns a [`Status`] on failure;
+//! * [`verify`] runs the spec's verification order and returns an [`EnvelopeStatus`] on failure;
 //!   [`verify_explain`] runs the very same code and reports every stage (for a CLI).
 //! * [`cross_check`] is the final, caller-driven identity stage (`claims_mismatch`).
 //!

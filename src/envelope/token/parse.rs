@@ -18,7 +18,7 @@ use std::fmt;
 
 /// A syntactically valid token. `claims` and `hops` are NOT trusted until [`verify`] succeeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed<'a> {
+pub struct ParsedToken<'a> {
     pub kid: &'a str,
     pub claims_b64: &'a str,
     pub hops_b64: Vec<&'a str>,
@@ -29,7 +29,7 @@ pub struct Parsed<'a> {
 }
 
 /// Strict parse (section 1–3). Every error is [`EnvelopeError::Malformed`].
-pub fn parse(token: &str) -> Result<Parsed<'_>, EnvelopeError> {
+pub fn parse(token: &str) -> Result<ParsedToken<'_>, EnvelopeError> {
     parse_inner(token).map_err(EnvelopeError::Malformed)
 }
 
@@ -37,7 +37,7 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, EnvelopeError> {
 /// [`MAX_HOPS`] hops) make a few KiB generous; anything longer is malformed before any work.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-pub(super) fn parse_inner(token: &str) -> Result<Parsed<'_>, String> {
+pub(super) fn parse_inner(token: &str) -> Result<ParsedToken<'_>, String> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(format!(
             "token: {} bytes, longer than the {MAX_TOKEN_LEN}-byte limit",
@@ -109,7 +109,7 @@ pub(super) fn parse_inner(token: &str) -> Result<Parsed<'_>, String> {
         hops.push(parse_hop_json(&buf, &name)?);
     }
 
-    Ok(Parsed {
+    Ok(ParsedToken {
         kid,
         claims_b64,
         hops_b64,

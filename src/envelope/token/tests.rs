@@ -67,9 +67,9 @@ fn raw_token_b64(
     )
 }
 
-fn status(token: &str) -> Status {
+fn status(token: &str) -> EnvelopeStatus {
     match verify(token, &ring(), T0 + 1, 300) {
-        Ok(_) => Status::Valid,
+        Ok(_) => EnvelopeStatus::Valid,
         Err(f) => f.status,
     }
 }
@@ -98,11 +98,11 @@ fn status_strings_roundtrip() {
         "not_yet_valid",
         "claims_mismatch",
     ];
-    for (st, name) in Status::ALL.iter().zip(names) {
+    for (st, name) in EnvelopeStatus::ALL.iter().zip(names) {
         assert_eq!(st.as_str(), name);
-        assert_eq!(name.parse::<Status>().unwrap(), *st);
+        assert_eq!(name.parse::<EnvelopeStatus>().unwrap(), *st);
     }
-    assert!("VALID".parse::<Status>().is_err());
+    assert!("VALID".parse::<EnvelopeStatus>().is_err());
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn tenant_key_signing_matches_master_signing() {
     // a tenant key for another tenant cannot mint for acme
     let other = derive_tenant_key(M, "globex");
     let forged = sign_with_tenant_key(&other, "k1", &claims()).unwrap();
-    assert_eq!(status(&forged), Status::BadSignature);
+    assert_eq!(status(&forged), EnvelopeStatus::BadSignature);
 }
 
 #[test]
@@ -211,18 +211,24 @@ fn hop_tampering_is_bad_signature() {
     let parts: Vec<&str> = t.split('.').collect();
     let hops: Vec<&str> = parts[3].split('~').collect();
     let rebuild = |h: &[&str]| format!("tg1.k1.{}.{}.{}", parts[2], h.join("~"), parts[4]);
-    assert_eq!(status(&rebuild(&[hops[0], hops[2]])), Status::BadSignature);
-    assert_eq!(status(&rebuild(&[hops[0], hops[1]])), Status::BadSignature);
+    assert_eq!(
+        status(&rebuild(&[hops[0], hops[2]])),
+        EnvelopeStatus::BadSignature
+    );
+    assert_eq!(
+        status(&rebuild(&[hops[0], hops[1]])),
+        EnvelopeStatus::BadSignature
+    );
     assert_eq!(
         status(&rebuild(&[hops[1], hops[0], hops[2]])),
-        Status::BadSignature
+        EnvelopeStatus::BadSignature
     );
     let changed = b64("{\"kind\":\"resume\"}");
     assert_eq!(
         status(&rebuild(&[hops[0], &changed, hops[2]])),
-        Status::BadSignature
+        EnvelopeStatus::BadSignature
     );
-    assert_eq!(status(&rebuild(&hops)), Status::Valid);
+    assert_eq!(status(&rebuild(&hops)), EnvelopeStatus::Valid);
 }
 
 #[test]
@@ -238,7 +244,7 @@ fn sixteen_hops_ok_seventeen_malformed() {
         )
         .unwrap();
     }
-    assert_eq!(status(&t), Status::Valid);
+    assert_eq!(status(&t), EnvelopeStatus::Valid);
     assert_eq!(
         append_hop(&t, &Hop::new("retry")),
         Err(EnvelopeError::TooManyHops)
@@ -246,7 +252,7 @@ fn sixteen_hops_ok_seventeen_malformed() {
     let hops: Vec<String> = (0..17).map(|_| "{\"kind\":\"retry\"}".to_owned()).collect();
     let refs: Vec<&str> = hops.iter().map(String::as_str).collect();
     let t17 = raw_token(M, "k1", &claims_json_with(""), &refs);
-    assert_eq!(status(&t17), Status::Malformed);
+    assert_eq!(status(&t17), EnvelopeStatus::Malformed);
     assert!(detail(&t17).contains("at most 16"));
 }
 
@@ -267,18 +273,18 @@ fn empty_hop_records_are_malformed() {
         "~".to_owned(),
     ] {
         let tok = format!("tg1.k1.{}.{bad}.{}", parts[2], parts[4]);
-        assert_eq!(status(&tok), Status::Malformed, "{bad}");
+        assert_eq!(status(&tok), EnvelopeStatus::Malformed, "{bad}");
     }
 }
 
 #[test]
 fn missing_only_for_blank() {
     for t in ["", " ", "\t\r\n "] {
-        assert_eq!(status(t), Status::Missing);
+        assert_eq!(status(t), EnvelopeStatus::Missing);
     }
     let good = sign(M, "k1", &claims()).unwrap();
     for t in [format!(" {good}"), format!("{good}\n"), format!("{good} ")] {
-        assert_eq!(status(&t), Status::Malformed);
+        assert_eq!(status(&t), EnvelopeStatus::Malformed);
     }
 }
 
@@ -286,23 +292,29 @@ fn missing_only_for_blank() {
 fn structure_rules() {
     let good = sign(M, "k1", &claims()).unwrap();
     let parts: Vec<&str> = good.split('.').collect();
-    assert_eq!(status(&good.replacen("tg1", "tg2", 1)), Status::Malformed);
-    assert_eq!(status(&good.replacen("tg1", "TG1", 1)), Status::Malformed);
-    assert_eq!(status(&format!("{good}.x")), Status::Malformed);
-    assert_eq!(status(&parts[..4].join(".")), Status::Malformed);
+    assert_eq!(
+        status(&good.replacen("tg1", "tg2", 1)),
+        EnvelopeStatus::Malformed
+    );
+    assert_eq!(
+        status(&good.replacen("tg1", "TG1", 1)),
+        EnvelopeStatus::Malformed
+    );
+    assert_eq!(status(&format!("{good}.x")), EnvelopeStatus::Malformed);
+    assert_eq!(status(&parts[..4].join(".")), EnvelopeStatus::Malformed);
     // tag length
     let t42 = format!("tg1.k1.{}..{}", parts[2], &parts[4][..42]);
     assert!(detail(&t42).starts_with("tag: expected 43"));
     let t44 = format!("tg1.k1.{}..{}A", parts[2], parts[4]);
-    assert_eq!(status(&t44), Status::Malformed);
+    assert_eq!(status(&t44), EnvelopeStatus::Malformed);
     // kid charset and length
     for kid in ["k!1", "k 1", "", &"k".repeat(65), "kü"] {
         let t = format!("tg1.{kid}.{}..{}", parts[2], parts[4]);
-        assert_eq!(status(&t), Status::Malformed, "{kid}");
+        assert_eq!(status(&t), EnvelopeStatus::Malformed, "{kid}");
     }
     let kid64 = "k".repeat(64);
     let t = raw_token(M, &kid64, &claims_json_with(""), &[]);
-    assert_eq!(status(&t), Status::UnknownKey);
+    assert_eq!(status(&t), EnvelopeStatus::UnknownKey);
 }
 
 #[test]
@@ -318,7 +330,7 @@ fn strict_base64() {
         .unwrap();
     let padded = format!("{}{}", b64(&padded_json), "=".repeat(pad));
     let t = raw_token_b64(M, "k1", "acme", &padded, &[]);
-    assert_eq!(status(&t), Status::Malformed);
+    assert_eq!(status(&t), EnvelopeStatus::Malformed);
     assert!(detail(&t).contains("padding"));
     // standard alphabet
     let std_alpha = enc.replace('-', "+").replace('_', "/");
@@ -360,7 +372,7 @@ fn strict_base64() {
         &format!("{enc}A").repeat(1)[..enc.len() - enc.len() % 4 + 1],
         &[],
     );
-    assert_eq!(status(&t), Status::Malformed);
+    assert_eq!(status(&t), EnvelopeStatus::Malformed);
 }
 
 #[test]
@@ -439,7 +451,7 @@ fn claims_json_rules() {
         let f = verify(&t, &ring(), T0 + 1, 300)
             .map(|_| json.clone())
             .unwrap_err();
-        assert_eq!(f.status, Status::Malformed, "{json}");
+        assert_eq!(f.status, EnvelopeStatus::Malformed, "{json}");
         assert_eq!(f.stage, "parse");
         assert!(f.detail.contains(want), "{json}: {}", f.detail);
     }
@@ -451,7 +463,7 @@ fn claims_json_rules() {
         format!(" {}\n", claims_json_with("")),
     ] {
         let t = raw_token(M, "k1", &json, &[]);
-        assert_eq!(status(&t), Status::Valid, "{json}");
+        assert_eq!(status(&t), EnvelopeStatus::Valid, "{json}");
     }
     let long = "a".repeat(128);
     let t = raw_token(
@@ -460,7 +472,7 @@ fn claims_json_rules() {
         &claims_json_with("").replace("\"u\"", &format!("\"{long}\"")),
         &[],
     );
-    assert_eq!(status(&t), Status::Valid);
+    assert_eq!(status(&t), EnvelopeStatus::Valid);
 }
 
 #[test]
@@ -487,7 +499,7 @@ fn hop_json_rules() {
     ] {
         let t = raw_token(M, "k1", &base, &[hop]);
         let f = verify(&t, &ring(), T0 + 1, 300).unwrap_err();
-        assert_eq!(f.status, Status::Malformed, "{hop}");
+        assert_eq!(f.status, EnvelopeStatus::Malformed, "{hop}");
         assert!(f.detail.contains(want), "{hop}: {}", f.detail);
     }
     let t = raw_token(
@@ -496,7 +508,7 @@ fn hop_json_rules() {
         &base,
         &["{\"kind\":\"migrate\",\"extra\":{\"z\":1}}"],
     );
-    assert_eq!(status(&t), Status::Valid);
+    assert_eq!(status(&t), EnvelopeStatus::Valid);
     // append_hop_json validates and refuses bad records
     let good = sign(M, "k1", &claims()).unwrap();
     assert!(matches!(
@@ -516,22 +528,28 @@ fn hop_json_rules() {
 #[test]
 fn key_statuses_and_windows() {
     let c = claims();
-    assert_eq!(status(&sign(&[7; 32], "old", &c).unwrap()), Status::Valid);
+    assert_eq!(
+        status(&sign(&[7; 32], "old", &c).unwrap()),
+        EnvelopeStatus::Valid
+    );
     assert_eq!(
         status(&sign(&[9; 32], "bad", &c).unwrap()),
-        Status::RevokedKey
+        EnvelopeStatus::RevokedKey
     );
-    assert_eq!(status(&sign(M, "nope", &c).unwrap()), Status::UnknownKey);
+    assert_eq!(
+        status(&sign(M, "nope", &c).unwrap()),
+        EnvelopeStatus::UnknownKey
+    );
     assert_eq!(
         status(&sign(&[1; 32], "k1", &c).unwrap()),
-        Status::BadSignature
+        EnvelopeStatus::BadSignature
     );
     // window [T0-10, T0+10], inclusive
     for (issued, want) in [
-        (T0 - 11, Status::RevokedKey),
-        (T0 - 10, Status::Valid),
-        (T0 + 10, Status::Valid),
-        (T0 + 11, Status::RevokedKey),
+        (T0 - 11, EnvelopeStatus::RevokedKey),
+        (T0 - 10, EnvelopeStatus::Valid),
+        (T0 + 10, EnvelopeStatus::Valid),
+        (T0 + 11, EnvelopeStatus::RevokedKey),
     ] {
         let c = Claims {
             issued_at: issued,
@@ -540,7 +558,7 @@ fn key_statuses_and_windows() {
         };
         let t = sign(&[5; 40], "win", &c).unwrap();
         let got = verify(&t, &ring(), issued, 0)
-            .map(|_| Status::Valid)
+            .map(|_| EnvelopeStatus::Valid)
             .unwrap_or_else(|f| f.status);
         assert_eq!(got, want, "issued_at {issued}");
     }
@@ -553,7 +571,7 @@ fn key_statuses_and_windows() {
     let forged = sign(&[1; 40], "win", &c).unwrap();
     assert_eq!(
         verify(&forged, &ring(), T0 + 100, 0).unwrap_err().status,
-        Status::BadSignature
+        EnvelopeStatus::BadSignature
     );
 }
 
@@ -575,18 +593,18 @@ fn time_edges_inclusive() {
     let t = sign(M, "k1", &claims()).unwrap();
     let st = |span: i64, skew: i64| {
         verify(&t, &ring(), span, skew)
-            .map(|_| Status::Valid)
+            .map(|_| EnvelopeStatus::Valid)
             .unwrap_or_else(|f| f.status)
     };
-    assert_eq!(st(T0 + 3600 + 300, 300), Status::Valid);
-    assert_eq!(st(T0 + 3600 + 301, 300), Status::Expired);
-    assert_eq!(st(T0 - 300, 300), Status::Valid);
-    assert_eq!(st(T0 - 301, 300), Status::NotYetValid);
-    assert_eq!(st(T0 + 3601, -5), Status::Expired);
-    assert_eq!(st(T0 + 3600, -5), Status::Valid);
-    assert_eq!(st(i64::MAX, i64::MAX), Status::Valid);
-    assert_eq!(st(i64::MIN, i64::MAX), Status::NotYetValid);
-    assert_eq!(st(i64::MIN, 0), Status::NotYetValid);
+    assert_eq!(st(T0 + 3600 + 300, 300), EnvelopeStatus::Valid);
+    assert_eq!(st(T0 + 3600 + 301, 300), EnvelopeStatus::Expired);
+    assert_eq!(st(T0 - 300, 300), EnvelopeStatus::Valid);
+    assert_eq!(st(T0 - 301, 300), EnvelopeStatus::NotYetValid);
+    assert_eq!(st(T0 + 3601, -5), EnvelopeStatus::Expired);
+    assert_eq!(st(T0 + 3600, -5), EnvelopeStatus::Valid);
+    assert_eq!(st(i64::MAX, i64::MAX), EnvelopeStatus::Valid);
+    assert_eq!(st(i64::MIN, i64::MAX), EnvelopeStatus::NotYetValid);
+    assert_eq!(st(i64::MIN, 0), EnvelopeStatus::NotYetValid);
 }
 
 #[test]
@@ -599,7 +617,10 @@ fn tampered_tenant_is_bad_signature() {
     };
     let forged = format!("tg1.k1.{}..{}", b64(&other.to_json().unwrap()), parts[4]);
     let f = verify(&forged, &ring(), T0, 300).unwrap_err();
-    assert_eq!((f.status, f.stage), (Status::BadSignature, "signature"));
+    assert_eq!(
+        (f.status, f.stage),
+        (EnvelopeStatus::BadSignature, "signature")
+    );
 }
 
 #[test]
@@ -614,7 +635,10 @@ fn cross_check_identity() {
         ],
     )
     .unwrap_err();
-    assert_eq!((f.status, f.stage), (Status::ClaimsMismatch, "identity"));
+    assert_eq!(
+        (f.status, f.stage),
+        (EnvelopeStatus::ClaimsMismatch, "identity")
+    );
     assert!(f.detail.contains("claims.workflow_id"));
     assert_eq!(
         "operation_id".parse::<IdentityField>().unwrap(),
@@ -650,10 +674,13 @@ fn explain_matches_verify() {
     }
     let e = verify_explain(&good, &ring(), T0, 300);
     assert!(e.stages.iter().all(StageReport::ok));
-    assert_eq!(e.status(), Status::Valid);
+    assert_eq!(e.status(), EnvelopeStatus::Valid);
     let e = verify_explain(&good, &ring(), T0 + 10_000, 300);
-    assert_eq!(e.status(), Status::Expired);
-    assert_eq!(e.stages[6].outcome, StageOutcome::Failed(Status::Expired));
+    assert_eq!(e.status(), EnvelopeStatus::Expired);
+    assert_eq!(
+        e.stages[6].outcome,
+        StageOutcome::Failed(EnvelopeStatus::Expired)
+    );
 }
 
 #[test]

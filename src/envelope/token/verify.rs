@@ -2,7 +2,7 @@
 
 use super::claims::{Claims, Hop, IdentityField};
 use super::crypto::{chain_matches, clip, derive_tenant_key};
-use super::errors::{Failure, Status};
+use super::errors::{EnvelopeStatus, Failure};
 use super::keys::{KeyRing, KeyStatus};
 use super::parse::parse_inner;
 use super::spec::{IDENTITY_STAGE, STAGES};
@@ -58,7 +58,7 @@ pub fn verify(
 #[serde(rename_all = "snake_case")]
 pub enum StageOutcome {
     Passed,
-    Failed(Status),
+    Failed(EnvelopeStatus),
     /// Not reached because an earlier stage failed.
     Skipped,
 }
@@ -88,9 +88,9 @@ pub struct Explanation {
 
 impl Explanation {
     /// The resulting status.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> EnvelopeStatus {
         match &self.outcome {
-            Ok(_) => Status::Valid,
+            Ok(_) => EnvelopeStatus::Valid,
             Err(f) => f.status,
         }
     }
@@ -135,7 +135,7 @@ pub fn cross_check(claims: &Claims, observed: &[(IdentityField, &str)]) -> Resul
         let signed = claims.get(*field);
         if signed != *value {
             return Err(Failure::new(
-                Status::ClaimsMismatch,
+                EnvelopeStatus::ClaimsMismatch,
                 IDENTITY_STAGE,
                 format!(
                     "claims.{}: observed {:?} differs from signed {:?}",
@@ -158,7 +158,7 @@ pub fn check_times(claims: &Claims, span_start: i64, skew: i64) -> Result<(), Fa
     let (issued_at, expires_at) = (claims.issued_at, claims.expires_at);
     if span_start > expires_at.saturating_add(skew) {
         return Err(Failure::new(
-            Status::Expired,
+            EnvelopeStatus::Expired,
             "times",
             format!(
                 "span start {span_start} is after claims.expires_at {expires_at} + skew {skew}"
@@ -167,7 +167,7 @@ pub fn check_times(claims: &Claims, span_start: i64, skew: i64) -> Result<(), Fa
     }
     if span_start < issued_at.saturating_sub(skew) {
         return Err(Failure::new(
-            Status::NotYetValid,
+            EnvelopeStatus::NotYetValid,
             "times",
             format!("span start {span_start} is before claims.issued_at {issued_at} - skew {skew}"),
         ));
@@ -218,7 +218,7 @@ fn run<T: Trace>(
     // presence
     if is_blank(token) {
         return Err(Failure::new(
-            Status::Missing,
+            EnvelopeStatus::Missing,
             "presence",
             "no envelope (empty token)".to_owned(),
         ));
@@ -226,7 +226,7 @@ fn run<T: Trace>(
     trace.pass("presence", || format!("token of {} bytes", token.len()));
 
     // strict parse
-    let p = parse_inner(token).map_err(|d| Failure::new(Status::Malformed, "parse", d))?;
+    let p = parse_inner(token).map_err(|d| Failure::new(EnvelopeStatus::Malformed, "parse", d))?;
     trace.pass("parse", || {
         format!(
             "kid {:?}, {} hop(s); claims not yet trusted",
@@ -238,14 +238,14 @@ fn run<T: Trace>(
     // key lookup
     let key = ring.get(p.kid).ok_or_else(|| {
         Failure::new(
-            Status::UnknownKey,
+            EnvelopeStatus::UnknownKey,
             "key_lookup",
             format!("kid {:?} is not in the key ring", p.kid),
         )
     })?;
     if key.status == KeyStatus::Revoked {
         return Err(Failure::new(
-            Status::RevokedKey,
+            EnvelopeStatus::RevokedKey,
             "key_lookup",
             format!("kid {:?} is revoked", p.kid),
         ));
@@ -270,7 +270,7 @@ fn run<T: Trace>(
     // tag: that would turn the verifier into a signing oracle.
     if !chain_matches(&k, p.kid, p.claims_b64, &p.hops_b64, &p.tag) {
         return Err(Failure::new(
-            Status::BadSignature,
+            EnvelopeStatus::BadSignature,
             "signature",
             format!(
                 "tag does not match the chain over the claims and {} hop(s) (claims or lineage changed, or wrong key)",
@@ -290,7 +290,7 @@ fn run<T: Trace>(
     let issued_at = p.claims.issued_at;
     if let Some(nb) = key.not_before.filter(|nb| issued_at < *nb) {
         return Err(Failure::new(
-            Status::RevokedKey,
+            EnvelopeStatus::RevokedKey,
             "key_window",
             format!(
                 "claims.issued_at {issued_at} is before key {:?} not_before {nb}",
@@ -300,7 +300,7 @@ fn run<T: Trace>(
     }
     if let Some(na) = key.not_after.filter(|na| issued_at > *na) {
         return Err(Failure::new(
-            Status::RevokedKey,
+            EnvelopeStatus::RevokedKey,
             "key_window",
             format!(
                 "claims.issued_at {issued_at} is after key {:?} not_after {na}",

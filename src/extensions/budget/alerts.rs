@@ -22,7 +22,7 @@ use crate::ledger::time::format_instant;
 use crate::ledger::Store;
 use crate::tls::connector::Connector;
 
-use super::engine::Status;
+use super::engine::BudgetFigures;
 
 /// Where and how alerts are POSTed.
 #[derive(Debug, Clone)]
@@ -183,7 +183,7 @@ impl Alerter {
     }
 
     /// Records every newly crossed threshold; sends the ones this gateway recorded.
-    pub async fn evaluate(self: &Arc<Self>, statuses: &[Status], now_ns: i64) {
+    pub async fn evaluate(self: &Arc<Self>, statuses: &[BudgetFigures], now_ns: i64) {
         let oldest = statuses
             .iter()
             .map(|s| s.start_ns)

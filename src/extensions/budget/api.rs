@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::cost::pricing::{price, Usage};
 use crate::ledger::time::format_instant;
 
-use super::engine::{Source, Status};
+use super::engine::{BudgetFigures, Source};
 use super::state::{Shared, Snapshot};
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
@@ -120,7 +120,7 @@ fn envelope(snap: &Snapshot) -> serde_json::Map<String, Value> {
     m
 }
 
-fn budget_json(s: &Status) -> Value {
+fn budget_json(s: &BudgetFigures) -> Value {
     json!({
         "budget": s.budget,
         "tenant": s.tenant,

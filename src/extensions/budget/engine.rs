@@ -151,7 +151,7 @@ pub enum Source {
 
 /// One budget's figures at a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub struct BudgetFigures {
     pub budget: String,
     pub tenant: String,
     pub workflow: Option<String>,
@@ -168,7 +168,7 @@ pub struct Status {
     pub thresholds: Vec<u32>,
 }
 
-impl Status {
+impl BudgetFigures {
     pub fn remaining(&self) -> Decimal {
         self.limit - self.spent
     }
@@ -227,7 +227,13 @@ pub fn min_hour(b: &Budgets, now_ns: i64) -> i64 {
         .unwrap_or(hours(Period::Day.bounds(now_ns).0, 0).0)
 }
 
-fn status_of(def: &BudgetDef, tenant: &str, source: Source, t: &Totals, now_ns: i64) -> Status {
+fn status_of(
+    def: &BudgetDef,
+    tenant: &str,
+    source: Source,
+    t: &Totals,
+    now_ns: i64,
+) -> BudgetFigures {
     let (start_ns, end_ns) = def.period.bounds(now_ns);
     let (h0, h1) = hours(start_ns, end_ns);
     let mut sums = Sums::default();
@@ -238,7 +244,7 @@ fn status_of(def: &BudgetDef, tenant: &str, source: Source, t: &Totals, now_ns: 
             }
         }
     }
-    Status {
+    BudgetFigures {
         budget: BudgetDef::name_for(tenant, def.workflow.as_deref()),
         tenant: tenant.to_string(),
         workflow: def.workflow.clone(),
@@ -256,15 +262,15 @@ fn status_of(def: &BudgetDef, tenant: &str, source: Source, t: &Totals, now_ns: 
 }
 
 /// The default budget applied to `tenant`, for a tenant the snapshot has no figures for.
-pub fn default_status(b: &Budgets, tenant: &str, t: &Totals, now_ns: i64) -> Option<Status> {
+pub fn default_status(b: &Budgets, tenant: &str, t: &Totals, now_ns: i64) -> Option<BudgetFigures> {
     let d = b.default.as_ref()?;
     (!b.has_tenant_wide(tenant)).then(|| status_of(d, tenant, Source::Default, t, now_ns))
 }
 
 /// Every listed budget, and the default budget for each tenant without a tenant-wide budget
 /// that has events in the default's current period; listed first, in file order.
-pub fn statuses(b: &Budgets, t: &Totals, now_ns: i64) -> Vec<Status> {
-    let mut out: Vec<Status> = b
+pub fn statuses(b: &Budgets, t: &Totals, now_ns: i64) -> Vec<BudgetFigures> {
+    let mut out: Vec<BudgetFigures> = b
         .listed
         .iter()
         .map(|d| {

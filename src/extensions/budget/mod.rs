@@ -37,7 +37,7 @@ use crate::ledger::Store;
 
 use alerts::{Alerter, Webhook, WebhookConfig};
 use defs::Budgets;
-use engine::{Engine, Status};
+use engine::{BudgetFigures, Engine};
 use state::{Shared, Snapshot};
 
 /// The options of the `budget` extension.
@@ -213,7 +213,7 @@ struct BudgetLabels {
 struct Gauges(Arc<Shared>);
 
 /// A per-budget gauge: name, help, value.
-type GaugeFamily = (&'static str, &'static str, fn(&Status) -> f64);
+type GaugeFamily = (&'static str, &'static str, fn(&BudgetFigures) -> f64);
 
 impl std::fmt::Debug for Gauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,7 +227,7 @@ impl Collector for Gauges {
             return Ok(());
         };
         let shown = &snap.statuses[..snap.statuses.len().min(self.0.max_series)];
-        let labels = |s: &Status| BudgetLabels {
+        let labels = |s: &BudgetFigures| BudgetLabels {
             budget: s.budget.clone(),
             tenant: s.tenant.clone(),
             workflow: s.workflow.clone().unwrap_or_default(),

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::defs::Budgets;
-use super::engine::{self, Status, Totals};
+use super::engine::{self, BudgetFigures, Totals};
 use crate::auth::ClientPolicy;
 
 /// What every answer is computed from.
@@ -15,13 +15,13 @@ pub struct Snapshot {
     pub high_water: Option<(i64, i64)>,
     pub budgets: Arc<Budgets>,
     pub totals: Totals,
-    pub statuses: Vec<Status>,
+    pub statuses: Vec<BudgetFigures>,
 }
 
 impl Snapshot {
     /// A tenant's budgets: its listed ones and, without a tenant-wide one, the default.
-    pub fn for_tenant(&self, tenant: &str) -> Vec<Status> {
-        let mut out: Vec<Status> = self
+    pub fn for_tenant(&self, tenant: &str) -> Vec<BudgetFigures> {
+        let mut out: Vec<BudgetFigures> = self
             .statuses
             .iter()
             .filter(|s| s.tenant == tenant)

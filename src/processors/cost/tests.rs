@@ -141,9 +141,12 @@ fn statuses_and_attributes() {
         Value::StringValue("spoofed".into()),
     ));
     let o = p.process_span(&mut s, &table, now).unwrap();
-    assert_eq!(o.status, Status::Priced);
+    assert_eq!(o.status, CostStatus::Priced);
     // 1000 × 0.1 + 100 × 0.2, per million = 0.00012
-    assert_eq!(get(&s, AMOUNT_ATTR), Some(&Value::DoubleValue(0.00012)));
+    assert_eq!(
+        get(&s, "tollgate.cost.amount"),
+        Some(&Value::DoubleValue(0.00012))
+    );
     // The caller's figure passes through untouched.
     assert_eq!(get(&s, CALLER_AMOUNT_ATTR), Some(&Value::DoubleValue(9.99)));
     assert_eq!(
@@ -151,7 +154,7 @@ fn statuses_and_attributes() {
         Some(&Value::StringValue("0.00012".into()))
     );
     assert_eq!(
-        get(&s, CALLER_REPORTED_ATTR),
+        get(&s, "tollgate.cost.caller_reported"),
         Some(&Value::DoubleValue(9.99))
     );
     assert_eq!(
@@ -165,20 +168,20 @@ fn statuses_and_attributes() {
     // The same span again: duplicate, no cost.
     let mut again = span(1, "acme", 1000, 100);
     let o = p.process_span(&mut again, &table, now).unwrap();
-    assert_eq!(o.status, Status::Duplicate);
+    assert_eq!(o.status, CostStatus::Duplicate);
     assert!(o.priced.is_none());
-    assert_eq!(get(&again, AMOUNT_ATTR), None);
+    assert_eq!(get(&again, "tollgate.cost.amount"), None);
     // A retry (new span id, same operation) is priced.
     let mut retry = span(2, "acme", 1000, 100);
     assert_eq!(
         p.process_span(&mut retry, &table, now).unwrap().status,
-        Status::Priced
+        CostStatus::Priced
     );
     let mut unknown = span(3, "acme", 1, 1);
     unknown.attributes[1] = kv("gen_ai.request.model", Value::StringValue("zz".into()));
     assert_eq!(
         p.process_span(&mut unknown, &table, now).unwrap().status,
-        Status::UnpricedModel
+        CostStatus::UnpricedModel
     );
     let mut bad = span(4, "acme", 10, 1);
     bad.attributes.push(kv(
@@ -187,10 +190,10 @@ fn statuses_and_attributes() {
     ));
     assert_eq!(
         p.process_span(&mut bad, &table, now).unwrap().status,
-        Status::InvalidUsage
+        CostStatus::InvalidUsage
     );
     assert!(
-        matches!(get(&bad, REASON_ATTR), Some(Value::StringValue(r)) if r.contains("exceed input_tokens"))
+        matches!(get(&bad, "tollgate.cost.reason"), Some(Value::StringValue(r)) if r.contains("exceed input_tokens"))
     );
     let mut none = Span {
         attributes: vec![kv(
@@ -201,7 +204,7 @@ fn statuses_and_attributes() {
     };
     assert_eq!(
         p.process_span(&mut none, &table, now).unwrap().status,
-        Status::Rollup
+        CostStatus::Rollup
     );
     let mut plain = Span::default();
     assert!(p.process_span(&mut plain, &table, now).is_none());
@@ -264,11 +267,11 @@ fn compact_mode_writes_only_amount_currency_version_and_status() {
     let mut b = span(1, "acme", 1000, 100);
     assert_eq!(
         full.process_span(&mut a, &table, now).unwrap().status,
-        Status::Priced
+        CostStatus::Priced
     );
     assert_eq!(
         compact.process_span(&mut b, &table, now).unwrap().status,
-        Status::Priced
+        CostStatus::Priced
     );
     assert_eq!(
         cost_keys(&a),
@@ -298,7 +301,7 @@ fn compact_mode_writes_only_amount_currency_version_and_status() {
         ]
     );
     // The same amount: 1000 × 0.1 / 1e6 + 100 × 0.2 / 1e6 = 0.00012.
-    let amount = |s: &Span| match attrs::get(&s.attributes, AMOUNT_ATTR) {
+    let amount = |s: &Span| match attrs::get(&s.attributes, "tollgate.cost.amount") {
         Some(Value::DoubleValue(d)) => *d,
         other => panic!("{other:?}"),
     };
@@ -312,7 +315,7 @@ fn compact_mode_writes_only_amount_currency_version_and_status() {
     let mut c = span(2, "acme", -1, 100);
     assert_eq!(
         compact.process_span(&mut c, &table, now).unwrap().status,
-        Status::InvalidUsage
+        CostStatus::InvalidUsage
     );
     assert_eq!(
         cost_keys(&c),

@@ -78,11 +78,11 @@ fn run(mode: &str) -> (Vec<String>, Vec<String>) {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        crate::component::attrs::get_str(&spans[0].attributes, TENANT_ATTR),
+        crate::component::attrs::get_str(&spans[0].attributes, "tollgate.tenant.id"),
         Some("acme")
     );
     assert_eq!(
-        crate::component::attrs::get_str(&spans[0].attributes, WORKFLOW_ATTR),
+        crate::component::attrs::get_str(&spans[0].attributes, "tollgate.workflow.id"),
         Some("support")
     );
     (keys(&spans[0]), keys(&spans[1]))

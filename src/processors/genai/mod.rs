@@ -30,16 +30,14 @@ use crate::component::host::ParseCtx;
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::node::{closest, kind_of, scalar_string};
 use crate::config::{ComponentId, Diagnostics, Map};
+// Written on every LLM span in annotate and enforce mode.
+use crate::semconv::attributes::{GENAI_STATUS, GENAI_VIOLATIONS};
 
-/// Written on every LLM span in annotate and enforce mode: `valid` or `invalid`.
-pub const STATUS_ATTR: &str = "tollgate.genai.status";
 /// Default `max_attributes_per_span`.
 pub const DEFAULT_MAX_ATTRIBUTES: usize = 1024;
 /// The `partial_success` reason for a span over `max_attributes_per_span`.
 pub const TOO_MANY_ATTRIBUTES: &str = "genai_semconv: too_many_attributes";
 
-/// Written on every LLM span in annotate and enforce mode: the violation ids.
-pub const VIOLATIONS_ATTR: &str = "tollgate.genai.violations";
 /// Prefix of the `partial_success` reason for spans removed in enforce mode.
 pub const REASON_PREFIX: &str = "genai_semconv: ";
 
@@ -224,7 +222,7 @@ fn annotate(span: &mut Span, violations: Vec<String>) {
     };
     set_any(
         &mut span.attributes,
-        STATUS_ATTR,
+        GENAI_STATUS,
         string_value(status.to_string()),
     );
     let values = violations
@@ -235,7 +233,7 @@ fn annotate(span: &mut Span, violations: Vec<String>) {
         .collect();
     set_any(
         &mut span.attributes,
-        VIOLATIONS_ATTR,
+        GENAI_VIOLATIONS,
         Some(AnyValue {
             value: Some(Value::ArrayValue(ArrayValue { values })),
         }),
