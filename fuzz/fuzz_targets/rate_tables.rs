@@ -17,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = table.imported_rows();
         }
     } else {
-        let _ = tollgate::cost::import_litellm(text);
+        let _ = tollgate::cost::litellm::import_litellm(text);
     }
 });
