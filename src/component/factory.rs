@@ -1,12 +1,20 @@
 //! The component model: the shapes every component type is built and started through.
 //!
-//! A type registers one [`Factory`] under its name (`FACTORIES` in `receivers`,
-//! `processors`, `exporters` and `extensions`). The factory reads the type's YAML section and
-//! returns what the service starts later: a [`ReceiverBuilder`], a [`ProcessorSpec`], an
-//! [`ExporterBuilder`] (which the service pairs with its delivery options) or an
-//! [`ExtensionBuilder`]. Problems go to the [`Diagnostics`] with their YAML paths.
+//! Every component type goes through the same four phases:
+//! 1. *read*: its typed [`Component::Config`], which has a `Default`, is filled from its YAML
+//!    section ([`Component::read`]); no I/O;
+//! 2. *build*: the files the config names are loaded and metrics registered
+//!    ([`Component::build`]), giving a [`ReceiverBuilder`], a [`ProcessorSpec`], an
+//!    [`ExporterBuilder`] (which the service pairs with its delivery options) or an
+//!    [`ExtensionBuilder`];
+//! 3. *start*, with a [`StartCtx`];
+//! 4. *stop*.
 //!
-//! Every component then goes through the same lifecycle: `start` with a [`StartCtx`] (the
+//! A type registers [`factory::<T>`](factory) under its name (`FACTORIES` in `receivers`,
+//! `processors`, `exporters` and `extensions`). Problems of every phase go to the
+//! [`Diagnostics`] with their YAML paths.
+//!
+//! For phases 3 and 4: `start` with a [`StartCtx`] (the
 //! host's metrics, health and a cancellation token of the component's own), and a stop. A
 //! receiver or extension hands back a [`Started`] whose [`Stop`] releases its ports; an
 //! exporter is stopped by flushing its delivery layer; a processor by cancelling its token.
@@ -22,8 +30,43 @@ use super::processor::Processor;
 use crate::config::{ComponentId, Diagnostics, Map};
 
 /// Builds one component from its YAML section (`None` when it has problems, which are in the
-/// diagnostics).
+/// diagnostics). Every registered type's is [`factory::<T>`](factory).
 pub type Factory<B> = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<B>;
+
+/// One component type: its configuration and how it is read and built.
+pub trait Component {
+    /// The type's options; `Default` is what an empty section means (the defaults README
+    /// lists).
+    type Config: Default;
+    /// What `build` gives the service to start.
+    type Built;
+
+    /// Phase 1: fills `cfg` from the section `m`, reporting shape problems with their paths.
+    /// No I/O: files the options name are only recorded here.
+    fn read(cfg: &mut Self::Config, m: &Map<'_>, d: &mut Diagnostics);
+
+    /// Phase 2: loads the files `cfg` names, registers metrics and makes what starts.
+    /// `m` is the same section, for the paths of problems found here (its keys were read).
+    fn build(
+        id: &ComponentId,
+        cfg: Self::Config,
+        m: &Map<'_>,
+        ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built>;
+}
+
+/// The [`Factory`] of a [`Component`]: the default config, read, then build.
+pub fn factory<C: Component>(
+    id: &ComponentId,
+    m: &Map<'_>,
+    ctx: &ParseCtx,
+    d: &mut Diagnostics,
+) -> Option<C::Built> {
+    let mut cfg = C::Config::default();
+    C::read(&mut cfg, m, d);
+    C::build(id, cfg, m, ctx, d)
+}
 
 /// A configured, not yet started receiver.
 pub trait ReceiverBuilder: Send {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload};
 use crate::config::{ComponentId, Diagnostics, Map};
@@ -23,28 +23,50 @@ pub struct DebugExporter {
     verbosity: Verbosity,
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let verbosity = match m.str("verbosity", d).as_deref() {
-        None | Some("basic") => Verbosity::Basic,
-        Some("normal") => Verbosity::Normal,
-        Some("detailed") => Verbosity::Detailed,
-        Some(other) => {
-            d.error(
+/// The `debug` exporter's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `verbosity`: `basic` (default), `normal` or `detailed`.
+    pub verbosity: Verbosity,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            verbosity: Verbosity::Basic,
+        }
+    }
+}
+
+impl Component for DebugExporter {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        match m.str("verbosity", d).as_deref() {
+            None => {}
+            Some("basic") => cfg.verbosity = Verbosity::Basic,
+            Some("normal") => cfg.verbosity = Verbosity::Normal,
+            Some("detailed") => cfg.verbosity = Verbosity::Detailed,
+            Some(other) => d.error(
                 m.key_path("verbosity"),
                 format!("unknown verbosity {other:?}: use basic, normal or detailed"),
-            );
-            Verbosity::Basic
+            ),
         }
-    };
-    Some(Box::new(DebugExporter {
-        id: id.clone(),
-        verbosity,
-    }))
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        Some(Box::new(DebugExporter {
+            id: id.clone(),
+            verbosity: cfg.verbosity,
+        }))
+    }
 }
 
 impl ExporterBuilder for DebugExporter {

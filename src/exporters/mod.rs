@@ -18,7 +18,7 @@ pub mod support;
 
 use std::sync::Arc;
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{factory, ExporterBuilder};
 use crate::component::host::StartCtx;
 use crate::config::{ComponentId, Diagnostics, Map};
 
@@ -29,7 +29,7 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("otlp", otlp::factory),
     ("otlp_http", otlp_http::factory),
     ("file", file::factory),
-    ("debug", debug::factory),
+    ("debug", factory::<debug::DebugExporter>),
     ("ledger", ledger::factory),
     ("loadbalancing", loadbalancing::factory),
 ];

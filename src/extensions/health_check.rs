@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::component::factory::{ExtensionBuilder, Started};
+use crate::component::factory::{Component, ExtensionBuilder, Started};
 use crate::component::host::{Health, ParseCtx, StartCtx};
 use crate::component::BoxFuture;
 use crate::config::node::check_endpoint;
@@ -19,25 +19,54 @@ pub struct HealthCheck {
     path: String,
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExtensionBuilder>> {
-    let endpoint = m
-        .str("endpoint", d)
-        .unwrap_or_else(|| "127.0.0.1:13133".to_string());
-    check_endpoint(m, &endpoint, d);
-    let path = m.str("path", d).unwrap_or_else(|| "/".to_string());
-    if !path.starts_with('/') {
-        d.error(m.key_path("path"), "must start with `/`");
+/// The `health_check` extension's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `endpoint` (default `127.0.0.1:13133`).
+    pub endpoint: String,
+    /// `path` (default `/`).
+    pub path: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: "127.0.0.1:13133".to_string(),
+            path: "/".to_string(),
+        }
     }
-    Some(Box::new(HealthCheck {
-        id: id.clone(),
-        endpoint,
-        path,
-    }))
+}
+
+impl Component for HealthCheck {
+    type Config = Config;
+    type Built = Box<dyn ExtensionBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        if let Some(e) = m.str("endpoint", d) {
+            cfg.endpoint = e;
+        }
+        check_endpoint(m, &cfg.endpoint, d);
+        if let Some(p) = m.str("path", d) {
+            cfg.path = p;
+        }
+        if !cfg.path.starts_with('/') {
+            d.error(m.key_path("path"), "must start with `/`");
+        }
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        Some(Box::new(HealthCheck {
+            id: id.clone(),
+            endpoint: cfg.endpoint,
+            path: cfg.path,
+        }))
+    }
 }
 
 impl ExtensionBuilder for HealthCheck {

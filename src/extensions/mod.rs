@@ -4,11 +4,11 @@
 pub mod budget;
 pub mod health_check;
 
-use crate::component::factory::ExtensionBuilder;
+use crate::component::factory::{factory, ExtensionBuilder};
 
 type Factory = crate::component::factory::Factory<Box<dyn ExtensionBuilder>>;
 
 pub const FACTORIES: &[(&str, Factory)] = &[
-    ("health_check", health_check::factory),
+    ("health_check", factory::<health_check::HealthCheck>),
     ("budget", budget::factory),
 ];
