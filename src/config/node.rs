@@ -4,8 +4,15 @@
 //! known; [`Map::finish`] then reports every key that nobody asked for as unknown, naming its
 //! full path and the closest known key. Errors are collected in [`Diagnostics`] rather than
 //! returned, so `tollgate validate` can print every problem in one run.
+//!
+//! A section checks itself: every mapping opened through a [`Diagnostics`] is registered
+//! there, and one that was never finished has its unknown keys reported when the problems are
+//! read ([`Diagnostics::is_empty`], [`Diagnostics::problems`], [`Diagnostics::into_problems`]).
+//! A reader that forgets [`Map::finish`] therefore cannot let a misspelt key pass silently;
+//! calling it still reports at that point, in reading order.
 
-use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use yaml_rust2::yaml::Hash;
@@ -28,6 +35,9 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     problems: Vec<Problem>,
+    /// Every mapping opened through these diagnostics, to report the unknown keys of those
+    /// never finished.
+    sections: Vec<Arc<Section>>,
 }
 
 impl Diagnostics {
@@ -37,14 +47,106 @@ impl Diagnostics {
             message: message.into(),
         });
     }
+    /// Whether no problem was found, counting unknown keys of sections never finished.
     pub fn is_empty(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.unfinished().is_empty()
     }
-    pub fn problems(&self) -> &[Problem] {
-        &self.problems
+    /// Every problem, in reading order, then the unknown keys of sections never finished.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = self.problems.clone();
+        out.extend(self.unfinished());
+        out
     }
     pub fn into_problems(self) -> Vec<Problem> {
-        self.problems
+        let late = self.unfinished();
+        let mut out = self.problems;
+        out.extend(late);
+        out
+    }
+    fn unfinished(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for s in &self.sections {
+            if !s.finished.load(Ordering::Acquire) {
+                out.extend(s.unknown_keys());
+            }
+        }
+        out
+    }
+}
+
+/// What a [`Map`] shares with the [`Diagnostics`] it was opened through.
+#[derive(Debug)]
+struct Section {
+    path: String,
+    /// The string keys present, in document order.
+    keys: Vec<String>,
+    asked: Mutex<Vec<&'static str>>,
+    /// Set once the keys were read as user-chosen names: none of them is "unknown".
+    open_keys: AtomicBool,
+    /// Set once its unknown keys were reported.
+    finished: AtomicBool,
+}
+
+impl Section {
+    fn new(path: &str, hash: Option<&Hash>) -> Self {
+        Section {
+            path: path.to_string(),
+            keys: hash
+                .map(|h| {
+                    h.keys()
+                        .filter_map(|k| match k {
+                            Yaml::String(k) => Some(k.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            asked: Mutex::new(Vec::new()),
+            open_keys: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn ask(&self, key: &'static str) {
+        match self.asked.lock() {
+            Ok(mut a) => a.push(key),
+            Err(p) => p.into_inner().push(key),
+        }
+    }
+
+    fn asked(&self) -> Vec<&'static str> {
+        match self.asked.lock() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Every key present that no reader asked for, with the closest known key.
+    fn unknown_keys(&self) -> Vec<Problem> {
+        if self.open_keys.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let asked = self.asked();
+        let mut out = Vec::new();
+        for k in &self.keys {
+            if asked.iter().any(|a| a == k) {
+                continue;
+            }
+            let mut msg = String::from("unknown key");
+            if let Some(best) = closest(k, asked.iter().copied()) {
+                msg.push_str(&format!("; did you mean `{best}`?"));
+            } else if !asked.is_empty() {
+                let mut known: Vec<&str> = asked.to_vec();
+                known.sort_unstable();
+                known.dedup();
+                msg.push_str(&format!("; known keys: {}", known.join(", ")));
+            }
+            out.push(Problem {
+                path: join(&self.path, k),
+                message: msg,
+            });
+        }
+        out
     }
 }
 
@@ -59,11 +161,8 @@ pub fn join(parent: &str, key: &str) -> String {
 
 /// A YAML mapping at a known path.
 pub struct Map<'a> {
-    path: String,
     hash: Option<&'a Hash>,
-    asked: RefCell<Vec<&'static str>>,
-    /// Set once the keys were read as user-chosen names: none of them is "unknown".
-    open_keys: std::cell::Cell<bool>,
+    section: Arc<Section>,
 }
 
 /// What a scalar looks like, for error messages.
@@ -86,50 +185,43 @@ impl<'a> Map<'a> {
     /// options does in collector configs). Anything else is reported.
     pub fn new(path: impl Into<String>, y: &'a Yaml, d: &mut Diagnostics) -> Option<Self> {
         let path = path.into();
-        match y {
-            Yaml::Hash(h) => Some(Map {
-                path,
-                hash: Some(h),
-                asked: RefCell::new(Vec::new()),
-                open_keys: std::cell::Cell::new(false),
-            }),
-            Yaml::Null => Some(Map {
-                path,
-                hash: None,
-                asked: RefCell::new(Vec::new()),
-                open_keys: std::cell::Cell::new(false),
-            }),
+        let hash = match y {
+            Yaml::Hash(h) => Some(h),
+            Yaml::Null => None,
             other => {
                 d.error(
                     path,
                     format!("expected a mapping, found {}", kind_of(other)),
                 );
-                None
+                return None;
             }
+        };
+        let section = Arc::new(Section::new(&path, hash));
+        if hash.is_some() {
+            d.sections.push(section.clone());
         }
+        Some(Map { hash, section })
     }
 
     /// An empty mapping (for defaults).
     pub fn empty(path: impl Into<String>) -> Map<'static> {
         Map {
-            path: path.into(),
             hash: None,
-            asked: RefCell::new(Vec::new()),
-            open_keys: std::cell::Cell::new(false),
+            section: Arc::new(Section::new(&path.into(), None)),
         }
     }
 
     pub fn path(&self) -> &str {
-        &self.path
+        &self.section.path
     }
 
     pub fn key_path(&self, key: &str) -> String {
-        join(&self.path, key)
+        join(&self.section.path, key)
     }
 
     /// The raw value under `key`, marking the key as known.
     pub fn raw(&self, key: &'static str) -> Option<&'a Yaml> {
-        self.asked.borrow_mut().push(key);
+        self.section.ask(key);
         let v = self.hash?.get(&Yaml::String(key.to_string()))?;
         if matches!(v, Yaml::Null) {
             None
@@ -145,7 +237,7 @@ impl<'a> Map<'a> {
 
     /// Whether `key` is present at all, even as an empty value (`grpc:`); marks it known.
     pub fn present(&self, key: &'static str) -> bool {
-        self.asked.borrow_mut().push(key);
+        self.section.ask(key);
         self.hash
             .is_some_and(|h| h.contains_key(&Yaml::String(key.to_string())))
     }
@@ -153,14 +245,14 @@ impl<'a> Map<'a> {
     /// Entries in document order, for maps keyed by user-chosen names (component ids,
     /// pipelines). Keys that are not strings are reported.
     pub fn entries(&self, d: &mut Diagnostics) -> Vec<(String, &'a Yaml)> {
-        self.open_keys.set(true);
+        self.section.open_keys.store(true, Ordering::Release);
         let mut out = Vec::new();
         if let Some(h) = self.hash {
             for (k, v) in h {
                 match k {
                     Yaml::String(s) => out.push((s.clone(), v)),
                     other => d.error(
-                        self.path.clone(),
+                        self.path().to_string(),
                         format!("keys must be strings, found {}", kind_of(other)),
                     ),
                 }
@@ -179,12 +271,7 @@ impl<'a> Map<'a> {
     pub fn map_or_empty(&self, key: &'static str, d: &mut Diagnostics) -> Option<Map<'a>> {
         match self.raw(key) {
             Some(y) => Map::new(self.key_path(key), y, d),
-            None => Some(Map {
-                path: self.key_path(key),
-                hash: None,
-                asked: RefCell::new(Vec::new()),
-                open_keys: std::cell::Cell::new(false),
-            }),
+            None => Some(Map::empty(self.key_path(key))),
         }
     }
 
@@ -324,29 +411,20 @@ impl<'a> Map<'a> {
         }
     }
 
-    /// Reports every key present here that no reader asked for, with the closest known key.
+    /// Leaves this section's keys unchecked: another problem (reported) made reading them
+    /// pointless, so calling them unknown would only add noise.
+    pub fn skip(&self) {
+        self.section.finished.store(true, Ordering::Release);
+    }
+
+    /// Reports every key present here that no reader asked for, with the closest known key
+    /// (at this point in the problem list; a section never finished is reported when the
+    /// diagnostics are read).
     pub fn finish(&self, d: &mut Diagnostics) {
-        let Some(h) = self.hash else { return };
-        if self.open_keys.get() {
+        if self.section.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        let asked = self.asked.borrow();
-        for k in h.keys() {
-            let Yaml::String(k) = k else { continue };
-            if asked.iter().any(|a| a == k) {
-                continue;
-            }
-            let mut msg = String::from("unknown key");
-            if let Some(best) = closest(k, asked.iter().copied()) {
-                msg.push_str(&format!("; did you mean `{best}`?"));
-            } else if !asked.is_empty() {
-                let mut known: Vec<&str> = asked.to_vec();
-                known.sort_unstable();
-                known.dedup();
-                msg.push_str(&format!("; known keys: {}", known.join(", ")));
-            }
-            d.error(join(&self.path, k), msg);
-        }
+        d.problems.extend(self.section.unknown_keys());
     }
 }
 
@@ -448,6 +526,68 @@ pub fn closest<'b>(word: &str, candidates: impl Iterator<Item = &'b str>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn yaml(text: &str) -> Yaml {
+        match crate::config::load_str(text) {
+            Ok(y) => y,
+            Err(p) => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn a_section_whose_reader_forgets_finish_still_reports_its_unknown_keys() {
+        let doc = yaml("outer: { inner: { timeout: 5s, timeuot: 6s } }\n");
+        let mut d = Diagnostics::default();
+        let root = Map::new("", &doc, &mut d).unwrap();
+        let outer = root.map("outer", &mut d).unwrap();
+        let inner = outer.map("inner", &mut d).unwrap();
+        assert_eq!(
+            inner.duration("timeout", &mut d),
+            Some(Duration::from_secs(5))
+        );
+        drop(inner); // never finished
+        outer.finish(&mut d);
+        root.finish(&mut d);
+        let problems: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems,
+            vec!["outer.inner.timeuot: unknown key; did you mean `timeout`?"]
+        );
+        assert!(!d.is_empty());
+        assert_eq!(d.into_problems().len(), 1);
+    }
+
+    #[test]
+    fn finishing_reports_in_reading_order_and_once() {
+        let doc = yaml("a: { x: 1 }\nzzzzzz: 2\n");
+        let mut d = Diagnostics::default();
+        let root = Map::new("", &doc, &mut d).unwrap();
+        let a = root.map("a", &mut d).unwrap();
+        a.finish(&mut d);
+        d.error("later", "a problem found after `a` was finished");
+        a.finish(&mut d);
+        root.finish(&mut d);
+        let problems: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems,
+            vec![
+                "a.x: unknown key".to_string(),
+                "later: a problem found after `a` was finished".to_string(),
+                "zzzzzz: unknown key; known keys: a".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_skipped_section_is_not_checked() {
+        let doc = yaml("static: { hostnames: [a] }\n");
+        let mut d = Diagnostics::default();
+        let root = Map::new("", &doc, &mut d).unwrap();
+        let s = root.map("static", &mut d).unwrap();
+        s.skip();
+        root.finish(&mut d);
+        assert!(d.is_empty(), "{:?}", d.problems());
+    }
 
     #[test]
     fn durations() {

@@ -96,7 +96,9 @@ fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
     let stat = r.map("static", d);
     let dns = r.map("dns", d);
     let out = match (stat, dns) {
-        (Some(_), Some(_)) => {
+        (Some(s), Some(n)) => {
+            s.skip();
+            n.skip();
             d.error(
                 r.path(),
                 "set exactly one resolver: `static` or `dns`, not both",
