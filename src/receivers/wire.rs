@@ -36,63 +36,56 @@ pub trait OtlpSignal: Send + Sync + 'static {
     fn response(ack: &Ack) -> Self::Response;
 }
 
-pub struct Traces;
-pub struct Metrics;
-pub struct Logs;
+/// Declares a signal's marker type and binds it to its service, messages and the
+/// partial-success field that counts its rejected items.
+macro_rules! otlp_signal {
+    ($name:ident, $service:literal, $request:ty, $response:ident, $partial:ident, $rejected:ident) => {
+        pub struct $name;
 
-impl OtlpSignal for Traces {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const SIGNAL: Signal = Signal::Traces;
-    type Request = ExportTraceServiceRequest;
-    type Response = ExportTraceServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Traces(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportTraceServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: ack.rejected as i64,
-                error_message: ack.message(Signal::Traces),
-            }),
+        impl OtlpSignal for $name {
+            const SERVICE: &'static str = $service;
+            const SIGNAL: Signal = Signal::$name;
+            type Request = $request;
+            type Response = $response;
+            fn into_payload(req: Self::Request) -> Payload {
+                Payload::$name(req)
+            }
+            fn response(ack: &Ack) -> Self::Response {
+                $response {
+                    partial_success: (ack.rejected > 0).then(|| $partial {
+                        $rejected: ack.rejected as i64,
+                        error_message: ack.message(Signal::$name),
+                    }),
+                }
+            }
         }
-    }
+    };
 }
 
-impl OtlpSignal for Metrics {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const SIGNAL: Signal = Signal::Metrics;
-    type Request = ExportMetricsServiceRequest;
-    type Response = ExportMetricsServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Metrics(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportMetricsServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: ack.rejected as i64,
-                error_message: ack.message(Signal::Metrics),
-            }),
-        }
-    }
-}
-
-impl OtlpSignal for Logs {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const SIGNAL: Signal = Signal::Logs;
-    type Request = ExportLogsServiceRequest;
-    type Response = ExportLogsServiceResponse;
-    fn into_payload(req: Self::Request) -> Payload {
-        Payload::Logs(req)
-    }
-    fn response(ack: &Ack) -> Self::Response {
-        ExportLogsServiceResponse {
-            partial_success: (ack.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: ack.rejected as i64,
-                error_message: ack.message(Signal::Logs),
-            }),
-        }
-    }
-}
+otlp_signal!(
+    Traces,
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    ExportTracePartialSuccess,
+    rejected_spans
+);
+otlp_signal!(
+    Metrics,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess,
+    rejected_data_points
+);
+otlp_signal!(
+    Logs,
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    ExportLogsPartialSuccess,
+    rejected_log_records
+);
 
 /// The refusal of a request over `max_items_per_request` (permanent: the client must split it).
 pub fn too_many_items(signal: crate::component::Signal, items: u64, max: u64) -> String {
