@@ -41,6 +41,18 @@ struct Entry {
     stop: Option<Stop>,
 }
 
+impl Entry {
+    /// Runs the component's own stop (an exporter drains with its tasks still running),
+    /// then cancels its token.
+    async fn stop(self) {
+        tracing::debug!(kind = self.kind.as_str(), id = %self.id, "stopping");
+        if let Some(stop) = self.stop {
+            stop().await;
+        }
+        self.token.cancel();
+    }
+}
+
 /// Everything started so far, in start order.
 pub struct Host {
     base: StartCtx,
@@ -86,16 +98,12 @@ impl Host {
         });
     }
 
-    /// Stops started entries, newest first, while the newest is one of `kinds`: cancels its
-    /// token, then waits for its stop.
+    /// Stops started entries, newest first, while the newest is one of `kinds`: waits for
+    /// its stop, then cancels its token.
     pub async fn stop_while(&mut self, kinds: &[Kind]) {
         while self.started.last().is_some_and(|e| kinds.contains(&e.kind)) {
             let Some(e) = self.started.pop() else { break };
-            tracing::debug!(kind = e.kind.as_str(), id = %e.id, "stopping");
-            e.token.cancel();
-            if let Some(stop) = e.stop {
-                stop().await;
-            }
+            e.stop().await;
         }
     }
 
@@ -113,11 +121,7 @@ impl Host {
     /// Stops everything started, newest first.
     pub async fn stop_all(&mut self) {
         while let Some(e) = self.started.pop() {
-            tracing::debug!(kind = e.kind.as_str(), id = %e.id, "stopping");
-            e.token.cancel();
-            if let Some(stop) = e.stop {
-                stop().await;
-            }
+            e.stop().await;
         }
     }
 
