@@ -25,10 +25,23 @@ impl std::fmt::Display for Problem {
 }
 
 /// Collects every problem found while reading a configuration.
+///
+/// Problems are reported in the order the options they are about were read: a problem found
+/// later (when `build` loads a file that `read` recorded) goes to the [`Slot`] taken when its
+/// key was read, before every problem reported after that.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     problems: Vec<Problem>,
+    /// Each problem's place in the report (ascending, parallel to `problems`).
+    order: Vec<u64>,
+    /// The place of the next problem or slot.
+    next: u64,
 }
+
+/// A place in a [`Diagnostics`] report, taken while reading an option whose problems are
+/// found later (see [`Diagnostics::error_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u64);
 
 impl Diagnostics {
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -36,6 +49,27 @@ impl Diagnostics {
             path: path.into(),
             message: message.into(),
         });
+        self.order.push(self.next);
+        self.next += 1;
+    }
+    /// Takes the place of problems found later, which [`Diagnostics::error_at`] puts there.
+    pub fn slot(&mut self) -> Slot {
+        let s = Slot(self.next);
+        self.next += 1;
+        s
+    }
+    /// Reports a problem at `slot`: after the problems reported before the slot was taken
+    /// (and earlier ones at the same slot), before those reported after it.
+    pub fn error_at(&mut self, slot: Slot, path: impl Into<String>, message: impl Into<String>) {
+        let at = self.order.partition_point(|&o| o <= slot.0);
+        self.problems.insert(
+            at,
+            Problem {
+                path: path.into(),
+                message: message.into(),
+            },
+        );
+        self.order.insert(at, slot.0);
     }
     pub fn is_empty(&self) -> bool {
         self.problems.is_empty()
