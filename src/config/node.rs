@@ -484,6 +484,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn problems_found_later_keep_the_place_of_their_slot() {
+        let mut d = Diagnostics::default();
+        d.error("a", "1");
+        let s1 = d.slot();
+        d.error("b", "2");
+        let s2 = d.slot();
+        d.error("c", "3");
+        d.error_at(s2, "s2", "x");
+        d.error_at(s1, "s1", "y");
+        d.error_at(s1, "s1", "z");
+        d.error("d", "4");
+        let shown: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["a: 1", "s1: y", "s1: z", "b: 2", "s2: x", "c: 3", "d: 4"]
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));

@@ -496,3 +496,52 @@ impl crate::exporters::split::SendOnce for OtlpExporter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_names_the_tls_files_and_build_reports_them_in_their_place() {
+        let doc = crate::config::load_str(
+            "endpoint: backend:4317\ntls: { ca_file: /nonexistent/ca.pem }\ncompression: lz4\n",
+        )
+        .unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.otlp", &doc, &mut d).unwrap();
+        let mut cfg = Config::default();
+        Otlp::read(&mut cfg, &m, &mut d);
+        // Read: no file opened, so only the shape problem.
+        let shown = |d: &Diagnostics| -> Vec<String> {
+            d.problems().iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(
+            shown(&d),
+            ["exporters.otlp.compression: unknown compression \"lz4\": use gzip, zstd or none"]
+        );
+        assert_eq!(cfg.endpoint, "https://backend:4317");
+        let ctx = ParseCtx {
+            metrics: Arc::new(crate::component::telemetry::SelfMetrics::default()),
+            exporter_ids: Default::default(),
+        };
+        assert!(Otlp::build(&ComponentId("otlp".into()), cfg, &m, &ctx, &mut d).is_some());
+        // Build: the CA file's problem goes where `tls.ca_file` was read, before compression.
+        let p = shown(&d);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("exporters.otlp.tls.ca_file: ")
+                && p[0].contains("/nonexistent/ca.pem"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("exporters.otlp.compression: "), "{p:?}");
+    }
+
+    #[test]
+    fn an_empty_section_reads_as_the_readme_defaults() {
+        let c = OtlpOptionsConfig::default();
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert!(c.strip_token && c.headers.is_empty() && !c.tls.insecure);
+        assert_eq!(c.max_request_size, 3 * 1024 * 1024);
+    }
+}

@@ -25,6 +25,8 @@ const MIB: usize = 1024 * 1024;
 pub struct GrpcConfig {
     pub endpoint: String,
     pub max_recv_bytes: usize,
+    /// The listener's TLS (`None`: plaintext; also until build has loaded
+    /// [`Config::grpc_tls`]).
     pub tls: Option<ServerTls>,
     /// Connection cap, first-byte deadline and idle timeout of the listener.
     pub limits: crate::netguard::Limits,
@@ -94,9 +96,11 @@ pub const DEFAULT_MAX_ITEMS: u64 = 100_000;
 pub struct Config {
     /// `protocols.grpc` (default `127.0.0.1:4317` when the protocol is listed).
     pub grpc: Option<GrpcConfig>,
+    /// `protocols.grpc.tls` (default none: plaintext), loaded into `grpc` at build.
     pub grpc_tls: Option<ServerTlsConfig>,
     /// `protocols.http` (default `127.0.0.1:4318` when the protocol is listed).
     pub http: Option<HttpConfig>,
+    /// `protocols.http.tls` (default none: plaintext), loaded into `http` at build.
     pub http_tls: Option<ServerTlsConfig>,
     /// `auth` and `include_metadata` (tokens not loaded).
     pub auth: AuthConfig,

@@ -196,12 +196,15 @@ pub struct NamedFile {
 /// A receiver protocol's `tls` block as read: the files it names, not yet loaded.
 #[derive(Debug, Clone)]
 pub struct ServerTlsConfig {
-    /// `cert_file`, `key_file` and `client_ca_file` (problems go to the `tls` path).
+    /// `cert_file`: the PEM certificate chain.
     pub cert_file: String,
+    /// `key_file`: the PEM private key.
     pub key_file: String,
+    /// `client_ca_file`: the CA bundle clients' certificates must chain to (mTLS).
     pub client_ca_file: Option<String>,
-    /// The `tls` block's path and the place of its loading problems in the report.
+    /// The `tls` block's path, where the files' problems are reported.
     pub at: String,
+    /// The place of those problems in the report.
     pub slot: crate::config::node::Slot,
 }
 

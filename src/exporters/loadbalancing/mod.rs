@@ -221,8 +221,9 @@ pub struct Config {
     pub failover_after: Duration,
     /// `protocol.otlp`: the `otlp` exporter's options (TLS files named, not loaded) ...
     pub otlp: OtlpOptionsConfig,
-    /// ... and each backend's own `sending_queue` and `retry_on_failure`.
+    /// ... each backend's own `sending_queue` ...
     pub backend_queue: QueueConfig,
+    /// ... and `retry_on_failure`.
     pub backend_retry: RetryConfig,
     /// `resolver` (required): `static` or `dns`; no backends when it has problems
     /// (reported).

@@ -73,8 +73,9 @@ pub struct Config {
     pub budgets: Option<String>,
     /// `refresh_interval` (default `1s`).
     pub refresh_interval: Duration,
-    /// `reload` (default `true`) and `reload_interval` (default `5s`).
+    /// `reload` (default `true`): re-read the budgets file when it changes.
     pub reload: bool,
+    /// `reload_interval` (default `5s`).
     pub reload_interval: Duration,
     /// `settle` (default `30s`).
     pub settle: Duration,
