@@ -144,3 +144,37 @@ impl TargetConfig {
         Some(target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_file_is_read_at_load_and_its_problem_keeps_its_place() {
+        let doc = crate::config::load_str(
+            "url: postgres://tollgate@db:5432/ledger\npassword_file: /nonexistent/pw\nsqlite: { synchronous: fast }\n",
+        )
+        .unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.ledger", &doc, &mut d).unwrap();
+        let cfg = read_target(&m, &mut d);
+        let shown = |d: &Diagnostics| -> Vec<String> {
+            d.problems().iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(
+            shown(&d),
+            ["exporters.ledger.sqlite.synchronous: expected full or normal, found \"fast\""]
+        );
+        assert!(cfg.load(&mut d).is_some());
+        let p = shown(&d);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("exporters.ledger.password_file: cannot read /nonexistent/pw: "),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("exporters.ledger.sqlite.synchronous: "),
+            "{p:?}"
+        );
+    }
+}
