@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use crate::component::host::ParseCtx;
 use crate::component::ClientInfo;
+use crate::config::node::Slot;
 use crate::config::{Diagnostics, Map};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,91 +170,110 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-/// The `auth` option (`bearer_tokens_file` or `bearer_tokens_env`): `None` when absent or
-/// wrong (then `d` says why).
-fn read_tokens(m: &Map<'_>, d: &mut Diagnostics) -> Option<Vec<TokenEntry>> {
-    let mut tokens = None;
-    if let Some(a) = m.map("auth", d) {
-        let file = a.str("bearer_tokens_file", d);
-        let env = a.str("bearer_tokens_env", d);
-        a.finish(d);
-        let source = match (file, env) {
-            (Some(_), Some(_)) => {
-                d.error(
-                    a.path().to_string(),
-                    "set one of bearer_tokens_file or bearer_tokens_env, not both",
-                );
-                None
-            }
-            (Some(f), None) => Some((
-                a.key_path("bearer_tokens_file"),
-                f.clone(),
-                std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}")),
-            )),
-            (None, Some(v)) => Some((
-                a.key_path("bearer_tokens_env"),
-                format!("environment variable {v}"),
-                std::env::var(&v).map_err(|_| format!("environment variable {v} is not set")),
-            )),
-            (None, None) => {
-                d.error(
-                    a.path().to_string(),
-                    "missing: bearer_tokens_file or bearer_tokens_env",
-                );
-                None
-            }
-        };
-        if let Some((path, source_name, text)) = source {
-            match text {
-                Err(e) => d.error(path, e),
-                Ok(text) => match parse_tokens(&text, &source_name) {
-                    Ok(t) => tokens = Some(t),
-                    Err(e) => d.error(path, e),
-                },
-            }
+/// Where the bearer tokens come from, as read (phase 1: named, not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `bearer_tokens_file`: a tokens file.
+    File(String),
+    /// `bearer_tokens_env`: an environment variable holding the tokens document.
+    Env(String),
+}
+
+/// The receiver-level `auth` and `include_metadata` options as read: the tokens are loaded by
+/// [`AuthConfig::build`].
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// `auth` (default none: no authentication), with the YAML path and the place in the
+    /// report of the problems found when it is loaded. `None` also when it is wrong
+    /// (reported).
+    pub tokens: Option<(TokenSource, String, Slot)>,
+    /// `include_metadata` (default none): lower-case header names copied into
+    /// `ClientInfo.metadata`.
+    pub metadata_keys: Vec<http::HeaderName>,
+    /// Bearer tokens are required (the `budget` API): absent or unreadable tokens let
+    /// nobody in.
+    pub required: bool,
+}
+
+/// Reads the `auth` option (`bearer_tokens_file` or `bearer_tokens_env`): `None` when absent
+/// or wrong (then `d` says why). No I/O.
+fn read_token_source(m: &Map<'_>, d: &mut Diagnostics) -> Option<(TokenSource, String, Slot)> {
+    let a = m.map("auth", d)?;
+    let file = a.str("bearer_tokens_file", d);
+    let env = a.str("bearer_tokens_env", d);
+    a.finish(d);
+    match (file, env) {
+        (Some(_), Some(_)) => {
+            d.error(
+                a.path().to_string(),
+                "set one of bearer_tokens_file or bearer_tokens_env, not both",
+            );
+            None
+        }
+        (Some(f), None) => Some((
+            TokenSource::File(f),
+            a.key_path("bearer_tokens_file"),
+            d.slot(),
+        )),
+        (None, Some(v)) => Some((
+            TokenSource::Env(v),
+            a.key_path("bearer_tokens_env"),
+            d.slot(),
+        )),
+        (None, None) => {
+            d.error(
+                a.path().to_string(),
+                "missing: bearer_tokens_file or bearer_tokens_env",
+            );
+            None
         }
     }
-    tokens
+}
+
+/// Reads the tokens the source names (problems reported where `auth` was read).
+fn load_tokens(
+    (source, path, slot): &(TokenSource, String, Slot),
+    d: &mut Diagnostics,
+) -> Option<Vec<TokenEntry>> {
+    let (source_name, text) = match source {
+        TokenSource::File(f) => (
+            f.clone(),
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {f}: {e}")),
+        ),
+        TokenSource::Env(v) => (
+            format!("environment variable {v}"),
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
+        ),
+    };
+    let parsed = text.and_then(|text| parse_tokens(&text, &source_name));
+    match parsed {
+        Ok(t) => Some(t),
+        Err(e) => {
+            d.error_at(*slot, path.clone(), e);
+            None
+        }
+    }
 }
 
 /// Bearer tokens alone (no `include_metadata`), for an HTTP API outside the data path (the
-/// `budget` extension); `auth` is required. Failures are counted under `receiver` = `name`.
-pub fn parse_bearer(
-    name: &str,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Arc<ClientPolicy> {
+/// `budget` extension); `auth` is required. No I/O.
+pub fn read_bearer(m: &Map<'_>, d: &mut Diagnostics) -> AuthConfig {
     if !m.has("auth") {
         d.error(
             m.key_path("auth"),
             "missing: { bearer_tokens_file: FILE } (the receivers' token file format)",
         );
     }
-    let tokens = read_tokens(m, d);
-    let failures = ctx.metrics.register_shared(
-        "tollgate_receiver_auth_failures",
-        "Requests refused because the bearer token was missing or invalid",
-        Family::<AuthFailureLabels, Counter>::default,
-    );
-    Arc::new(ClientPolicy {
-        receiver: name.to_string(),
-        // Absent or unreadable tokens: nobody gets in (the config error stops start-up).
-        tokens: Some(tokens.unwrap_or_default()),
+    AuthConfig {
+        tokens: read_token_source(m, d),
         metadata_keys: Vec::new(),
-        failures,
-        anonymous: Arc::new(ClientInfo::default()),
-    })
+        required: true,
+    }
 }
 
-/// Reads the receiver-level `auth` and `include_metadata` options.
-pub fn parse(
-    receiver: &str,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Arc<ClientPolicy> {
-    let tokens = read_tokens(m, d);
+/// Reads the receiver-level `auth` and `include_metadata` options. No I/O.
+pub fn read(m: &Map<'_>, d: &mut Diagnostics) -> AuthConfig {
+    let tokens = read_token_source(m, d);
     let mut metadata_keys = Vec::new();
     if let Some(list) = m.str_list("include_metadata", d) {
         for (i, k) in list.iter().enumerate() {
@@ -270,18 +290,37 @@ pub fn parse(
             }
         }
     }
-    let failures = ctx.metrics.register_shared(
-        "tollgate_receiver_auth_failures",
-        "Requests refused because the bearer token was missing or invalid",
-        Family::<AuthFailureLabels, Counter>::default,
-    );
-    Arc::new(ClientPolicy {
-        receiver: receiver.to_string(),
+    AuthConfig {
         tokens,
         metadata_keys,
-        failures,
-        anonymous: Arc::new(ClientInfo::default()),
-    })
+        required: false,
+    }
+}
+
+impl AuthConfig {
+    /// Loads the tokens and registers the auth failure counter; failures are counted under
+    /// `receiver` = `name`.
+    pub fn build(self, name: &str, ctx: &ParseCtx, d: &mut Diagnostics) -> Arc<ClientPolicy> {
+        let tokens = self.tokens.as_ref().and_then(|t| load_tokens(t, d));
+        let failures = ctx.metrics.register_shared(
+            "tollgate_receiver_auth_failures",
+            "Requests refused because the bearer token was missing or invalid",
+            Family::<AuthFailureLabels, Counter>::default,
+        );
+        Arc::new(ClientPolicy {
+            receiver: name.to_string(),
+            // Required but absent or unreadable tokens: nobody gets in (the config error
+            // stops start-up).
+            tokens: if self.required {
+                Some(tokens.unwrap_or_default())
+            } else {
+                tokens
+            },
+            metadata_keys: self.metadata_keys,
+            failures,
+            anonymous: Arc::new(ClientInfo::default()),
+        })
+    }
 }
 
 /// Parses the tokens document; errors name the entry, never the token.

@@ -12,7 +12,9 @@
 //!
 //! A type registers [`factory::<T>`](factory) under its name (`FACTORIES` in `receivers`,
 //! `processors`, `exporters` and `extensions`). Problems of every phase go to the
-//! [`Diagnostics`] with their YAML paths.
+//! [`Diagnostics`] with their YAML paths; a problem `build` finds in a file goes to the
+//! place `read` took for it ([`Diagnostics::slot`](crate::config::node::Diagnostics::slot)),
+//! so the report keeps the order of the keys.
 //!
 //! For phases 3 and 4: `start` with a [`StartCtx`] (the
 //! host's metrics, health and a cancellation token of the component's own), and a stop. A

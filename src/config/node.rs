@@ -32,13 +32,26 @@ impl std::fmt::Display for Problem {
 }
 
 /// Collects every problem found while reading a configuration.
+///
+/// Problems are reported in the order the options they are about were read: a problem found
+/// later (when `build` loads a file that `read` recorded) goes to the [`Slot`] taken when its
+/// key was read, before every problem reported after that.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     problems: Vec<Problem>,
+    /// Each problem's place in the report (ascending, parallel to `problems`).
+    order: Vec<u64>,
+    /// The place of the next problem or slot.
+    next: u64,
     /// Every mapping opened through these diagnostics, to report the unknown keys of those
     /// never finished.
     sections: Vec<Arc<Section>>,
 }
+
+/// A place in a [`Diagnostics`] report, taken while reading an option whose problems are
+/// found later (see [`Diagnostics::error_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u64);
 
 impl Diagnostics {
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -46,6 +59,27 @@ impl Diagnostics {
             path: path.into(),
             message: message.into(),
         });
+        self.order.push(self.next);
+        self.next += 1;
+    }
+    /// Takes the place of problems found later, which [`Diagnostics::error_at`] puts there.
+    pub fn slot(&mut self) -> Slot {
+        let s = Slot(self.next);
+        self.next += 1;
+        s
+    }
+    /// Reports a problem at `slot`: after the problems reported before the slot was taken
+    /// (and earlier ones at the same slot), before those reported after it.
+    pub fn error_at(&mut self, slot: Slot, path: impl Into<String>, message: impl Into<String>) {
+        let at = self.order.partition_point(|&o| o <= slot.0);
+        self.problems.insert(
+            at,
+            Problem {
+                path: path.into(),
+                message: message.into(),
+            },
+        );
+        self.order.insert(at, slot.0);
     }
     /// Whether no problem was found, counting unknown keys of sections never finished.
     pub fn is_empty(&self) -> bool {
@@ -424,7 +458,9 @@ impl<'a> Map<'a> {
         if self.section.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        d.problems.extend(self.section.unknown_keys());
+        for p in self.section.unknown_keys() {
+            d.error(p.path, p.message);
+        }
     }
 }
 
@@ -587,6 +623,25 @@ mod tests {
         s.skip();
         root.finish(&mut d);
         assert!(d.is_empty(), "{:?}", d.problems());
+    }
+
+    #[test]
+    fn problems_found_later_keep_the_place_of_their_slot() {
+        let mut d = Diagnostics::default();
+        d.error("a", "1");
+        let s1 = d.slot();
+        d.error("b", "2");
+        let s2 = d.slot();
+        d.error("c", "3");
+        d.error_at(s2, "s2", "x");
+        d.error_at(s1, "s1", "y");
+        d.error_at(s1, "s1", "z");
+        d.error("d", "4");
+        let shown: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["a: 1", "s1: y", "s1: z", "b: 2", "s2: x", "c: 3", "d: 4"]
+        );
     }
 
     #[test]

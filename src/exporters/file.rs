@@ -6,35 +6,66 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload};
 use crate::config::{ComponentId, Diagnostics, Map};
 
+/// A configured `file` exporter (the file is opened at start).
 pub struct FileExporterConfig {
     id: ComponentId,
     path: PathBuf,
     strip_token: bool,
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let path = m.str("path", d);
-    if path.as_deref().is_none_or(str::is_empty) {
-        d.error(
-            m.key_path("path"),
-            "missing: the file to append OTLP/JSON lines to",
-        );
+/// The `file` exporter's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `path` (required): the file to append OTLP/JSON lines to (its directory is created at
+    /// start); empty when missing (reported).
+    pub path: PathBuf,
+    /// `strip_token` (default `true`): remove the envelope token from what is written.
+    pub strip_token: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: PathBuf::new(),
+            strip_token: true,
+        }
     }
-    Some(Box::new(FileExporterConfig {
-        id: id.clone(),
-        path: PathBuf::from(path.unwrap_or_default()),
-        strip_token: super::encode::parse_strip_token(m, d),
-    }))
+}
+
+impl Component for FileExporterConfig {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        let path = m.str("path", d);
+        if path.as_deref().is_none_or(str::is_empty) {
+            d.error(
+                m.key_path("path"),
+                "missing: the file to append OTLP/JSON lines to",
+            );
+        }
+        cfg.path = PathBuf::from(path.unwrap_or_default());
+        cfg.strip_token = super::encode::parse_strip_token(m, d);
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        Some(Box::new(FileExporterConfig {
+            id: id.clone(),
+            path: cfg.path,
+            strip_token: cfg.strip_token,
+        }))
+    }
 }
 
 type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);

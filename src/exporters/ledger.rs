@@ -17,16 +17,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::registry::Published;
 use crate::ledger::row::{self, Context};
 use crate::ledger::store::Target;
-use crate::ledger::target::{default_instance, parse_target};
+use crate::ledger::target::{default_instance, read_target, TargetConfig};
 use crate::ledger::{LedgerError, Row, Store, WriteOutcome};
 
+/// A configured `ledger` exporter (the ledger is opened at start).
 pub struct LedgerConfig {
     id: ComponentId,
     target: Target,
@@ -62,23 +63,54 @@ fn batch_buckets() -> Histogram {
     Histogram::new([1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0])
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let instance = m.str("instance_id", d).unwrap_or_else(default_instance);
-    let max_batch_rows = m
-        .u64_in("max_batch_rows", 1, 1_000_000, d)
-        .unwrap_or(10_000) as usize;
-    let target = parse_target(m, d)?;
-    Some(Box::new(LedgerConfig {
-        id: id.clone(),
-        target,
-        instance,
-        max_batch_rows,
-    }))
+/// The `ledger` exporter's options (README "Exporters").
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `url`, `password_file` / `password_env`, `tls` and `sqlite` (files not read).
+    pub target: TargetConfig,
+    /// `instance_id` (default: `HOSTNAME` or the kernel host name, looked up at build).
+    pub instance_id: Option<String>,
+    /// `max_batch_rows` (default `10000`).
+    pub max_batch_rows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            target: TargetConfig::default(),
+            instance_id: None,
+            max_batch_rows: 10_000,
+        }
+    }
+}
+
+impl Component for LedgerConfig {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        cfg.instance_id = m.str("instance_id", d);
+        if let Some(n) = m.u64_in("max_batch_rows", 1, 1_000_000, d) {
+            cfg.max_batch_rows = n as usize;
+        }
+        cfg.target = read_target(m, d);
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        let target = cfg.target.load(d)?;
+        Some(Box::new(LedgerConfig {
+            id: id.clone(),
+            target,
+            instance: cfg.instance_id.unwrap_or_else(default_instance),
+            max_batch_rows: cfg.max_batch_rows,
+        }))
+    }
 }
 
 struct Job {

@@ -26,12 +26,15 @@ type Factory = crate::component::factory::Factory<Box<dyn ExporterBuilder>>;
 
 /// Every exporter type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
-    ("otlp", otlp::factory),
-    ("otlp_http", otlp_http::factory),
-    ("file", file::factory),
+    ("otlp", factory::<otlp::Otlp>),
+    ("otlp_http", factory::<otlp_http::OtlpHttpConfig>),
+    ("file", factory::<file::FileExporterConfig>),
     ("debug", factory::<debug::DebugExporter>),
-    ("ledger", ledger::factory),
-    ("loadbalancing", loadbalancing::factory),
+    ("ledger", factory::<ledger::LedgerConfig>),
+    (
+        "loadbalancing",
+        factory::<loadbalancing::LoadBalancingConfig>,
+    ),
 ];
 
 /// An exporter's own builder plus the delivery options every exporter has.

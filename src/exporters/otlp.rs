@@ -13,7 +13,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BackendStatus, BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
@@ -63,8 +63,9 @@ pub struct OtlpExporterConfig {
 /// Default `max_request_size`: below the 4 MiB a gRPC server (the Collector's default) takes.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 3 * 1024 * 1024;
 
-/// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS):
-/// what the `loadbalancing` exporter's `protocol.otlp` block shares with it.
+/// The `otlp` exporter's options other than `endpoint` (headers, compression, timeout, TLS),
+/// with the TLS files loaded: what the `loadbalancing` exporter's `protocol.otlp` block shares
+/// with it. Read as an [`OtlpOptionsConfig`].
 #[derive(Debug, Clone)]
 pub struct OtlpOptions {
     pub headers: Vec<(String, String)>,
@@ -77,12 +78,42 @@ pub struct OtlpOptions {
     pub max_request_size: usize,
 }
 
-impl OtlpOptions {
-    /// Reads `headers`, `compression`, `timeout`, `tls`, `strip_token` and
-    /// `max_request_size` from `m`.
-    pub fn parse(m: &Map<'_>, d: &mut Diagnostics) -> OtlpOptions {
-        let tls = crate::tls::parse_client(m, d);
-        let headers = crate::exporters::support::parse_headers(m, d, |k, v| {
+/// [`OtlpOptions`] as read (phase 1): the TLS files are named, not loaded.
+#[derive(Debug, Clone)]
+pub struct OtlpOptionsConfig {
+    /// `headers` (default none): gRPC metadata sent with every request.
+    pub headers: Vec<(String, String)>,
+    /// `compression` (default `gzip`).
+    pub compression: Compression,
+    /// `timeout` (default `5s`): per request.
+    pub timeout: Duration,
+    /// `tls` (default: TLS with the system's CA roots).
+    pub tls: crate::tls::ClientTlsConfig,
+    /// `strip_token` (default `true`).
+    pub strip_token: bool,
+    /// `max_request_size` (default [`DEFAULT_MAX_REQUEST_SIZE`]).
+    pub max_request_size: usize,
+}
+
+impl Default for OtlpOptionsConfig {
+    fn default() -> Self {
+        OtlpOptionsConfig {
+            headers: Vec::new(),
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+            tls: crate::tls::ClientTlsConfig::default(),
+            strip_token: true,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+        }
+    }
+}
+
+impl OtlpOptionsConfig {
+    /// Reads `tls`, `headers`, `compression`, `timeout`, `strip_token` and
+    /// `max_request_size` from `m` (no I/O).
+    pub fn read(&mut self, m: &Map<'_>, d: &mut Diagnostics) {
+        self.tls = crate::tls::read_client(m, d);
+        self.headers = crate::exporters::support::parse_headers(m, d, |k, v| {
             let k = k.to_ascii_lowercase();
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes()).is_err() {
                 return Err(
@@ -94,44 +125,40 @@ impl OtlpOptions {
             }
             Ok((k, v.to_string()))
         });
-        let compression = Compression::parse(m, d);
-        let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
-        let strip_token = encode::parse_strip_token(m, d);
-        let max_request_size = m
-            .u64_in("max_request_size", 0, 1 << 32, d)
-            .map_or(DEFAULT_MAX_REQUEST_SIZE, |n| n as usize);
-        OtlpOptions {
-            headers,
-            compression,
-            timeout,
-            tls,
-            strip_token,
-            max_request_size,
+        self.compression = Compression::parse(m, d);
+        if let Some(t) = m.duration("timeout", d) {
+            self.timeout = t;
+        }
+        self.strip_token = encode::parse_strip_token(m, d);
+        if let Some(n) = m.u64_in("max_request_size", 0, 1 << 32, d) {
+            self.max_request_size = n as usize;
         }
     }
 
+    /// Loads the TLS files (problems reported where their keys were read).
+    pub fn load(self, d: &mut Diagnostics) -> OtlpOptions {
+        OtlpOptions {
+            tls: self.tls.load(d),
+            headers: self.headers,
+            compression: self.compression,
+            timeout: self.timeout,
+            strip_token: self.strip_token,
+            max_request_size: self.max_request_size,
+        }
+    }
+
+    /// See [`OtlpOptions::endpoint_url`] (only `tls.insecure` matters, which is read here).
+    pub fn endpoint_url(&self, endpoint: &str) -> Result<String, (&'static str, String)> {
+        endpoint_url(self.tls.insecure, endpoint)
+    }
+}
+
+impl OtlpOptions {
     /// The URL tonic connects to for `endpoint` (`host:port` or a URL): `http://` with
     /// `tls.insecure`, `https://` otherwise. The error names the key at fault (`endpoint` or
     /// `tls`) and the rule it breaks.
     pub fn endpoint_url(&self, endpoint: &str) -> Result<String, (&'static str, String)> {
-        let url = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else if self.tls.insecure {
-            format!("http://{endpoint}")
-        } else {
-            format!("https://{endpoint}")
-        };
-        if url.starts_with("https://") && self.tls.insecure {
-            return Err((
-                "tls",
-                "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure"
-                    .into(),
-            ));
-        }
-        if Endpoint::from_shared(url.clone()).is_err() {
-            return Err(("endpoint", format!("not a valid endpoint: {url:?}")));
-        }
-        Ok(url)
+        endpoint_url(self.tls.insecure, endpoint)
     }
 
     /// A configured `otlp` exporter for one endpoint URL (from [`OtlpOptions::endpoint_url`]).
@@ -149,31 +176,80 @@ impl OtlpOptions {
     }
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let raw_endpoint = m.str("endpoint", d);
-    let options = OtlpOptions::parse(m, d);
-    let endpoint = match raw_endpoint {
-        None => {
-            d.error(
-                m.key_path("endpoint"),
-                "missing: the backend's host:port or URL",
-            );
-            String::new()
-        }
-        Some(e) => match options.endpoint_url(&e) {
-            Ok(url) => url,
-            Err((key, rule)) => {
-                d.error(m.key_path(key), rule);
-                e
+/// The `otlp` exporter's options (README "Exporters": `endpoint` required, the rest as
+/// [`OtlpOptionsConfig`]).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `endpoint` (required): the URL tonic connects to (from `host:port` or a URL, see
+    /// [`OtlpOptions::endpoint_url`]); as written when it is not valid (reported); empty
+    /// when missing (reported).
+    pub endpoint: String,
+    /// Every other option.
+    pub options: OtlpOptionsConfig,
+}
+
+/// The `otlp` exporter type (its built form is an [`OtlpExporterConfig`]).
+pub struct Otlp;
+
+impl Component for Otlp {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        let raw_endpoint = m.str("endpoint", d);
+        cfg.options.read(m, d);
+        cfg.endpoint = match raw_endpoint {
+            None => {
+                d.error(
+                    m.key_path("endpoint"),
+                    "missing: the backend's host:port or URL",
+                );
+                String::new()
             }
-        },
+            Some(e) => match cfg.options.endpoint_url(&e) {
+                Ok(url) => url,
+                Err((key, rule)) => {
+                    d.error(m.key_path(key), rule);
+                    e
+                }
+            },
+        };
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        let options = cfg.options.load(d);
+        Some(Box::new(options.for_endpoint(id, cfg.endpoint)))
+    }
+}
+
+/// The URL tonic connects to for `endpoint` (`host:port` or a URL): `http://` with
+/// `tls.insecure`, `https://` otherwise. The error names the key at fault (`endpoint` or
+/// `tls`) and the rule it breaks.
+fn endpoint_url(insecure: bool, endpoint: &str) -> Result<String, (&'static str, String)> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else if insecure {
+        format!("http://{endpoint}")
+    } else {
+        format!("https://{endpoint}")
     };
-    Some(Box::new(options.for_endpoint(id, endpoint)))
+    if url.starts_with("https://") && insecure {
+        return Err((
+            "tls",
+            "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure"
+                .into(),
+        ));
+    }
+    if Endpoint::from_shared(url.clone()).is_err() {
+        return Err(("endpoint", format!("not a valid endpoint: {url:?}")));
+    }
+    Ok(url)
 }
 
 impl ExporterBuilder for OtlpExporterConfig {
@@ -418,5 +494,54 @@ impl crate::exporters::split::SendOnce for OtlpExporter {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_names_the_tls_files_and_build_reports_them_in_their_place() {
+        let doc = crate::config::load_str(
+            "endpoint: backend:4317\ntls: { ca_file: /nonexistent/ca.pem }\ncompression: lz4\n",
+        )
+        .unwrap();
+        let mut d = Diagnostics::default();
+        let m = Map::new("exporters.otlp", &doc, &mut d).unwrap();
+        let mut cfg = Config::default();
+        Otlp::read(&mut cfg, &m, &mut d);
+        // Read: no file opened, so only the shape problem.
+        let shown = |d: &Diagnostics| -> Vec<String> {
+            d.problems().iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(
+            shown(&d),
+            ["exporters.otlp.compression: unknown compression \"lz4\": use gzip, zstd or none"]
+        );
+        assert_eq!(cfg.endpoint, "https://backend:4317");
+        let ctx = ParseCtx {
+            metrics: Arc::new(crate::component::telemetry::SelfMetrics::default()),
+            exporter_ids: Default::default(),
+        };
+        assert!(Otlp::build(&ComponentId("otlp".into()), cfg, &m, &ctx, &mut d).is_some());
+        // Build: the CA file's problem goes where `tls.ca_file` was read, before compression.
+        let p = shown(&d);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("exporters.otlp.tls.ca_file: ")
+                && p[0].contains("/nonexistent/ca.pem"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("exporters.otlp.compression: "), "{p:?}");
+    }
+
+    #[test]
+    fn an_empty_section_reads_as_the_readme_defaults() {
+        let c = OtlpOptionsConfig::default();
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert!(c.strip_token && c.headers.is_empty() && !c.tls.insecure);
+        assert_eq!(c.max_request_size, 3 * 1024 * 1024);
     }
 }

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResp
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BackendStatus, BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
@@ -39,6 +39,7 @@ pub enum BodyEncoding {
     Json,
 }
 
+/// A configured `otlp_http` exporter (TLS files loaded).
 #[derive(Debug, Clone)]
 pub struct OtlpHttpConfig {
     pub id: ComponentId,
@@ -74,84 +75,133 @@ fn check_url(m: &Map<'_>, key: &'static str, url: &str, d: &mut Diagnostics) -> 
     }
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let base = m
-        .str("endpoint", d)
-        .filter(|b| check_url(m, "endpoint", b, d).is_some());
-    let mut urls: [Option<Uri>; 3] = [None, None, None];
-    for (s, key) in [
-        (Signal::Traces, "traces_endpoint"),
-        (Signal::Metrics, "metrics_endpoint"),
-        (Signal::Logs, "logs_endpoint"),
-    ] {
-        if let Some(u) = m.str(key, d) {
-            urls[s as usize] = check_url(m, key, &u, d);
-        } else if let Some(b) = &base {
-            // The OTLP exporter spec: the signal path is appended to the base URL.
-            let full = format!("{}/v1/{}", b.trim_end_matches('/'), s.as_str());
-            urls[s as usize] = check_url(m, "endpoint", &full, d);
+/// The `otlp_http` exporter's options (README "Exporters").
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Full URLs for traces, metrics and logs (index = `Signal as usize`): `traces_endpoint`,
+    /// `metrics_endpoint`, `logs_endpoint`, else `endpoint` + `/v1/<signal>`; `None` when
+    /// neither is set (or the URL is not valid, reported).
+    pub urls: [Option<Uri>; 3],
+    /// `encoding` (default `proto`).
+    pub encoding: BodyEncoding,
+    /// `headers` (default none).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `compression` (default `gzip`).
+    pub compression: Compression,
+    /// `timeout` (default `5s`).
+    pub timeout: Duration,
+    /// `tls` (default: TLS for `https://` URLs with the system's CA roots); files not loaded.
+    pub tls: crate::tls::ClientTlsConfig,
+    /// `strip_token` (default `true`).
+    pub strip_token: bool,
+    /// `max_request_size` (default 3 MiB, as for `otlp`).
+    pub max_request_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            urls: [None, None, None],
+            encoding: BodyEncoding::Proto,
+            headers: Vec::new(),
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+            tls: crate::tls::ClientTlsConfig::default(),
+            strip_token: true,
+            max_request_size: crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE,
         }
     }
-    if !m.has("endpoint") && urls.iter().all(Option::is_none) {
-        d.error(
-            m.key_path("endpoint"),
-            "missing: the backend's base URL (e.g. https://otlp.example.com:4318), or traces_endpoint / metrics_endpoint / logs_endpoint",
-        );
-    }
-    let encoding = match m.str("encoding", d).as_deref() {
-        None | Some("proto") => BodyEncoding::Proto,
-        Some("json") => BodyEncoding::Json,
-        Some(other) => {
+}
+
+impl Component for OtlpHttpConfig {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        let base = m
+            .str("endpoint", d)
+            .filter(|b| check_url(m, "endpoint", b, d).is_some());
+        let mut urls: [Option<Uri>; 3] = [None, None, None];
+        for (s, key) in [
+            (Signal::Traces, "traces_endpoint"),
+            (Signal::Metrics, "metrics_endpoint"),
+            (Signal::Logs, "logs_endpoint"),
+        ] {
+            if let Some(u) = m.str(key, d) {
+                urls[s as usize] = check_url(m, key, &u, d);
+            } else if let Some(b) = &base {
+                // The OTLP exporter spec: the signal path is appended to the base URL.
+                let full = format!("{}/v1/{}", b.trim_end_matches('/'), s.as_str());
+                urls[s as usize] = check_url(m, "endpoint", &full, d);
+            }
+        }
+        if !m.has("endpoint") && urls.iter().all(Option::is_none) {
             d.error(
+                m.key_path("endpoint"),
+                "missing: the backend's base URL (e.g. https://otlp.example.com:4318), or traces_endpoint / metrics_endpoint / logs_endpoint",
+            );
+        }
+        match m.str("encoding", d).as_deref() {
+            None => {}
+            Some("proto") => cfg.encoding = BodyEncoding::Proto,
+            Some("json") => cfg.encoding = BodyEncoding::Json,
+            Some(other) => d.error(
                 m.key_path("encoding"),
                 format!("unknown encoding {other:?}: use proto or json"),
-            );
-            BodyEncoding::Proto
+            ),
         }
-    };
-    let headers = crate::exporters::support::parse_headers(m, d, |k, v| {
-        let name =
-            HeaderName::from_bytes(k.as_bytes()).map_err(|_| "not a valid HTTP header name")?;
-        let value = HeaderValue::from_str(v).map_err(|_| "header value must be printable ASCII")?;
-        Ok((name, value))
-    });
-    let compression = Compression::parse(m, d);
-    let timeout = m.duration("timeout", d).unwrap_or(Duration::from_secs(5));
-    if timeout.is_zero() {
-        d.error(m.key_path("timeout"), "must be greater than zero");
+        cfg.headers = crate::exporters::support::parse_headers(m, d, |k, v| {
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| "not a valid HTTP header name")?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| "header value must be printable ASCII")?;
+            Ok((name, value))
+        });
+        cfg.compression = Compression::parse(m, d);
+        if let Some(t) = m.duration("timeout", d) {
+            cfg.timeout = t;
+        }
+        if cfg.timeout.is_zero() {
+            d.error(m.key_path("timeout"), "must be greater than zero");
+        }
+        cfg.tls = crate::tls::read_client(m, d);
+        if cfg.tls.insecure
+            && urls
+                .iter()
+                .flatten()
+                .any(|u| u.scheme_str() == Some("https"))
+        {
+            d.error(
+                m.key_path("tls"),
+                "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure",
+            );
+        }
+        cfg.urls = urls;
+        cfg.strip_token = super::encode::parse_strip_token(m, d);
+        if let Some(n) = m.u64_in("max_request_size", 0, 1 << 32, d) {
+            cfg.max_request_size = n as usize;
+        }
     }
-    let tls = crate::tls::parse_client(m, d);
-    if tls.insecure
-        && urls
-            .iter()
-            .flatten()
-            .any(|u| u.scheme_str() == Some("https"))
-    {
-        d.error(
-            m.key_path("tls"),
-            "tls.insecure (plaintext) contradicts an https:// endpoint: use http:// or drop tls.insecure",
-        );
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        Some(Box::new(OtlpHttpConfig {
+            id: id.clone(),
+            urls: cfg.urls,
+            encoding: cfg.encoding,
+            headers: cfg.headers,
+            compression: cfg.compression,
+            timeout: cfg.timeout,
+            tls: cfg.tls.load(d),
+            strip_token: cfg.strip_token,
+            max_request_size: cfg.max_request_size,
+        }))
     }
-    Some(Box::new(OtlpHttpConfig {
-        id: id.clone(),
-        urls,
-        encoding,
-        headers,
-        compression,
-        timeout,
-        tls,
-        strip_token: super::encode::parse_strip_token(m, d),
-        max_request_size: m
-            .u64_in("max_request_size", 0, 1 << 32, d)
-            .map_or(crate::exporters::otlp::DEFAULT_MAX_REQUEST_SIZE, |n| {
-                n as usize
-            }),
-    }))
 }
 
 impl ExporterBuilder for OtlpHttpConfig {

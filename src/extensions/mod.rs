@@ -10,5 +10,5 @@ type Factory = crate::component::factory::Factory<Box<dyn ExtensionBuilder>>;
 
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("health_check", factory::<health_check::HealthCheck>),
-    ("budget", budget::factory),
+    ("budget", factory::<budget::BudgetConfig>),
 ];

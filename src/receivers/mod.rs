@@ -8,9 +8,9 @@ pub mod otlp_http;
 pub mod prescan;
 pub mod wire;
 
-use crate::component::factory::ReceiverBuilder;
+use crate::component::factory::{factory, ReceiverBuilder};
 
 type Factory = crate::component::factory::Factory<Box<dyn ReceiverBuilder>>;
 
 /// Every receiver type: name and factory.
-pub const FACTORIES: &[(&str, Factory)] = &[("otlp", otlp::factory)];
+pub const FACTORIES: &[(&str, Factory)] = &[("otlp", factory::<otlp::OtlpReceiver>)];

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::ClientPolicy;
-use crate::component::factory::{ReceiverBuilder, Started};
+use crate::auth::{AuthConfig, ClientPolicy};
+use crate::component::factory::{Component, ReceiverBuilder, Started};
 use crate::component::host::Pipelines;
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{BoxFuture, Signal};
@@ -17,7 +17,7 @@ use crate::receivers::otlp_http::{self, Cors, HttpConfig};
 use crate::receivers::wire::{
     DEFAULT_MAX_CONCURRENT_STREAMS, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
 };
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, ServerTlsConfig};
 
 const MIB: usize = 1024 * 1024;
 
@@ -25,6 +25,8 @@ const MIB: usize = 1024 * 1024;
 pub struct GrpcConfig {
     pub endpoint: String,
     pub max_recv_bytes: usize,
+    /// The listener's TLS (`None`: plaintext; also until build has loaded
+    /// [`Config::grpc_tls`]).
     pub tls: Option<ServerTls>,
     /// Connection cap, first-byte deadline and idle timeout of the listener.
     pub limits: crate::netguard::Limits,
@@ -73,6 +75,7 @@ pub fn parse_limits(
     l
 }
 
+/// A configured `otlp` receiver (its TLS files and tokens loaded; it listens at start).
 #[derive(Debug, Clone)]
 pub struct OtlpReceiver {
     pub id: ComponentId,
@@ -87,79 +90,134 @@ pub struct OtlpReceiver {
 /// Default `max_items_per_request`.
 pub const DEFAULT_MAX_ITEMS: u64 = 100_000;
 
-pub fn factory(
-    id: &ComponentId,
-    cfg: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ReceiverBuilder>> {
-    let mut grpc = None;
-    let mut http = None;
-    if let Some(protocols) = cfg.map("protocols", d) {
-        if protocols.present("grpc") {
-            if let Some(g) = protocols.map_or_empty("grpc", d) {
-                let endpoint = g
-                    .str("endpoint", d)
-                    .unwrap_or_else(|| "127.0.0.1:4317".to_string());
-                check_endpoint(&g, &endpoint, d);
-                let mib = g.u64_in("max_recv_msg_size_mib", 1, 4096, d).unwrap_or(4);
-                let tls = crate::tls::parse_server(&g, d);
-                let max_concurrent_streams = g
-                    .u64_in("max_concurrent_streams", 1, u32::MAX as u64, d)
-                    .map_or(DEFAULT_MAX_CONCURRENT_STREAMS, |n| n as u32);
-                let request_timeout = match g.duration("request_timeout", d) {
-                    Some(t) if t.is_zero() => {
-                        d.error(g.key_path("request_timeout"), "must be greater than zero");
-                        DEFAULT_GRPC_REQUEST_TIMEOUT
-                    }
-                    Some(t) => t,
-                    None => DEFAULT_GRPC_REQUEST_TIMEOUT,
-                };
-                let limits = parse_limits(&g, None, request_timeout, d);
-                g.finish(d);
-                grpc = Some(GrpcConfig {
-                    endpoint,
-                    max_recv_bytes: mib as usize * MIB,
-                    tls,
-                    limits,
-                    max_concurrent_streams,
-                    request_timeout,
-                });
-            }
-        }
-        if protocols.present("http") {
-            if let Some(h) = protocols.map_or_empty("http", d) {
-                http = Some(parse_http(&h, d));
-            }
-        }
-        let any = grpc.is_some() || http.is_some();
-        protocols.finish(d);
-        if !any {
-            d.error(
-                cfg.key_path("protocols"),
-                "at least one protocol must be configured (grpc or http)",
-            );
-        }
-    } else {
-        d.error(
-            cfg.key_path("protocols"),
-            "missing: configure at least one protocol, e.g. `protocols: { grpc: }`",
-        );
-    }
-    let policy = crate::auth::parse(&id.to_string(), cfg, ctx, d);
-    let max_items = cfg
-        .u64_in("max_items_per_request", 1, u32::MAX as u64, d)
-        .unwrap_or(DEFAULT_MAX_ITEMS);
-    Some(Box::new(OtlpReceiver {
-        id: id.clone(),
-        grpc,
-        http,
-        policy,
-        max_items,
-    }))
+/// The `otlp` receiver's options (README "Receivers"). Each protocol's listener `tls` is
+/// loaded at build (`grpc_tls`, `http_tls` name its files).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `protocols.grpc` (default `127.0.0.1:4317` when the protocol is listed).
+    pub grpc: Option<GrpcConfig>,
+    /// `protocols.grpc.tls` (default none: plaintext), loaded into `grpc` at build.
+    pub grpc_tls: Option<ServerTlsConfig>,
+    /// `protocols.http` (default `127.0.0.1:4318` when the protocol is listed).
+    pub http: Option<HttpConfig>,
+    /// `protocols.http.tls` (default none: plaintext), loaded into `http` at build.
+    pub http_tls: Option<ServerTlsConfig>,
+    /// `auth` and `include_metadata` (tokens not loaded).
+    pub auth: AuthConfig,
+    /// `max_items_per_request` (default [`DEFAULT_MAX_ITEMS`]).
+    pub max_items: u64,
 }
 
-fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            grpc: None,
+            grpc_tls: None,
+            http: None,
+            http_tls: None,
+            auth: AuthConfig::default(),
+            max_items: DEFAULT_MAX_ITEMS,
+        }
+    }
+}
+
+impl Component for OtlpReceiver {
+    type Config = Config;
+    type Built = Box<dyn ReceiverBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        let mut grpc = None;
+        let mut http = None;
+        if let Some(protocols) = m.map("protocols", d) {
+            if protocols.present("grpc") {
+                if let Some(g) = protocols.map_or_empty("grpc", d) {
+                    let endpoint = g
+                        .str("endpoint", d)
+                        .unwrap_or_else(|| "127.0.0.1:4317".to_string());
+                    check_endpoint(&g, &endpoint, d);
+                    let mib = g.u64_in("max_recv_msg_size_mib", 1, 4096, d).unwrap_or(4);
+                    cfg.grpc_tls = crate::tls::read_server(&g, d);
+                    let max_concurrent_streams = g
+                        .u64_in("max_concurrent_streams", 1, u32::MAX as u64, d)
+                        .map_or(DEFAULT_MAX_CONCURRENT_STREAMS, |n| n as u32);
+                    let request_timeout = match g.duration("request_timeout", d) {
+                        Some(t) if t.is_zero() => {
+                            d.error(g.key_path("request_timeout"), "must be greater than zero");
+                            DEFAULT_GRPC_REQUEST_TIMEOUT
+                        }
+                        Some(t) => t,
+                        None => DEFAULT_GRPC_REQUEST_TIMEOUT,
+                    };
+                    let limits = parse_limits(&g, None, request_timeout, d);
+                    g.finish(d);
+                    grpc = Some(GrpcConfig {
+                        endpoint,
+                        max_recv_bytes: mib as usize * MIB,
+                        tls: None,
+                        limits,
+                        max_concurrent_streams,
+                        request_timeout,
+                    });
+                }
+            }
+            if protocols.present("http") {
+                if let Some(h) = protocols.map_or_empty("http", d) {
+                    let (h, tls) = read_http(&h, d);
+                    http = Some(h);
+                    cfg.http_tls = tls;
+                }
+            }
+            let any = grpc.is_some() || http.is_some();
+            protocols.finish(d);
+            if !any {
+                d.error(
+                    m.key_path("protocols"),
+                    "at least one protocol must be configured (grpc or http)",
+                );
+            }
+        } else {
+            d.error(
+                m.key_path("protocols"),
+                "missing: configure at least one protocol, e.g. `protocols: { grpc: }`",
+            );
+        }
+        cfg.auth = crate::auth::read(m, d);
+        if let Some(n) = m.u64_in("max_items_per_request", 1, u32::MAX as u64, d) {
+            cfg.max_items = n;
+        }
+        cfg.grpc = grpc;
+        cfg.http = http;
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        let mut grpc = cfg.grpc;
+        if let (Some(g), Some(t)) = (&mut grpc, &cfg.grpc_tls) {
+            g.tls = t.load(d);
+        }
+        let mut http = cfg.http;
+        if let (Some(h), Some(t)) = (&mut http, &cfg.http_tls) {
+            h.tls = t.load(d);
+        }
+        let policy = cfg.auth.build(&id.to_string(), ctx, d);
+        Some(Box::new(OtlpReceiver {
+            id: id.clone(),
+            grpc,
+            http,
+            policy,
+            max_items: cfg.max_items,
+        }))
+    }
+}
+
+/// Reads `protocols.http` (no I/O: its `tls` files are named, and the listener's `tls` is
+/// left `None` for build to fill).
+fn read_http(h: &Map<'_>, d: &mut Diagnostics) -> (HttpConfig, Option<ServerTlsConfig>) {
     let endpoint = h
         .str("endpoint", d)
         .unwrap_or_else(|| "127.0.0.1:4318".to_string());
@@ -237,19 +295,22 @@ fn parse_http(h: &Map<'_>, d: &mut Diagnostics) -> HttpConfig {
         otlp_http::DEFAULT_READ_HEADER_TIMEOUT,
     );
     let read_timeout = timeout("read_timeout", otlp_http::DEFAULT_READ_TIMEOUT);
-    let tls = crate::tls::parse_server(h, d);
+    let tls = crate::tls::read_server(h, d);
     let limits = parse_limits(h, Some(read_header_timeout), read_timeout, d);
     h.finish(d);
-    HttpConfig {
-        endpoint,
-        paths,
-        max_request_body_size,
-        cors,
+    (
+        HttpConfig {
+            endpoint,
+            paths,
+            max_request_body_size,
+            cors,
+            tls: None,
+            read_header_timeout,
+            read_timeout,
+            limits,
+        },
         tls,
-        read_header_timeout,
-        read_timeout,
-        limits,
-    }
+    )
 }
 
 impl ReceiverBuilder for OtlpReceiver {

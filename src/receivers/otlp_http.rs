@@ -52,6 +52,7 @@ pub struct HttpConfig {
     pub paths: [String; 3],
     pub max_request_body_size: usize,
     pub cors: Option<Cors>,
+    /// The listener's TLS (`None`: plaintext; the receiver's build loads it).
     pub tls: Option<ServerTls>,
     /// A connection that has not sent a complete request head within this is closed.
     pub read_header_timeout: Duration,

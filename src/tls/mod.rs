@@ -181,8 +181,36 @@ impl ServerTls {
     }
 }
 
-/// Reads a receiver protocol's `tls` block (absent: plaintext).
-pub fn parse_server(m: &Map<'_>, d: &mut Diagnostics) -> Option<ServerTls> {
+/// A file an option names, as read (phase 1): recorded, not opened. Problems found when it is
+/// loaded go to `at` (its YAML path) and `slot` (its place in the report).
+#[derive(Debug, Clone)]
+pub struct NamedFile {
+    /// The file's path as configured.
+    pub file: String,
+    /// The YAML path its problems are reported at.
+    pub at: String,
+    /// Where in the report those problems go.
+    pub slot: crate::config::node::Slot,
+}
+
+/// A receiver protocol's `tls` block as read: the files it names, not yet loaded.
+#[derive(Debug, Clone)]
+pub struct ServerTlsConfig {
+    /// `cert_file`: the PEM certificate chain.
+    pub cert_file: String,
+    /// `key_file`: the PEM private key.
+    pub key_file: String,
+    /// `client_ca_file`: the CA bundle clients' certificates must chain to (mTLS).
+    pub client_ca_file: Option<String>,
+    /// The `tls` block's path, where the files' problems are reported.
+    pub at: String,
+    /// The place of those problems in the report.
+    pub slot: crate::config::node::Slot,
+}
+
+/// Reads a receiver protocol's `tls` block (absent: plaintext). `None` also when it has
+/// problems (reported).
+pub fn read_server(m: &Map<'_>, d: &mut Diagnostics) -> Option<ServerTlsConfig> {
     let t = m.map("tls", d)?;
     let cert = t.str("cert_file", d);
     let key = t.str("key_file", d);
@@ -195,46 +223,75 @@ pub fn parse_server(m: &Map<'_>, d: &mut Diagnostics) -> Option<ServerTls> {
         );
         return None;
     };
-    match ServerTls::load(&cert, &key, ca.as_deref()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            d.error(t.path().to_string(), e.to_string());
-            None
+    Some(ServerTlsConfig {
+        cert_file: cert,
+        key_file: key,
+        client_ca_file: ca,
+        at: t.path().to_string(),
+        slot: d.slot(),
+    })
+}
+
+impl ServerTlsConfig {
+    /// Loads the files (problems reported at the block's path and place).
+    pub fn load(&self, d: &mut Diagnostics) -> Option<ServerTls> {
+        match ServerTls::load(
+            &self.cert_file,
+            &self.key_file,
+            self.client_ca_file.as_deref(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                d.error_at(self.slot, self.at.clone(), e.to_string());
+                None
+            }
         }
     }
 }
 
+/// An exporter's `tls` block as read: the files it names, not yet loaded.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTlsConfig {
+    /// `insecure`: plaintext (no TLS at all).
+    pub insecure: bool,
+    /// `insecure_skip_verify`: accept any server certificate.
+    pub insecure_skip_verify: bool,
+    /// `ca_file`: PEM CA bundle to trust instead of the system's roots.
+    pub ca_file: Option<NamedFile>,
+    /// `cert_file` and `key_file` (problems at the `tls` path): the client certificate.
+    pub identity: Option<(NamedFile, String)>,
+}
+
 /// Reads an exporter's `tls` block (absent: TLS with the system's roots when the endpoint
-/// asks for it).
-pub fn parse_client(m: &Map<'_>, d: &mut Diagnostics) -> ClientTls {
+/// asks for it). No I/O: [`ClientTlsConfig::load`] reads the files.
+pub fn read_client(m: &Map<'_>, d: &mut Diagnostics) -> ClientTlsConfig {
     let Some(t) = m.map("tls", d) else {
-        return ClientTls::default();
+        return ClientTlsConfig::default();
     };
-    let mut out = ClientTls {
+    let mut out = ClientTlsConfig {
         insecure: t.bool("insecure", d).unwrap_or(false),
         insecure_skip_verify: t.bool("insecure_skip_verify", d).unwrap_or(false),
         ..Default::default()
     };
     if let Some(ca) = t.str("ca_file", d) {
-        match read(&ca).and_then(|pem| roots(&ca, &pem).map(|_| pem)) {
-            Ok(pem) => out.ca = Some(pem),
-            Err(e) => d.error(t.key_path("ca_file"), e.to_string()),
-        }
+        out.ca_file = Some(NamedFile {
+            file: ca,
+            at: t.key_path("ca_file"),
+            slot: d.slot(),
+        });
     }
     let cert = t.str("cert_file", d);
     let key_file = t.str("key_file", d);
     match (cert, key_file) {
         (Some(c), Some(k)) => {
-            let loaded = read(&c).and_then(|cp| {
-                certs(&c, &cp)?;
-                let kp = read(&k)?;
-                key(&k, &kp)?;
-                Ok(PemIdentity { cert: cp, key: kp })
-            });
-            match loaded {
-                Ok(id) => out.identity = Some(id),
-                Err(e) => d.error(t.path().to_string(), e.to_string()),
-            }
+            out.identity = Some((
+                NamedFile {
+                    file: c,
+                    at: t.path().to_string(),
+                    slot: d.slot(),
+                },
+                k,
+            ));
         }
         (None, None) => {}
         _ => d.error(
@@ -244,6 +301,36 @@ pub fn parse_client(m: &Map<'_>, d: &mut Diagnostics) -> ClientTls {
     }
     t.finish(d);
     out
+}
+
+impl ClientTlsConfig {
+    /// Loads the files it names (problems reported where their keys were read).
+    pub fn load(&self, d: &mut Diagnostics) -> ClientTls {
+        let mut out = ClientTls {
+            insecure: self.insecure,
+            insecure_skip_verify: self.insecure_skip_verify,
+            ..Default::default()
+        };
+        if let Some(ca) = &self.ca_file {
+            match read(&ca.file).and_then(|pem| roots(&ca.file, &pem).map(|_| pem)) {
+                Ok(pem) => out.ca = Some(pem),
+                Err(e) => d.error_at(ca.slot, ca.at.clone(), e.to_string()),
+            }
+        }
+        if let Some((c, k)) = &self.identity {
+            let loaded = read(&c.file).and_then(|cp| {
+                certs(&c.file, &cp)?;
+                let kp = read(k)?;
+                key(k, &kp)?;
+                Ok(PemIdentity { cert: cp, key: kp })
+            });
+            match loaded {
+                Ok(id) => out.identity = Some(id),
+                Err(e) => d.error_at(c.slot, c.at.clone(), e.to_string()),
+            }
+        }
+        out
+    }
 }
 
 impl ClientTls {

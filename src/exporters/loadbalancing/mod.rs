@@ -26,12 +26,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::component::factory::ExporterBuilder;
+use crate::component::factory::{Component, ExporterBuilder};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::telemetry::SelfMetrics;
 use crate::component::{BoxFuture, ExportError, Exporter, Payload, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
-use crate::exporters::otlp::{OtlpExporter, OtlpOptions};
+use crate::exporters::otlp::{OtlpExporter, OtlpOptions, OtlpOptionsConfig};
 use crate::exporters::queue::{self, Delivery, QueueConfig};
 use crate::exporters::retry::{self, RetryConfig};
 
@@ -176,12 +176,12 @@ fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
 }
 
 /// Reads `protocol.otlp`: the `otlp` exporter's options (no `endpoint`) and each backend's
-/// delivery options. Absent, the `otlp` defaults apply.
+/// delivery options (no I/O: the TLS files are named). Absent, the `otlp` defaults apply.
 fn parse_protocol(
     id: &ComponentId,
     m: &Map<'_>,
     d: &mut Diagnostics,
-) -> (OtlpOptions, QueueConfig, RetryConfig) {
+) -> (OtlpOptionsConfig, QueueConfig, RetryConfig) {
     let empty = Map::empty(m.key_path("protocol"));
     let protocol = m.map("protocol", d);
     let protocol_map = protocol.as_ref().unwrap_or(&empty);
@@ -194,7 +194,8 @@ fn parse_protocol(
             "the backends come from `resolver`: remove protocol.otlp.endpoint",
         );
     }
-    let otlp = OtlpOptions::parse(o, d);
+    let mut otlp = OtlpOptionsConfig::default();
+    otlp.read(o, d);
     let backend_queue = queue::parse(id, o, d);
     if backend_queue.storage.is_some() {
         d.error(
@@ -212,40 +213,87 @@ fn parse_protocol(
     (otlp, backend_queue, backend_retry)
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExporterBuilder>> {
-    let routing_key = m
-        .str("routing_key", d)
-        .and_then(|k| match RoutingKey::parse(&k) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                d.error(m.key_path("routing_key"), e);
-                None
-            }
-        });
-    let failover_after = m
-        .duration("failover_after", d)
-        .unwrap_or(DEFAULT_FAILOVER_AFTER);
-    if failover_after.is_zero() {
-        d.error(m.key_path("failover_after"), "must be greater than 0");
+/// The `loadbalancing` exporter's options (README "Exporters"). Its own `sending_queue`
+/// and `retry_on_failure` are the delivery options every exporter has, off unless configured.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `routing_key` (default: `traceID` for traces and logs, `service` for metrics).
+    pub routing_key: Option<RoutingKey>,
+    /// `failover_after` (default `5s`).
+    pub failover_after: Duration,
+    /// `protocol.otlp`: the `otlp` exporter's options (TLS files named, not loaded) ...
+    pub otlp: OtlpOptionsConfig,
+    /// ... each backend's own `sending_queue` ...
+    pub backend_queue: QueueConfig,
+    /// ... and `retry_on_failure`.
+    pub backend_retry: RetryConfig,
+    /// `resolver` (required): `static` or `dns`; no backends when it has problems
+    /// (reported).
+    pub resolver: Resolver,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            routing_key: None,
+            failover_after: DEFAULT_FAILOVER_AFTER,
+            otlp: OtlpOptionsConfig::default(),
+            backend_queue: QueueConfig::default(),
+            backend_retry: RetryConfig::default(),
+            resolver: Resolver::Static(Vec::new()),
+        }
     }
-    let (otlp, backend_queue, backend_retry) = parse_protocol(id, m, d);
-    // A resolver problem is already reported; the builder is kept so the exporter still
-    // counts as defined (the configuration is refused anyway).
-    let resolver = parse_resolver(m, d).unwrap_or(Resolver::Static(Vec::new()));
-    Some(Box::new(LoadBalancingConfig {
-        id: id.clone(),
-        routing_key,
-        otlp,
-        backend_queue,
-        backend_retry,
-        resolver,
-        failover_after,
-    }))
+}
+
+impl Component for LoadBalancingConfig {
+    type Config = Config;
+    type Built = Box<dyn ExporterBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        cfg.routing_key = m
+            .str("routing_key", d)
+            .and_then(|k| match RoutingKey::parse(&k) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    d.error(m.key_path("routing_key"), e);
+                    None
+                }
+            });
+        if let Some(f) = m.duration("failover_after", d) {
+            cfg.failover_after = f;
+        }
+        if cfg.failover_after.is_zero() {
+            d.error(m.key_path("failover_after"), "must be greater than 0");
+        }
+        // The id (the section's path is `exporters.<id>`) only names a persistent queue's
+        // directory, which the backends' queues refuse.
+        let path = m.path();
+        let id = ComponentId(path.strip_prefix("exporters.").unwrap_or(path).to_string());
+        (cfg.otlp, cfg.backend_queue, cfg.backend_retry) = parse_protocol(&id, m, d);
+        // A resolver problem is already reported; the builder is kept so the exporter still
+        // counts as defined (the configuration is refused anyway).
+        if let Some(r) = parse_resolver(m, d) {
+            cfg.resolver = r;
+        }
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        Some(Box::new(LoadBalancingConfig {
+            id: id.clone(),
+            routing_key: cfg.routing_key,
+            otlp: cfg.otlp.load(d),
+            backend_queue: cfg.backend_queue,
+            backend_retry: cfg.backend_retry,
+            resolver: cfg.resolver,
+            failover_after: cfg.failover_after,
+        }))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

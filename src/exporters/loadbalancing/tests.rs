@@ -28,7 +28,7 @@ fn a_valid_config_parses_with_the_otlp_options() {
     assert!(!c.retry.enabled);
 }
 
-fn protocol(yaml: &str) -> (OtlpOptions, Vec<String>) {
+fn protocol(yaml: &str) -> (OtlpOptionsConfig, Vec<String>) {
     let doc = crate::config::load_str(yaml).unwrap();
     let mut d = Diagnostics::default();
     let m = Map::new("exporters.loadbalancing", &doc, &mut d).unwrap();
@@ -144,7 +144,11 @@ fn config(failover_after: Duration) -> LoadBalancingConfig {
     LoadBalancingConfig {
         id: ComponentId("loadbalancing".into()),
         routing_key: None,
-        otlp: OtlpOptions::parse(&m, &mut d),
+        otlp: {
+            let mut o = OtlpOptionsConfig::default();
+            o.read(&m, &mut d);
+            o.load(&mut d)
+        },
         backend_queue: QueueConfig::default(),
         backend_retry: RetryConfig {
             initial_interval: Duration::from_millis(20),

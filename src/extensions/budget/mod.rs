@@ -24,8 +24,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use crate::auth::ClientPolicy;
-use crate::component::factory::{ExtensionBuilder, Started};
+use crate::auth::{AuthConfig, ClientPolicy};
+use crate::component::factory::{Component, ExtensionBuilder, Started};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::BoxFuture;
@@ -33,6 +33,7 @@ use crate::config::node::check_endpoint;
 use crate::config::{ComponentId, Diagnostics, Map};
 use crate::cost::pricing::decimal_to_f64;
 use crate::ledger::store::Target;
+use crate::ledger::target::TargetConfig;
 use crate::ledger::Store;
 
 use alerts::{Alerter, Webhook, WebhookConfig};
@@ -40,7 +41,7 @@ use defs::Budgets;
 use engine::{BudgetFigures, Engine};
 use state::{Shared, Snapshot};
 
-/// The options of the `budget` extension.
+/// A configured `budget` extension (its files loaded; it listens at start).
 pub struct BudgetConfig {
     id: ComponentId,
     endpoint: String,
@@ -57,91 +58,175 @@ pub struct BudgetConfig {
     webhook: Option<WebhookConfig>,
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<Box<dyn ExtensionBuilder>> {
-    let endpoint = m
-        .str("endpoint", d)
-        .unwrap_or_else(|| "127.0.0.1:8089".to_string());
-    check_endpoint(m, &endpoint, d);
-    let policy = crate::auth::parse_bearer(id.as_str(), m, ctx, d);
-    let target = match m.map("ledger", d) {
-        Some(l) => {
-            let t = crate::ledger::target::parse_target(&l, d);
-            l.finish(d);
-            t
-        }
-        None => {
-            d.error(
-                m.key_path("ledger"),
-                "missing: { url: sqlite:PATH | postgres://… } (the ledger the exporter writes)",
-            );
-            None
-        }
-    };
-    let budgets_file = m.str("budgets", d);
-    if budgets_file.is_none() && !m.has("budgets") {
-        d.error(m.key_path("budgets"), "missing: the budgets file (YAML)");
-    }
-    let refresh_interval = m
-        .duration("refresh_interval", d)
-        .unwrap_or(Duration::from_secs(1));
-    if refresh_interval.is_zero() {
-        d.error(m.key_path("refresh_interval"), "must be more than 0");
-    }
-    let reload = m.bool("reload", d).unwrap_or(true);
-    let reload_interval = m
-        .duration("reload_interval", d)
-        .unwrap_or(Duration::from_secs(5));
-    if reload && reload_interval.is_zero() {
-        d.error(m.key_path("reload_interval"), "must be more than 0");
-    }
-    let settle = m.duration("settle", d).unwrap_or(Duration::from_secs(30));
-    let recount_interval = m
-        .duration("recount_interval", d)
-        .unwrap_or(Duration::from_secs(600));
-    if recount_interval.is_zero() {
-        d.error(m.key_path("recount_interval"), "must be more than 0");
-    }
-    let max_series = m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize;
-    let instance = m
-        .str("instance_id", d)
-        .unwrap_or_else(crate::ledger::target::default_instance);
-    let webhook = m.map("webhook", d).and_then(|w| parse_webhook(&w, d));
-    let budgets_path = PathBuf::from(budgets_file.clone().unwrap_or_default());
-    let budgets = match &budgets_file {
-        None => None,
-        Some(f) => match Budgets::load(&budgets_path) {
-            Ok(b) => Some(b),
-            Err(problems) => {
-                for p in problems {
-                    d.error(m.key_path("budgets"), format!("{f}: {p}"));
-                }
-                None
-            }
-        },
-    };
-    Some(Box::new(BudgetConfig {
-        id: id.clone(),
-        endpoint,
-        budgets_path,
-        budgets: budgets?,
-        target: target?,
-        policy,
-        refresh_interval,
-        reload_interval: reload.then_some(reload_interval),
-        settle,
-        recount_interval,
-        max_series,
-        instance,
-        webhook,
-    }))
+/// The `budget` extension's options (README "Extensions"), as read: the budgets file, the
+/// ledger's password and TLS files, the token file and the webhook's TLS files are named, not
+/// read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `endpoint` (default `127.0.0.1:8089`): where the API listens.
+    pub endpoint: String,
+    /// `auth` (required): the API's bearer tokens.
+    pub auth: AuthConfig,
+    /// `ledger` (required): the ledger's connection options; `None` when missing (reported).
+    pub ledger: Option<TargetConfig>,
+    /// `budgets` (required): the budgets file.
+    pub budgets: Option<String>,
+    /// `refresh_interval` (default `1s`).
+    pub refresh_interval: Duration,
+    /// `reload` (default `true`): re-read the budgets file when it changes.
+    pub reload: bool,
+    /// `reload_interval` (default `5s`).
+    pub reload_interval: Duration,
+    /// `settle` (default `30s`).
+    pub settle: Duration,
+    /// `recount_interval` (default `10m`).
+    pub recount_interval: Duration,
+    /// `max_series` (default `1000`).
+    pub max_series: usize,
+    /// `instance_id` (default: `HOSTNAME` or the kernel host name, looked up at build).
+    pub instance_id: Option<String>,
+    /// `webhook` without its `tls` (none when absent, or when its `url` has problems) ...
+    pub webhook: Option<WebhookConfig>,
+    /// ... and `webhook.tls`, whenever the section has a `webhook` (files not loaded).
+    pub webhook_tls: Option<crate::tls::ClientTlsConfig>,
 }
 
-fn parse_webhook(w: &Map<'_>, d: &mut Diagnostics) -> Option<WebhookConfig> {
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: "127.0.0.1:8089".to_string(),
+            auth: AuthConfig::default(),
+            ledger: None,
+            budgets: None,
+            refresh_interval: Duration::from_secs(1),
+            reload: true,
+            reload_interval: Duration::from_secs(5),
+            settle: Duration::from_secs(30),
+            recount_interval: Duration::from_secs(600),
+            max_series: 1000,
+            instance_id: None,
+            webhook: None,
+            webhook_tls: None,
+        }
+    }
+}
+
+impl Component for BudgetConfig {
+    type Config = Config;
+    type Built = Box<dyn ExtensionBuilder>;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        if let Some(e) = m.str("endpoint", d) {
+            cfg.endpoint = e;
+        }
+        check_endpoint(m, &cfg.endpoint, d);
+        cfg.auth = crate::auth::read_bearer(m, d);
+        cfg.ledger = match m.map("ledger", d) {
+            Some(l) => {
+                let t = crate::ledger::target::read_target(&l, d);
+                l.finish(d);
+                Some(t)
+            }
+            None => {
+                d.error(
+                    m.key_path("ledger"),
+                    "missing: { url: sqlite:PATH | postgres://… } (the ledger the exporter writes)",
+                );
+                None
+            }
+        };
+        cfg.budgets = m.str("budgets", d);
+        if cfg.budgets.is_none() && !m.has("budgets") {
+            d.error(m.key_path("budgets"), "missing: the budgets file (YAML)");
+        }
+        if let Some(t) = m.duration("refresh_interval", d) {
+            cfg.refresh_interval = t;
+        }
+        if cfg.refresh_interval.is_zero() {
+            d.error(m.key_path("refresh_interval"), "must be more than 0");
+        }
+        if let Some(r) = m.bool("reload", d) {
+            cfg.reload = r;
+        }
+        if let Some(t) = m.duration("reload_interval", d) {
+            cfg.reload_interval = t;
+        }
+        if cfg.reload && cfg.reload_interval.is_zero() {
+            d.error(m.key_path("reload_interval"), "must be more than 0");
+        }
+        if let Some(t) = m.duration("settle", d) {
+            cfg.settle = t;
+        }
+        if let Some(t) = m.duration("recount_interval", d) {
+            cfg.recount_interval = t;
+        }
+        if cfg.recount_interval.is_zero() {
+            d.error(m.key_path("recount_interval"), "must be more than 0");
+        }
+        if let Some(n) = m.u64_in("max_series", 1, 1_000_000, d) {
+            cfg.max_series = n as usize;
+        }
+        cfg.instance_id = m.str("instance_id", d);
+        if let Some(w) = m.map("webhook", d) {
+            let (webhook, tls) = read_webhook(&w, d);
+            cfg.webhook = webhook;
+            cfg.webhook_tls = Some(tls);
+        }
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        m: &Map<'_>,
+        ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Self::Built> {
+        let policy = cfg.auth.build(id.as_str(), ctx, d);
+        let target = cfg.ledger.as_ref().and_then(|t| t.load(d));
+        let webhook_tls = cfg.webhook_tls.as_ref().map(|t| t.load(d));
+        let webhook = cfg.webhook.map(|w| WebhookConfig {
+            tls: webhook_tls.unwrap_or_default(),
+            ..w
+        });
+        let budgets_path = PathBuf::from(cfg.budgets.clone().unwrap_or_default());
+        let budgets = match &cfg.budgets {
+            None => None,
+            Some(f) => match Budgets::load(&budgets_path) {
+                Ok(b) => Some(b),
+                Err(problems) => {
+                    for p in problems {
+                        d.error(m.key_path("budgets"), format!("{f}: {p}"));
+                    }
+                    None
+                }
+            },
+        };
+        Some(Box::new(BudgetConfig {
+            id: id.clone(),
+            endpoint: cfg.endpoint,
+            budgets_path,
+            budgets: budgets?,
+            target: target?,
+            policy,
+            refresh_interval: cfg.refresh_interval,
+            reload_interval: cfg.reload.then_some(cfg.reload_interval),
+            settle: cfg.settle,
+            recount_interval: cfg.recount_interval,
+            max_series: cfg.max_series,
+            instance: cfg
+                .instance_id
+                .unwrap_or_else(crate::ledger::target::default_instance),
+            webhook,
+        }))
+    }
+}
+
+/// Reads `webhook`: its options (`None` when `url` has problems, reported) with `tls` left at
+/// its default, and `tls` as read (files not loaded).
+fn read_webhook(
+    w: &Map<'_>,
+    d: &mut Diagnostics,
+) -> (Option<WebhookConfig>, crate::tls::ClientTlsConfig) {
     let url = match w.str("url", d) {
         None => {
             d.error(
@@ -166,7 +251,7 @@ fn parse_webhook(w: &Map<'_>, d: &mut Diagnostics) -> Option<WebhookConfig> {
             }
         },
     };
-    let tls = crate::tls::parse_client(w, d);
+    let tls = crate::tls::read_client(w, d);
     let timeout = w.duration("timeout", d).unwrap_or(Duration::from_secs(5));
     let max_attempts = w.u64_in("max_attempts", 1, 1000, d).unwrap_or(8) as u32;
     let initial_backoff = w
@@ -185,14 +270,15 @@ fn parse_webhook(w: &Map<'_>, d: &mut Diagnostics) -> Option<WebhookConfig> {
         );
     }
     w.finish(d);
-    Some(WebhookConfig {
-        url: url?,
-        tls,
+    let webhook = url.map(|url| WebhookConfig {
+        url,
+        tls: crate::tls::ClientTls::default(),
         timeout,
         max_attempts,
         initial_backoff,
         max_backoff,
-    })
+    });
+    (webhook, tls)
 }
 
 fn now_ns() -> i64 {
