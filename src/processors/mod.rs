@@ -9,7 +9,7 @@ pub mod genai;
 pub mod memory_limiter;
 pub mod strip;
 
-use crate::component::factory::ProcessorSpec;
+use crate::component::factory::{factory, ProcessorSpec};
 
 type Factory = crate::component::factory::Factory<ProcessorSpec>;
 
@@ -19,5 +19,5 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("cost", cost::factory),
     ("envelope", envelope::factory),
     ("genai_semconv", genai::factory),
-    ("memory_limiter", memory_limiter::factory),
+    ("memory_limiter", factory::<memory_limiter::MemoryLimiter>),
 ];
