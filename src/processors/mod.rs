@@ -15,7 +15,7 @@ type Factory = crate::component::factory::Factory<ProcessorSpec>;
 
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
-    ("batch", batch::factory),
+    ("batch", factory::<batch::BatchConfig>),
     ("cost", cost::factory),
     ("envelope", envelope::factory),
     ("genai_semconv", genai::factory),
