@@ -18,6 +18,6 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("batch", factory::<batch::BatchConfig>),
     ("cost", cost::factory),
     ("envelope", envelope::factory),
-    ("genai_semconv", genai::factory),
+    ("genai_semconv", factory::<genai::GenAiProcessor>),
     ("memory_limiter", factory::<memory_limiter::MemoryLimiter>),
 ];
