@@ -16,7 +16,7 @@ type Factory = crate::component::factory::Factory<ProcessorSpec>;
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("batch", factory::<batch::BatchConfig>),
-    ("cost", cost::factory),
+    ("cost", factory::<cost::CostProcessor>),
     ("envelope", envelope::factory),
     ("genai_semconv", factory::<genai::GenAiProcessor>),
     ("memory_limiter", factory::<memory_limiter::MemoryLimiter>),
