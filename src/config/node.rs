@@ -28,6 +28,19 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     problems: Vec<Problem>,
+    /// Where [`Diagnostics::error_at`] inserted problems, in the order it did.
+    inserted: Vec<usize>,
+}
+
+/// A place in the list of problems, taken ([`Diagnostics::mark`]) when a component's read
+/// phase reads a key whose check belongs to its build phase (a file the key names, another
+/// section): [`Diagnostics::error_at`] reports that check's problems there, so problems keep
+/// the order of the keys whichever phase finds them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    at: usize,
+    /// How many insertions had been made when the mark was taken.
+    epoch: usize,
 }
 
 impl Diagnostics {
@@ -36,6 +49,32 @@ impl Diagnostics {
             path: path.into(),
             message: message.into(),
         });
+    }
+    /// The place after the problems reported so far.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            at: self.problems.len(),
+            epoch: self.inserted.len(),
+        }
+    }
+    /// Reports a problem at `mark`: after those reported before the mark was taken (and
+    /// those reported at the same mark earlier), before those reported after it.
+    pub fn error_at(&mut self, mark: Mark, path: impl Into<String>, message: impl Into<String>) {
+        let mut at = mark.at;
+        for &p in self.inserted.get(mark.epoch..).unwrap_or_default() {
+            if p <= at {
+                at += 1;
+            }
+        }
+        let at = at.min(self.problems.len());
+        self.problems.insert(
+            at,
+            Problem {
+                path: path.into(),
+                message: message.into(),
+            },
+        );
+        self.inserted.push(at);
     }
     pub fn is_empty(&self) -> bool {
         self.problems.is_empty()
@@ -448,6 +487,27 @@ pub fn closest<'b>(word: &str, candidates: impl Iterator<Item = &'b str>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problems_reported_at_a_mark_keep_the_order_of_the_keys() {
+        let mut d = Diagnostics::default();
+        d.error("a", "1");
+        let m1 = d.mark();
+        d.error("c", "3");
+        let m2 = d.mark();
+        d.error("e", "5");
+        d.error_at(m2, "d", "4");
+        d.error_at(m1, "b", "2");
+        d.error_at(m2, "d", "4b");
+        let later = d.mark();
+        d.error("g", "7");
+        d.error_at(later, "f", "6");
+        let got: Vec<String> = d.problems().iter().map(Problem::to_string).collect();
+        assert_eq!(
+            got,
+            ["a: 1", "b: 2", "c: 3", "d: 4", "d: 4b", "e: 5", "f: 6", "g: 7"]
+        );
+    }
 
     #[test]
     fn durations() {
