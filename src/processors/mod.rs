@@ -17,7 +17,7 @@ type Factory = crate::component::factory::Factory<ProcessorSpec>;
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("batch", factory::<batch::BatchConfig>),
     ("cost", factory::<cost::CostProcessor>),
-    ("envelope", envelope::factory),
+    ("envelope", factory::<envelope::EnvelopeProcessor>),
     ("genai_semconv", factory::<genai::GenAiProcessor>),
     ("memory_limiter", factory::<memory_limiter::MemoryLimiter>),
 ];
