@@ -1,5 +1,6 @@
 //! Processors: in-place transformations between receivers and exporters. A new processor is
-//! one module plus one line in [`FACTORIES`].
+//! one module with a [`Component`](crate::component::factory::Component) whose `Built` is a
+//! [`ProcessorSpec`], plus one `factory::<T>` line in [`FACTORIES`].
 
 pub mod batch;
 pub mod cost;
