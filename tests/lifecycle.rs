@@ -329,3 +329,96 @@ async fn the_gateway_starts_again_on_the_same_ports_after_a_shutdown() {
         }
     }
 }
+
+/// Runs only the read phase of `C` on `options`; returns its problems.
+fn read_only<C: tollgate::component::factory::Component>(path: &str, options: &str) -> Vec<String> {
+    let doc = tollgate::config::load_str(options).unwrap();
+    let mut d = tollgate::config::Diagnostics::default();
+    let m = tollgate::config::Map::new(path, &doc, &mut d).unwrap();
+    let mut cfg = C::Config::default();
+    C::read(&mut cfg, &m, &mut d);
+    m.finish(&mut d);
+    d.into_problems().iter().map(|p| p.to_string()).collect()
+}
+
+/// The read phase does no I/O: options naming files that do not exist read cleanly, and the
+/// same options fail in build, naming the key.
+#[test]
+fn the_read_phase_opens_no_file_and_build_reports_the_missing_ones() {
+    use tollgate::exporters::ledger::LedgerConfig;
+    use tollgate::extensions::budget::BudgetConfig;
+    use tollgate::processors::cost::CostProcessor;
+    use tollgate::processors::envelope::EnvelopeProcessor;
+    use tollgate::receivers::otlp::OtlpReceiver;
+
+    let gone = "/nonexistent/tollgate-lifecycle";
+    let cases: Vec<(&str, &str, String, Vec<String>)> = vec![
+        (
+            "processor",
+            "cost",
+            format!("rates: {gone}/rates.yaml"),
+            read_only::<CostProcessor>("processors.cost", &format!("rates: {gone}/rates.yaml")),
+        ),
+        (
+            "processor",
+            "envelope",
+            format!("keys: [{{ id: k1, secret_file: {gone}/k1.hex }}]"),
+            read_only::<EnvelopeProcessor>(
+                "processors.envelope",
+                &format!("keys: [{{ id: k1, secret_file: {gone}/k1.hex }}]"),
+            ),
+        ),
+        (
+            "receiver",
+            "otlp",
+            format!("protocols: {{ grpc: }}\nauth: {{ bearer_tokens_file: {gone}/tokens.yaml }}"),
+            read_only::<OtlpReceiver>(
+                "receivers.otlp",
+                &format!("protocols: {{ grpc: }}\nauth: {{ bearer_tokens_file: {gone}/tokens.yaml }}"),
+            ),
+        ),
+        (
+            "exporter",
+            "ledger",
+            format!("url: postgres://tollgate@127.0.0.1/ledger\npassword_file: {gone}/pw"),
+            read_only::<LedgerConfig>(
+                "exporters.ledger",
+                &format!("url: postgres://tollgate@127.0.0.1/ledger\npassword_file: {gone}/pw"),
+            ),
+        ),
+        (
+            "extension",
+            "budget",
+            format!(
+                "budgets: {gone}/budgets.yaml\nledger: {{ url: \"sqlite:{gone}/l.db\" }}\nauth: {{ bearer_tokens_file: {gone}/t.yaml }}"
+            ),
+            read_only::<BudgetConfig>(
+                "extensions.budget",
+                &format!(
+                    "budgets: {gone}/budgets.yaml\nledger: {{ url: \"sqlite:{gone}/l.db\" }}\nauth: {{ bearer_tokens_file: {gone}/t.yaml }}"
+                ),
+            ),
+        ),
+    ];
+    let kit = Kit::new();
+    for (kind, ty, options, read_problems) in cases {
+        assert!(
+            read_problems.is_empty(),
+            "{kind} {ty}: the read phase reported {read_problems:?}"
+        );
+        let built = match kind {
+            "processor" => kit.processor(ty, &options).map(|_| ()),
+            "receiver" => kit.receiver(ty, &options).map(|_| ()),
+            "exporter" => kit.exporter(ty, &options).map(|_| ()),
+            _ => kit.extension(ty, &options).map(|_| ()),
+        };
+        let problems = match built {
+            Ok(()) => panic!("{kind} {ty}: build must fail on the missing file"),
+            Err(p) => problems_text(&p),
+        };
+        assert!(
+            problems.contains(gone),
+            "{kind} {ty}: build's problem does not name the missing file: {problems}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlLoader};
 
-pub use node::{Diagnostics, Map, Problem};
+pub use node::{Diagnostics, Map, Problem, Slot};
 
 /// Reads, substitutes and merges the given files (later files override earlier ones, maps
 /// merge key by key, lists are replaced), as the collector does with several `--config`.

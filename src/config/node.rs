@@ -50,7 +50,8 @@ pub struct Diagnostics {
 
 /// A place in a [`Diagnostics`] report, taken while reading an option whose problems are
 /// found later (see [`Diagnostics::error_at`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The default slot is the start of the report (a placeholder until a read takes one).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Slot(u64);
 
 impl Diagnostics {

@@ -12,21 +12,30 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::component::factory::{Built, ProcessorSpec, StageFactory};
+use crate::component::factory::{Built, Component, ProcessorSpec, StageFactory};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::{Ack, BoxFuture, ClientInfo, Consumer, Payload, Refused, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 
+/// The `batch` processor's options (its [`Component::Config`]); also the stage factory
+/// that makes one batching stage per pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
+    /// `send_batch_size` (default `8192`): items (spans, data points, log records) that
+    /// trigger a send.
     pub send_batch_size: u64,
+    /// `send_batch_max_size` (default `0`, no limit): upper bound per batch; larger batches
+    /// are split.
     pub send_batch_max_size: u64,
+    /// `timeout` (default `200ms`): a partial batch is sent after this long.
     pub timeout: Duration,
-    /// Answer each client only once its data was handed on (queued or written by the
-    /// exporter), with that outcome, instead of when it entered the batch.
+    /// `wait_for_export` (default `false`): answer each client only once its data was handed
+    /// on (queued or written by the exporter), with that outcome, instead of when it entered
+    /// the batch.
     pub wait_for_export: bool,
-    /// How long a batch refused downstream (retryably) is held and retried before it is
-    /// given up (logged with its item count and the last refusal).
+    /// `max_elapsed_time` (default `300s`): how long a batch refused downstream (retryably)
+    /// is held and retried before it is given up (logged with its item count and the last
+    /// refusal).
     pub max_elapsed_time: Duration,
 }
 
@@ -42,53 +51,61 @@ impl Default for BatchConfig {
     }
 }
 
-pub fn factory(
-    _id: &ComponentId,
-    m: &Map<'_>,
-    _ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<ProcessorSpec> {
-    let mut c = BatchConfig::default();
-    if let Some(v) = m.u64("send_batch_size", d) {
-        c.send_batch_size = v;
-    }
-    if let Some(v) = m.u64("send_batch_max_size", d) {
-        c.send_batch_max_size = v;
-    }
-    if let Some(v) = m.duration("timeout", d) {
-        c.timeout = v;
-    }
-    if let Some(v) = m.bool("wait_for_export", d) {
-        c.wait_for_export = v;
-    }
-    if let Some(v) = m.duration("max_elapsed_time", d) {
-        if v.is_zero() {
-            d.error(m.key_path("max_elapsed_time"), "must be greater than zero");
-        } else {
-            c.max_elapsed_time = v;
+impl Component for BatchConfig {
+    type Config = BatchConfig;
+    type Built = ProcessorSpec;
+
+    fn read(c: &mut BatchConfig, m: &Map<'_>, d: &mut Diagnostics) {
+        if let Some(v) = m.u64("send_batch_size", d) {
+            c.send_batch_size = v;
+        }
+        if let Some(v) = m.u64("send_batch_max_size", d) {
+            c.send_batch_max_size = v;
+        }
+        if let Some(v) = m.duration("timeout", d) {
+            c.timeout = v;
+        }
+        if let Some(v) = m.bool("wait_for_export", d) {
+            c.wait_for_export = v;
+        }
+        if let Some(v) = m.duration("max_elapsed_time", d) {
+            if v.is_zero() {
+                d.error(m.key_path("max_elapsed_time"), "must be greater than zero");
+            } else {
+                c.max_elapsed_time = v;
+            }
+        }
+        if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
+            d.error(
+                m.key_path("send_batch_max_size"),
+                format!(
+                    "must be 0 (no limit) or at least send_batch_size ({})",
+                    c.send_batch_size
+                ),
+            );
+        }
+        if c.timeout.is_zero() && c.send_batch_size == 0 {
+            d.error(
+                m.key_path("timeout"),
+                "timeout and send_batch_size cannot both be 0",
+            );
         }
     }
-    if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
-        d.error(
-            m.key_path("send_batch_max_size"),
-            format!(
-                "must be 0 (no limit) or at least send_batch_size ({})",
-                c.send_batch_size
-            ),
-        );
+
+    fn build(
+        _id: &ComponentId,
+        c: BatchConfig,
+        _m: &Map<'_>,
+        _ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<ProcessorSpec> {
+        Some(ProcessorSpec {
+            built: Built::Stage(Arc::new(c)),
+            signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
+            divert_targets: Vec::new(),
+            emits_metrics: false,
+        })
     }
-    if c.timeout.is_zero() && c.send_batch_size == 0 {
-        d.error(
-            m.key_path("timeout"),
-            "timeout and send_batch_size cannot both be 0",
-        );
-    }
-    Some(ProcessorSpec {
-        built: Built::Stage(Arc::new(c)),
-        signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
-        divert_targets: Vec::new(),
-        emits_metrics: false,
-    })
 }
 
 impl StageFactory for BatchConfig {

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use crate::component::attrs::{
     self, now_nanos as unix_nanos, now_secs as unix_now, set_str, string_kv as kv,
 };
-use crate::component::factory::{Built, ProcessorSpec};
+use crate::component::factory::{Built, Component, ProcessorSpec};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::reload::{ReloadTrigger, Wake};
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
@@ -181,22 +181,47 @@ pub struct CostProcessor {
     drift: Arc<Drift>,
 }
 
-/// Options of the `cost` processor.
+/// Options of the `cost` processor (what a [`CostProcessor`] runs with); `Default` gives the
+/// defaults README lists, with no rate table.
 #[derive(Debug, Clone)]
 pub struct CostOptions {
+    /// The rate table file (`rates`).
     pub rates: PathBuf,
+    /// `reload` (default `true`): reload the table when it changes, and on SIGHUP.
     pub reload: bool,
+    /// `reload_interval` (default `5s`): how often files are checked for changes.
     pub reload_interval: Duration,
+    /// `dedup_window` (default `10m`; `0s`: off).
     pub dedup_window: Duration,
+    /// `dedup_max_entries` (default [`DEFAULT_DEDUP_MAX_ENTRIES`]).
     pub dedup_max_entries: usize,
+    /// `max_series` (default `1000`): bound on aggregate series.
     pub max_series: usize,
-    /// How often `tollgate.cost` / `tollgate.tokens` go into the metrics pipelines (0: never).
+    /// `metrics_interval` (default `10s`): how often `tollgate.cost` / `tollgate.tokens` go
+    /// into the metrics pipelines (0: never).
     pub metrics_interval: Duration,
-    /// A token count above this is `invalid_usage`.
+    /// `max_tokens_per_span` (default [`usage::DEFAULT_MAX_TOKENS`]): a token count above
+    /// this is `invalid_usage`.
     pub max_tokens_per_span: u64,
-    /// `attributes: compact`: write only the amount, currency, status (and the rates
-    /// version, and the reason on spans not priced); the ledger re-derives the rest.
+    /// `attributes: compact` (default `full`): write only the amount, currency, status (and
+    /// the rates version, and the reason on spans not priced); the ledger re-derives the rest.
     pub compact: bool,
+}
+
+impl Default for CostOptions {
+    fn default() -> Self {
+        CostOptions {
+            rates: PathBuf::new(),
+            reload: true,
+            reload_interval: Duration::from_secs(5),
+            dedup_window: Duration::from_secs(600),
+            dedup_max_entries: DEFAULT_DEDUP_MAX_ENTRIES,
+            max_series: 1000,
+            metrics_interval: Duration::from_secs(10),
+            max_tokens_per_span: usage::DEFAULT_MAX_TOKENS,
+            compact: false,
+        }
+    }
 }
 
 /// Reads `attributes: full | compact` (the `envelope` and `cost` processors).
@@ -214,57 +239,82 @@ pub fn parse_attributes_mode(m: &Map<'_>, d: &mut Diagnostics) -> bool {
     }
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<ProcessorSpec> {
-    let rates = m.str("rates", d);
-    if rates.is_none() && !m.has("rates") {
-        d.error(m.key_path("rates"), "missing: the rate table file (YAML)");
-    }
-    let opts = CostOptions {
-        rates: PathBuf::from(rates.clone().unwrap_or_default()),
-        reload: m.bool("reload", d).unwrap_or(true),
-        reload_interval: m
-            .duration("reload_interval", d)
-            .unwrap_or(Duration::from_secs(5)),
-        dedup_window: m
-            .duration("dedup_window", d)
-            .unwrap_or(Duration::from_secs(600)),
-        dedup_max_entries: m
-            .u64_in("dedup_max_entries", 7, 64_000_000, d)
-            .unwrap_or(DEFAULT_DEDUP_MAX_ENTRIES as u64) as usize,
-        max_series: m.u64_in("max_series", 1, 1_000_000, d).unwrap_or(1000) as usize,
-        metrics_interval: m
-            .duration("metrics_interval", d)
-            .unwrap_or(Duration::from_secs(10)),
-        max_tokens_per_span: m
-            .u64_in("max_tokens_per_span", 1, i64::MAX as u64, d)
-            .unwrap_or(usage::DEFAULT_MAX_TOKENS),
-        compact: parse_attributes_mode(m, d),
-    };
-    if opts.reload && opts.reload_interval.is_zero() {
-        d.error(m.key_path("reload_interval"), "must be more than 0");
-    }
-    let rates = rates?;
-    let table = match RateTable::load(&opts.rates) {
-        Ok(t) => t,
-        Err(e) => {
-            for p in e.problems {
-                d.error(m.key_path("rates"), format!("{rates}: {p}"));
-            }
-            return None;
+/// The `cost` processor's options, as read from its section.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `rates` (required): the rate table file as written; `None` when it is missing or not
+    /// a string (the processor is then not built). Only recorded here: build loads it.
+    pub rates: Option<String>,
+    /// Every other option, with the README defaults (`options.rates` is set by build).
+    pub options: CostOptions,
+}
+
+impl Component for CostProcessor {
+    type Config = Config;
+    type Built = ProcessorSpec;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        cfg.rates = m.str("rates", d);
+        if cfg.rates.is_none() && !m.has("rates") {
+            d.error(m.key_path("rates"), "missing: the rate table file (YAML)");
         }
-    };
-    let p = CostProcessor::new(id.as_str(), opts, table, &ctx.metrics);
-    Some(ProcessorSpec {
-        built: Built::Inline(Arc::new(p)),
-        signals: &[Signal::Traces],
-        divert_targets: Vec::new(),
-        emits_metrics: true,
-    })
+        let o = &mut cfg.options;
+        if let Some(v) = m.bool("reload", d) {
+            o.reload = v;
+        }
+        if let Some(v) = m.duration("reload_interval", d) {
+            o.reload_interval = v;
+        }
+        if let Some(v) = m.duration("dedup_window", d) {
+            o.dedup_window = v;
+        }
+        if let Some(v) = m.u64_in("dedup_max_entries", 7, 64_000_000, d) {
+            o.dedup_max_entries = v as usize;
+        }
+        if let Some(v) = m.u64_in("max_series", 1, 1_000_000, d) {
+            o.max_series = v as usize;
+        }
+        if let Some(v) = m.duration("metrics_interval", d) {
+            o.metrics_interval = v;
+        }
+        if let Some(v) = m.u64_in("max_tokens_per_span", 1, i64::MAX as u64, d) {
+            o.max_tokens_per_span = v;
+        }
+        o.compact = parse_attributes_mode(m, d);
+        if o.reload && o.reload_interval.is_zero() {
+            d.error(m.key_path("reload_interval"), "must be more than 0");
+        }
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        m: &Map<'_>,
+        ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<ProcessorSpec> {
+        let rates = cfg.rates?;
+        let opts = CostOptions {
+            rates: PathBuf::from(&rates),
+            ..cfg.options
+        };
+        let table = match RateTable::load(&opts.rates) {
+            Ok(t) => t,
+            Err(e) => {
+                for p in e.problems {
+                    d.error(m.key_path("rates"), format!("{rates}: {p}"));
+                }
+                return None;
+            }
+        };
+        let p = CostProcessor::new(id.as_str(), opts, table, &ctx.metrics);
+        Some(ProcessorSpec {
+            built: Built::Inline(Arc::new(p)),
+            signals: &[Signal::Traces],
+            divert_targets: Vec::new(),
+            emits_metrics: true,
+        })
+    }
 }
 
 /// The aggregates as OTLP metrics: `tollgate.cost` (monotonic cumulative Sum, one metric per

@@ -13,13 +13,14 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::component::factory::ProcessorSpec;
+use crate::component::factory::{Component, ProcessorSpec};
 use crate::component::host::{ParseCtx, StartCtx};
 use crate::component::memory::MIB;
 use crate::component::telemetry::{ProcessorLabels, SelfMetrics};
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::{ComponentId, Diagnostics, Map};
 
+/// What a [`MemoryLimiter`] runs with: its [`Config`] in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimiterConfig {
     pub check_interval: Duration,
@@ -27,49 +28,83 @@ pub struct MemoryLimiterConfig {
     pub spike_limit: u64,
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<ProcessorSpec> {
-    let check_interval = m
-        .duration("check_interval", d)
-        .unwrap_or(Duration::from_secs(1));
-    if check_interval.is_zero() {
-        d.error(m.key_path("check_interval"), "must be greater than 0");
-    }
-    let limit_mib = m.u64_in("limit_mib", 1, 1 << 30, d);
-    if limit_mib.is_none() && !m.has("limit_mib") {
-        d.error(
-            m.key_path("limit_mib"),
-            "missing: the most resident memory the process may use, in MiB",
-        );
-    }
-    let limit = limit_mib.unwrap_or(1) * MIB;
-    let spike_limit = match m.u64("spike_limit_mib", d) {
-        Some(s) if s * MIB >= limit => {
-            d.error(
-                m.key_path("spike_limit_mib"),
-                format!(
-                    "must be below limit_mib ({})",
-                    limit_mib.unwrap_or_default()
-                ),
-            );
-            0
+/// The `memory_limiter` processor's options, as read from its section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// `check_interval` (default `1s`): how often resident memory is measured.
+    pub check_interval: Duration,
+    /// `limit_mib` (required; `None` until read): the most resident memory the process
+    /// should use.
+    pub limit_mib: Option<u64>,
+    /// `spike_limit_mib` (default `None`: 20% of `limit_mib`): headroom for growth between
+    /// two checks; refusing starts at `limit_mib - spike_limit_mib`.
+    pub spike_limit_mib: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            check_interval: Duration::from_secs(1),
+            limit_mib: None,
+            spike_limit_mib: None,
         }
-        Some(s) => s * MIB,
-        None => limit / 5,
-    };
-    let cfg = MemoryLimiterConfig {
-        check_interval,
-        limit,
-        spike_limit,
-    };
-    Some(ProcessorSpec::inline(
-        MemoryLimiter::new(id, cfg, ctx.metrics.clone()),
-        &[Signal::Traces, Signal::Metrics, Signal::Logs],
-    ))
+    }
+}
+
+impl Component for MemoryLimiter {
+    type Config = Config;
+    type Built = ProcessorSpec;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        if let Some(v) = m.duration("check_interval", d) {
+            cfg.check_interval = v;
+        }
+        if cfg.check_interval.is_zero() {
+            d.error(m.key_path("check_interval"), "must be greater than 0");
+        }
+        cfg.limit_mib = m.u64_in("limit_mib", 1, 1 << 30, d);
+        if cfg.limit_mib.is_none() && !m.has("limit_mib") {
+            d.error(
+                m.key_path("limit_mib"),
+                "missing: the most resident memory the process may use, in MiB",
+            );
+        }
+        let limit = cfg.limit_mib.unwrap_or(1) * MIB;
+        if let Some(s) = m.u64("spike_limit_mib", d) {
+            if s * MIB >= limit {
+                d.error(
+                    m.key_path("spike_limit_mib"),
+                    format!(
+                        "must be below limit_mib ({})",
+                        cfg.limit_mib.unwrap_or_default()
+                    ),
+                );
+                cfg.spike_limit_mib = Some(0);
+            } else {
+                cfg.spike_limit_mib = Some(s);
+            }
+        }
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<ProcessorSpec> {
+        let limit = cfg.limit_mib.unwrap_or(1) * MIB;
+        let spike_limit = cfg.spike_limit_mib.map_or(limit / 5, |s| s * MIB);
+        let cfg = MemoryLimiterConfig {
+            check_interval: cfg.check_interval,
+            limit,
+            spike_limit,
+        };
+        Some(ProcessorSpec::inline(
+            MemoryLimiter::new(id, cfg, ctx.metrics.clone()),
+            &[Signal::Traces, Signal::Metrics, Signal::Logs],
+        ))
+    }
 }
 
 pub struct MemoryLimiter {

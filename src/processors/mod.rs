@@ -1,5 +1,6 @@
 //! Processors: in-place transformations between receivers and exporters. A new processor is
-//! one module plus one line in [`FACTORIES`].
+//! one module with a [`Component`](crate::component::factory::Component) whose `Built` is a
+//! [`ProcessorSpec`], plus one `factory::<T>` line in [`FACTORIES`].
 
 pub mod batch;
 pub mod cost;
@@ -9,15 +10,15 @@ pub mod genai;
 pub mod memory_limiter;
 pub mod strip;
 
-use crate::component::factory::ProcessorSpec;
+use crate::component::factory::{factory, ProcessorSpec};
 
 type Factory = crate::component::factory::Factory<ProcessorSpec>;
 
 /// Every processor type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
-    ("batch", batch::factory),
-    ("cost", cost::factory),
-    ("envelope", envelope::factory),
-    ("genai_semconv", genai::factory),
-    ("memory_limiter", memory_limiter::factory),
+    ("batch", factory::<batch::BatchConfig>),
+    ("cost", factory::<cost::CostProcessor>),
+    ("envelope", factory::<envelope::EnvelopeProcessor>),
+    ("genai_semconv", factory::<genai::GenAiProcessor>),
+    ("memory_limiter", factory::<memory_limiter::MemoryLimiter>),
 ];

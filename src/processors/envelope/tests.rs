@@ -11,7 +11,12 @@ fn build(options: &str) -> Arc<dyn Processor> {
         exporter_ids: Default::default(),
     };
     let m = Map::new("processors.envelope", &yaml, &mut d).unwrap();
-    let spec = factory(&ComponentId("envelope".into()), &m, &ctx, &mut d);
+    let spec = crate::component::factory::factory::<EnvelopeProcessor>(
+        &ComponentId("envelope".into()),
+        &m,
+        &ctx,
+        &mut d,
+    );
     m.finish(&mut d);
     assert!(d.is_empty(), "{:?}", d.problems());
     match spec.map(|s| s.built) {

@@ -25,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use yaml_rust2::Yaml;
 
 use crate::component::attrs::set_any;
-use crate::component::factory::ProcessorSpec;
+use crate::component::factory::{Component, ProcessorSpec};
 use crate::component::host::ParseCtx;
 use crate::component::{ProcessCtx, Processor, Refused, Signal};
 use crate::config::node::{closest, kind_of, scalar_string};
@@ -111,100 +111,140 @@ impl Tally {
     }
 }
 
-pub fn factory(
-    id: &ComponentId,
-    m: &Map<'_>,
-    ctx: &ParseCtx,
-    d: &mut Diagnostics,
-) -> Option<ProcessorSpec> {
-    let mode = match m.str("mode", d) {
-        None => Mode::Annotate,
-        Some(s) => match Mode::parse(&s) {
-            Some(mode) => mode,
-            None => {
-                let hint = closest(&s, Mode::NAMES.iter().copied())
-                    .map(|b| format!("; did you mean `{b}`?"))
-                    .unwrap_or_default();
-                d.error(
-                    m.key_path("mode"),
-                    format!("unknown mode `{s}`{hint} (modes: annotate, enforce)"),
-                );
-                Mode::Annotate
-            }
-        },
-    };
-    let shadow = m.bool("shadow", d).unwrap_or(false);
-    let max_attributes = m
-        .u64_in("max_attributes_per_span", 1, u32::MAX as u64, d)
-        .map_or(DEFAULT_MAX_ATTRIBUTES, |n| n as usize);
-    let mut opts = check::Options {
-        normalize: m.bool("normalize", d).unwrap_or(true),
-        keep_originals: m.bool("keep_originals", d).unwrap_or(false),
-        strict: m.bool("strict", d).unwrap_or(false),
-        coerce_numeric_strings: m.bool("coerce_numeric_strings", d).unwrap_or(false),
-        custom_mappings: Vec::new(),
-    };
-    if let Some(mappings) = m.map("mappings", d) {
-        for (from, y) in mappings.entries(d) {
-            let path = mappings.key_path(&from);
-            let to = match y {
-                Yaml::String(_) => scalar_string(y),
-                _ => None,
-            };
-            let Some(to) = to else {
-                d.error(
-                    path,
-                    format!(
-                        "expected the attribute name to rename `{from}` to, found {}",
-                        kind_of(y)
-                    ),
-                );
-                continue;
-            };
-            // Checked one by one so every bad entry is reported with its own path.
-            let single = check::Options {
-                custom_mappings: vec![(from.clone(), to.clone())],
-                ..check::Options::default()
-            };
-            if let Err(e) = single.validate() {
-                d.error(path, e.to_string());
-                continue;
-            }
-            opts.custom_mappings.push((from, to));
+/// The `genai_semconv` processor's options, as read from its section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `mode` (default `annotate`).
+    pub mode: Mode,
+    /// `shadow` (default `false`): evaluate and count only.
+    pub shadow: bool,
+    /// `max_attributes_per_span` (default [`DEFAULT_MAX_ATTRIBUTES`]).
+    pub max_attributes: usize,
+    /// `normalize` (default `true`), `keep_originals`, `strict`, `coerce_numeric_strings`
+    /// (default `false`) and `mappings` (default none).
+    pub opts: check::Options,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Annotate,
+            shadow: false,
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            opts: check::Options::default(),
         }
     }
-    if let Err(e) = opts.validate() {
-        let name = match &e {
-            check::OptionsError::EmptyName => String::new(),
-            check::OptionsError::SelfMapping(n)
-            | check::OptionsError::SourceIsCurrent(n)
-            | check::OptionsError::SourceIsBuiltin(n)
-            | check::OptionsError::DuplicateSource(n) => n.clone(),
-        };
-        d.error(m.key_path(&format!("mappings.{name}")), e.to_string());
+}
+
+impl Component for GenAiProcessor {
+    type Config = Config;
+    type Built = ProcessorSpec;
+
+    fn read(cfg: &mut Config, m: &Map<'_>, d: &mut Diagnostics) {
+        if let Some(s) = m.str("mode", d) {
+            match Mode::parse(&s) {
+                Some(mode) => cfg.mode = mode,
+                None => {
+                    let hint = closest(&s, Mode::NAMES.iter().copied())
+                        .map(|b| format!("; did you mean `{b}`?"))
+                        .unwrap_or_default();
+                    d.error(
+                        m.key_path("mode"),
+                        format!("unknown mode `{s}`{hint} (modes: annotate, enforce)"),
+                    );
+                }
+            }
+        }
+        if let Some(v) = m.bool("shadow", d) {
+            cfg.shadow = v;
+        }
+        if let Some(n) = m.u64_in("max_attributes_per_span", 1, u32::MAX as u64, d) {
+            cfg.max_attributes = n as usize;
+        }
+        let opts = &mut cfg.opts;
+        if let Some(v) = m.bool("normalize", d) {
+            opts.normalize = v;
+        }
+        if let Some(v) = m.bool("keep_originals", d) {
+            opts.keep_originals = v;
+        }
+        if let Some(v) = m.bool("strict", d) {
+            opts.strict = v;
+        }
+        if let Some(v) = m.bool("coerce_numeric_strings", d) {
+            opts.coerce_numeric_strings = v;
+        }
+        if let Some(mappings) = m.map("mappings", d) {
+            for (from, y) in mappings.entries(d) {
+                let path = mappings.key_path(&from);
+                let to = match y {
+                    Yaml::String(_) => scalar_string(y),
+                    _ => None,
+                };
+                let Some(to) = to else {
+                    d.error(
+                        path,
+                        format!(
+                            "expected the attribute name to rename `{from}` to, found {}",
+                            kind_of(y)
+                        ),
+                    );
+                    continue;
+                };
+                // Checked one by one so every bad entry is reported with its own path.
+                let single = check::Options {
+                    custom_mappings: vec![(from.clone(), to.clone())],
+                    ..check::Options::default()
+                };
+                if let Err(e) = single.validate() {
+                    d.error(path, e.to_string());
+                    continue;
+                }
+                opts.custom_mappings.push((from, to));
+            }
+        }
+        if let Err(e) = opts.validate() {
+            let name = match &e {
+                check::OptionsError::EmptyName => String::new(),
+                check::OptionsError::SelfMapping(n)
+                | check::OptionsError::SourceIsCurrent(n)
+                | check::OptionsError::SourceIsBuiltin(n)
+                | check::OptionsError::DuplicateSource(n) => n.clone(),
+            };
+            d.error(m.key_path(&format!("mappings.{name}")), e.to_string());
+        }
     }
-    let spans = ctx.metrics.register_shared(
-        "tollgate_genai_spans",
-        "LLM spans checked by a genai_semconv processor, by validation status (counted in shadow mode too)",
-        Family::<SpanLabels, Counter>::default,
-    );
-    let violations = ctx.metrics.register_shared(
-        "tollgate_genai_violations",
-        "GenAI semantic-convention violations found by a genai_semconv processor, by rule family",
-        Family::<ViolationLabels, Counter>::default,
-    );
-    Some(ProcessorSpec::inline(
-        GenAiProcessor {
-            id: id.to_string(),
-            opts,
-            mode,
-            shadow,
-            max_attributes,
-            spans,
-            violations,
-        },
-        &[Signal::Traces],
-    ))
+
+    fn build(
+        id: &ComponentId,
+        cfg: Config,
+        _m: &Map<'_>,
+        ctx: &ParseCtx,
+        _d: &mut Diagnostics,
+    ) -> Option<ProcessorSpec> {
+        let spans = ctx.metrics.register_shared(
+            "tollgate_genai_spans",
+            "LLM spans checked by a genai_semconv processor, by validation status (counted in shadow mode too)",
+            Family::<SpanLabels, Counter>::default,
+        );
+        let violations = ctx.metrics.register_shared(
+            "tollgate_genai_violations",
+            "GenAI semantic-convention violations found by a genai_semconv processor, by rule family",
+            Family::<ViolationLabels, Counter>::default,
+        );
+        Some(ProcessorSpec::inline(
+            GenAiProcessor {
+                id: id.to_string(),
+                opts: cfg.opts,
+                mode: cfg.mode,
+                shadow: cfg.shadow,
+                max_attributes: cfg.max_attributes,
+                spans,
+                violations,
+            },
+            &[Signal::Traces],
+        ))
+    }
 }
 
 fn string_value(s: String) -> Option<AnyValue> {
