@@ -1,7 +1,8 @@
 //! Exporters: where data leaves. Each exporter type is one module plus one line in
-//! [`FACTORIES`]. Every exporter runs behind the delivery layer ([`queue::Delivery`]): the
-//! `sending_queue` and `retry_on_failure` options are read here for every type, so a factory
-//! reads only its own options and its `export` makes one attempt.
+//! [`FACTORIES`]. Every exporter runs behind the delivery layer ([`queue::Delivery`]): its
+//! configuration type is [`ExporterConfig`], its own options plus `sending_queue` and
+//! `retry_on_failure` ([`WithDelivery`]), so a type reads only its own options and its
+//! `export` makes one attempt.
 
 pub mod debug;
 pub mod encode;
@@ -16,26 +17,87 @@ pub mod retry;
 pub mod split;
 pub mod support;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::component::factory::{factory, ExporterBuilder};
-use crate::component::host::StartCtx;
+use crate::component::factory::{factory, Component, ExporterBuilder};
+use crate::component::host::{ParseCtx, StartCtx};
 use crate::config::{ComponentId, Diagnostics, Map};
 
-type Factory = crate::component::factory::Factory<Box<dyn ExporterBuilder>>;
+type Factory = crate::component::factory::Factory<Configured>;
 
 /// Every exporter type: name and factory.
 pub const FACTORIES: &[(&str, Factory)] = &[
-    ("otlp", factory::<otlp::Otlp>),
-    ("otlp_http", factory::<otlp_http::OtlpHttpConfig>),
-    ("file", factory::<file::FileExporterConfig>),
-    ("debug", factory::<debug::DebugExporter>),
-    ("ledger", factory::<ledger::LedgerConfig>),
+    ("otlp", factory::<WithDelivery<otlp::Otlp>>),
+    (
+        "otlp_http",
+        factory::<WithDelivery<otlp_http::OtlpHttpConfig>>,
+    ),
+    ("file", factory::<WithDelivery<file::FileExporterConfig>>),
+    ("debug", factory::<WithDelivery<debug::DebugExporter>>),
+    ("ledger", factory::<WithDelivery<ledger::LedgerConfig>>),
     (
         "loadbalancing",
-        factory::<loadbalancing::LoadBalancingConfig>,
+        factory::<WithDelivery<loadbalancing::LoadBalancingConfig>>,
     ),
 ];
+
+/// An exporter type `E` with the delivery options every exporter has: the component the
+/// service builds for each exporter.
+pub struct WithDelivery<E>(PhantomData<E>);
+
+/// An exporter's configuration: the type's own options and its delivery options.
+#[derive(Debug, Clone, Default)]
+pub struct ExporterConfig<C> {
+    /// The type's own options.
+    pub own: C,
+    /// `sending_queue`.
+    pub queue: queue::QueueConfig,
+    /// `retry_on_failure`.
+    pub retry: retry::RetryConfig,
+}
+
+impl<E> Component for WithDelivery<E>
+where
+    E: Component<Built = Box<dyn ExporterBuilder>>,
+{
+    type Config = ExporterConfig<E::Config>;
+    type Built = Configured;
+
+    /// The type's own options, then `sending_queue` and `retry_on_failure` (read even when
+    /// the type's own options have problems, so theirs are reported too).
+    fn read(cfg: &mut Self::Config, m: &Map<'_>, d: &mut Diagnostics) {
+        E::read(&mut cfg.own, m, d);
+        cfg.queue = queue::parse(m, d);
+        cfg.retry = retry::parse(m, d);
+    }
+
+    fn build(
+        id: &ComponentId,
+        cfg: Self::Config,
+        m: &Map<'_>,
+        ctx: &ParseCtx,
+        d: &mut Diagnostics,
+    ) -> Option<Configured> {
+        let builder = E::build(id, cfg.own, m, ctx, d)?;
+        let (mut queue, mut retry) = (cfg.queue.for_exporter(id), cfg.retry);
+        // A type may declare its delivery options off unless configured (`loadbalancing`).
+        if !builder.delivery_on_by_default() {
+            if !m.has("sending_queue") {
+                queue.enabled = false;
+            }
+            if !m.has("retry_on_failure") {
+                retry.enabled = false;
+            }
+        }
+        Some(Configured {
+            id: id.clone(),
+            queue,
+            retry,
+            builder,
+        })
+    }
+}
 
 /// An exporter's own builder plus the delivery options every exporter has.
 pub struct Configured {
@@ -43,36 +105,6 @@ pub struct Configured {
     pub builder: Box<dyn ExporterBuilder>,
     pub queue: queue::QueueConfig,
     pub retry: retry::RetryConfig,
-}
-
-/// Reads `sending_queue` and `retry_on_failure` from an exporter's options (called for every
-/// exporter type before the unknown-key check) and pairs them with the type's builder.
-pub fn configure(
-    id: &ComponentId,
-    m: &Map<'_>,
-    d: &mut Diagnostics,
-    builder: Option<Box<dyn ExporterBuilder>>,
-) -> Option<Configured> {
-    // Read even when the type's own options failed, so their problems are reported too and
-    // the two keys are never called unknown.
-    let mut queue = queue::parse(id, m, d);
-    let mut retry = retry::parse(m, d);
-    let builder = builder?;
-    // A type may declare its delivery options off unless configured (`loadbalancing`).
-    if !builder.delivery_on_by_default() {
-        if !m.has("sending_queue") {
-            queue.enabled = false;
-        }
-        if !m.has("retry_on_failure") {
-            retry.enabled = false;
-        }
-    }
-    Some(Configured {
-        id: id.clone(),
-        queue,
-        retry,
-        builder,
-    })
 }
 
 impl Configured {
@@ -100,15 +132,56 @@ mod tests {
         )
         .unwrap();
         let mut d = Diagnostics::default();
-        let m = Map::new("exporters.x", &doc, &mut d).unwrap();
-        assert!(configure(&ComponentId("x".into()), &m, &mut d, None).is_none());
+        let m = Map::new("exporters.file", &doc, &mut d).unwrap();
+        let built = factory::<WithDelivery<file::FileExporterConfig>>(
+            &ComponentId("file".into()),
+            &m,
+            &ParseCtx {
+                metrics: Arc::new(crate::component::telemetry::SelfMetrics::new()),
+                exporter_ids: Default::default(),
+            },
+            &mut d,
+        );
+        let _ = built;
         m.finish(&mut d);
         let problems: Vec<String> = d.problems().iter().map(|p| p.to_string()).collect();
-        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
-            problems[0].starts_with("exporters.x.sending_queue.queue_size:"),
+            problems[0].starts_with("exporters.file.path: missing"),
             "{problems:?}"
         );
+        assert!(
+            problems[1].starts_with("exporters.file.sending_queue.queue_size:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn each_exporter_config_carries_its_delivery_options_and_its_own_queue_directory() {
+        let kit = crate::service::testkit::Kit::new();
+        let c = match kit.exporter(
+            "otlp/a.b",
+            "endpoint: 127.0.0.1:4317\ntls: { insecure: true }\nsending_queue: { num_consumers: 3, storage: { directory: /var/lib/tg } }\nretry_on_failure: { max_elapsed_time: 0s }\n",
+        ) {
+            Ok(c) => c,
+            Err(p) => panic!("{p:?}"),
+        };
+        assert_eq!(c.queue.num_consumers, 3);
+        let storage = c.queue.storage.as_ref().map(|s| s.directory.clone());
+        assert_eq!(
+            storage,
+            Some(std::path::PathBuf::from("/var/lib/tg/otlp_a_b"))
+        );
+        assert!(c.queue.enabled && c.retry.enabled);
+        // loadbalancing declares both off unless set.
+        let c = match kit.exporter(
+            "loadbalancing",
+            "protocol: { otlp: { tls: { insecure: true } } }\nresolver: { static: { hostnames: [\"127.0.0.1:1\"] } }\n",
+        ) {
+            Ok(c) => c,
+            Err(p) => panic!("{p:?}"),
+        };
+        assert!(!c.queue.enabled && !c.retry.enabled);
     }
 
     #[test]

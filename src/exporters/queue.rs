@@ -74,6 +74,28 @@ impl Default for QueueConfig {
     }
 }
 
+impl QueueConfig {
+    /// The configuration for exporter `id`: a persistent queue gets a subdirectory of its own
+    /// under `storage.directory`, so exporters may share one directory.
+    pub fn for_exporter(mut self, id: &ComponentId) -> Self {
+        if let Some(storage) = &mut self.storage {
+            let sub: String = id
+                .as_str()
+                .chars()
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                        ch
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            storage.directory = storage.directory.join(sub);
+        }
+        self
+    }
+}
+
 const MIB: u64 = 1024 * 1024;
 
 /// Default `sending_queue.max_items`: at the full pipeline's ~3-4 KB per processed span,
@@ -83,8 +105,10 @@ pub const DEFAULT_MAX_ITEMS: u64 = 50_000;
 /// How long a part of a request too large for the persistent queue waits for room.
 const SPLIT_PART_WAIT: Duration = Duration::from_secs(30);
 
-/// Reads `sending_queue` from an exporter's options (defaults when absent).
-pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> QueueConfig {
+/// Reads `sending_queue` from an exporter's options (defaults when absent). A persistent
+/// queue's `storage.directory` is kept as written: [`QueueConfig::for_exporter`] adds the
+/// exporter's own subdirectory when the exporter is built.
+pub fn parse(exporter: &Map<'_>, d: &mut Diagnostics) -> QueueConfig {
     let mut c = QueueConfig::default();
     let Some(m) = exporter.map("sending_queue", d) else {
         return c;
@@ -127,20 +151,8 @@ pub fn parse(id: &ComponentId, exporter: &Map<'_>, d: &mut Diagnostics) -> Queue
         let fsync = s.bool("fsync", d).unwrap_or(true);
         let max_mib = s.u64_in("max_size_mib", 1, 1 << 30, d).unwrap_or(1024);
         s.finish(d);
-        // One subdirectory per exporter, so exporters may share `directory`.
-        let sub: String = id
-            .as_str()
-            .chars()
-            .map(|ch| {
-                if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
-                    ch
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         c.storage = Some(StorageConfig {
-            directory: PathBuf::from(directory.unwrap_or_default()).join(sub),
+            directory: PathBuf::from(directory.unwrap_or_default()),
             fsync,
             max_size: max_mib * MIB,
             segment_size: StorageConfig::segment_size_for(max_mib * MIB),

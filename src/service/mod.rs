@@ -101,7 +101,6 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         exporters::FACTORIES,
         &ctx,
         &mut d,
-        exporters::configure,
     );
     let receivers = section(
         &root,
@@ -110,7 +109,6 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         receivers::FACTORIES,
         &ctx,
         &mut d,
-        |_, _, _, b| b,
     );
     let processors = section(
         &root,
@@ -119,7 +117,6 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         processors::FACTORIES,
         &ctx,
         &mut d,
-        |_, _, _, b| b,
     );
     let extensions = section(
         &root,
@@ -128,7 +125,6 @@ pub fn parse(doc: &Yaml) -> Result<Parsed, Vec<Problem>> {
         extensions::FACTORIES,
         &ctx,
         &mut d,
-        |_, _, _, b| b,
     );
     let _ = root.raw("connectors");
     if root.has("connectors") {
@@ -249,18 +245,16 @@ fn missing<'a>(
 
 type Factory<B> = fn(&ComponentId, &Map<'_>, &ParseCtx, &mut Diagnostics) -> Option<B>;
 
-/// Reads one component section; `common` reads the options every component of the section
-/// has (the exporters' `sending_queue` and `retry_on_failure`) before unknown keys are
-/// reported.
-fn section<B, W>(
+/// Reads one component section: each entry through its type's factory, then the unknown-key
+/// check of its mapping.
+fn section<B>(
     root: &Map<'_>,
     key: &'static str,
     kind: &str,
     factories: &[(&str, Factory<B>)],
     ctx: &ParseCtx,
     d: &mut Diagnostics,
-    common: impl Fn(&ComponentId, &Map<'_>, &mut Diagnostics, Option<B>) -> Option<W>,
-) -> BTreeMap<ComponentId, W> {
+) -> BTreeMap<ComponentId, B> {
     let mut out = BTreeMap::new();
     let Some(m) = root.map(key, d) else {
         return out;
@@ -289,7 +283,6 @@ fn section<B, W>(
         };
         // The factory reads the keys it knows; whatever is left is reported here.
         let built = factory(&id, &cm, ctx, d);
-        let built = common(&id, &cm, d, built);
         cm.finish(d);
         if let Some(b) = built {
             out.insert(id, b);

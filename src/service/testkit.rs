@@ -77,15 +77,14 @@ impl Kit {
     }
 
     /// Builds the component `id` (a `type[/name]`) of section `key` from its `options`.
-    fn build<B, W>(
+    fn build<B>(
         &self,
         key: &'static str,
         kind: &str,
         factories: &[(&str, Factory<B>)],
         id: &str,
         options: &str,
-        common: impl Fn(&ComponentId, &Map<'_>, &mut Diagnostics, Option<B>) -> Option<W>,
-    ) -> Result<W, Vec<Problem>> {
+    ) -> Result<B, Vec<Problem>> {
         let doc = crate::config::load_str(options)?;
         let mut section = yaml_rust2::yaml::Hash::new();
         section.insert(yaml_rust2::Yaml::String(id.to_string()), doc);
@@ -100,8 +99,8 @@ impl Kit {
             metrics: self.metrics.clone(),
             exporter_ids: self.exporter_ids.clone(),
         };
-        let built: BTreeMap<ComponentId, W> = match Map::new("", &root, &mut d) {
-            Some(m) => super::section(&m, key, kind, factories, &ctx, &mut d, common),
+        let built: BTreeMap<ComponentId, B> = match Map::new("", &root, &mut d) {
+            Some(m) => super::section(&m, key, kind, factories, &ctx, &mut d),
             None => BTreeMap::new(),
         };
         if !d.is_empty() {
@@ -120,14 +119,7 @@ impl Kit {
         id: &str,
         options: &str,
     ) -> Result<Box<dyn ReceiverBuilder>, Vec<Problem>> {
-        self.build(
-            "receivers",
-            "receiver",
-            receivers::FACTORIES,
-            id,
-            options,
-            |_, _, _, b| b,
-        )
+        self.build("receivers", "receiver", receivers::FACTORIES, id, options)
     }
 
     pub fn processor(&self, id: &str, options: &str) -> Result<ProcessorSpec, Vec<Problem>> {
@@ -137,20 +129,12 @@ impl Kit {
             processors::FACTORIES,
             id,
             options,
-            |_, _, _, b| b,
         )
     }
 
     /// An exporter with its delivery options (`sending_queue`, `retry_on_failure`).
     pub fn exporter(&self, id: &str, options: &str) -> Result<Configured, Vec<Problem>> {
-        self.build(
-            "exporters",
-            "exporter",
-            exporters::FACTORIES,
-            id,
-            options,
-            exporters::configure,
-        )
+        self.build("exporters", "exporter", exporters::FACTORIES, id, options)
     }
 
     pub fn extension(
@@ -164,7 +148,6 @@ impl Kit {
             extensions::FACTORIES,
             id,
             options,
-            |_, _, _, b| b,
         )
     }
 

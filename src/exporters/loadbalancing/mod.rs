@@ -178,7 +178,6 @@ fn parse_resolver(m: &Map<'_>, d: &mut Diagnostics) -> Option<Resolver> {
 /// Reads `protocol.otlp`: the `otlp` exporter's options (no `endpoint`) and each backend's
 /// delivery options (no I/O: the TLS files are named). Absent, the `otlp` defaults apply.
 fn parse_protocol(
-    id: &ComponentId,
     m: &Map<'_>,
     d: &mut Diagnostics,
 ) -> (OtlpOptionsConfig, QueueConfig, RetryConfig) {
@@ -196,7 +195,7 @@ fn parse_protocol(
     }
     let mut otlp = OtlpOptionsConfig::default();
     otlp.read(o, d);
-    let backend_queue = queue::parse(id, o, d);
+    let backend_queue = queue::parse(o, d);
     if backend_queue.storage.is_some() {
         d.error(
             format!("{}.storage", o.key_path("sending_queue")),
@@ -265,11 +264,7 @@ impl Component for LoadBalancingConfig {
         if cfg.failover_after.is_zero() {
             d.error(m.key_path("failover_after"), "must be greater than 0");
         }
-        // The id (the section's path is `exporters.<id>`) only names a persistent queue's
-        // directory, which the backends' queues refuse.
-        let path = m.path();
-        let id = ComponentId(path.strip_prefix("exporters.").unwrap_or(path).to_string());
-        (cfg.otlp, cfg.backend_queue, cfg.backend_retry) = parse_protocol(&id, m, d);
+        (cfg.otlp, cfg.backend_queue, cfg.backend_retry) = parse_protocol(m, d);
         // A resolver problem is already reported; the builder is kept so the exporter still
         // counts as defined (the configuration is refused anyway).
         if let Some(r) = parse_resolver(m, d) {

@@ -32,7 +32,7 @@ fn protocol(yaml: &str) -> (OtlpOptionsConfig, Vec<String>) {
     let doc = crate::config::load_str(yaml).unwrap();
     let mut d = Diagnostics::default();
     let m = Map::new("exporters.loadbalancing", &doc, &mut d).unwrap();
-    let (otlp, _, _) = parse_protocol(&ComponentId("loadbalancing".into()), &m, &mut d);
+    let (otlp, _, _) = parse_protocol(&m, &mut d);
     m.finish(&mut d);
     (otlp, d.problems().iter().map(|p| p.to_string()).collect())
 }

@@ -188,7 +188,7 @@ fn max_items_parses_and_defaults_per_sizer() {
         let docs = yaml_rust2::YamlLoader::load_from_str(yaml).unwrap();
         let mut d = Diagnostics::default();
         let m = Map::new("exporters.otlp", &docs[0], &mut d).unwrap();
-        let c = parse(&ComponentId("otlp".into()), &m, &mut d);
+        let c = parse(&m, &mut d);
         (c, d)
     };
     let (c, _) = parse_one("endpoint: x\n");
