@@ -1,6 +1,8 @@
 //! Unit tests of `cost`.
 
+use super::config::parse_attributes_mode;
 use super::*;
+use crate::config::{Diagnostics, Map};
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use std::str::FromStr;
 

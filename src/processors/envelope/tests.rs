@@ -3,25 +3,11 @@
 use super::*;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
+/// The processor built from `options` through the component test kit.
 fn build(options: &str) -> Arc<dyn Processor> {
-    let yaml = crate::config::load_str(options).unwrap();
-    let mut d = Diagnostics::default();
-    let ctx = ParseCtx {
-        metrics: Arc::new(crate::component::telemetry::SelfMetrics::new()),
-        exporter_ids: Default::default(),
-    };
-    let m = Map::new("processors.envelope", &yaml, &mut d).unwrap();
-    let spec = crate::component::factory::factory::<EnvelopeProcessor>(
-        &ComponentId("envelope".into()),
-        &m,
-        &ctx,
-        &mut d,
-    );
-    m.finish(&mut d);
-    assert!(d.is_empty(), "{:?}", d.problems());
-    match spec.map(|s| s.built) {
-        Some(Built::Inline(p)) => p,
-        _ => panic!("not inline"),
+    match crate::service::testkit::Kit::new().inline_processor("envelope", options) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
     }
 }
 
